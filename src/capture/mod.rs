@@ -1,0 +1,188 @@
+//! The capture: what a recording run stores and how it gets there.
+//!
+//! Owns the plain data types ([`ExchangeRecord`], [`SessionInfo`],
+//! [`CapturedBody`]), the SQLite store (`store`, the only module that speaks
+//! SQL), the single writer task behind a byte-bounded queue (`writer`) and
+//! credential redaction (`redact`). Records come in from the proxy's tap;
+//! rows go out to SQLite. Nothing here speaks HTTP.
+
+pub mod redact;
+pub mod store;
+pub mod writer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+
+pub use store::{RunSummary, SessionSummary, Store, StoredExchange};
+pub use writer::{CaptureSink, WriterConfig, WriterHandle};
+
+/// Errors of the capture store.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The store could not be opened or created.
+    #[error("cannot open capture {path}: {source}")]
+    Open {
+        /// The capture file.
+        path: PathBuf,
+        /// What SQLite or the file system said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The file exists but is not a tapedeck capture (or is damaged).
+    #[error("{path} is not a usable tapedeck capture: {reason}")]
+    NotACapture {
+        /// The capture file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A run id that the store does not hold.
+    #[error("capture has no run {0}; `tapedeck captures list` shows the runs it holds")]
+    NoSuchRun(i64),
+    /// The store holds no recording run at all.
+    #[error("capture holds no recording run yet")]
+    Empty,
+    /// A query failed.
+    #[error("capture store: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+/// How the session of an exchange was recognised (DESIGN.md, "Session key").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKeyKind {
+    /// An explicit session header such as `X-Session-Id`.
+    Header,
+    /// A keyed hash of the bearer credential.
+    Bearer,
+    /// A named cookie.
+    Cookie,
+    /// Client IP address plus User-Agent.
+    Client,
+}
+
+impl SessionKeyKind {
+    /// The name stored in `sessions.key_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKeyKind::Header => "header",
+            SessionKeyKind::Bearer => "bearer",
+            SessionKeyKind::Cookie => "cookie",
+            SessionKeyKind::Client => "client",
+        }
+    }
+}
+
+/// One user session of a recording run, as first seen.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// Number of the session within its run, from 1.
+    pub session_no: i64,
+    /// Which source the key came from.
+    pub key_kind: SessionKeyKind,
+    /// The key (credentials appear only as redaction markers).
+    pub key: String,
+    /// Client address of the first request.
+    pub client_addr: String,
+    /// User-Agent of the first request.
+    pub user_agent: Option<String>,
+    /// Wall-clock start, µs since the Unix epoch.
+    pub started_at_us: i64,
+}
+
+/// A body as seen by the tap: the bytes up to the cap, and the true length.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedBody {
+    /// Up to `max_body` bytes, as received (content-encoding kept).
+    pub bytes: Bytes,
+    /// The true length of the body in bytes.
+    pub len: u64,
+    /// Whether `bytes` holds less than the whole body.
+    pub truncated: bool,
+}
+
+/// Why an exchange did not complete normally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeFailure {
+    /// Stable short name: `upstream_unreachable`, `upstream_timeout`,
+    /// `upstream_reset`, `upstream_error`, `downstream_closed`, `refused`.
+    pub kind: &'static str,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// One request/response pair observed by the proxy, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct ExchangeRecord {
+    /// The session this exchange belongs to.
+    pub session: Arc<SessionInfo>,
+    /// Position within the session in arrival order, from 1.
+    pub seq: i64,
+    /// Wall-clock arrival, µs since the Unix epoch.
+    pub started_at_us: i64,
+    /// Arrival relative to the start of the run.
+    pub offset: Duration,
+    /// Request method.
+    pub method: String,
+    /// Request target as the client sent it (origin form: path and query).
+    pub uri: String,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub http_version: &'static str,
+    /// Request headers as received, hop-by-hop headers removed.
+    pub request_headers: HeaderMap,
+    /// Request body.
+    pub request_body: CapturedBody,
+    /// Response status; `None` when no response head was produced.
+    pub status: Option<u16>,
+    /// Response headers as sent to the client.
+    pub response_headers: HeaderMap,
+    /// Response body.
+    pub response_body: CapturedBody,
+    /// Time from arrival to the response head.
+    pub ttfb: Option<Duration>,
+    /// Time from arrival to the end of the response body.
+    pub duration: Duration,
+    /// Set when the exchange failed.
+    pub failure: Option<ExchangeFailure>,
+}
+
+impl ExchangeRecord {
+    /// Approximate memory held by this record, used to bound the writer queue.
+    pub fn weight(&self) -> usize {
+        const FIXED: usize = 512;
+        let headers = |h: &HeaderMap| {
+            h.iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 16)
+                .sum::<usize>()
+        };
+        FIXED
+            + self.uri.len()
+            + headers(&self.request_headers)
+            + headers(&self.response_headers)
+            + self.request_body.bytes.len()
+            + self.response_body.bytes.len()
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_epoch_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Whole microseconds of a duration, saturating, for storage.
+pub fn as_us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The current UTC time as `20261122T162500Z`, for default file names.
+pub fn utc_stamp() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "")
+}

@@ -1,0 +1,436 @@
+//! Credential redaction (DESIGN.md, "Redaction").
+//!
+//! Credential headers and secret-named JSON or form fields are replaced by
+//! markers `redacted:<keyed hash>`. The key is made once per store and kept
+//! in it, so equal values give equal markers across runs and replicas:
+//! sessions still group and replay can still map a marker to the live value
+//! learned from a replayed login. Works on bytes and header maps only; the
+//! proxy calls it before a record is queued, so the writer never sees a
+//! clear credential unless `--keep-credentials` asked for that.
+
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Prefix of every marker.
+pub const MARKER_PREFIX: &str = "redacted:";
+
+/// Header names redacted by default.
+pub const DEFAULT_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// JSON / form field names redacted by default (matched without regard to case).
+pub const DEFAULT_FIELDS: [&str; 7] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "api_key",
+];
+
+/// What to redact.
+#[derive(Debug, Clone)]
+pub struct RedactionConfig {
+    /// Store clear values instead of markers.
+    pub keep_credentials: bool,
+    /// Header names to redact in addition to [`DEFAULT_HEADERS`].
+    pub extra_headers: Vec<String>,
+    /// Body field names to redact ([`DEFAULT_FIELDS`] unless changed).
+    pub fields: Vec<String>,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            keep_credentials: false,
+            extra_headers: Vec::new(),
+            fields: DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+/// Applies a [`RedactionConfig`] with one store's key.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    key: [u8; 32],
+    keep: bool,
+    headers: Vec<HeaderName>,
+    fields: Vec<String>,
+    /// Finds `"field"` (JSON) and `field=` (form) occurrences in one pass.
+    finder: Option<AhoCorasick>,
+}
+
+impl Redactor {
+    /// A redactor using the store's key.
+    ///
+    /// # Errors
+    /// When an extra header name is not a valid HTTP header name.
+    pub fn new(key: [u8; 32], config: &RedactionConfig) -> Result<Self, String> {
+        let mut headers: Vec<HeaderName> = DEFAULT_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
+        for name in &config.extra_headers {
+            let parsed = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("`{name}` is not a valid header name"))?;
+            if !headers.contains(&parsed) {
+                headers.push(parsed);
+            }
+        }
+        let fields: Vec<String> = config
+            .fields
+            .iter()
+            .map(|f| f.to_ascii_lowercase())
+            .collect();
+        let patterns: Vec<String> = fields
+            .iter()
+            .flat_map(|f| [format!("\"{f}\""), format!("{f}=")])
+            .collect();
+        let finder = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&patterns)
+                    .map_err(|e| format!("redaction field list: {e}"))?,
+            )
+        };
+        Ok(Redactor {
+            key,
+            keep: config.keep_credentials,
+            headers,
+            fields,
+            finder,
+        })
+    }
+
+    /// Whether clear values are stored.
+    pub fn keeps_credentials(&self) -> bool {
+        self.keep
+    }
+
+    /// One line saying what is redacted, for the log and the `captures` row.
+    pub fn describe(&self) -> String {
+        if self.keep {
+            return "none (--keep-credentials)".to_string();
+        }
+        let headers: Vec<&str> = self.headers.iter().map(|h| h.as_str()).collect();
+        format!(
+            "headers [{}]; body fields [{}]",
+            headers.join(", "),
+            self.fields.join(", ")
+        )
+    }
+
+    /// The marker for a secret value: `redacted:` and 32 hex digits of a
+    /// keyed BLAKE3 hash.
+    pub fn marker(&self, value: &[u8]) -> String {
+        let hash = blake3::keyed_hash(&self.key, value);
+        let hex = hash.to_hex();
+        format!("{MARKER_PREFIX}{}", &hex.as_str()[..32])
+    }
+
+    /// The credential part of an `Authorization` value (after the scheme).
+    pub fn credential_of(value: &[u8]) -> &[u8] {
+        match value.iter().position(|b| *b == b' ') {
+            Some(i) => trim(&value[i + 1..]),
+            None => value,
+        }
+    }
+
+    /// Replaces credential headers by markers, in place (no-op with
+    /// `--keep-credentials`).
+    pub fn redact_headers(&self, headers: &mut HeaderMap) {
+        if self.keep {
+            return;
+        }
+        for (name, value) in headers.iter_mut() {
+            if self.headers.contains(name) {
+                *value = self.redact_header_value(name, value.as_bytes());
+            }
+        }
+    }
+
+    fn redact_header_value(&self, name: &HeaderName, value: &[u8]) -> HeaderValue {
+        let text = if *name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION {
+            match value.iter().position(|b| *b == b' ') {
+                Some(i) => format!(
+                    "{} {}",
+                    String::from_utf8_lossy(&value[..i]),
+                    self.marker(Self::credential_of(value))
+                ),
+                None => self.marker(value),
+            }
+        } else if *name == header::COOKIE {
+            value
+                .split(|b| *b == b';')
+                .map(|pair| self.redact_cookie_pair(trim(pair)))
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else if *name == header::SET_COOKIE {
+            // Only the first pair is the cookie; the rest are attributes.
+            let end = value.iter().position(|b| *b == b';').unwrap_or(value.len());
+            format!(
+                "{}{}",
+                self.redact_cookie_pair(trim(&value[..end])),
+                String::from_utf8_lossy(&value[end..])
+            )
+        } else {
+            self.marker(value)
+        };
+        // Markers and the kept parts are visible ASCII, so this cannot fail;
+        // fall back to a bare marker if a kept part had odd bytes.
+        HeaderValue::from_str(&text).unwrap_or_else(|_| {
+            HeaderValue::from_str(&self.marker(value))
+                .unwrap_or(HeaderValue::from_static(MARKER_PREFIX))
+        })
+    }
+
+    fn redact_cookie_pair(&self, pair: &[u8]) -> String {
+        match pair.iter().position(|b| *b == b'=') {
+            Some(i) => format!(
+                "{}={}",
+                String::from_utf8_lossy(&pair[..i]),
+                self.marker(&pair[i + 1..])
+            ),
+            None => String::from_utf8_lossy(pair).into_owned(),
+        }
+    }
+
+    /// Byte ranges of secret-named field values in a JSON or form body.
+    ///
+    /// A scanner, not a parser: it works on truncated bodies and leaves
+    /// every other byte as it was. A JSON value is the string or scalar
+    /// after `"field"` and a colon; a form value runs from `field=` to the
+    /// next `&` at the start of a pair.
+    pub fn secret_ranges(&self, body: &[u8]) -> Vec<Range<usize>> {
+        let Some(finder) = &self.finder else {
+            return Vec::new();
+        };
+        let mut ranges = Vec::new();
+        for m in finder.find_iter(body) {
+            let matched = &body[m.start()..m.end()];
+            let range = if matched[0] == b'"' {
+                json_value_after(body, m.end())
+            } else if m.start() == 0 || body[m.start() - 1] == b'&' {
+                let end = body[m.end()..]
+                    .iter()
+                    .position(|b| *b == b'&')
+                    .map_or(body.len(), |i| m.end() + i);
+                Some(m.end()..end)
+            } else {
+                None
+            };
+            if let Some(r) = range.filter(|r| !r.is_empty())
+                && ranges
+                    .last()
+                    .is_none_or(|prev: &Range<usize>| prev.end <= r.start)
+            {
+                ranges.push(r);
+            }
+        }
+        ranges
+    }
+
+    /// Replaces secret field values in a body by markers. Returns `None`
+    /// when nothing was replaced (the stored body is then the received one,
+    /// byte for byte) or with `--keep-credentials`.
+    pub fn redact_body(&self, body: &[u8]) -> Option<Bytes> {
+        if self.keep {
+            return None;
+        }
+        let ranges = self.secret_ranges(body);
+        if ranges.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() + ranges.len() * 48);
+        let mut at = 0;
+        for r in ranges {
+            out.extend_from_slice(&body[at..r.start]);
+            out.extend_from_slice(self.marker(&body[r.clone()]).as_bytes());
+            at = r.end;
+        }
+        out.extend_from_slice(&body[at..]);
+        Some(Bytes::from(out))
+    }
+}
+
+/// Whether a body with these headers may hold secret fields we can scan:
+/// JSON or form content that is not content-encoded.
+pub fn is_scannable(headers: &HeaderMap) -> bool {
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return false;
+    }
+    match headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(ct) => {
+            let ct = ct.to_ascii_lowercase();
+            ct.contains("json") || ct.starts_with("application/x-www-form-urlencoded")
+        }
+        None => false,
+    }
+}
+
+/// The value after `"key"` in JSON: skips blanks and a colon, then a string
+/// (to its closing quote, or the end of a truncated body) or a bare scalar.
+fn json_value_after(body: &[u8], mut i: usize) -> Option<Range<usize>> {
+    let skip_blank = |mut i: usize| {
+        while i < body.len() && body[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    i = skip_blank(i);
+    if body.get(i) != Some(&b':') {
+        return None; // a string value that happens to equal a field name
+    }
+    i = skip_blank(i + 1);
+    match body.get(i)? {
+        b'"' => {
+            let start = i + 1;
+            let mut j = start;
+            while j < body.len() {
+                match body[j] {
+                    b'\\' => j += 2,
+                    b'"' => return Some(start..j),
+                    _ => j += 1,
+                }
+            }
+            Some(start..body.len())
+        }
+        b'{' | b'[' => None,
+        _ => {
+            let end = body[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .map_or(body.len(), |k| i + k);
+            let scalar = &body[i..end];
+            // Leave literals alone: `null`, `true` and `false` are not secrets.
+            if matches!(scalar, b"null" | b"true" | b"false") {
+                None
+            } else {
+                Some(i..end)
+            }
+        }
+    }
+}
+
+fn trim(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor() -> Redactor {
+        Redactor::new([7; 32], &RedactionConfig::default()).expect("default config is valid")
+    }
+
+    #[test]
+    fn equal_values_give_equal_markers_and_keys_change_them() {
+        let r = redactor();
+        assert_eq!(r.marker(b"abc"), r.marker(b"abc"));
+        assert_ne!(r.marker(b"abc"), r.marker(b"abd"));
+        let other = Redactor::new([8; 32], &RedactionConfig::default()).expect("valid");
+        assert_ne!(r.marker(b"abc"), other.marker(b"abc"));
+        assert!(r.marker(b"abc").starts_with(MARKER_PREFIX));
+    }
+
+    #[test]
+    fn authorization_keeps_scheme_and_marks_the_credential() {
+        let r = redactor();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer s3cret"),
+        );
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; sid=xyz"));
+        h.insert(
+            header::SET_COOKIE,
+            HeaderValue::from_static("sid=xyz; Path=/; HttpOnly"),
+        );
+        r.redact_headers(&mut h);
+        let auth = h[header::AUTHORIZATION].to_str().expect("ascii");
+        assert_eq!(auth, format!("Bearer {}", r.marker(b"s3cret")));
+        let cookie = h[header::COOKIE].to_str().expect("ascii");
+        assert_eq!(
+            cookie,
+            format!("a={}; sid={}", r.marker(b"1"), r.marker(b"xyz"))
+        );
+        let set = h[header::SET_COOKIE].to_str().expect("ascii");
+        assert_eq!(set, format!("sid={}; Path=/; HttpOnly", r.marker(b"xyz")));
+    }
+
+    #[test]
+    fn json_fields_are_marked_in_place_and_other_bytes_kept() {
+        let r = redactor();
+        let body = br#"{"user":"ann", "Password" : "hunter2", "n":{"token":42,"x":"token"}}"#;
+        let out = r.redact_body(body).expect("has secrets");
+        let expected = format!(
+            r#"{{"user":"ann", "Password" : "{}", "n":{{"token":{},"x":"token"}}}}"#,
+            r.marker(b"hunter2"),
+            r.marker(b"42")
+        );
+        assert_eq!(std::str::from_utf8(&out).expect("utf8"), expected);
+    }
+
+    #[test]
+    fn truncated_json_and_form_bodies_are_redacted() {
+        let r = redactor();
+        let out = r
+            .redact_body(br#"{"access_token":"abc\"def"#)
+            .expect("secret");
+        assert_eq!(
+            out,
+            format!(r#"{{"access_token":"{}"#, r.marker(br#"abc\"def"#))
+        );
+        let form = r
+            .redact_body(b"user=ann&password=pw&xpassword=no")
+            .expect("secret");
+        assert_eq!(
+            form,
+            format!("user=ann&password={}&xpassword=no", r.marker(b"pw"))
+        );
+        assert!(
+            r.redact_body(br#"{"user":"ann","note":"no secrets"}"#)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn keep_credentials_stores_clear_values() {
+        let config = RedactionConfig {
+            keep_credentials: true,
+            ..RedactionConfig::default()
+        };
+        let r = Redactor::new([1; 32], &config).expect("valid");
+        assert!(r.redact_body(br#"{"password":"x"}"#).is_none());
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        r.redact_headers(&mut h);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer t");
+    }
+}

@@ -1,0 +1,357 @@
+//! Command-line definitions (clap) and their translation into the
+//! library's validated configurations. Nothing in the library sees clap.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
+use tapedeck::demo::backend::BackendConfig;
+use tapedeck::proxy::session::{KeySource, SessionConfig};
+use tapedeck::proxy::{PathFilter, RecordConfig, Upstream};
+
+/// Record real chat-backend traffic, replay it at scale, compare the reports.
+#[derive(Debug, Parser)]
+#[command(name = "tapedeck", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// tapedeck's commands.
+// Parsed once per process; boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a recording reverse proxy in front of a chat backend.
+    Record(RecordArgs),
+    /// Inspect capture files.
+    #[command(subcommand)]
+    Captures(CapturesCommand),
+    /// The whole product end to end against the built-in demo chat backend.
+    Demo(DemoArgs),
+    /// Serve the built-in demo chat backend.
+    DemoBackend(DemoBackendArgs),
+}
+
+/// `tapedeck record`. Every option can also come from `--config FILE`
+/// (TOML, same names with `_` for `-`); the command line wins.
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RecordArgs {
+    /// Backend to forward to, e.g. http://chat:8000 (required here or in --config).
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Capture file [default: captures/<UTC timestamp>.db].
+    #[arg(long)]
+    pub capture: Option<PathBuf>,
+    /// TOML file with any of these options.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Serve /healthz and Prometheus /metrics on this address.
+    #[arg(long)]
+    pub admin: Option<SocketAddr>,
+    /// Largest body stored per request or response; bodies are always
+    /// forwarded whole [default: 1MiB]. Accepts 512KiB, 4MiB, 1000000.
+    #[arg(long)]
+    pub max_body: Option<String>,
+    /// Pending-record budget of the capture writer [default: 64MiB].
+    #[arg(long)]
+    pub queue_bytes: Option<String>,
+    /// Longest wait for the upstream's response head before answering 504 [default: 30s].
+    #[arg(long)]
+    pub upstream_timeout: Option<String>,
+    /// Forward the client's Host header instead of the upstream's.
+    #[arg(long)]
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Session key sources, first match wins
+    /// [default: header:x-session-id,bearer,cookie:session,client].
+    #[arg(long, value_delimiter = ',')]
+    #[serde(default)]
+    pub session_key: Vec<String>,
+    /// Idle gap that starts a new session [default: 30m].
+    #[arg(long)]
+    pub session_idle: Option<String>,
+    /// Store credentials in clear instead of redaction markers.
+    #[arg(long)]
+    #[serde(default)]
+    pub keep_credentials: bool,
+    /// Another header to redact (repeatable).
+    #[arg(long = "redact-header")]
+    #[serde(default)]
+    pub redact_header: Vec<String>,
+    /// JSON/form field names to redact, replacing the default list
+    /// (password, passwd, secret, token, access_token, refresh_token, api_key).
+    #[arg(long = "redact-field", value_delimiter = ',')]
+    #[serde(default)]
+    pub redact_field: Vec<String>,
+    /// Record only paths matching this glob (repeatable; `*` matches anything).
+    #[arg(long)]
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Never record paths matching this glob (repeatable).
+    #[arg(long)]
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Largest request head accepted; larger ones get 431 [default: 32KiB].
+    #[arg(long)]
+    pub max_header_bytes: Option<String>,
+}
+
+/// What `record` runs with, after merging the file and the flags.
+#[derive(Debug)]
+pub struct RecordPlan {
+    pub listen: SocketAddr,
+    pub capture: PathBuf,
+    pub admin: Option<SocketAddr>,
+    pub config: RecordConfig,
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<RecordArgs> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))
+}
+
+fn or_vec(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    if a.is_empty() { b } else { a }
+}
+
+/// A size such as `1MiB`, `512KiB`, `64kb` or `1000000`.
+pub fn parse_size(text: &str) -> anyhow::Result<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num
+        .parse()
+        .with_context(|| format!("`{text}` is not a size; use e.g. 1MiB, 512KiB or 1000000"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        "g" | "gb" | "gib" => 1024 * 1024 * 1024,
+        other => bail!("unknown size unit `{other}` in `{text}`; use B, KiB, MiB or GiB"),
+    };
+    n.checked_mul(mult)
+        .with_context(|| format!("size `{text}` is too large"))
+}
+
+/// A duration such as `30s`, `500ms`, `30m`.
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text.trim())
+        .with_context(|| format!("`{text}` is not a duration; use e.g. 500ms, 30s, 30m"))
+}
+
+impl RecordArgs {
+    /// Merges `--config`, checks every value and builds the plan.
+    pub fn into_plan(self) -> anyhow::Result<RecordPlan> {
+        let file = match &self.config {
+            Some(path) => read_config_file(path)?,
+            None => RecordArgs::default(),
+        };
+        let upstream = self.upstream.or(file.upstream).context(
+            "no upstream: pass --upstream http://host:port (or `upstream = \"…\"` in --config)",
+        )?;
+        let mut config = RecordConfig::new(Upstream::parse(&upstream)?);
+        if let Some(s) = self.max_body.or(file.max_body) {
+            config.max_body = parse_size(&s).context("--max-body")?;
+        }
+        if let Some(s) = self.queue_bytes.or(file.queue_bytes) {
+            config.writer.queue_bytes = parse_size(&s).context("--queue-bytes")?;
+        }
+        if let Some(s) = self.upstream_timeout.or(file.upstream_timeout) {
+            config.upstream_timeout = parse_duration(&s).context("--upstream-timeout")?;
+        }
+        if let Some(s) = self.max_header_bytes.or(file.max_header_bytes) {
+            config.max_header_bytes = parse_size(&s).context("--max-header-bytes")?;
+        }
+        config.preserve_host = self.preserve_host || file.preserve_host;
+        let sources = or_vec(self.session_key, file.session_key);
+        let mut session = SessionConfig::default();
+        if !sources.is_empty() {
+            session.sources = sources
+                .iter()
+                .map(|s| s.parse::<KeySource>().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()
+                .context("--session-key")?;
+        }
+        if let Some(s) = self.session_idle.or(file.session_idle) {
+            session.idle_gap = parse_duration(&s).context("--session-idle")?;
+        }
+        config.session = session;
+        let fields = or_vec(self.redact_field, file.redact_field);
+        config.redaction = RedactionConfig {
+            keep_credentials: self.keep_credentials || file.keep_credentials,
+            extra_headers: or_vec(self.redact_header, file.redact_header),
+            fields: if fields.is_empty() {
+                DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect()
+            } else {
+                fields
+            },
+        };
+        config.filter = PathFilter {
+            include: or_vec(self.include, file.include),
+            exclude: or_vec(self.exclude, file.exclude),
+        };
+        let capture = self.capture.or(file.capture).unwrap_or_else(|| {
+            PathBuf::from(format!("captures/{}.db", tapedeck::capture::utc_stamp()))
+        });
+        Ok(RecordPlan {
+            listen: self
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            capture,
+            admin: self.admin.or(file.admin),
+            config,
+        })
+    }
+}
+
+/// `tapedeck captures …`
+#[derive(Debug, Subcommand)]
+pub enum CapturesCommand {
+    /// List the recording runs in a capture.
+    List {
+        /// Capture file.
+        path: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run: counters, routes, sessions.
+    Show {
+        /// Capture file.
+        path: PathBuf,
+        /// Run id [default: the latest].
+        #[arg(long)]
+        run: Option<i64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Most routes and sessions listed in text output.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+/// `tapedeck demo`
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Folder for the capture (and, later, reports) [default: tapedeck-demo-<UTC timestamp>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Chat users in the scripted population.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// Seed for the script's think times and texts.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Leave the demo backend running afterwards and print its address.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// `tapedeck demo-backend`
+#[derive(Debug, Args)]
+pub struct DemoBackendArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Worker slots: requests served at once.
+    #[arg(long, default_value_t = 64)]
+    pub workers: usize,
+    /// Time each request holds a worker slot.
+    #[arg(long, default_value = "2ms")]
+    pub service_time: String,
+    /// Longest wait for a worker before answering 503.
+    #[arg(long, default_value = "2s")]
+    pub queue_timeout: String,
+    /// Requests per second per token before answering 429.
+    #[arg(long)]
+    pub rate_limit: Option<f64>,
+    /// Tokens in a streamed bot reply.
+    #[arg(long, default_value_t = 12)]
+    pub reply_tokens: usize,
+    /// Pause between streamed tokens.
+    #[arg(long, default_value = "15ms")]
+    pub token_interval: String,
+}
+
+impl DemoBackendArgs {
+    /// The backend configuration these flags describe.
+    pub fn config(&self) -> anyhow::Result<BackendConfig> {
+        if self.workers == 0 {
+            bail!("--workers must be at least 1");
+        }
+        if let Some(r) = self.rate_limit.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            bail!("--rate-limit must be a positive number of requests per second, got {r}");
+        }
+        Ok(BackendConfig {
+            workers: self.workers,
+            service_time: parse_duration(&self.service_time).context("--service-time")?,
+            queue_timeout: parse_duration(&self.queue_timeout).context("--queue-timeout")?,
+            rate_limit: self.rate_limit,
+            reply_tokens: self.reply_tokens,
+            token_interval: parse_duration(&self.token_interval).context("--token-interval")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_size("1MiB").expect("valid"), 1024 * 1024);
+        assert_eq!(parse_size("512KiB").expect("valid"), 512 * 1024);
+        assert_eq!(parse_size("1000").expect("valid"), 1000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn flags_override_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("record.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:9\"\nmax_body = \"2MiB\"\nexclude = [\"/health*\"]\n",
+        )
+        .expect("write");
+        let args = RecordArgs {
+            config: Some(file),
+            max_body: Some("4KiB".into()),
+            ..RecordArgs::default()
+        };
+        let plan = args.into_plan().expect("valid");
+        assert_eq!(plan.config.max_body, 4096);
+        assert_eq!(plan.config.upstream.as_str(), "http://127.0.0.1:9");
+        assert!(!plan.config.filter.records("/healthz"));
+        assert!(plan.config.filter.records("/api/x"));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("record.toml");
+        std::fs::write(&file, "upstrem = \"http://x\"\n").expect("write");
+        let args = RecordArgs {
+            config: Some(file),
+            ..RecordArgs::default()
+        };
+        let err = format!("{:#}", args.into_plan().expect_err("typo"));
+        assert!(err.contains("upstrem"), "{err}");
+    }
+}

@@ -1,0 +1,391 @@
+//! The scripted demo: a population of chat users driven through the
+//! recording proxy in front of the demo backend.
+//!
+//! Each user logs in, opens a conversation, sends messages with think time
+//! (POST with an `Idempotency-Key`, one client retry of the same key, PUT
+//! with a client transaction id), pages the history with the server's
+//! cursors and streams a bot reply to the end. Every request's status is
+//! checked against what the script expects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// How many users, and how they pace themselves.
+#[derive(Debug, Clone)]
+pub struct Population {
+    /// Chat users, one session each.
+    pub users: usize,
+    /// Messages each user sends.
+    pub messages_per_user: usize,
+    /// Users start spread over this window.
+    pub ramp: Duration,
+    /// Think time between a user's actions is drawn from this range.
+    pub think: (Duration, Duration),
+    /// Seed for think times and message texts.
+    pub seed: u64,
+}
+
+impl Default for Population {
+    fn default() -> Self {
+        Population {
+            users: 20,
+            messages_per_user: 6,
+            ramp: Duration::from_secs(2),
+            think: (Duration::from_millis(400), Duration::from_millis(1400)),
+            seed: 7,
+        }
+    }
+}
+
+/// A scripted request that got another status than expected.
+#[derive(Debug, Clone)]
+pub struct Mismatch {
+    /// User number.
+    pub user: usize,
+    /// `METHOD path`.
+    pub request: String,
+    /// What the script expected.
+    pub expected: u16,
+    /// What came back (`None`: no response).
+    pub got: Option<u16>,
+    /// Response body or transport error.
+    pub detail: String,
+}
+
+/// What the script did.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptOutcome {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests answered with the expected status.
+    pub as_expected: u64,
+    /// The others.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Progress events, one per finished request.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// A request finished.
+    Request,
+    /// A user finished the script.
+    UserDone,
+}
+
+/// A small JSON-over-HTTP client for the demo API.
+#[derive(Debug, Clone)]
+pub struct ChatClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    base: String,
+    user_agent: String,
+}
+
+/// A response as the script sees it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (`Value::Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl ChatClient {
+    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, user_agent: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        ChatClient {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            base: base.trim_end_matches('/').to_string(),
+            user_agent: user_agent.to_string(),
+        }
+    }
+
+    /// Sends one request and reads the whole response.
+    ///
+    /// # Errors
+    /// A transport failure, as text.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+            .header(header::USER_AGENT, &self.user_agent);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Full::new(Bytes::from(v.to_string()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let req = req.body(body).map_err(|e| e.to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+}
+
+struct Run<'a> {
+    user: usize,
+    client: &'a ChatClient,
+    outcome: ScriptOutcome,
+    progress: &'a mpsc::UnboundedSender<Progress>,
+}
+
+impl Run<'_> {
+    /// Sends a request, checks its status, returns the reply if it matched.
+    async fn expect(
+        &mut self,
+        expected: StatusCode,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Option<Reply> {
+        let label = format!("{method} {path}");
+        let result = self.client.call(method, path, token, headers, body).await;
+        self.outcome.requests += 1;
+        let _ = self.progress.send(Progress::Request);
+        match result {
+            Ok(reply) if reply.status == expected => {
+                self.outcome.as_expected += 1;
+                Some(reply)
+            }
+            Ok(reply) => {
+                self.outcome.mismatches.push(Mismatch {
+                    user: self.user,
+                    request: label,
+                    expected: expected.as_u16(),
+                    got: Some(reply.status.as_u16()),
+                    detail: String::from_utf8_lossy(&reply.body)
+                        .chars()
+                        .take(200)
+                        .collect(),
+                });
+                None
+            }
+            Err(e) => {
+                self.outcome.mismatches.push(Mismatch {
+                    user: self.user,
+                    request: label,
+                    expected: expected.as_u16(),
+                    got: None,
+                    detail: e,
+                });
+                None
+            }
+        }
+    }
+}
+
+fn think(rng: &mut StdRng, p: &Population) -> Duration {
+    let (lo, hi) = p.think;
+    if hi <= lo {
+        return lo;
+    }
+    rng.random_range(lo..hi)
+}
+
+async fn one_user(
+    user: usize,
+    base: String,
+    population: Arc<Population>,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> ScriptOutcome {
+    let mut rng =
+        StdRng::seed_from_u64(population.seed.wrapping_mul(1000).wrapping_add(user as u64));
+    let client = ChatClient::new(
+        &base,
+        &format!(
+            "tapedeck-demo/{} (user {user:02})",
+            env!("CARGO_PKG_VERSION")
+        ),
+    );
+    let mut run = Run {
+        user,
+        client: &client,
+        outcome: ScriptOutcome::default(),
+        progress: &progress,
+    };
+    let ramp = population.ramp.as_millis() as u64;
+    let start_at = if population.users > 1 {
+        Duration::from_millis(ramp * user as u64 / (population.users as u64 - 1).max(1))
+    } else {
+        Duration::ZERO
+    };
+    tokio::time::sleep(start_at).await;
+
+    let name = format!("user-{user:02}");
+    let login =
+        json!({ "user": name, "password": format!("pw-{user:02}-{}", rng.random::<u32>()) });
+    let Some(reply) = run
+        .expect(
+            StatusCode::OK,
+            Method::POST,
+            "/api/login",
+            None,
+            &[],
+            Some(login),
+        )
+        .await
+    else {
+        return run.outcome;
+    };
+    let Some(token) = reply.json()["token"].as_str().map(str::to_string) else {
+        return run.outcome;
+    };
+    let token = Some(token.as_str());
+    let title = json!({ "title": format!("{name}'s questions") });
+    let Some(reply) = run
+        .expect(
+            StatusCode::CREATED,
+            Method::POST,
+            "/api/conversations",
+            token,
+            &[],
+            Some(title),
+        )
+        .await
+    else {
+        return run.outcome;
+    };
+    let Some(conversation) = reply.json()["id"].as_str().map(str::to_string) else {
+        return run.outcome;
+    };
+    let messages_path = format!("/api/conversations/{conversation}/messages");
+    for k in 0..population.messages_per_user {
+        tokio::time::sleep(think(&mut rng, &population)).await;
+        let text = json!({ "text": format!("message {k} from {name}") });
+        if k % 2 == 0 {
+            let key = format!("idem-{:016x}", rng.random::<u64>());
+            let headers = [("idempotency-key", key.as_str())];
+            run.expect(
+                StatusCode::CREATED,
+                Method::POST,
+                &messages_path,
+                token,
+                &headers,
+                Some(text.clone()),
+            )
+            .await;
+            if k == 2 {
+                // A client retry after a lost response: same key, same message.
+                run.expect(
+                    StatusCode::CREATED,
+                    Method::POST,
+                    &messages_path,
+                    token,
+                    &headers,
+                    Some(text),
+                )
+                .await;
+            }
+        } else {
+            let txn = format!("txn{:012x}", rng.random::<u64>() >> 16);
+            let path = format!("{messages_path}/{txn}");
+            run.expect(StatusCode::OK, Method::PUT, &path, token, &[], Some(text))
+                .await;
+        }
+    }
+    tokio::time::sleep(think(&mut rng, &population)).await;
+    let mut page = format!("{messages_path}?limit=2");
+    while let Some(reply) = run
+        .expect(StatusCode::OK, Method::GET, &page, token, &[], None)
+        .await
+    {
+        match reply.json()["next_cursor"].as_str() {
+            Some(cursor) => page = format!("{messages_path}?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    tokio::time::sleep(think(&mut rng, &population)).await;
+    let reply_path = format!("/api/conversations/{conversation}/reply");
+    run.expect(StatusCode::OK, Method::GET, &reply_path, token, &[], None)
+        .await;
+    let _ = progress.send(Progress::UserDone);
+    run.outcome
+}
+
+/// Drives the population against `base` (the proxy) and reports what
+/// happened; `progress` receives an event per request.
+pub async fn drive(
+    base: SocketAddr,
+    population: Population,
+    progress: mpsc::UnboundedSender<Progress>,
+) -> ScriptOutcome {
+    let population = Arc::new(population);
+    let base = format!("http://{base}");
+    let tasks: Vec<_> = (0..population.users)
+        .map(|user| {
+            tokio::spawn(one_user(
+                user,
+                base.clone(),
+                population.clone(),
+                progress.clone(),
+            ))
+        })
+        .collect();
+    let mut total = ScriptOutcome::default();
+    for task in tasks {
+        match task.await {
+            Ok(o) => {
+                total.requests += o.requests;
+                total.as_expected += o.as_expected;
+                total.mismatches.extend(o.mismatches);
+            }
+            Err(e) => total.mismatches.push(Mismatch {
+                user: usize::MAX,
+                request: "user task".into(),
+                expected: 0,
+                got: None,
+                detail: e.to_string(),
+            }),
+        }
+    }
+    total
+}
+
+/// Where `tapedeck demo` writes when no `--out` is given:
+/// `tapedeck-demo-<UTC timestamp>` under the working directory.
+pub fn default_out_dir() -> PathBuf {
+    PathBuf::from(format!("tapedeck-demo-{}", crate::capture::utc_stamp()))
+}

@@ -1,0 +1,368 @@
+//! The recording reverse proxy.
+//!
+//! `listener` accepts HTTP/1.1 and h2c connections and drains them on
+//! shutdown; `forward` turns one client request into one upstream request
+//! and answers 502/504/403/405 itself where it must; `tap` copies bodies up
+//! to the cap and hands finished exchanges to the capture sink; `session`
+//! keys requests into user sessions; `admin` serves health and metrics.
+//! The proxy depends on `capture` for types and the sink, never on the
+//! store: recording can fail without a request failing.
+
+pub mod admin;
+mod forward;
+pub mod metrics;
+pub mod session;
+pub mod tap;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Uri;
+use http::uri::{Authority, Scheme};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::capture::redact::{RedactionConfig, Redactor};
+use crate::capture::store::NewRun;
+use crate::capture::writer::{self, WriterConfig};
+use crate::capture::{CaptureError, CaptureSink, RunSummary, Store};
+use crate::shutdown::Shutdown;
+use metrics::ProxyMetrics;
+use session::{SessionConfig, SessionTracker};
+use tap::RequestBody;
+
+/// Errors that stop the proxy from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream URL is unusable.
+    #[error("upstream `{url}`: {reason}")]
+    Upstream {
+        /// What was given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The capture store failed.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+/// Where the proxy forwards to: scheme, authority and an optional path prefix.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+    text: String,
+}
+
+impl Upstream {
+    /// Parses `http://host:port[/prefix]`.
+    ///
+    /// # Errors
+    /// When the URL has no host, a scheme other than http, or a query.
+    pub fn parse(url: &str) -> Result<Upstream, ProxyError> {
+        let err = |reason: &str| ProxyError::Upstream {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| err("not a URL; expected http://host:port"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| err("missing scheme; expected http://host:port"))?;
+        if scheme != Scheme::HTTP {
+            return Err(err(
+                "only http:// upstreams are supported so far; terminate TLS in front of the upstream or use its plain-HTTP port",
+            ));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| err("missing host; expected http://host:port"))?;
+        if uri.query().is_some() {
+            return Err(err("an upstream URL cannot carry a query string"));
+        }
+        let prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(Upstream {
+            scheme,
+            authority,
+            prefix,
+            text: url.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// The URL as given.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Path filters: which requests are recorded (all are forwarded).
+#[derive(Debug, Clone, Default)]
+pub struct PathFilter {
+    /// Record only paths matching one of these globs (`*` matches any run
+    /// of characters); empty means all.
+    pub include: Vec<String>,
+    /// Never record paths matching one of these globs.
+    pub exclude: Vec<String>,
+}
+
+impl PathFilter {
+    /// Whether a request path is recorded.
+    pub fn records(&self, path: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| glob_match(p, path)))
+            && !self.exclude.iter().any(|p| glob_match(p, path))
+    }
+}
+
+/// `*` matches any run of characters, everything else itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Everything `tapedeck record` is configured with.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// Where requests go.
+    pub upstream: Upstream,
+    /// Body cap in bytes (default 1 MiB).
+    pub max_body: usize,
+    /// Longest wait for the upstream's response head before a 504.
+    pub upstream_timeout: Duration,
+    /// Forward the client's Host header instead of the upstream's.
+    pub preserve_host: bool,
+    /// Largest request head accepted (431 beyond it).
+    pub max_header_bytes: usize,
+    /// Session keying.
+    pub session: SessionConfig,
+    /// Redaction.
+    pub redaction: RedactionConfig,
+    /// Which paths are recorded.
+    pub filter: PathFilter,
+    /// The writer queue.
+    pub writer: WriterConfig,
+    /// Longest wait for in-flight requests on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl RecordConfig {
+    /// Defaults from DESIGN.md for an upstream.
+    pub fn new(upstream: Upstream) -> Self {
+        RecordConfig {
+            upstream,
+            max_body: 1024 * 1024,
+            upstream_timeout: Duration::from_secs(30),
+            preserve_host: false,
+            max_header_bytes: 32 * 1024,
+            session: SessionConfig::default(),
+            redaction: RedactionConfig::default(),
+            filter: PathFilter::default(),
+            writer: WriterConfig::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// State shared by every connection of a recording proxy.
+#[derive(Debug)]
+pub(crate) struct ProxyState {
+    config: RecordConfig,
+    client: Client<HttpConnector, RequestBody>,
+    pub(crate) sink: CaptureSink,
+    pub(crate) redactor: Redactor,
+    pub(crate) sessions: SessionTracker,
+    pub(crate) metrics: Arc<ProxyMetrics>,
+    pub(crate) run_started: Instant,
+}
+
+/// A running recording proxy.
+#[derive(Debug)]
+pub struct Recording {
+    addr: SocketAddr,
+    run_id: i64,
+    metrics: Arc<ProxyMetrics>,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<RunSummary, CaptureError>>,
+}
+
+impl Recording {
+    /// Starts a recording run on `store` and serves `listener` until
+    /// `shutdown` fires (or [`Recording::stop`] is called).
+    ///
+    /// # Errors
+    /// When the store cannot start a run or a setting is invalid.
+    pub async fn start(
+        listener: TcpListener,
+        store: Store,
+        config: RecordConfig,
+        shutdown: Shutdown,
+    ) -> Result<Recording, ProxyError> {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ProxyError::Config(format!("listener has no address: {e}")))?;
+        let key = store.redaction_key().await?;
+        let redactor = Redactor::new(key, &config.redaction).map_err(ProxyError::Config)?;
+        let redaction = redactor.describe();
+        tracing::info!(redaction = %redaction, "redacting");
+        let run_id = store
+            .begin_run(&NewRun {
+                upstream: config.upstream.as_str(),
+                listen: &addr.to_string(),
+                max_body_bytes: config.max_body as u64,
+                redaction: &redaction,
+            })
+            .await?;
+        let metrics = Arc::new(ProxyMetrics::default());
+        let (sink, writer) =
+            writer::spawn(store, run_id, config.writer.clone(), metrics.writer.clone());
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let state = Arc::new(ProxyState {
+            sessions: SessionTracker::new(config.session.clone()),
+            config,
+            client,
+            sink,
+            redactor,
+            metrics: metrics.clone(),
+            run_started: Instant::now(),
+        });
+        let task = tokio::spawn(accept_loop(listener, state, shutdown.clone(), writer));
+        Ok(Recording {
+            addr,
+            run_id,
+            metrics,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address the proxy listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The id of the recording run in the store.
+    pub fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// The proxy's metrics (for the admin endpoint).
+    pub fn metrics(&self) -> Arc<ProxyMetrics> {
+        self.metrics.clone()
+    }
+
+    /// Waits until the proxy has stopped (after `shutdown` fired), drained
+    /// and flushed; returns the run's summary.
+    ///
+    /// # Errors
+    /// When the store fails while closing the run.
+    pub async fn finished(self) -> Result<RunSummary, CaptureError> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(CaptureError::Open {
+                path: Default::default(),
+                source: format!("proxy task failed: {e}").into(),
+            }),
+        }
+    }
+
+    /// Stops accepting, drains in-flight requests, flushes the capture.
+    ///
+    /// # Errors
+    /// When the store fails while closing the run.
+    pub async fn stop(self) -> Result<RunSummary, CaptureError> {
+        self.shutdown.trigger();
+        self.finished().await
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    shutdown: Shutdown,
+    writer: writer::WriterHandle,
+) -> Result<RunSummary, CaptureError> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(state.config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly
+                    // instead of spinning, keep serving established connections.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let state = state.clone();
+        let service =
+            hyper::service::service_fn(move |req| forward::handle(state.clone(), peer, local, req));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let drain_timeout = state.config.drain_timeout;
+    drop(state);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain_timeout) => {
+            tracing::warn!(?drain_timeout, "in-flight requests still open after the drain timeout; closing the capture anyway");
+        }
+    }
+    writer.close().await
+}

@@ -1,0 +1,381 @@
+//! Session keying: which user session a request belongs to.
+//!
+//! The first source that matches wins, in the configured order (default:
+//! `header:x-session-id`, `bearer`, `cookie:session`, `client`). An idle gap
+//! longer than the configured one starts a new session for the same key.
+//! A credential handed out by a response (a login's `token` field, a
+//! `Set-Cookie` of the session cookie) is bound to the session that asked
+//! for it, so the requests a user makes after logging in stay in the
+//! session of the login. Credentials appear in keys only as markers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+use tokio::time::Instant;
+
+use crate::capture::redact::Redactor;
+use crate::capture::{SessionInfo, SessionKeyKind, now_epoch_us};
+
+/// One place a session key can come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A request header holding a session id.
+    Header(HeaderName),
+    /// The credential of the `Authorization` header.
+    Bearer,
+    /// A named cookie.
+    Cookie(String),
+    /// Client IP address and User-Agent.
+    Client,
+}
+
+impl FromStr for KeySource {
+    type Err = String;
+
+    /// `header:NAME`, `bearer`, `cookie:NAME` or `client`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s.split_once(':') {
+            Some(("header", name)) => HeaderName::from_bytes(name.trim().as_bytes())
+                .map(KeySource::Header)
+                .map_err(|_| format!("`{name}` is not a valid header name")),
+            Some(("cookie", name)) if !name.trim().is_empty() => {
+                Ok(KeySource::Cookie(name.trim().to_string()))
+            }
+            None if s == "bearer" => Ok(KeySource::Bearer),
+            None if s == "client" => Ok(KeySource::Client),
+            _ => Err(format!(
+                "unknown session key source `{s}`: use header:NAME, bearer, cookie:NAME or client"
+            )),
+        }
+    }
+}
+
+/// How sessions are recognised.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Key sources, first match wins. `client` always ends the list.
+    pub sources: Vec<KeySource>,
+    /// A gap without requests longer than this starts a new session.
+    pub idle_gap: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            sources: vec![
+                KeySource::Header(HeaderName::from_static("x-session-id")),
+                KeySource::Bearer,
+                KeySource::Cookie("session".into()),
+                KeySource::Client,
+            ],
+            idle_gap: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Assigns sessions and in-session sequence numbers to requests.
+#[derive(Debug)]
+pub struct SessionTracker {
+    config: SessionConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_key: HashMap<String, i64>,
+    sessions: HashMap<i64, Live>,
+    last_no: i64,
+    assigned_since_sweep: u64,
+}
+
+#[derive(Debug)]
+struct Live {
+    info: Arc<SessionInfo>,
+    last_seen: Instant,
+    next_seq: i64,
+}
+
+/// Sweep idle sessions out of memory every this many assignments.
+const SWEEP_EVERY: u64 = 4096;
+
+impl SessionTracker {
+    /// A tracker with this configuration.
+    pub fn new(mut config: SessionConfig) -> Self {
+        if !config.sources.contains(&KeySource::Client) {
+            config.sources.push(KeySource::Client);
+        }
+        SessionTracker {
+            config,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// The session and sequence number of a request arriving now.
+    pub fn assign(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        redactor: &Redactor,
+        now: Instant,
+    ) -> (Arc<SessionInfo>, i64) {
+        let (kind, key) = self.key_of(headers, peer, redactor);
+        let map_key = format!("{}:{key}", kind.as_str());
+        let user_agent = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let gap = self.config.idle_gap;
+        // Poisoning only follows a panic elsewhere while holding the lock;
+        // the map is still consistent then, so keep using it.
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.assigned_since_sweep += 1;
+        if inner.assigned_since_sweep >= SWEEP_EVERY {
+            inner.sweep(now, gap);
+        }
+        let current = inner.by_key.get(&map_key).copied().filter(|no| {
+            inner
+                .sessions
+                .get(no)
+                .is_some_and(|s| now.duration_since(s.last_seen) <= gap)
+        });
+        let no = match current {
+            Some(no) => no,
+            None => {
+                inner.last_no += 1;
+                let no = inner.last_no;
+                let info = Arc::new(SessionInfo {
+                    session_no: no,
+                    key_kind: kind,
+                    key,
+                    client_addr: peer.to_string(),
+                    user_agent,
+                    started_at_us: now_epoch_us(),
+                });
+                inner.sessions.insert(
+                    no,
+                    Live {
+                        info,
+                        last_seen: now,
+                        next_seq: 1,
+                    },
+                );
+                inner.by_key.insert(map_key, no);
+                no
+            }
+        };
+        let live = inner
+            .sessions
+            .get_mut(&no)
+            .expect("session inserted or checked present above under the same lock");
+        live.last_seen = now;
+        let seq = live.next_seq;
+        live.next_seq += 1;
+        (live.info.clone(), seq)
+    }
+
+    /// Binds credentials a response handed out (as markers) to `session_no`,
+    /// so later requests presenting them continue that session.
+    pub fn bind_credentials(
+        &self,
+        session_no: i64,
+        bearer_markers: &[String],
+        cookies: &[(String, String)],
+    ) {
+        if bearer_markers.is_empty() && cookies.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.sessions.contains_key(&session_no) {
+            return;
+        }
+        for m in bearer_markers {
+            inner.by_key.insert(format!("bearer:{m}"), session_no);
+        }
+        for (name, marker) in cookies {
+            if self
+                .config
+                .sources
+                .contains(&KeySource::Cookie(name.clone()))
+            {
+                inner
+                    .by_key
+                    .insert(format!("cookie:{name}={marker}"), session_no);
+            }
+        }
+    }
+
+    /// Sessions currently tracked in memory.
+    pub fn live_sessions(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sessions
+            .len()
+    }
+
+    fn key_of(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        redactor: &Redactor,
+    ) -> (SessionKeyKind, String) {
+        for source in &self.config.sources {
+            match source {
+                KeySource::Header(name) => {
+                    if let Some(v) = headers.get(name).filter(|v| !v.is_empty()) {
+                        return (
+                            SessionKeyKind::Header,
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        );
+                    }
+                }
+                KeySource::Bearer => {
+                    if let Some(v) = headers.get(header::AUTHORIZATION) {
+                        let credential = Redactor::credential_of(v.as_bytes());
+                        if !credential.is_empty() {
+                            return (SessionKeyKind::Bearer, redactor.marker(credential));
+                        }
+                    }
+                }
+                KeySource::Cookie(name) => {
+                    if let Some(value) = cookie_value(headers, name) {
+                        return (
+                            SessionKeyKind::Cookie,
+                            format!("{name}={}", redactor.marker(value)),
+                        );
+                    }
+                }
+                KeySource::Client => break,
+            }
+        }
+        let ua = headers
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        (SessionKeyKind::Client, format!("{peer}|{ua}"))
+    }
+}
+
+impl Inner {
+    fn sweep(&mut self, now: Instant, gap: Duration) {
+        self.assigned_since_sweep = 0;
+        self.sessions
+            .retain(|_, s| now.duration_since(s.last_seen) <= gap);
+        let sessions = &self.sessions;
+        self.by_key.retain(|_, no| sessions.contains_key(no));
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq] == *name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+    })
+}
+
+/// `(name, value)` of every cookie a response sets.
+pub fn set_cookies(headers: &HeaderMap) -> Vec<(String, &[u8])> {
+    headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let b = v.as_bytes();
+            let end = b.iter().position(|c| *c == b';').unwrap_or(b.len());
+            let pair = b[..end].trim_ascii();
+            let eq = pair.iter().position(|c| *c == b'=')?;
+            Some((
+                String::from_utf8_lossy(&pair[..eq]).into_owned(),
+                &pair[eq + 1..],
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::redact::RedactionConfig;
+    use http::HeaderValue;
+
+    fn redactor() -> Redactor {
+        Redactor::new([3; 32], &RedactionConfig::default()).expect("valid")
+    }
+
+    #[test]
+    fn first_matching_source_wins_and_sequence_counts_up() {
+        let t = SessionTracker::new(SessionConfig::default());
+        let r = redactor();
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let now = Instant::now();
+        let mut h = HeaderMap::new();
+        h.insert("x-session-id", HeaderValue::from_static("s1"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        let (a, seq_a) = t.assign(&h, ip, &r, now);
+        let (b, seq_b) = t.assign(&h, ip, &r, now);
+        assert_eq!(a.key_kind, SessionKeyKind::Header);
+        assert_eq!(a.session_no, b.session_no);
+        assert_eq!((seq_a, seq_b), (1, 2));
+        h.remove("x-session-id");
+        let (c, _) = t.assign(&h, ip, &r, now);
+        assert_eq!(c.key_kind, SessionKeyKind::Bearer);
+        assert_eq!(c.key, r.marker(b"t"));
+        assert_ne!(c.session_no, a.session_no);
+    }
+
+    #[test]
+    fn idle_gap_starts_a_new_session() {
+        let config = SessionConfig {
+            idle_gap: Duration::from_secs(10),
+            ..SessionConfig::default()
+        };
+        let t = SessionTracker::new(config);
+        let r = redactor();
+        let ip: IpAddr = [10, 0, 0, 1].into();
+        let now = Instant::now();
+        let h = HeaderMap::new();
+        let (a, _) = t.assign(&h, ip, &r, now);
+        let (b, _) = t.assign(&h, ip, &r, now + Duration::from_secs(9));
+        let (c, seq) = t.assign(&h, ip, &r, now + Duration::from_secs(20));
+        assert_eq!(a.session_no, b.session_no);
+        assert_ne!(b.session_no, c.session_no);
+        assert_eq!(seq, 1);
+    }
+
+    #[test]
+    fn a_credential_handed_out_continues_the_session_that_asked() {
+        let t = SessionTracker::new(SessionConfig::default());
+        let r = redactor();
+        let ip: IpAddr = [10, 0, 0, 2].into();
+        let now = Instant::now();
+        let (login, _) = t.assign(&HeaderMap::new(), ip, &r, now);
+        t.bind_credentials(login.session_no, &[r.marker(b"tok")], &[]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok"),
+        );
+        let (next, seq) = t.assign(&h, ip, &r, now);
+        assert_eq!(next.session_no, login.session_no);
+        assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn key_sources_parse_and_reject_unknown_ones() {
+        assert_eq!("bearer".parse::<KeySource>(), Ok(KeySource::Bearer));
+        assert_eq!(
+            "cookie:sid".parse::<KeySource>(),
+            Ok(KeySource::Cookie("sid".into()))
+        );
+        assert!("header:X-User".parse::<KeySource>().is_ok());
+        assert!("ip".parse::<KeySource>().is_err());
+    }
+}

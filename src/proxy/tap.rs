@@ -1,0 +1,330 @@
+//! The tap: bodies that stream through untouched while a copy of up to the
+//! body cap is kept, and the hand-off of the finished exchange to the
+//! capture sink.
+//!
+//! Chunks are kept as `Bytes` handles (reference counts, not copies). The
+//! exchange is complete when the response body ends, fails or is dropped
+//! (client gone); exactly one record is emitted in each case. The tap
+//! never awaits: the sink's `try_send` either queues or counts a drop.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::ProxyState;
+use super::session::set_cookies;
+use crate::capture::redact::is_scannable;
+use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo};
+
+/// Up to `cap` bytes of a body, as chunks, plus its true length.
+#[derive(Debug, Default)]
+pub(crate) struct BodyCapture {
+    chunks: Vec<Bytes>,
+    stored: usize,
+    len: u64,
+    truncated: bool,
+}
+
+impl BodyCapture {
+    pub(crate) fn observe(&mut self, data: &Bytes, cap: usize) {
+        self.len += data.len() as u64;
+        let room = cap - self.stored;
+        if data.len() <= room {
+            if !data.is_empty() {
+                self.chunks.push(data.clone());
+                self.stored += data.len();
+            }
+        } else {
+            if room > 0 {
+                self.chunks.push(data.slice(..room));
+                self.stored = cap;
+            }
+            self.truncated = true;
+        }
+    }
+
+    pub(crate) fn finish(self, complete: bool) -> CapturedBody {
+        let bytes = match self.chunks.len() {
+            0 => Bytes::new(),
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(self.stored);
+                for c in &self.chunks {
+                    all.extend_from_slice(c);
+                }
+                all.freeze()
+            }
+        };
+        CapturedBody {
+            bytes,
+            len: self.len,
+            truncated: self.truncated || !complete,
+        }
+    }
+}
+
+/// What the request side shares with the response side.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCapture {
+    body: BodyCapture,
+    complete: bool,
+}
+
+impl RequestCapture {
+    fn take(&mut self) -> CapturedBody {
+        std::mem::take(&mut self.body).finish(self.complete)
+    }
+}
+
+/// The request body on its way upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    capture: Option<Arc<Mutex<RequestCapture>>>,
+    cap: usize,
+}
+
+impl RequestBody {
+    pub(crate) fn new(
+        inner: Incoming,
+        capture: Option<Arc<Mutex<RequestCapture>>>,
+        cap: usize,
+    ) -> Self {
+        RequestBody {
+            inner,
+            capture,
+            cap,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(capture) = &this.capture {
+            let mut c = capture.lock().unwrap_or_else(|p| p.into_inner());
+            match &frame {
+                Some(Ok(f)) => {
+                    if let Some(data) = f.data_ref() {
+                        c.body.observe(data, this.cap);
+                    }
+                    if this.inner.is_end_stream() {
+                        c.complete = true;
+                    }
+                }
+                None => c.complete = true,
+                Some(Err(_)) => {}
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Everything about an exchange except the response body, waiting for the
+/// response to end.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub state: Arc<ProxyState>,
+    pub session: Arc<SessionInfo>,
+    pub seq: i64,
+    pub arrived: Instant,
+    pub started_at_us: i64,
+    pub method: String,
+    pub uri: String,
+    pub http_version: &'static str,
+    pub request_headers: HeaderMap,
+    pub request_capture: Option<Arc<Mutex<RequestCapture>>>,
+    pub status: Option<u16>,
+    pub response_headers: HeaderMap,
+    pub ttfb: Option<Duration>,
+}
+
+impl Pending {
+    /// Builds the record (redacting as configured), binds credentials the
+    /// response handed out to the session, and queues the record.
+    pub(crate) fn complete(self, response_body: CapturedBody, failure: Option<ExchangeFailure>) {
+        let state = &self.state;
+        let duration = self.arrived.elapsed();
+        state.metrics.latency.observe(duration.as_secs_f64());
+        let redactor = &state.redactor;
+        let mut request_body = match &self.request_capture {
+            Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            None => CapturedBody::default(),
+        };
+        let mut response_body = response_body;
+        let response_scannable = is_scannable(&self.response_headers);
+
+        if self.status.is_some_and(|s| (200..300).contains(&s)) {
+            let markers: Vec<String> = if response_scannable {
+                let b = &response_body.bytes;
+                redactor
+                    .secret_ranges(b)
+                    .into_iter()
+                    .map(|r| redactor.marker(&b[r]))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let cookies: Vec<(String, String)> = set_cookies(&self.response_headers)
+                .into_iter()
+                .map(|(name, value)| (name, redactor.marker(value)))
+                .collect();
+            state
+                .sessions
+                .bind_credentials(self.session.session_no, &markers, &cookies);
+        }
+
+        let mut request_headers = self.request_headers;
+        let mut response_headers = self.response_headers;
+        if !redactor.keeps_credentials() {
+            redactor.redact_headers(&mut request_headers);
+            redactor.redact_headers(&mut response_headers);
+            if is_scannable(&request_headers)
+                && let Some(b) = redactor.redact_body(&request_body.bytes)
+            {
+                request_body.bytes = b;
+            }
+            if response_scannable && let Some(b) = redactor.redact_body(&response_body.bytes) {
+                response_body.bytes = b;
+            }
+        }
+
+        let record = ExchangeRecord {
+            offset: self.arrived.saturating_duration_since(state.run_started),
+            session: self.session,
+            seq: self.seq,
+            started_at_us: self.started_at_us,
+            method: self.method,
+            uri: self.uri,
+            http_version: self.http_version,
+            request_headers,
+            request_body,
+            status: self.status,
+            response_headers,
+            response_body,
+            ttfb: self.ttfb,
+            duration,
+            failure,
+        };
+        state.sink.try_send(record);
+    }
+}
+
+/// The upstream's response body on its way to the client.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Incoming,
+    capture: BodyCapture,
+    cap: usize,
+    pending: Option<Box<Pending>>,
+}
+
+impl ResponseBody {
+    pub(crate) fn new(inner: Incoming, cap: usize, pending: Option<Box<Pending>>) -> Self {
+        ResponseBody {
+            inner,
+            capture: BodyCapture::default(),
+            cap,
+            pending,
+        }
+    }
+
+    fn finish(&mut self, complete: bool, failure: Option<ExchangeFailure>) {
+        if let Some(p) = self.pending.take() {
+            p.complete(std::mem::take(&mut self.capture).finish(complete), failure);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if this.pending.is_none() {
+            return Poll::Ready(frame);
+        }
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    this.capture.observe(data, this.cap);
+                }
+                // Finish before the last bytes go out, so a client that
+                // reacts to them at once already finds its session updated.
+                if this.inner.is_end_stream() {
+                    this.finish(true, None);
+                }
+            }
+            Some(Err(e)) => {
+                let failure = ExchangeFailure {
+                    kind: "upstream_reset",
+                    message: format!("upstream response body failed: {e}"),
+                };
+                this.state_metrics_error("upstream_reset");
+                this.finish(false, Some(failure));
+            }
+            None => this.finish(true, None),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl ResponseBody {
+    fn state_metrics_error(&self, kind: &'static str) {
+        if let Some(p) = &self.pending {
+            p.state.metrics.upstream_error(kind);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if self.pending.is_none() {
+            return;
+        }
+        if self.inner.is_end_stream() {
+            self.finish(true, None);
+        } else {
+            let failure = ExchangeFailure {
+                kind: "downstream_closed",
+                message: "client went away before the end of the response".into(),
+            };
+            self.finish(false, Some(failure));
+        }
+    }
+}

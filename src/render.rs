@@ -1,0 +1,117 @@
+//! Human-readable text for the terminal: the only module that formats
+//! output for people. The binary prints what these functions return.
+
+use std::fmt::Write;
+
+use crate::capture::store::RouteCount;
+use crate::capture::{RunSummary, SessionSummary};
+
+/// `12.3 s` from microseconds.
+pub fn seconds(us: i64) -> String {
+    format!("{:.1} s", us as f64 / 1e6)
+}
+
+/// An RFC 3339 UTC time from µs since the Unix epoch.
+pub fn timestamp(us: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The one-line summary of a finished run.
+pub fn run_line(run: &RunSummary) -> String {
+    let took = run.stopped_at_us.map_or_else(
+        || "still open".to_string(),
+        |s| seconds(s - run.started_at_us),
+    );
+    format!(
+        "run {}: {} exchanges in {} sessions, {} dropped, {}",
+        run.id, run.exchanges, run.sessions, run.dropped, took
+    )
+}
+
+/// The table of `captures list`.
+pub fn runs_table(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:>4}  {:<20}  {:>9}  {:>9}  {:>8}  {:>9}  upstream",
+        "run", "started (UTC)", "duration", "exchanges", "sessions", "dropped"
+    );
+    for r in runs {
+        let took = r
+            .stopped_at_us
+            .map_or_else(|| "open".to_string(), |s| seconds(s - r.started_at_us));
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<20}  {:>9}  {:>9}  {:>8}  {:>9}  {}",
+            r.id,
+            timestamp(r.started_at_us),
+            took,
+            r.exchanges,
+            r.sessions,
+            r.dropped,
+            r.upstream
+        );
+    }
+    out
+}
+
+/// The text of `captures show`: the run, its busiest routes and sessions.
+pub fn run_details(
+    run: &RunSummary,
+    sessions: &[SessionSummary],
+    routes: &[RouteCount],
+    max_rows: usize,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", run_line(run));
+    let _ = writeln!(out, "  upstream   {}", run.upstream);
+    let _ = writeln!(out, "  started    {}", timestamp(run.started_at_us));
+    let _ = writeln!(out, "  redaction  {}", run.redaction);
+    let _ = writeln!(out, "  body cap   {} bytes", run.max_body_bytes);
+    let _ = writeln!(out);
+    let width = routes
+        .iter()
+        .map(|r| r.route.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:>9}  {:>6}",
+        "route", "exchanges", "errors"
+    );
+    for r in routes.iter().take(max_rows) {
+        let _ = writeln!(
+            out,
+            "  {:<width$}  {:>9}  {:>6}",
+            r.route, r.exchanges, r.errors
+        );
+    }
+    if routes.len() > max_rows {
+        let _ = writeln!(out, "  … {} more routes", routes.len() - max_rows);
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "  {:>7}  {:<6}  {:>9}  {:>6}  {:>9}  key",
+        "session", "kind", "exchanges", "failed", "span"
+    );
+    for s in sessions.iter().take(max_rows) {
+        let key: String = s.key.chars().take(48).collect();
+        let _ = writeln!(
+            out,
+            "  {:>7}  {:<6}  {:>9}  {:>6}  {:>9}  {}",
+            s.session_no,
+            s.key_kind,
+            s.exchanges,
+            s.failed,
+            seconds(s.last_end_us - s.first_offset_us),
+            key
+        );
+    }
+    if sessions.len() > max_rows {
+        let _ = writeln!(out, "  … {} more sessions", sessions.len() - max_rows);
+    }
+    out
+}
