@@ -97,6 +97,12 @@ impl RequestBody {
         capture: Option<Arc<Mutex<RequestCapture>>>,
         cap: usize,
     ) -> Self {
+        // An empty body may never be polled: it is complete from the start.
+        if inner.is_end_stream()
+            && let Some(c) = &capture
+        {
+            c.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+        }
         RequestBody {
             inner,
             capture,

@@ -1,1 +1,6 @@
+//! Integration tests: one binary, real servers on ephemeral loopback ports.
+#![allow(missing_docs)]
 
+mod support;
+
+mod proxy;

@@ -1,0 +1,335 @@
+//! Test harness: an in-process upstream that reports what it saw, a
+//! recording proxy on an ephemeral port with a temporary capture, a plain
+//! HTTP client, and raw-socket helpers.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tapedeck::capture::Store;
+use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::shutdown::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+
+/// What the upstream received and what it answered, for one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub answered: Bytes,
+}
+
+/// An in-process upstream on 127.0.0.1:0.
+///
+/// Routes: `/sse` streams `first` then waits for [`TestUpstream::release`]
+/// before `rest`; `/hang` never answers; `/login` hands out a token; any
+/// other path answers 200 with `?resp=N` pseudo-random bytes (default 64),
+/// echoing the request's `x-test-id` header.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    release: Arc<Notify>,
+    shutdown: Shutdown,
+}
+
+impl TestUpstream {
+    pub async fn start() -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let (tx, seen) = mpsc::unbounded_channel();
+        let release = Arc::new(Notify::new());
+        let shutdown = Shutdown::new();
+        let (rel, stop) = (release.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                    () = stop.wait() => return,
+                };
+                let (tx, rel) = (tx.clone(), rel.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let (tx, rel) = (tx.clone(), rel.clone());
+                        async move { Ok::<_, Infallible>(answer(req, tx, rel).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestUpstream {
+            addr,
+            seen,
+            release,
+            shutdown,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Lets a waiting `/sse` response finish.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// Everything seen so far.
+    pub fn drain(&mut self) -> Vec<Seen> {
+        let mut out = Vec::new();
+        while let Ok(s) = self.seen.try_recv() {
+            out.push(s);
+        }
+        out
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+type TestBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Deterministic bytes of length `n` from a seed.
+pub fn pattern(seed: u64, n: usize) -> Bytes {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    tx: mpsc::UnboundedSender<Seen>,
+    release: Arc<Notify>,
+) -> Response<TestBody> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    let mut seen = Seen {
+        headers: parts.headers.clone(),
+        body,
+        answered: Bytes::new(),
+    };
+    match path.as_str() {
+        "/sse" => {
+            let _ = tx.send(seen);
+            let stream = futures_util::stream::unfold(0u8, move |step| {
+                let release = release.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(Frame::data(Bytes::from_static(b"data: first\n\n"))), 1)),
+                        1 => {
+                            release.notified().await;
+                            Some((Ok(Frame::data(Bytes::from_static(b"data: rest\n\n"))), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("static"));
+            resp
+        }
+        "/hang" => {
+            let _ = tx.send(seen);
+            std::future::pending::<()>().await;
+            unreachable!("pending never resolves")
+        }
+        "/login" => {
+            let out = Bytes::from_static(br#"{"token":"tok-123","user":"ann"}"#);
+            seen.answered = out.clone();
+            let _ = tx.send(seen);
+            let mut resp = Response::new(Full::new(out).boxed_unsync());
+            resp.headers_mut()
+                .insert("content-type", "application/json".parse().expect("static"));
+            resp.headers_mut().insert(
+                "set-cookie",
+                "session=cookie-secret; Path=/; HttpOnly"
+                    .parse()
+                    .expect("static"),
+            );
+            resp
+        }
+        _ => {
+            let n: usize = query_param(&parts.uri, "resp")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64);
+            let seed: u64 = query_param(&parts.uri, "seed")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let out = pattern(seed ^ 0xabcdef, n);
+            seen.answered = out.clone();
+            let id = parts.headers.get("x-test-id").cloned();
+            let _ = tx.send(seen);
+            let mut resp = Response::new(Full::new(out).boxed_unsync());
+            *resp.status_mut() = StatusCode::OK;
+            if let Some(id) = id {
+                resp.headers_mut().insert("x-test-id", id);
+            }
+            resp
+        }
+    }
+}
+
+/// A recording proxy with a temporary capture.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub capture: PathBuf,
+    pub recording: Option<Recording>,
+    pub _dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    pub async fn start(upstream: &str) -> TestProxy {
+        Self::start_with(upstream, |_| {}).await
+    }
+
+    pub async fn start_with(upstream: &str, tweak: impl FnOnce(&mut RecordConfig)) -> TestProxy {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let capture = dir.path().join("capture.db");
+        let store = Store::create(&capture).await.expect("create capture");
+        let mut config = RecordConfig::new(Upstream::parse(upstream).expect("upstream url"));
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let recording = Recording::start(listener, store.clone(), config, Shutdown::new())
+            .await
+            .expect("start recording");
+        TestProxy {
+            addr: recording.local_addr(),
+            store,
+            capture,
+            recording: Some(recording),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the proxy (drain + flush) and returns the run summary.
+    pub async fn stop(&mut self) -> tapedeck::capture::RunSummary {
+        self.recording
+            .take()
+            .expect("running")
+            .stop()
+            .await
+            .expect("clean stop")
+    }
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends a request and collects the response.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .request(req.body(Full::new(body)).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    (parts.status, parts.headers, body)
+}
+
+/// Writes raw bytes on a new connection and returns the status code of the
+/// answer (reads until the status line is complete).
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    // The server may answer (and close) before reading all of a huge head.
+    let _ = stream.write_all(request).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&buf);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+/// Waits up to `limit` for `cond`, checking after each `tick`. For
+/// conditions on other processes that offer no event to wait on.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
+/// Blake3 of bytes, hex: compare bodies by hash in messages.
+pub fn digest(b: &[u8]) -> String {
+    blake3::hash(b).to_hex().to_string()
+}
+
+/// Groups items by a key.
+pub fn group<K: std::hash::Hash + Eq, V>(
+    items: impl IntoIterator<Item = (K, V)>,
+) -> HashMap<K, Vec<V>> {
+    let mut map: HashMap<K, Vec<V>> = HashMap::new();
+    for (k, v) in items {
+        map.entry(k).or_default().push(v);
+    }
+    map
+}
