@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -25,8 +25,9 @@ pub const DEFAULT_HEADERS: [&str; 4] = [
     "set-cookie",
 ];
 
-/// JSON / form field names redacted by default (matched without regard to case).
-pub const DEFAULT_FIELDS: [&str; 7] = [
+/// JSON / form field names redacted by default. Each also matches in
+/// lower-case, Capitalized and UPPER-case spelling.
+pub const DEFAULT_FIELDS: [&str; 10] = [
     "password",
     "passwd",
     "secret",
@@ -34,6 +35,9 @@ pub const DEFAULT_FIELDS: [&str; 7] = [
     "access_token",
     "refresh_token",
     "api_key",
+    "accessToken",
+    "refreshToken",
+    "apiKey",
 ];
 
 /// What to redact.
@@ -85,21 +89,34 @@ impl Redactor {
                 headers.push(parsed);
             }
         }
-        let fields: Vec<String> = config
-            .fields
-            .iter()
-            .map(|f| f.to_ascii_lowercase())
-            .collect();
-        let patterns: Vec<String> = fields
-            .iter()
-            .flat_map(|f| [format!("\"{f}\""), format!("{f}=")])
-            .collect();
+        let fields: Vec<String> = config.fields.iter().map(|f| f.trim().to_string()).collect();
+        // Each name as given, lower-case, Capitalized and UPPER-case. Exact
+        // patterns (no case folding) let aho-corasick use its SIMD searcher:
+        // the scan runs on every JSON body, so it must be cheap.
+        let mut patterns: Vec<String> = Vec::new();
+        for f in fields.iter().filter(|f| !f.is_empty()) {
+            let lower = f.to_ascii_lowercase();
+            let mut capitalized = lower.clone();
+            if let Some(first) = capitalized.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            for p in [
+                f.clone(),
+                lower.clone(),
+                capitalized,
+                f.to_ascii_uppercase(),
+            ] {
+                if !patterns.contains(&p) {
+                    patterns.push(p);
+                }
+            }
+        }
         let finder = if patterns.is_empty() {
             None
         } else {
             Some(
                 AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
+                    .match_kind(MatchKind::LeftmostLongest)
                     .build(&patterns)
                     .map_err(|e| format!("redaction field list: {e}"))?,
             )
@@ -218,17 +235,21 @@ impl Redactor {
         };
         let mut ranges = Vec::new();
         for m in finder.find_iter(body) {
-            let matched = &body[m.start()..m.end()];
-            let range = if matched[0] == b'"' {
-                json_value_after(body, m.end())
-            } else if m.start() == 0 || body[m.start() - 1] == b'&' {
-                let end = body[m.end()..]
-                    .iter()
-                    .position(|b| *b == b'&')
-                    .map_or(body.len(), |i| m.end() + i);
-                Some(m.end()..end)
-            } else {
-                None
+            let before = m.start().checked_sub(1).map(|i| body[i]);
+            let after = body.get(m.end()).copied();
+            let range = match (before, after) {
+                // A JSON key: the name in quotes.
+                (Some(b'"'), Some(b'"')) => json_value_after(body, m.end() + 1),
+                // A form field: at the start of a pair.
+                (None | Some(b'&'), Some(b'=')) => {
+                    let start = m.end() + 1;
+                    let end = body[start..]
+                        .iter()
+                        .position(|b| *b == b'&')
+                        .map_or(body.len(), |i| start + i);
+                    Some(start..end)
+                }
+                _ => None,
             };
             if let Some(r) = range.filter(|r| !r.is_empty())
                 && ranges

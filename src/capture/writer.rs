@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,6 +25,11 @@ pub struct WriterConfig {
     pub queue_bytes: usize,
     /// Most records written in one transaction.
     pub max_batch: usize,
+    /// After writing a batch that was not full, wait this long before taking
+    /// the next one. Records queue up meanwhile without waking the writer,
+    /// so a busy proxy pays for a few large transactions instead of a
+    /// thread wake-up and a small transaction per request.
+    pub linger: Duration,
 }
 
 impl Default for WriterConfig {
@@ -31,6 +37,7 @@ impl Default for WriterConfig {
         WriterConfig {
             queue_bytes: 64 * 1024 * 1024,
             max_batch: 1024,
+            linger: Duration::from_millis(5),
         }
     }
 }
@@ -191,6 +198,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        let batch_was_full = records.len() == max_batch;
         if !records.is_empty() {
             let new_sessions: Vec<Arc<SessionInfo>> = records
                 .iter()
@@ -218,6 +226,9 @@ async fn run(
         let dropped = metrics.dropped.get();
         if dropped != dropped_stored && store.set_dropped(run_id, dropped).await.is_ok() {
             dropped_stored = dropped;
+        }
+        if !closing && !batch_was_full && !config.linger.is_zero() {
+            tokio::time::sleep(config.linger).await;
         }
     }
     // Nothing may be sent from here on; count any straggler as dropped.

@@ -126,9 +126,6 @@ impl SessionTracker {
     ) -> (Arc<SessionInfo>, i64) {
         let (kind, key) = self.key_of(headers, peer, redactor);
         let map_key = format!("{}:{key}", kind.as_str());
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let gap = self.config.idle_gap;
         // Poisoning only follows a panic elsewhere while holding the lock;
         // the map is still consistent then, so keep using it.
@@ -153,7 +150,9 @@ impl SessionTracker {
                     key_kind: kind,
                     key,
                     client_addr: peer.to_string(),
-                    user_agent,
+                    user_agent: headers
+                        .get(header::USER_AGENT)
+                        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
                     started_at_us: now_epoch_us(),
                 });
                 inner.sessions.insert(

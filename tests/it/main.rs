@@ -3,4 +3,6 @@
 
 mod support;
 
+mod binary;
+mod demo_backend;
 mod proxy;

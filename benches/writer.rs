@@ -1,0 +1,114 @@
+//! Capture writer throughput: synthetic ~2 KB exchanges pushed through the
+//! real sink and writer into a fresh SQLite capture, as fast as the writer
+//! takes them (the producer waits while the queue is over half full, so
+//! nothing is dropped). Prints exchanges/s and MB/s of stored bodies.
+//!
+//! `cargo bench --bench writer [-- EXCHANGES]` (default 200000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use tapedeck::capture::store::NewRun;
+use tapedeck::capture::writer::{self, WriterConfig, WriterMetrics};
+use tapedeck::capture::{
+    CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind, Store, now_epoch_us,
+};
+
+fn record(
+    session: &Arc<SessionInfo>,
+    seq: i64,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> ExchangeRecord {
+    ExchangeRecord {
+        session: session.clone(),
+        seq,
+        started_at_us: now_epoch_us(),
+        offset: Duration::from_micros(seq as u64 * 100),
+        method: "POST".into(),
+        uri: format!("/api/conversations/c_{}/messages", seq % 977),
+        http_version: "HTTP/1.1",
+        request_headers: headers.clone(),
+        request_body: CapturedBody {
+            bytes: body.slice(..700),
+            len: 700,
+            truncated: false,
+        },
+        status: Some(201),
+        response_headers: headers.clone(),
+        response_body: CapturedBody {
+            bytes: body.slice(700..),
+            len: 900,
+            truncated: false,
+        },
+        ttfb: Some(Duration::from_micros(800)),
+        duration: Duration::from_micros(950),
+        failure: None,
+    }
+}
+
+fn main() {
+    let n: i64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bench.db");
+        let store = Store::create(&path).await.expect("store");
+        let run = store
+            .begin_run(&NewRun { upstream: "http://bench", listen: "-", max_body_bytes: 1 << 20, redaction: "none" })
+            .await
+            .expect("run");
+        let config = WriterConfig::default();
+        let half = (config.queue_bytes / 2) as i64;
+        let metrics = WriterMetrics::default();
+        let (sink, handle) = writer::spawn(store.clone(), run, config, metrics.clone());
+        let body: Bytes = (0..1600u32).map(|i| b'a' + (i % 26) as u8).collect::<Vec<u8>>().into();
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("content-type", "application/json"),
+            ("user-agent", "bench-client/1.0 (x86_64)"),
+            ("accept", "application/json"),
+            ("x-request-id", "0f8fad5b-d9cb-469f-a165-70867728950e"),
+            ("authorization", "Bearer redacted:0123456789abcdef0123456789abcdef"),
+        ] {
+            headers.insert(k, HeaderValue::from_static(v));
+        }
+        let sessions: Vec<Arc<SessionInfo>> = (1..=1000)
+            .map(|no| {
+                Arc::new(SessionInfo {
+                    session_no: no,
+                    key_kind: SessionKeyKind::Header,
+                    key: format!("s{no}"),
+                    client_addr: "127.0.0.1".into(),
+                    user_agent: None,
+                    started_at_us: now_epoch_us(),
+                })
+            })
+            .collect();
+        let weight = record(&sessions[0], 1, &body, &headers).weight();
+        let started = Instant::now();
+        for i in 0..n {
+            while metrics.queue_bytes.get() > half {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            let s = &sessions[(i % 1000) as usize];
+            assert!(sink.try_send(record(s, i / 1000 + 1, &body, &headers)), "queue had room");
+        }
+        let summary = handle.close().await.expect("close");
+        let secs = started.elapsed().as_secs_f64();
+        let mb = (n as f64 * 1600.0) / secs / 1e6;
+        println!(
+            "writer: {n} exchanges of ~{weight} B in {secs:.2} s = {:.0} exchanges/s ({mb:.1} MB/s of bodies); stored {}, dropped {}",
+            n as f64 / secs,
+            summary.exchanges,
+            summary.dropped
+        );
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!("capture file: {:.1} MB", size as f64 / 1e6);
+    });
+}

@@ -1,0 +1,272 @@
+//! The real `tapedeck` binary: signals, exit codes, commands' output.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::Method;
+use tapedeck::capture::Store;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::Notify;
+
+use crate::support::{self, TestProxy, TestUpstream, send};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tapedeck");
+
+fn tapedeck() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("RUST_LOG", "warn").kill_on_drop(true);
+    cmd
+}
+
+async fn output(args: &[&str]) -> (i32, String, String) {
+    let out = tapedeck().args(args).output().await.expect("run tapedeck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_keeps_every_answered_request_in_a_clean_capture() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("nested/run.db");
+    let mut child = tapedeck()
+        .args([
+            "record",
+            "--upstream",
+            &upstream.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--capture",
+        ])
+        .arg(&capture)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn record");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner = lines.next_line().await.expect("read").expect("banner line");
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_string();
+
+    let answered = Arc::new(Mutex::new(HashSet::new()));
+    let enough = Arc::new(Notify::new());
+    let client = support::client();
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, addr, answered, enough) = (
+                client.clone(),
+                addr.clone(),
+                answered.clone(),
+                enough.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..100_000u64 {
+                    let id = format!("{w}-{i}");
+                    let req = http::Request::post(format!("http://{addr}/api/load?resp=200"))
+                        .header("x-test-id", &id)
+                        .header("x-session-id", format!("w{w}"))
+                        .body(http_body_util::Full::new(support::pattern(i, 300)))
+                        .expect("request");
+                    let Ok(resp) = client.request(req).await else {
+                        break;
+                    };
+                    let status = resp.status();
+                    if http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    assert_eq!(status, 200);
+                    let n = {
+                        let mut set = answered.lock().expect("lock");
+                        set.insert(id);
+                        set.len()
+                    };
+                    if n == 300 {
+                        enough.notify_one();
+                    }
+                }
+            })
+        })
+        .collect();
+    enough.notified().await;
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().await.expect("wait");
+    for w in workers {
+        w.await.expect("worker");
+    }
+    assert_eq!(status.code(), Some(0), "record exits 0 after SIGTERM");
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push(line);
+    }
+    let summary = rest.join("\n");
+    assert!(summary.contains("0 dropped"), "summary: {summary}");
+
+    let answered = answered.lock().expect("lock").clone();
+    assert!(answered.len() >= 300);
+    let store = Store::open(&capture).await.expect("capture opens");
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(
+            &sqlx::SqlitePool::connect(&format!("sqlite://{}", capture.display()))
+                .await
+                .expect("pool"),
+        )
+        .await
+        .expect("integrity check");
+    assert_eq!(integrity, "ok");
+    let run = store.run(None).await.expect("run");
+    assert!(run.stopped_at_us.is_some(), "the run was closed cleanly");
+    assert_eq!(run.dropped, 0);
+    let stored: HashSet<String> = store
+        .exchanges(run.id)
+        .await
+        .expect("read")
+        .into_iter()
+        .filter_map(|e| e.request_header("x-test-id").map(str::to_string))
+        .collect();
+    let missing: Vec<_> = answered.difference(&stored).collect();
+    assert!(missing.is_empty(), "answered but not recorded: {missing:?}");
+}
+
+#[tokio::test]
+async fn captures_list_and_show_report_runs_routes_and_sessions() {
+    let upstream = TestUpstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url()).await;
+    let client = support::client();
+    for i in 0..3 {
+        let path = format!("/api/rooms/{}/messages", 1000 + i);
+        let session = format!("s{i}");
+        send(
+            &client,
+            Method::GET,
+            &proxy.url(&path),
+            &[("x-session-id", &session)],
+            Bytes::new(),
+        )
+        .await;
+    }
+    proxy.stop().await;
+    let path = proxy.capture.to_str().expect("utf8 path");
+
+    let (code, out, err) = output(&["captures", "list", path, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let runs: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(runs[0]["exchanges"], 3);
+    assert_eq!(runs[0]["sessions"], 3);
+    assert_eq!(runs[0]["upstream"], upstream.url());
+
+    let (code, out, err) = output(&["captures", "show", path, "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(doc["routes"][0]["route"], "GET /api/rooms/{id}/messages");
+    assert_eq!(doc["routes"][0]["exchanges"], 3);
+    assert_eq!(doc["sessions"].as_array().map(Vec::len), Some(3));
+    assert_eq!(doc["sessions"][0]["key_kind"], "header");
+
+    let (code, out, _) = output(&["captures", "show", path]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("run 1: 3 exchanges in 3 sessions, 0 dropped"),
+        "{out}"
+    );
+    assert!(out.contains("GET /api/rooms/{id}/messages"), "{out}");
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_naming_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = output(&["record", "--upstream", "ftp://chat:21"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("only http://"), "{err}");
+
+    let (code, _, err) = output(&["record"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--upstream"), "{err}");
+
+    let missing = dir.path().join("missing.db");
+    let (code, _, err) = output(&["captures", "list", missing.to_str().expect("utf8")]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("no such file"), "{err}");
+
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 8192]).expect("write junk");
+    let (code, _, err) = output(&["captures", "show", junk.to_str().expect("utf8")]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("not a usable tapedeck capture"), "{err}");
+    assert_eq!(
+        std::fs::read(&junk).expect("read"),
+        vec![b'x'; 8192],
+        "the file is left as it was"
+    );
+
+    let (code, _, err) = output(&[
+        "record",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--max-body",
+        "lots",
+    ])
+    .await;
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--max-body") && err.contains("not a size"),
+        "{err}"
+    );
+
+    let (code, _, _) = output(&["no-such-command"]).await;
+    assert_eq!(code, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("demo");
+    let (code, out, err) = output(&["demo", "--out", out_dir.to_str().expect("utf8")]).await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let script = out
+        .lines()
+        .find(|l| l.starts_with("script: "))
+        .unwrap_or_else(|| panic!("no script line in\n{out}"));
+    let numbers: Vec<u64> = script
+        .split_whitespace()
+        .filter_map(|w| w.trim_end_matches(',').parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{script}");
+    assert!(numbers[0] > 0 && numbers[0] == numbers[1], "{script}");
+
+    let capture = out_dir.join("capture.db");
+    assert!(
+        out.contains(&capture.display().to_string()),
+        "the capture path is named:\n{out}"
+    );
+    assert_capture_has_sessions(&capture, numbers[0]).await;
+}
+
+async fn assert_capture_has_sessions(capture: &Path, requests: u64) {
+    let store = Store::open(capture).await.expect("capture opens");
+    let run = store.run(None).await.expect("run");
+    assert_eq!(run.sessions, 20, "one session per demo user");
+    assert_eq!(
+        run.exchanges as u64, requests,
+        "every scripted request is recorded"
+    );
+    assert_eq!(run.dropped, 0);
+}

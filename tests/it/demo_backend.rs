@@ -1,0 +1,361 @@
+//! The demo chat backend's API contract.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tapedeck::demo::backend::{BackendConfig, DemoBackend, Stats};
+use tapedeck::demo::script::ChatClient;
+use tapedeck::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+async fn start(config: BackendConfig) -> (DemoBackend, ChatClient) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let backend = DemoBackend::start(listener, config, Shutdown::new()).expect("start backend");
+    let client = ChatClient::new(&backend.url(), "contract-test");
+    (backend, client)
+}
+
+async fn login(client: &ChatClient, user: &str) -> String {
+    let r = client
+        .call(
+            Method::POST,
+            "/api/login",
+            None,
+            &[],
+            Some(json!({"user": user, "password": "pw"})),
+        )
+        .await
+        .expect("login");
+    assert_eq!(r.status, StatusCode::OK);
+    r.json()["token"].as_str().expect("token").to_string()
+}
+
+async fn conversation(client: &ChatClient, token: &str) -> String {
+    let r = client
+        .call(
+            Method::POST,
+            "/api/conversations",
+            Some(token),
+            &[],
+            Some(json!({"title": "t"})),
+        )
+        .await
+        .expect("create");
+    assert_eq!(r.status, StatusCode::CREATED);
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+async fn stats(client: &ChatClient) -> Stats {
+    let r = client
+        .call(Method::GET, "/api/stats", None, &[], None)
+        .await
+        .expect("stats");
+    serde_json::from_slice(&r.body).expect("stats json")
+}
+
+#[tokio::test]
+async fn login_hands_out_distinct_tokens_and_other_routes_need_one() {
+    let (_backend, client) = start(BackendConfig::default()).await;
+    let a = login(&client, "ann").await;
+    let b = login(&client, "ann").await;
+    assert_ne!(a, b, "a token is random per login");
+    let r = client
+        .call(Method::POST, "/api/conversations", None, &[], None)
+        .await
+        .expect("call");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = client
+        .call(
+            Method::POST,
+            "/api/conversations",
+            Some("forged"),
+            &[],
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = client
+        .call(
+            Method::POST,
+            "/api/login",
+            None,
+            &[],
+            Some(json!({"user": "ann"})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let s = stats(&client).await;
+    assert_eq!((s.users, s.logins), (1, 2));
+}
+
+#[tokio::test]
+async fn idempotent_sends_return_the_same_message_and_store_it_once() {
+    let (_backend, client) = start(BackendConfig::default()).await;
+    let token = login(&client, "ann").await;
+    let conv = conversation(&client, &token).await;
+    let path = format!("/api/conversations/{conv}/messages");
+    let key = [("idempotency-key", "k-1")];
+    let first = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            &key,
+            Some(json!({"text": "hi"})),
+        )
+        .await
+        .expect("send");
+    let again = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            &key,
+            Some(json!({"text": "hi"})),
+        )
+        .await
+        .expect("resend");
+    assert_eq!(
+        (first.status, again.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert_eq!(first.json()["message"]["id"], again.json()["message"]["id"]);
+
+    let put = format!("{path}/txn-1");
+    let p1 = client
+        .call(
+            Method::PUT,
+            &put,
+            Some(&token),
+            &[],
+            Some(json!({"text": "yo"})),
+        )
+        .await
+        .expect("put");
+    let p2 = client
+        .call(
+            Method::PUT,
+            &put,
+            Some(&token),
+            &[],
+            Some(json!({"text": "yo"})),
+        )
+        .await
+        .expect("put again");
+    assert_eq!((p1.status, p2.status), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(p1.json()["message_id"], p2.json()["message_id"]);
+
+    let s = stats(&client).await;
+    assert_eq!((s.messages, s.duplicate_sends_suppressed), (2, 2));
+
+    let missing = client
+        .call(
+            Method::POST,
+            "/api/conversations/c_nope/messages",
+            Some(&token),
+            &[],
+            Some(json!({"text": "x"})),
+        )
+        .await
+        .expect("call");
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let bad = client
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            &[("content-type", "application/json")],
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(
+        bad.status,
+        StatusCode::BAD_REQUEST,
+        "an empty body is not JSON"
+    );
+}
+
+#[tokio::test]
+async fn history_pages_follow_server_cursors_and_reject_bad_or_foreign_ones() {
+    let (_backend, client) = start(BackendConfig::default()).await;
+    let token = login(&client, "ann").await;
+    let conv = conversation(&client, &token).await;
+    let other = conversation(&client, &token).await;
+    let path = format!("/api/conversations/{conv}/messages");
+    for i in 0..5 {
+        let r = client
+            .call(
+                Method::POST,
+                &path,
+                Some(&token),
+                &[],
+                Some(json!({"text": format!("m{i}")})),
+            )
+            .await
+            .expect("send");
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let mut texts = Vec::new();
+    let mut url = format!("{path}?limit=2");
+    let mut first_cursor = None;
+    loop {
+        let page = client
+            .call(Method::GET, &url, Some(&token), &[], None)
+            .await
+            .expect("page");
+        assert_eq!(page.status, StatusCode::OK);
+        let v = page.json();
+        for m in v["messages"].as_array().expect("messages") {
+            texts.push(m["text"].as_str().expect("text").to_string());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => {
+                first_cursor.get_or_insert(c.to_string());
+                url = format!("{path}?limit=2&cursor={c}");
+            }
+            None => break,
+        }
+    }
+    assert_eq!(texts, ["m0", "m1", "m2", "m3", "m4"]);
+    let cursor = first_cursor.expect("a cursor was handed out");
+    let bad = client
+        .call(
+            Method::GET,
+            &format!("{path}?cursor=cur_made_up"),
+            Some(&token),
+            &[],
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let foreign = client
+        .call(
+            Method::GET,
+            &format!("/api/conversations/{other}/messages?cursor={cursor}"),
+            Some(&token),
+            &[],
+            None,
+        )
+        .await
+        .expect("call");
+    assert_eq!(
+        foreign.status,
+        StatusCode::BAD_REQUEST,
+        "a cursor belongs to its conversation"
+    );
+}
+
+#[tokio::test]
+async fn the_bot_reply_streams_event_by_event() {
+    let config = BackendConfig {
+        reply_tokens: 4,
+        token_interval: Duration::from_millis(30),
+        ..BackendConfig::default()
+    };
+    let (backend, client) = start(config).await;
+    let token = login(&client, "ann").await;
+    let conv = conversation(&client, &token).await;
+    let http = crate::support::client();
+    let req = http::Request::get(format!("{}/api/conversations/{conv}/reply", backend.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = http.request(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let first = body
+        .frame()
+        .await
+        .expect("frame")
+        .expect("ok")
+        .into_data()
+        .expect("data");
+    let first = String::from_utf8(first.to_vec()).expect("utf8");
+    assert!(first.starts_with("data: {"), "{first}");
+    assert!(
+        !first.contains("[DONE]"),
+        "the first event arrives before the stream ends"
+    );
+    let rest = body.collect().await.expect("rest").to_bytes();
+    let rest = String::from_utf8(rest.to_vec()).expect("utf8");
+    assert!(rest.ends_with("data: [DONE]\n\n"), "{rest}");
+    let events = first.matches("data: ").count() + rest.matches("data: ").count();
+    assert_eq!(events, 5, "four tokens and [DONE]");
+    assert_eq!(stats(&client).await.replies_streamed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_worker_answers_503_past_the_queue_timeout() {
+    let config = BackendConfig {
+        workers: 1,
+        service_time: Duration::from_millis(800),
+        queue_timeout: Duration::from_millis(50),
+        ..BackendConfig::default()
+    };
+    let (_backend, client) = start(config).await;
+    let body = || Some(json!({"user": "ann", "password": "pw"}));
+    let (a, b) = tokio::join!(
+        client.call(Method::POST, "/api/login", None, &[], body()),
+        client.call(Method::POST, "/api/login", None, &[], body()),
+    );
+    let mut statuses = [a.expect("a").status.as_u16(), b.expect("b").status.as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503]);
+    assert_eq!(stats(&client).await.overloaded, 1);
+}
+
+#[tokio::test]
+async fn a_token_past_its_rate_limit_gets_429_with_retry_after() {
+    let config = BackendConfig {
+        // One request, then one every two seconds.
+        rate_limit: Some(0.5),
+        ..BackendConfig::default()
+    };
+    let (backend, client) = start(config).await;
+    let token = login(&client, "ann").await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = client
+            .call(Method::POST, "/api/conversations", Some(&token), &[], None)
+            .await
+            .expect("call");
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(statuses[0], 201);
+    assert!(statuses[1..].contains(&429), "{statuses:?}");
+    let http = crate::support::client();
+    let req = http::Request::post(format!("{}/api/conversations", backend.url()))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("request");
+    let resp = http.request(req).await.expect("response");
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(stats(&client).await.rate_limited >= 2);
+}
+
+#[tokio::test]
+async fn garbage_input_gets_4xx_and_the_backend_keeps_serving() {
+    let (backend, client) = start(BackendConfig::default()).await;
+    let raw = crate::support::raw_status(
+        backend.local_addr(),
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n{{{{{",
+    )
+    .await;
+    assert_eq!(raw, 400);
+    let r = client
+        .call(Method::GET, "/nope", None, &[], None)
+        .await
+        .expect("call");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let v: Value = r.json();
+    assert!(v["error"].is_string());
+    login(&client, "still-up").await;
+}
