@@ -637,12 +637,38 @@ fn insert_sql(rows: usize) -> SqlStr {
 /// Headers as a JSON array of `[name, value]` pairs: order and repeats
 /// kept, readable with SQLite's `json_each`.
 fn headers_json(headers: &http::HeaderMap) -> String {
-    let pairs: Vec<(&str, std::borrow::Cow<'_, str>)> = headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes())))
-        .collect();
-    // A Vec of string pairs always serializes.
-    serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_string())
+    let mut out = String::with_capacity(64 * headers.len() + 2);
+    out.push('[');
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("[\"");
+        // Header names are lower-case tokens: nothing to escape.
+        out.push_str(name.as_str());
+        out.push_str("\",");
+        push_json_string(&mut out, &String::from_utf8_lossy(value.as_bytes()));
+        out.push(']');
+    }
+    out.push(']');
+    out
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn len_i64(n: u64) -> i64 {
@@ -675,4 +701,28 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headers_json;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn headers_serialize_as_json_pairs_in_order_with_escapes() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-b", HeaderValue::from_static("say \"hi\" \\ there"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        let text = headers_json(&h);
+        let parsed: Vec<(String, String)> = serde_json::from_str(&text).expect("valid JSON");
+        let pairs: Vec<(&str, &str)> = parsed
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [("x-a", "1"), ("x-a", "2"), ("x-b", "say \"hi\" \\ there")]
+        );
+    }
 }

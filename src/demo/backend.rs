@@ -340,7 +340,10 @@ impl Backend {
         };
         if let (Some(rate), Some(token)) = (self.config.rate_limit, token) {
             let now = Instant::now();
-            let (tokens, last) = st.buckets.entry(token.to_string()).or_insert((rate.max(1.0), now));
+            let (tokens, last) = st
+                .buckets
+                .entry(token.to_string())
+                .or_insert((rate.max(1.0), now));
             *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(rate.max(1.0));
             *last = now;
             let available = *tokens;

@@ -251,7 +251,7 @@ impl Recording {
             .pool_timer(TokioTimer::new())
             .build(connector);
         let state = Arc::new(ProxyState {
-            sessions: SessionTracker::new(config.session.clone()),
+            sessions: SessionTracker::new(config.session.clone(), metrics.live_sessions.clone()),
             config,
             client,
             sink,

@@ -9,6 +9,7 @@
 //! session of the login. Credentials appear in keys only as markers.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
 use crate::capture::redact::Redactor;
@@ -84,11 +86,13 @@ impl Default for SessionConfig {
 pub struct SessionTracker {
     config: SessionConfig,
     inner: Mutex<Inner>,
+    live: Gauge,
+    hasher: RandomState,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_key: HashMap<String, i64>,
+    by_key: HashMap<u64, i64>,
     sessions: HashMap<i64, Live>,
     last_no: i64,
     assigned_since_sweep: u64,
@@ -105,14 +109,17 @@ struct Live {
 const SWEEP_EVERY: u64 = 4096;
 
 impl SessionTracker {
-    /// A tracker with this configuration.
-    pub fn new(mut config: SessionConfig) -> Self {
+    /// A tracker with this configuration; `live` follows the number of
+    /// sessions held in memory.
+    pub fn new(mut config: SessionConfig, live: Gauge) -> Self {
         if !config.sources.contains(&KeySource::Client) {
             config.sources.push(KeySource::Client);
         }
         SessionTracker {
             config,
             inner: Mutex::new(Inner::default()),
+            live,
+            hasher: RandomState::new(),
         }
     }
 
@@ -124,8 +131,8 @@ impl SessionTracker {
         redactor: &Redactor,
         now: Instant,
     ) -> (Arc<SessionInfo>, i64) {
-        let (kind, key) = self.key_of(headers, peer, redactor);
-        let map_key = format!("{}:{key}", kind.as_str());
+        let matched = self.match_key(headers, peer);
+        let lookup = self.lookup_hash(&matched);
         let gap = self.config.idle_gap;
         // Poisoning only follows a panic elsewhere while holding the lock;
         // the map is still consistent then, so keep using it.
@@ -133,8 +140,9 @@ impl SessionTracker {
         inner.assigned_since_sweep += 1;
         if inner.assigned_since_sweep >= SWEEP_EVERY {
             inner.sweep(now, gap);
+            self.live.set(inner.sessions.len() as i64);
         }
-        let current = inner.by_key.get(&map_key).copied().filter(|no| {
+        let current = inner.by_key.get(&lookup).copied().filter(|no| {
             inner
                 .sessions
                 .get(no)
@@ -145,9 +153,10 @@ impl SessionTracker {
             None => {
                 inner.last_no += 1;
                 let no = inner.last_no;
+                let (key_kind, key) = matched.describe(redactor);
                 let info = Arc::new(SessionInfo {
                     session_no: no,
-                    key_kind: kind,
+                    key_kind,
                     key,
                     client_addr: peer.to_string(),
                     user_agent: headers
@@ -163,7 +172,8 @@ impl SessionTracker {
                         next_seq: 1,
                     },
                 );
-                inner.by_key.insert(map_key, no);
+                inner.by_key.insert(lookup, no);
+                self.live.set(inner.sessions.len() as i64);
                 no
             }
         };
@@ -177,76 +187,55 @@ impl SessionTracker {
         (live.info.clone(), seq)
     }
 
-    /// Binds credentials a response handed out (as markers) to `session_no`,
-    /// so later requests presenting them continue that session.
-    pub fn bind_credentials(
-        &self,
-        session_no: i64,
-        bearer_markers: &[String],
-        cookies: &[(String, String)],
-    ) {
-        if bearer_markers.is_empty() && cookies.is_empty() {
+    /// Binds credentials a response handed out (bearer tokens and cookies,
+    /// as clear values) to `session_no`, so later requests presenting them
+    /// continue that session.
+    pub fn bind_credentials(&self, session_no: i64, bearer: &[&[u8]], cookies: &[(String, &[u8])]) {
+        if bearer.is_empty() && cookies.is_empty() {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if !inner.sessions.contains_key(&session_no) {
-            return;
-        }
-        for m in bearer_markers {
-            inner.by_key.insert(format!("bearer:{m}"), session_no);
-        }
-        for (name, marker) in cookies {
+        let mut hashes: Vec<u64> = bearer
+            .iter()
+            .map(|token| self.lookup_hash(&Matched::Bearer(token)))
+            .collect();
+        for (name, value) in cookies {
             if self
                 .config
                 .sources
                 .contains(&KeySource::Cookie(name.clone()))
             {
-                inner
-                    .by_key
-                    .insert(format!("cookie:{name}={marker}"), session_no);
+                hashes.push(self.lookup_hash(&Matched::Cookie(name, value)));
             }
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if !inner.sessions.contains_key(&session_no) {
+            return;
+        }
+        for h in hashes {
+            inner.by_key.insert(h, session_no);
         }
     }
 
-    /// Sessions currently tracked in memory.
-    pub fn live_sessions(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sessions
-            .len()
-    }
-
-    fn key_of(
-        &self,
-        headers: &HeaderMap,
-        peer: IpAddr,
-        redactor: &Redactor,
-    ) -> (SessionKeyKind, String) {
+    /// The first configured source that this request carries.
+    fn match_key<'a>(&'a self, headers: &'a HeaderMap, peer: IpAddr) -> Matched<'a> {
         for source in &self.config.sources {
             match source {
                 KeySource::Header(name) => {
                     if let Some(v) = headers.get(name).filter(|v| !v.is_empty()) {
-                        return (
-                            SessionKeyKind::Header,
-                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                        );
+                        return Matched::Header(v.as_bytes());
                     }
                 }
                 KeySource::Bearer => {
                     if let Some(v) = headers.get(header::AUTHORIZATION) {
                         let credential = Redactor::credential_of(v.as_bytes());
                         if !credential.is_empty() {
-                            return (SessionKeyKind::Bearer, redactor.marker(credential));
+                            return Matched::Bearer(credential);
                         }
                     }
                 }
                 KeySource::Cookie(name) => {
                     if let Some(value) = cookie_value(headers, name) {
-                        return (
-                            SessionKeyKind::Cookie,
-                            format!("{name}={}", redactor.marker(value)),
-                        );
+                        return Matched::Cookie(name, value);
                     }
                 }
                 KeySource::Client => break,
@@ -254,9 +243,51 @@ impl SessionTracker {
         }
         let ua = headers
             .get(header::USER_AGENT)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .unwrap_or_default();
-        (SessionKeyKind::Client, format!("{peer}|{ua}"))
+            .map_or(&b""[..], |v| v.as_bytes());
+        Matched::Client(peer, ua)
+    }
+
+    /// A keyed 64-bit hash of the matched key: lookups allocate nothing,
+    /// and the clear key never sits in memory longer than the request.
+    fn lookup_hash(&self, m: &Matched<'_>) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        match m {
+            Matched::Header(v) => (0u8, v).hash(&mut h),
+            Matched::Bearer(v) => (1u8, v).hash(&mut h),
+            Matched::Cookie(name, v) => (2u8, name, v).hash(&mut h),
+            Matched::Client(ip, ua) => (3u8, ip, ua).hash(&mut h),
+        }
+        h.finish()
+    }
+}
+
+/// A session key as found in a request, borrowed from it.
+#[derive(Debug)]
+enum Matched<'a> {
+    Header(&'a [u8]),
+    Bearer(&'a [u8]),
+    Cookie(&'a str, &'a [u8]),
+    Client(IpAddr, &'a [u8]),
+}
+
+impl Matched<'_> {
+    /// The stored form of the key: credentials as markers.
+    fn describe(&self, redactor: &Redactor) -> (SessionKeyKind, String) {
+        match self {
+            Matched::Header(v) => (
+                SessionKeyKind::Header,
+                String::from_utf8_lossy(v).into_owned(),
+            ),
+            Matched::Bearer(v) => (SessionKeyKind::Bearer, redactor.marker(v)),
+            Matched::Cookie(name, v) => (
+                SessionKeyKind::Cookie,
+                format!("{name}={}", redactor.marker(v)),
+            ),
+            Matched::Client(ip, ua) => (
+                SessionKeyKind::Client,
+                format!("{ip}|{}", String::from_utf8_lossy(ua)),
+            ),
+        }
     }
 }
 
@@ -311,7 +342,7 @@ mod tests {
 
     #[test]
     fn first_matching_source_wins_and_sequence_counts_up() {
-        let t = SessionTracker::new(SessionConfig::default());
+        let t = SessionTracker::new(SessionConfig::default(), Gauge::default());
         let r = redactor();
         let ip: IpAddr = [127, 0, 0, 1].into();
         let now = Instant::now();
@@ -336,7 +367,7 @@ mod tests {
             idle_gap: Duration::from_secs(10),
             ..SessionConfig::default()
         };
-        let t = SessionTracker::new(config);
+        let t = SessionTracker::new(config, Gauge::default());
         let r = redactor();
         let ip: IpAddr = [10, 0, 0, 1].into();
         let now = Instant::now();
@@ -351,12 +382,12 @@ mod tests {
 
     #[test]
     fn a_credential_handed_out_continues_the_session_that_asked() {
-        let t = SessionTracker::new(SessionConfig::default());
+        let t = SessionTracker::new(SessionConfig::default(), Gauge::default());
         let r = redactor();
         let ip: IpAddr = [10, 0, 0, 2].into();
         let now = Instant::now();
         let (login, _) = t.assign(&HeaderMap::new(), ip, &r, now);
-        t.bind_credentials(login.session_no, &[r.marker(b"tok")], &[]);
+        t.bind_credentials(login.session_no, &[b"tok"], &[]);
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,

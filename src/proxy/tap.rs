@@ -183,23 +183,20 @@ impl Pending {
         let response_scannable = is_scannable(&self.response_headers);
 
         if self.status.is_some_and(|s| (200..300).contains(&s)) {
-            let markers: Vec<String> = if response_scannable {
-                let b = &response_body.bytes;
+            let b = &response_body.bytes;
+            let tokens: Vec<&[u8]> = if response_scannable {
                 redactor
                     .secret_ranges(b)
                     .into_iter()
-                    .map(|r| redactor.marker(&b[r]))
+                    .map(|r| &b[r])
                     .collect()
             } else {
                 Vec::new()
             };
-            let cookies: Vec<(String, String)> = set_cookies(&self.response_headers)
-                .into_iter()
-                .map(|(name, value)| (name, redactor.marker(value)))
-                .collect();
+            let cookies = set_cookies(&self.response_headers);
             state
                 .sessions
-                .bind_credentials(self.session.session_no, &markers, &cookies);
+                .bind_credentials(self.session.session_no, &tokens, &cookies);
         }
 
         let mut request_headers = self.request_headers;

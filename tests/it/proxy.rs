@@ -546,6 +546,7 @@ async fn admin_serves_health_and_prometheus_metrics() {
         "tapedeck_records_dropped_total 0",
         "tapedeck_writer_queue_bytes",
         "tapedeck_request_duration_seconds_count 1",
+        "tapedeck_live_sessions 1",
     ] {
         assert!(text.contains(name), "{name} missing from\n{text}");
     }
