@@ -20,7 +20,10 @@
 
 pub mod capture;
 pub mod demo;
+pub mod profile;
 pub mod proxy;
 pub mod render;
+pub mod replay;
+pub mod report;
 pub mod route;
 pub mod shutdown;

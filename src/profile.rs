@@ -1,0 +1,353 @@
+//! Replay profiles: versioned TOML, parsed and validated here; pure.
+//!
+//! A profile is a list of stages run in order (each with a multiplier, a
+//! speed, and either one pass over the capture or a duration, optionally
+//! looping the capture to fill it), SLO thresholds (global or per stage)
+//! and safety limits. No SLOs apply unless a profile or flag sets them.
+//! docs/replay-profiles.md has the key / meaning / type / default table.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The only profile format version so far.
+pub const VERSION: u32 = 1;
+
+/// A bad profile: which file, and what is wrong (key and problem).
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The file could not be read.
+    #[error("cannot read profile {path}: {source}")]
+    Read {
+        /// The profile file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML does not match the profile format.
+    #[error("profile {path}: {message}")]
+    Invalid {
+        /// The profile file (or `<flags>`).
+        path: PathBuf,
+        /// Key and problem.
+        message: String,
+    },
+}
+
+/// Pass/fail thresholds. Latencies in milliseconds, the error rate as a
+/// fraction (0.01 = 1%).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Highest acceptable p50 latency, ms.
+    pub p50_ms: Option<f64>,
+    /// Highest acceptable p95 latency, ms.
+    pub p95_ms: Option<f64>,
+    /// Highest acceptable p99 latency, ms.
+    pub p99_ms: Option<f64>,
+    /// Highest acceptable error rate (errors / requests).
+    pub error_rate: Option<f64>,
+}
+
+impl Slo {
+    /// Whether any threshold is set.
+    pub fn is_empty(&self) -> bool {
+        self.p50_ms.is_none()
+            && self.p95_ms.is_none()
+            && self.p99_ms.is_none()
+            && self.error_rate.is_none()
+    }
+
+    /// Thresholds of `self`, falling back to `base` for the unset ones.
+    pub fn or(&self, base: &Slo) -> Slo {
+        Slo {
+            p50_ms: self.p50_ms.or(base.p50_ms),
+            p95_ms: self.p95_ms.or(base.p95_ms),
+            p99_ms: self.p99_ms.or(base.p99_ms),
+            error_rate: self.error_rate.or(base.error_rate),
+        }
+    }
+}
+
+/// Limits that protect the target and the run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Safety {
+    /// Most requests in flight at once; further sends wait (and are late).
+    pub max_inflight: usize,
+    /// A request without a complete response after this long fails as `timeout`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Abort (exit 3) when the error rate over `abort_window` passes this.
+    pub abort_error_rate: Option<f64>,
+    /// The sliding window of `abort_error_rate`.
+    #[serde(with = "humantime_serde")]
+    pub abort_window: Duration,
+    /// The abort rule needs at least this many requests in the window.
+    pub abort_min_requests: u64,
+}
+
+impl Default for Safety {
+    fn default() -> Self {
+        Safety {
+            max_inflight: 10_000,
+            request_timeout: Duration::from_secs(30),
+            abort_error_rate: None,
+            abort_window: Duration::from_secs(10),
+            abort_min_requests: 50,
+        }
+    }
+}
+
+/// One stage of a replay.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Name shown in reports.
+    pub name: String,
+    /// Copies ("worlds") of the recorded population played at once.
+    #[serde(default = "one_u32")]
+    pub multiplier: u32,
+    /// Recorded offsets and gaps are divided by this.
+    #[serde(default = "one_f64")]
+    pub speed: f64,
+    /// How long the stage runs; without it the stage is one pass.
+    #[serde(default, with = "humantime_serde")]
+    pub duration: Option<Duration>,
+    /// Repeat the capture to fill `duration`.
+    #[serde(default, rename = "loop")]
+    pub repeat: bool,
+    /// Thresholds for this stage (over the global ones).
+    #[serde(default)]
+    pub slo: Slo,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+/// A whole profile.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Format version; must be 1.
+    pub version: u32,
+    /// Name shown in reports (default: the file name).
+    #[serde(default)]
+    pub name: String,
+    /// Stages, run in order.
+    #[serde(rename = "stage")]
+    pub stages: Vec<Stage>,
+    /// Thresholds for every stage.
+    #[serde(default)]
+    pub slo: Slo,
+    /// Safety limits.
+    #[serde(default)]
+    pub safety: Safety,
+    /// Routes (normalized, `METHOD /path/{id}`) that are long-polls: reported
+    /// apart and kept out of SLO percentiles.
+    #[serde(default)]
+    pub long_poll_routes: Vec<String>,
+}
+
+impl Profile {
+    /// One stage at `multiplier` and `speed`, one pass; what `replay` plays
+    /// without `--profile`.
+    pub fn single(multiplier: u32, speed: f64) -> Profile {
+        Profile {
+            version: VERSION,
+            name: format!("{multiplier}x"),
+            stages: vec![Stage {
+                name: format!("{multiplier}x"),
+                multiplier,
+                speed,
+                duration: None,
+                repeat: false,
+                slo: Slo::default(),
+            }],
+            slo: Slo::default(),
+            safety: Safety::default(),
+            long_poll_routes: Vec::new(),
+        }
+    }
+
+    /// Reads and validates a profile file.
+    ///
+    /// # Errors
+    /// [`ProfileError`] naming the file, the key and the problem.
+    pub fn load(path: &Path) -> Result<Profile, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut profile = Self::parse(&text, path)?;
+        if profile.name.is_empty() {
+            profile.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+        }
+        Ok(profile)
+    }
+
+    /// Parses and validates profile text; `path` is only used in errors.
+    ///
+    /// # Errors
+    /// [`ProfileError::Invalid`] naming the key and the problem.
+    pub fn parse(text: &str, path: &Path) -> Result<Profile, ProfileError> {
+        let invalid = |message: String| ProfileError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let profile: Profile =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        profile.validate().map_err(invalid)?;
+        Ok(profile)
+    }
+
+    /// Checks values serde cannot: ranges and combinations.
+    ///
+    /// # Errors
+    /// A message naming the key and the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "version = {}: this tapedeck reads version {VERSION}",
+                self.version
+            ));
+        }
+        if self.stages.is_empty() {
+            return Err("no [[stage]]: a profile needs at least one stage".into());
+        }
+        check_slo("slo", &self.slo)?;
+        for (i, s) in self.stages.iter().enumerate() {
+            let at = format!("stage[{i}] ({})", s.name);
+            if s.name.trim().is_empty() {
+                return Err(format!("stage[{i}].name is empty"));
+            }
+            if s.multiplier == 0 {
+                return Err(format!("{at}.multiplier = 0: use 1 or more"));
+            }
+            if !(s.speed.is_finite() && s.speed > 0.0) {
+                return Err(format!("{at}.speed = {}: use a number above 0", s.speed));
+            }
+            if s.repeat && s.duration.is_none() {
+                return Err(format!("{at}.loop = true needs a duration to fill"));
+            }
+            if s.duration.is_some_and(|d| d.is_zero()) {
+                return Err(format!("{at}.duration is zero"));
+            }
+            check_slo(&format!("{at}.slo"), &s.slo)?;
+        }
+        let safety = &self.safety;
+        if safety.max_inflight == 0 {
+            return Err("safety.max_inflight = 0: use 1 or more".into());
+        }
+        if safety.request_timeout.is_zero() {
+            return Err("safety.request_timeout is zero".into());
+        }
+        if let Some(r) = safety.abort_error_rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(format!(
+                "safety.abort_error_rate = {r}: use a fraction from 0 to 1"
+            ));
+        }
+        if safety.abort_window.is_zero() {
+            return Err("safety.abort_window is zero".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_slo(at: &str, slo: &Slo) -> Result<(), String> {
+    for (key, value) in [
+        ("p50_ms", slo.p50_ms),
+        ("p95_ms", slo.p95_ms),
+        ("p99_ms", slo.p99_ms),
+    ] {
+        if let Some(v) = value
+            && !(v.is_finite() && v > 0.0)
+        {
+            return Err(format!(
+                "{at}.{key} = {v}: use a number of milliseconds above 0"
+            ));
+        }
+    }
+    if let Some(r) = slo.error_rate
+        && !(0.0..=1.0).contains(&r)
+    {
+        return Err(format!(
+            "{at}.error_rate = {r}: use a fraction from 0 to 1 (0.01 = 1%)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Profile, String> {
+        Profile::parse(text, Path::new("p.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_capacity_profile_parses_with_defaults() {
+        let p = parse(
+            r#"
+            version = 1
+            [slo]
+            p95_ms = 250
+            error_rate = 0.01
+            [safety]
+            request_timeout = "5s"
+            abort_error_rate = 0.5
+            [[stage]]
+            name = "1x"
+            [[stage]]
+            name = "5x"
+            multiplier = 5
+            speed = 2.0
+            duration = "30s"
+            loop = true
+            slo = { p99_ms = 800 }
+            "#,
+        )
+        .expect("valid");
+        assert_eq!(p.stages.len(), 2);
+        assert_eq!((p.stages[0].multiplier, p.stages[0].speed), (1, 1.0));
+        assert_eq!(p.stages[1].duration, Some(Duration::from_secs(30)));
+        assert!(p.stages[1].repeat);
+        let slo = p.stages[1].slo.or(&p.slo);
+        assert_eq!(
+            (slo.p95_ms, slo.p99_ms, slo.error_rate),
+            (Some(250.0), Some(800.0), Some(0.01))
+        );
+        assert_eq!(p.safety.request_timeout, Duration::from_secs(5));
+        assert_eq!(p.safety.max_inflight, Safety::default().max_inflight);
+    }
+
+    #[test]
+    fn errors_name_the_file_the_key_and_the_problem() {
+        let e = parse("version = 1\n[[stage]]\nname = \"a\"\nmultiplyer = 5\n").expect_err("typo");
+        assert!(e.contains("p.toml") && e.contains("multiplyer"), "{e}");
+        let e = parse("version = 1\n[[stage]]\nname = \"a\"\nmultiplier = 0\n").expect_err("zero");
+        assert!(e.contains("stage[0] (a).multiplier = 0"), "{e}");
+        let e = parse("version = 1\n[[stage]]\nname = \"a\"\nloop = true\n").expect_err("loop");
+        assert!(e.contains("loop = true needs a duration"), "{e}");
+        let e = parse("version = 2\n[[stage]]\nname = \"a\"\n").expect_err("version");
+        assert!(e.contains("version = 2"), "{e}");
+        let e = parse("version = 1\n[slo]\nerror_rate = 5\n[[stage]]\nname = \"a\"\n")
+            .expect_err("rate");
+        assert!(e.contains("slo.error_rate = 5"), "{e}");
+        let e = parse("version = 1\n[[stage]]\nname = \"a\"\nduration = \"soon\"\n")
+            .expect_err("duration");
+        assert!(e.contains("duration"), "{e}");
+    }
+}
