@@ -555,6 +555,57 @@ impl Store {
             .collect()
     }
 
+    /// What the replay plan needs of a run's sessions (offsets counted from
+    /// the run's first request) and the run's span (first request to last
+    /// response end, µs).
+    ///
+    /// # Errors
+    /// On a store failure.
+    pub async fn session_spans(&self, run_id: i64) -> Result<(Vec<crate::replay::plan::SessionSpan>, i64), CaptureError> {
+        let rows = sqlx::query(
+            "SELECT session_no, min(offset_us) AS first_offset_us, count(*) AS requests, \
+                    max(offset_us + duration_us) AS last_end_us \
+             FROM exchanges WHERE capture_id = ? GROUP BY session_no ORDER BY first_offset_us, session_no",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut spans = Vec::with_capacity(rows.len());
+        let (mut first, mut last) = (i64::MAX, 0i64);
+        for r in &rows {
+            let first_offset_us: i64 = r.try_get("first_offset_us")?;
+            let last_end_us: i64 = r.try_get("last_end_us")?;
+            first = first.min(first_offset_us);
+            last = last.max(last_end_us);
+            spans.push(crate::replay::plan::SessionSpan {
+                session_no: r.try_get("session_no")?,
+                first_offset_us,
+                requests: r.try_get::<i64, _>("requests")?.max(0) as u64,
+            });
+        }
+        if spans.is_empty() {
+            return Ok((spans, 0));
+        }
+        // The plan counts from the run's first request.
+        for s in &mut spans {
+            s.first_offset_us -= first;
+        }
+        Ok((spans, last - first))
+    }
+
+    /// The exchanges of one session, in send order.
+    ///
+    /// # Errors
+    /// On a store failure or a damaged header column.
+    pub async fn session_exchanges(&self, run_id: i64, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+        let rows = sqlx::query("SELECT * FROM exchanges WHERE capture_id = ? AND session_no = ? ORDER BY seq")
+            .bind(run_id)
+            .bind(session_no)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| exchange_from_row(&self.path, r)).collect()
+    }
+
     /// Closes the pool, checkpointing the WAL.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -203,19 +203,7 @@ pub(crate) async fn handle(
 
     // The upstream request.
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let target = if upstream.prefix.is_empty() {
-        Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-    } else {
-        Uri::builder()
-            .scheme(upstream.scheme.clone())
-            .authority(upstream.authority.clone())
-            .path_and_query(format!("{}{}", upstream.prefix, path_and_query))
-            .build()
-    };
+    let target = upstream.join(path_and_query);
     let target = match target {
         Ok(t) => t,
         Err(e) => {

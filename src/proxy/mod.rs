@@ -107,6 +107,27 @@ impl Upstream {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// `host:port` of the upstream.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The upstream URI for a request target (`/path?query`), with the
+    /// upstream's path prefix in front.
+    ///
+    /// # Errors
+    /// When the target is not a valid path and query.
+    pub fn join(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let builder = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone());
+        if self.prefix.is_empty() {
+            builder.path_and_query(path_and_query).build()
+        } else {
+            builder.path_and_query(format!("{}{path_and_query}", self.prefix)).build()
+        }
+    }
 }
 
 /// Path filters: which requests are recorded (all are forwarded).

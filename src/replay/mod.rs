@@ -1,2 +1,232 @@
-//! Replay: re-issue captured sessions against a target at scaled load.
+//! Replay: re-issue a run's captured sessions against a target at scaled
+//! load, stage by stage, and produce the report.
+//!
+//! `plan` (pure: sessions × profile → schedule), `engine` (absolute
+//! deadlines, in-flight cap, happens-before), `client` (HTTP), `outcome`
+//! (the only thing replay emits). Reads the capture through
+//! `capture::Store`; statistics are kept by `report::collect`.
+
+pub mod client;
+pub mod engine;
+pub mod outcome;
 pub mod plan;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::capture::{CaptureError, Store, StoredExchange, now_epoch_us};
+use crate::profile::Profile;
+use crate::proxy::Upstream;
+use crate::report::collect::{self, AbortRule, Collector};
+use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageData};
+use crate::shutdown::Shutdown;
+use client::ReplayClient;
+use engine::{SessionSource, StageRun};
+use outcome::LiveStats;
+
+/// Errors that stop a replay from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The capture cannot be read.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// The run has nothing to replay.
+    #[error("run {0} of the capture holds no exchanges to replay")]
+    EmptyRun(i64),
+    /// The target does not accept connections.
+    #[error("target {target} is unreachable: {reason}; start it or fix --target")]
+    Unreachable {
+        /// The target URL.
+        target: String,
+        /// The connect error.
+        reason: String,
+    },
+}
+
+/// Everything a replay runs with.
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    /// Where requests go.
+    pub target: Upstream,
+    /// Stages, SLOs, safety.
+    pub profile: Profile,
+    /// Capture file as given (for the report).
+    pub capture_path: String,
+    /// Run to play (`None`: the latest).
+    pub run: Option<i64>,
+    /// Plan seed (`None`: derived from the capture and the profile).
+    pub seed: Option<u64>,
+    /// Send only GET, HEAD and OPTIONS.
+    pub read_only: bool,
+    /// Send `X-Tapedeck-Replay`.
+    pub replay_header: bool,
+    /// This shard's share (`index`, `count`), 1-based.
+    pub shard: Option<(u32, u32)>,
+}
+
+/// What a finished replay tells its caller.
+#[derive(Debug)]
+pub struct ReplayRun {
+    /// The report.
+    pub report: Report,
+    /// Whether a safety limit stopped it.
+    pub aborted: bool,
+}
+
+struct StoreSource {
+    store: Store,
+    run: i64,
+}
+
+impl SessionSource for StoreSource {
+    async fn load(&self, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+        self.store.session_exchanges(self.run, session_no).await
+    }
+}
+
+/// A stable fingerprint of the profile's effective settings.
+pub fn profile_fingerprint(profile: &Profile) -> String {
+    let text = format!("{:?}|{:?}|{:?}|{:?}", profile.stages, profile.slo, profile.safety, profile.long_poll_routes);
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// Replays the capture in `store` as `config` says, reporting live counters
+/// into `live`.
+///
+/// # Errors
+/// When the capture cannot be read, the run is empty, or the target does
+/// not accept a TCP connection at start.
+pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> Result<ReplayRun, ReplayError> {
+    let run = store.run(config.run).await?;
+    let (sessions, span_us) = store.session_spans(run.id).await?;
+    if sessions.is_empty() {
+        return Err(ReplayError::EmptyRun(run.id));
+    }
+    check_reachable(&config.target).await?;
+
+    let fingerprint = profile_fingerprint(&config.profile);
+    let exchanges: u64 = sessions.iter().map(|s| s.requests).sum();
+    let seed = config.seed.unwrap_or_else(|| {
+        let basis = format!("{}|{}|{}|{}", run.id, run.started_at_us, exchanges, fingerprint);
+        let h = blake3::hash(basis.as_bytes());
+        u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+    });
+    let report_id = format!("{}-{:016x}", crate::capture::utc_stamp(), seed);
+    let client = Arc::new(ReplayClient::new(
+        config.target.clone(),
+        config.profile.safety.request_timeout,
+        config.replay_header.then_some(report_id.as_str()),
+    ));
+    let source = Arc::new(StoreSource {
+        store: store.clone(),
+        run: run.id,
+    });
+    let safety = &config.profile.safety;
+    let inflight = Arc::new(Semaphore::new(safety.max_inflight.min(Semaphore::MAX_PERMITS)));
+    let abort = Shutdown::new();
+    let abort_rule = safety.abort_error_rate.map(|error_rate| AbortRule {
+        error_rate,
+        window: safety.abort_window,
+        min_requests: safety.abort_min_requests,
+    });
+    let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
+
+    let started_at_us = now_epoch_us();
+    let mut stages = Vec::new();
+    let mut aborted = false;
+    for stage in &config.profile.stages {
+        let data = StageData {
+            name: stage.name.clone(),
+            multiplier: stage.multiplier,
+            speed: stage.speed,
+            slo: stage.slo.or(&config.profile.slo),
+            ..StageData::default()
+        };
+        let collector = Collector::new(data, long_poll.clone(), abort_rule, abort.clone(), live.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let collecting = tokio::spawn(collect::run(collector, rx));
+        let stage_run = StageRun {
+            multiplier: stage.multiplier,
+            speed: stage.speed,
+            duration: stage.duration,
+            repeat: stage.repeat,
+            seed: seed ^ u64::from(stage.multiplier).rotate_left(32),
+            read_only: config.read_only,
+            shard: config.shard,
+        };
+        tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
+        let stage_started_us = now_epoch_us();
+        engine::run_stage(
+            &stage_run,
+            &sessions,
+            span_us,
+            client.clone(),
+            source.clone(),
+            inflight.clone(),
+            tx,
+            live.clone(),
+            abort.clone(),
+        )
+        .await;
+        let stage_finished_us = now_epoch_us();
+        let collector = match collecting.await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "statistics task failed");
+                break;
+            }
+        };
+        aborted |= collector.aborted();
+        stages.push(collector.finish(stage_started_us, stage_finished_us).report());
+        if aborted {
+            break;
+        }
+    }
+    let finished_at_us = now_epoch_us();
+    let report = Report {
+        format: model::FORMAT.to_string(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        capture: CaptureRef {
+            path: config.capture_path.clone(),
+            run: run.id.to_string(),
+            exchanges,
+            sessions: sessions.len() as u64,
+        },
+        target: config.target.as_str().to_string(),
+        profile: ProfileRef {
+            name: config.profile.name.clone(),
+            fingerprint,
+        },
+        shard: config.shard.map(|(index, count)| Shard { index, count }),
+        seed,
+        started_at: crate::render::timestamp(started_at_us),
+        finished_at: crate::render::timestamp(finished_at_us),
+        verdict: crate::report::verdict(&stages, aborted),
+        capacity: model::capacity(&stages, config.profile.safety.abort_error_rate),
+        stages,
+    };
+    Ok(ReplayRun { report, aborted })
+}
+
+/// A TCP connect to the target: no HTTP request, so the target sees only
+/// planned requests.
+async fn check_reachable(target: &Upstream) -> Result<(), ReplayError> {
+    let authority = target.authority();
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(80);
+    let connect = tokio::net::TcpStream::connect((host, port));
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(ReplayError::Unreachable {
+            target: target.as_str().to_string(),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ReplayError::Unreachable {
+            target: target.as_str().to_string(),
+            reason: "no answer to a TCP connect within 5 s".into(),
+        }),
+    }
+}

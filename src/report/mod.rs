@@ -4,6 +4,7 @@
 //! Input comes from replay's outcomes (through `StageData`) or from report
 //! files; output is JSON for tools and, through `crate::render`, text.
 
+pub mod collect;
 pub mod histogram;
 pub mod model;
 

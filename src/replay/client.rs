@@ -1,0 +1,130 @@
+//! The replay's HTTP client: one recorded request in, one measured
+//! response out. Bodies are read to the end (streams included), so the
+//! measured time is the whole response, and the time to the response head
+//! is kept apart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+
+use super::engine::{Dispatch, Sent};
+use crate::capture::StoredExchange;
+use crate::proxy::Upstream;
+
+/// Header marking replayed traffic, so backends can mute side effects.
+pub const REPLAY_HEADER: &str = "x-tapedeck-replay";
+
+/// Recorded headers that describe the recorded connection, not the request.
+const NOT_REPLAYED: [&str; 10] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "x-tapedeck-replay",
+];
+
+/// Sends recorded requests to the target.
+#[derive(Debug, Clone)]
+pub struct ReplayClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    target: Arc<Upstream>,
+    host: HeaderValue,
+    timeout: Duration,
+    replay_id: Option<HeaderValue>,
+}
+
+impl ReplayClient {
+    /// A pooled client for `target`; `replay_id` is sent as
+    /// `X-Tapedeck-Replay` unless `None`.
+    pub fn new(target: Upstream, timeout: Duration, replay_id: Option<&str>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let host = HeaderValue::from_str(target.authority().as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        ReplayClient {
+            client,
+            target: Arc::new(target),
+            host,
+            timeout,
+            replay_id: replay_id.and_then(|id| HeaderValue::from_str(id).ok()),
+        }
+    }
+
+    fn build(&self, ex: &StoredExchange) -> Result<Request<Full<Bytes>>, String> {
+        let method = Method::from_bytes(ex.method.as_bytes()).map_err(|e| format!("method {}: {e}", ex.method))?;
+        let uri = self.target.join(&ex.uri).map_err(|e| format!("uri {}: {e}", ex.uri))?;
+        let mut req = Request::new(Full::new(Bytes::copy_from_slice(&ex.request_body)));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        for (name, value) in &ex.request_headers {
+            if NOT_REPLAYED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.append(n, v);
+            }
+        }
+        headers.insert(header::HOST, self.host.clone());
+        if let Some(id) = &self.replay_id {
+            headers.insert(HeaderName::from_static(REPLAY_HEADER), id.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl Dispatch for ReplayClient {
+    async fn send(&self, ex: Arc<StoredExchange>) -> Sent {
+        let started = Instant::now();
+        let req = match self.build(&ex) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(exchange = ex.id, error = %e, "recorded request cannot be rebuilt; counted as a reset");
+                return Sent::failed("reset");
+            }
+        };
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() { "connect" } else { "reset" }
+            })?;
+            let ttfb = started.elapsed();
+            let status = resp.status().as_u16();
+            let mut body = resp.into_body();
+            let mut bytes = 0usize;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| "reset")?;
+                if let Some(d) = frame.data_ref() {
+                    bytes += d.len();
+                }
+            }
+            Ok::<_, &'static str>((status, ttfb, bytes))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok((status, ttfb, _))) => Sent {
+                status: Some(status),
+                ttfb: Some(ttfb),
+                failure: None,
+                finished: Instant::now(),
+            },
+            Ok(Err(kind)) => Sent::failed(kind),
+            Err(_) => Sent::failed("timeout"),
+        }
+    }
+}

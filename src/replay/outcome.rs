@@ -1,0 +1,54 @@
+//! What replay emits: one event per planned request (sent or skipped) and
+//! per started virtual user. The report side turns them into statistics.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The result of one sent request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Normalized route, `METHOD /path/{id}`.
+    pub route: String,
+    /// When the plan wanted it sent.
+    pub planned: Instant,
+    /// When it was sent.
+    pub sent: Instant,
+    /// Time to the response head, if one came.
+    pub ttfb: Option<Duration>,
+    /// When the response ended (or the request failed).
+    pub finished: Instant,
+    /// Wall-clock completion, µs since the Unix epoch.
+    pub finished_at_us: i64,
+    /// Live status, if a response came.
+    pub status: Option<u16>,
+    /// Recorded status.
+    pub recorded_status: Option<u16>,
+    /// Transport failure: `connect`, `timeout`, `reset`, `tls`.
+    pub failure: Option<&'static str>,
+}
+
+/// Everything replay reports to the collector.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A virtual user started.
+    VuStarted,
+    /// A request was sent and finished.
+    Outcome(Outcome),
+    /// A request was not sent because its recorded body was truncated.
+    TruncatedSkipped,
+}
+
+/// Counters the progress line reads while a stage runs.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    /// Requests finished in the current stage.
+    pub requests: AtomicU64,
+    /// Of which errors.
+    pub errors: AtomicU64,
+    /// Requests sent but not finished.
+    pub inflight: AtomicU64,
+    /// p95 service latency so far, µs.
+    pub p95_us: AtomicU64,
+}

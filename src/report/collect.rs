@@ -1,0 +1,176 @@
+//! The collector: the one owner of a stage's statistics. Replay's events
+//! arrive over a channel; the collector classifies errors (disjoint kinds,
+//! DESIGN.md "Report contract"), fills the histograms, keeps live counters
+//! for the progress line, and fires the abort signal when the error rate
+//! over the sliding window passes the safety bound.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::model::StageData;
+use crate::replay::outcome::{Event, LiveStats, Outcome};
+use crate::shutdown::Shutdown;
+
+/// The abort rule of the safety limits.
+#[derive(Debug, Clone, Copy)]
+pub struct AbortRule {
+    /// Error rate bound (fraction).
+    pub error_rate: f64,
+    /// Sliding window.
+    pub window: Duration,
+    /// Requests needed in the window before the rule applies.
+    pub min_requests: u64,
+}
+
+/// Accumulates one stage.
+#[derive(Debug)]
+pub struct Collector {
+    data: StageData,
+    long_poll: HashSet<String>,
+    abort_rule: Option<AbortRule>,
+    abort: Shutdown,
+    recent: VecDeque<(i64, u64, u64)>,
+    aborted: bool,
+    live: Arc<LiveStats>,
+}
+
+/// The error kind of an outcome, if it is an error.
+pub fn error_kind(o: &Outcome) -> Option<&'static str> {
+    if let Some(f) = o.failure {
+        return Some(f);
+    }
+    let status = o.status?;
+    let recorded_4xx = o.recorded_status.is_some_and(|r| (400..500).contains(&r));
+    match status {
+        429 => Some("http_429"),
+        500..=599 => Some("http_5xx"),
+        400..=499 if !recorded_4xx => Some("http_4xx"),
+        _ => None,
+    }
+}
+
+impl Collector {
+    /// A collector for `data` (name, multiplier, SLOs filled in).
+    pub fn new(data: StageData, long_poll: HashSet<String>, abort_rule: Option<AbortRule>, abort: Shutdown, live: Arc<LiveStats>) -> Self {
+        live.requests.store(0, Ordering::Relaxed);
+        live.errors.store(0, Ordering::Relaxed);
+        live.p95_us.store(0, Ordering::Relaxed);
+        Collector {
+            data,
+            long_poll,
+            abort_rule,
+            abort,
+            recent: VecDeque::new(),
+            aborted: false,
+            live,
+        }
+    }
+
+    /// Takes one event.
+    pub fn observe(&mut self, event: Event) {
+        match event {
+            Event::VuStarted => self.data.vus += 1,
+            Event::TruncatedSkipped => self.data.truncated_skipped += 1,
+            Event::Outcome(o) => self.outcome(&o),
+        }
+    }
+
+    fn outcome(&mut self, o: &Outcome) {
+        let d = &mut self.data;
+        d.requests += 1;
+        let kind = error_kind(o);
+        if let Some(k) = kind {
+            *d.error_kinds.entry(k.to_string()).or_insert(0) += 1;
+        }
+        if let Some(s) = o.status {
+            *d.status_counts.entry(s.to_string()).or_insert(0) += 1;
+            if let Some(r) = o.recorded_status
+                && r / 100 != s / 100
+            {
+                d.status_mismatches += 1;
+            }
+        }
+        if o.sent.saturating_duration_since(o.planned) > Duration::from_millis(1) {
+            d.late_requests += 1;
+        }
+        let service = o.finished.saturating_duration_since(o.sent);
+        let corrected = o.finished.saturating_duration_since(o.planned);
+        let long_poll = self.long_poll.contains(&o.route);
+        if !long_poll {
+            d.latency.record(service);
+            d.corrected.record(corrected);
+            if let Some(t) = o.ttfb {
+                d.ttfb.record(t);
+            }
+        }
+        let route = d.routes.entry(o.route.clone()).or_default();
+        route.requests += 1;
+        route.long_poll = long_poll;
+        route.latency.record(service);
+        let second = o.finished_at_us.div_euclid(1_000_000);
+        let window = d.windows.entry(second).or_default();
+        window.requests += 1;
+        window.latency.record(service);
+        if kind.is_some() {
+            route.errors += 1;
+            window.errors += 1;
+            self.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.live.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 64 == 0 {
+            let p95 = (d.latency.quantile_ms(0.95) * 1000.0) as u64;
+            self.live.p95_us.store(p95, Ordering::Relaxed);
+        }
+        self.check_abort(second, kind.is_some());
+    }
+
+    fn check_abort(&mut self, second: i64, error: bool) {
+        let Some(rule) = self.abort_rule else { return };
+        match self.recent.back_mut() {
+            Some((s, req, err)) if *s == second => {
+                *req += 1;
+                *err += u64::from(error);
+            }
+            _ => self.recent.push_back((second, 1, u64::from(error))),
+        }
+        let window = rule.window.as_secs().max(1) as i64;
+        while self.recent.front().is_some_and(|(s, _, _)| *s <= second - window) {
+            self.recent.pop_front();
+        }
+        let (req, err) = self.recent.iter().fold((0, 0), |(r, e), (_, rr, ee)| (r + rr, e + ee));
+        if !self.aborted && req >= rule.min_requests && err as f64 / req as f64 > rule.error_rate {
+            self.aborted = true;
+            tracing::warn!(
+                errors = err,
+                requests = req,
+                bound = rule.error_rate,
+                "error rate over the abort window passed the safety bound: aborting"
+            );
+            self.abort.trigger();
+        }
+    }
+
+    /// Whether this stage fired the abort.
+    pub fn aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// The stage's data, with its wall-clock span.
+    pub fn finish(mut self, started_at_us: i64, finished_at_us: i64) -> StageData {
+        self.data.started_at_us = started_at_us;
+        self.data.finished_at_us = finished_at_us;
+        self.data
+    }
+}
+
+/// Drains events into the collector until every sender is gone.
+pub async fn run(mut collector: Collector, mut events: mpsc::UnboundedReceiver<Event>) -> Collector {
+    while let Some(e) = events.recv().await {
+        collector.observe(e);
+    }
+    collector
+}
