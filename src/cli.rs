@@ -37,6 +37,11 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve the built-in demo chat backend.
     DemoBackend(DemoBackendArgs),
+    /// Replay a capture against a target at scaled load and report.
+    Replay(Box<ReplayArgs>),
+    /// Work with replay reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 /// `tapedeck record`. Every option can also come from `--config FILE`
@@ -354,4 +359,223 @@ mod tests {
         let err = format!("{:#}", args.into_plan().expect_err("typo"));
         assert!(err.contains("upstrem"), "{err}");
     }
+}
+
+/// `tapedeck replay`
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Capture file to replay.
+    pub capture: PathBuf,
+    /// Base URL to replay against, e.g. http://chat-next:8000.
+    #[arg(long)]
+    pub target: String,
+    /// Replay profile (TOML); without it, one stage at --multiplier.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Worlds: copies of the recorded population played at once
+    /// [default: 1; with --profile, overrides every stage].
+    #[arg(long)]
+    pub multiplier: Option<u32>,
+    /// Divide recorded offsets and gaps by this [default: 1].
+    #[arg(long)]
+    pub speed: Option<f64>,
+    /// Stage length, e.g. 60s (requests planned later are not sent).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Repeat the capture to fill --duration.
+    #[arg(long = "loop")]
+    pub repeat: bool,
+    /// Only these sessions, e.g. `1-20,31`.
+    #[arg(long)]
+    pub sessions: Option<String>,
+    /// Plan seed [default: derived from the capture and the profile].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most requests in flight at once.
+    #[arg(long)]
+    pub max_inflight: Option<usize>,
+    /// Request timeout, e.g. 10s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Run id to replay [default: the latest].
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Report path [default: reports/<UTC timestamp>.json].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Send only GET, HEAD and OPTIONS requests.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Do not send the X-Tapedeck-Replay header.
+    #[arg(long)]
+    pub no_replay_header: bool,
+    /// Play a deterministic share of the VUs: K/N (1-based).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// SLO: highest p95 latency in ms (every stage).
+    #[arg(long)]
+    pub slo_p95_ms: Option<f64>,
+    /// SLO: highest p99 latency in ms (every stage).
+    #[arg(long)]
+    pub slo_p99_ms: Option<f64>,
+    /// SLO: highest error rate as a fraction, e.g. 0.01.
+    #[arg(long)]
+    pub slo_error_rate: Option<f64>,
+}
+
+/// What `replay` runs with.
+#[derive(Debug)]
+pub struct ReplayPlan {
+    pub capture: PathBuf,
+    pub report: PathBuf,
+    pub config: tapedeck::replay::ReplayConfig,
+}
+
+/// `1-20,31` → inclusive ranges.
+pub fn parse_session_filter(text: &str) -> anyhow::Result<Vec<(i64, i64)>> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|part| {
+            let part = part.trim();
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: i64 = a
+                .trim()
+                .parse()
+                .with_context(|| format!("`{part}` is not a session number or range like 1-20"))?;
+            let b: i64 = b
+                .trim()
+                .parse()
+                .with_context(|| format!("`{part}` is not a session number or range like 1-20"))?;
+            if b < a {
+                bail!("session range `{part}` runs backwards");
+            }
+            Ok((a, b))
+        })
+        .collect()
+}
+
+impl ReplayArgs {
+    /// Loads the profile, applies the flags over it, validates.
+    pub fn into_plan(self) -> anyhow::Result<ReplayPlan> {
+        use tapedeck::profile::Profile;
+        let target = Upstream::parse(&self.target).context("--target")?;
+        let mut profile = match &self.profile {
+            Some(path) => Profile::load(path)?,
+            None => Profile::single(self.multiplier.unwrap_or(1), self.speed.unwrap_or(1.0)),
+        };
+        let duration = self
+            .duration
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .context("--duration")?;
+        for stage in &mut profile.stages {
+            if let Some(m) = self.multiplier {
+                stage.multiplier = m;
+            }
+            if let Some(s) = self.speed {
+                stage.speed = s;
+            }
+            if duration.is_some() {
+                stage.duration = duration;
+            }
+            if self.repeat {
+                stage.repeat = true;
+            }
+        }
+        if self.profile.is_none() && self.multiplier.is_some() {
+            let m = profile.stages[0].multiplier;
+            profile.stages[0].name = format!("{m}x");
+            profile.name = format!("{m}x");
+        }
+        if let Some(n) = self.max_inflight {
+            profile.safety.max_inflight = n;
+        }
+        if let Some(t) = &self.timeout {
+            profile.safety.request_timeout = parse_duration(t).context("--timeout")?;
+        }
+        profile.slo.p95_ms = self.slo_p95_ms.or(profile.slo.p95_ms);
+        profile.slo.p99_ms = self.slo_p99_ms.or(profile.slo.p99_ms);
+        profile.slo.error_rate = self.slo_error_rate.or(profile.slo.error_rate);
+        profile
+            .validate()
+            .map_err(|m| anyhow::anyhow!("{m}"))
+            .context(match &self.profile {
+                Some(p) => format!("profile {} with the command-line overrides", p.display()),
+                None => "the command-line replay settings".to_string(),
+            })?;
+        let run = match self.run.as_deref() {
+            None => None,
+            Some("all") => bail!(
+                "--run all (several replicas on one timeline) is not supported yet; pass one run id"
+            ),
+            Some(id) => Some(
+                id.parse::<i64>()
+                    .with_context(|| format!("--run {id}: expected a run id or `all`"))?,
+            ),
+        };
+        let shard = match self.shard.as_deref() {
+            None => None,
+            Some(text) => {
+                let (k, n) = text
+                    .split_once('/')
+                    .with_context(|| format!("--shard {text}: expected K/N, e.g. 2/4"))?;
+                let (k, n): (u32, u32) = (
+                    k.trim()
+                        .parse()
+                        .with_context(|| format!("--shard {text}: K is not a number"))?,
+                    n.trim()
+                        .parse()
+                        .with_context(|| format!("--shard {text}: N is not a number"))?,
+                );
+                if n == 0 || k == 0 || k > n {
+                    bail!("--shard {text}: K must be from 1 to N");
+                }
+                Some((k, n))
+            }
+        };
+        let sessions = self
+            .sessions
+            .as_deref()
+            .map(parse_session_filter)
+            .transpose()
+            .context("--sessions")?;
+        let report = self.report.unwrap_or_else(|| {
+            PathBuf::from(format!("reports/{}.json", tapedeck::capture::utc_stamp()))
+        });
+        Ok(ReplayPlan {
+            config: tapedeck::replay::ReplayConfig {
+                target,
+                profile,
+                capture_path: self.capture.display().to_string(),
+                run,
+                seed: self.seed,
+                read_only: self.read_only,
+                replay_header: !self.no_replay_header,
+                shard,
+                sessions,
+            },
+            capture: self.capture,
+            report,
+        })
+    }
+}
+
+/// `tapedeck report …`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Combine shard reports of one replay exactly.
+    Merge {
+        /// Shard reports.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Print a saved report's tables.
+    Render {
+        /// Report file.
+        file: PathBuf,
+    },
 }

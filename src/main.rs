@@ -6,6 +6,8 @@ mod cli;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
@@ -13,16 +15,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use cli::{CapturesCommand, Cli, Command, DemoArgs, DemoBackendArgs, RecordArgs};
+use cli::{
+    CapturesCommand, Cli, Command, DemoArgs, DemoBackendArgs, RecordArgs, ReplayArgs, ReportCommand,
+};
 use tapedeck::capture::Store;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::proxy::{Recording, admin};
 use tapedeck::render;
+use tapedeck::replay::outcome::LiveStats;
+use tapedeck::report::Verdict;
 use tapedeck::shutdown::Shutdown;
 
+/// Failed thresholds or a regression.
+const EXIT_FAILED: u8 = 1;
 /// Usage or input error.
 const EXIT_INPUT: u8 = 2;
+/// Aborted by a safety limit.
+const EXIT_ABORTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -52,6 +62,8 @@ fn main() -> ExitCode {
             Command::Captures(cmd) => captures(cmd).await,
             Command::Demo(args) => demo(args).await,
             Command::DemoBackend(args) => demo_backend(args).await,
+            Command::Replay(args) => replay(*args).await,
+            Command::Report(cmd) => report(cmd).await,
         }
     });
     match result {
@@ -247,5 +259,105 @@ async fn demo_backend(args: DemoBackendArgs) -> anyhow::Result<u8> {
         backend.url()
     );
     backend.finished().await;
+    Ok(0)
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
+    let plan = args.into_plan()?;
+    let store = Store::open(&plan.capture).await?;
+    let stage_names: Vec<String> = plan
+        .config
+        .profile
+        .stages
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    let live = Arc::new(LiveStats::default());
+    let progress = progress_line(live.clone(), stage_names);
+    let outcome = tapedeck::replay::run(&store, plan.config, live).await;
+    progress.abort();
+    let run = outcome?;
+    tapedeck::report::save(&run.report, &plan.report)?;
+    print!("{}", render::stages_table(&run.report));
+    println!();
+    for s in &run.report.stages {
+        print!("{}", render::stage_details(s, 10));
+    }
+    println!();
+    print!("{}", render::capacity(&run.report));
+    println!(
+        "verdict: {:?} — report {}",
+        run.report.verdict,
+        plan.report.display()
+    );
+    Ok(match run.report.verdict {
+        Verdict::Pass => 0,
+        Verdict::Fail => EXIT_FAILED,
+        Verdict::Aborted => EXIT_ABORTED,
+    })
+}
+
+/// A live line on a TTY (stage, elapsed, rps, p95, errors, in flight);
+/// nothing otherwise, so output stays parseable.
+fn progress_line(live: Arc<LiveStats>, stages: Vec<String>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        let started = tokio::time::Instant::now();
+        let mut last = (0u64, started);
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let stage = live.stage.load(Ordering::Relaxed) as usize;
+            let requests = live.requests.load(Ordering::Relaxed);
+            let now = tokio::time::Instant::now();
+            let rps = if requests >= last.0 {
+                (requests - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(0.001)
+            } else {
+                0.0
+            };
+            last = (requests, now);
+            bar.set_message(format!(
+                "stage {} | {requests} requests | {rps:.0} rps | p95 {:.1} ms | {} errors | {} in flight",
+                stages.get(stage).map_or("?", String::as_str),
+                live.p95_us.load(Ordering::Relaxed) as f64 / 1000.0,
+                live.errors.load(Ordering::Relaxed),
+                live.inflight.load(Ordering::Relaxed)
+            ));
+            bar.tick();
+        }
+    })
+}
+
+async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
+    match cmd {
+        ReportCommand::Merge { files, output } => {
+            let mut reports = Vec::new();
+            for f in files {
+                let r = tapedeck::report::load(&f)?;
+                reports.push((f, r));
+            }
+            let merged = tapedeck::report::merge(&reports, None)?;
+            tapedeck::report::save(&merged, &output)?;
+            print!("{}", render::stages_table(&merged));
+            println!("merged {} reports into {}", reports.len(), output.display());
+        }
+        ReportCommand::Render { file } => {
+            let r = tapedeck::report::load(&file)?;
+            print!("{}", render::stages_table(&r));
+            println!();
+            for s in &r.stages {
+                print!("{}", render::stage_details(s, 20));
+            }
+            println!();
+            print!("{}", render::capacity(&r));
+            println!("verdict: {:?}", r.verdict);
+        }
+    }
     Ok(0)
 }

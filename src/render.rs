@@ -115,3 +115,127 @@ pub fn run_details(
     }
     out
 }
+
+/// The per-stage table of a report: one row per stage.
+pub fn stages_table(report: &crate::report::Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:>5} {:>5} {:>5} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  slo",
+        "stage",
+        "mult",
+        "speed",
+        "vus",
+        "requests",
+        "errors",
+        "rps",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "corr p99",
+        "late"
+    );
+    for s in &report.stages {
+        let slo = if s.slo.is_empty() {
+            "-".to_string()
+        } else if s.slo.iter().all(|r| r.pass) {
+            "pass".to_string()
+        } else {
+            let failed: Vec<&str> = s
+                .slo
+                .iter()
+                .filter(|r| !r.pass)
+                .map(|r| r.name.as_str())
+                .collect();
+            format!("FAIL ({})", failed.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "{:<10} {:>4}x {:>5} {:>5} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6}  {}",
+            s.name,
+            s.multiplier,
+            s.speed,
+            s.vus,
+            s.requests,
+            s.errors,
+            s.throughput_rps,
+            s.latency_ms.p50,
+            s.latency_ms.p95,
+            s.latency_ms.p99,
+            s.corrected_latency_ms.p99,
+            s.late_requests,
+            slo
+        );
+    }
+    out
+}
+
+/// Routes of one stage, busiest first, with errors and the error kinds.
+pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String {
+    let mut out = String::new();
+    let kinds: Vec<String> = s
+        .error_kinds
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "stage {}: {} errors{}, {} status mismatches, {} late, {} skipped (truncated)",
+        s.name,
+        s.errors,
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", kinds.join(", "))
+        },
+        s.status_mismatches,
+        s.late_requests,
+        s.truncated_skipped
+    );
+    let width = s
+        .routes
+        .iter()
+        .map(|r| r.route.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "  {:<width$} {:>8} {:>7} {:>8} {:>8} {:>8}",
+        "route", "requests", "errors", "p50 ms", "p95 ms", "p99 ms"
+    );
+    for r in s.routes.iter().take(max_rows) {
+        let _ = writeln!(
+            out,
+            "  {:<width$} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1}{}",
+            r.route,
+            r.requests,
+            r.errors,
+            r.latency_ms.p50,
+            r.latency_ms.p95,
+            r.latency_ms.p99,
+            if r.long_poll { "  (long-poll)" } else { "" }
+        );
+    }
+    if s.routes.len() > max_rows {
+        let _ = writeln!(out, "  … {} more routes", s.routes.len() - max_rows);
+    }
+    out
+}
+
+/// The capacity verdict in sentences.
+pub fn capacity(report: &crate::report::Report) -> String {
+    let c = &report.capacity;
+    let m = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |m| format!("{m}x"));
+    let mut out = format!(
+        "capacity: safe {}, peak {}, breaking {}\n",
+        m(c.safe_multiplier),
+        m(c.peak_multiplier),
+        m(c.breaking_multiplier)
+    );
+    for n in &c.notes {
+        let _ = writeln!(out, "  {n}");
+    }
+    out
+}

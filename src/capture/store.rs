@@ -561,7 +561,10 @@ impl Store {
     ///
     /// # Errors
     /// On a store failure.
-    pub async fn session_spans(&self, run_id: i64) -> Result<(Vec<crate::replay::plan::SessionSpan>, i64), CaptureError> {
+    pub async fn session_spans(
+        &self,
+        run_id: i64,
+    ) -> Result<(Vec<crate::replay::plan::SessionSpan>, i64), CaptureError> {
         let rows = sqlx::query(
             "SELECT session_no, min(offset_us) AS first_offset_us, count(*) AS requests, \
                     max(offset_us + duration_us) AS last_end_us \
@@ -597,13 +600,21 @@ impl Store {
     ///
     /// # Errors
     /// On a store failure or a damaged header column.
-    pub async fn session_exchanges(&self, run_id: i64, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
-        let rows = sqlx::query("SELECT * FROM exchanges WHERE capture_id = ? AND session_no = ? ORDER BY seq")
-            .bind(run_id)
-            .bind(session_no)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| exchange_from_row(&self.path, r)).collect()
+    pub async fn session_exchanges(
+        &self,
+        run_id: i64,
+        session_no: i64,
+    ) -> Result<Vec<StoredExchange>, CaptureError> {
+        let rows = sqlx::query(
+            "SELECT * FROM exchanges WHERE capture_id = ? AND session_no = ? ORDER BY seq",
+        )
+        .bind(run_id)
+        .bind(session_no)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| exchange_from_row(&self.path, r))
+            .collect()
     }
 
     /// Closes the pool, checkpointing the WAL.

@@ -125,7 +125,9 @@ impl Upstream {
         if self.prefix.is_empty() {
             builder.path_and_query(path_and_query).build()
         } else {
-            builder.path_and_query(format!("{}{path_and_query}", self.prefix)).build()
+            builder
+                .path_and_query(format!("{}{path_and_query}", self.prefix))
+                .build()
         }
     }
 }

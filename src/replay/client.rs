@@ -57,7 +57,8 @@ impl ReplayClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let host = HeaderValue::from_str(target.authority().as_str()).unwrap_or(HeaderValue::from_static("localhost"));
+        let host = HeaderValue::from_str(target.authority().as_str())
+            .unwrap_or(HeaderValue::from_static("localhost"));
         ReplayClient {
             client,
             target: Arc::new(target),
@@ -68,8 +69,12 @@ impl ReplayClient {
     }
 
     fn build(&self, ex: &StoredExchange) -> Result<Request<Full<Bytes>>, String> {
-        let method = Method::from_bytes(ex.method.as_bytes()).map_err(|e| format!("method {}: {e}", ex.method))?;
-        let uri = self.target.join(&ex.uri).map_err(|e| format!("uri {}: {e}", ex.uri))?;
+        let method = Method::from_bytes(ex.method.as_bytes())
+            .map_err(|e| format!("method {}: {e}", ex.method))?;
+        let uri = self
+            .target
+            .join(&ex.uri)
+            .map_err(|e| format!("uri {}: {e}", ex.uri))?;
         let mut req = Request::new(Full::new(Bytes::copy_from_slice(&ex.request_body)));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
@@ -78,7 +83,10 @@ impl ReplayClient {
             if NOT_REPLAYED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
                 continue;
             }
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
                 headers.append(n, v);
             }
         }
@@ -101,9 +109,11 @@ impl Dispatch for ReplayClient {
             }
         };
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() { "connect" } else { "reset" }
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| if e.is_connect() { "connect" } else { "reset" })?;
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
             let mut body = resp.into_body();

@@ -21,6 +21,9 @@ use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
 
+/// How long before its planned start a VU is set up (its session read).
+const LOOKAHEAD: Duration = Duration::from_millis(100);
+
 /// What a dispatcher reports about one request.
 #[derive(Debug, Clone, Copy)]
 pub struct Sent {
@@ -55,7 +58,10 @@ pub trait Dispatch: Send + Sync + 'static {
 /// Loads the recorded exchanges of a session.
 pub trait SessionSource: Send + Sync + 'static {
     /// The session's exchanges in send order.
-    fn load(&self, session_no: i64) -> impl Future<Output = Result<Vec<StoredExchange>, CaptureError>> + Send;
+    fn load(
+        &self,
+        session_no: i64,
+    ) -> impl Future<Output = Result<Vec<StoredExchange>, CaptureError>> + Send;
 }
 
 /// One stage to run.
@@ -133,8 +139,14 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         {
             continue;
         }
+        // Start the VU a little early: it reads its session from the capture
+        // first, then waits for its own deadline, so the read is not late.
+        let wake = (origin + vu.start)
+            .checked_sub(LOOKAHEAD)
+            .unwrap_or(origin)
+            .max(origin);
         tokio::select! {
-            () = sleep_until(origin + vu.start) => {}
+            () = sleep_until(wake) => {}
             () = abort.wait() => break,
         }
         let session_no = sessions[vu.session].session_no;
@@ -149,7 +161,11 @@ fn is_safe(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS")
 }
 
-async fn run_vu<D: Dispatch, S: SessionSource>(ctx: Arc<Ctx<D, S>>, session_no: i64, start: Instant) {
+async fn run_vu<D: Dispatch, S: SessionSource>(
+    ctx: Arc<Ctx<D, S>>,
+    session_no: i64,
+    start: Instant,
+) {
     let exchanges = match ctx.source.load(session_no).await {
         Ok(e) => e,
         Err(e) => {
@@ -158,7 +174,10 @@ async fn run_vu<D: Dispatch, S: SessionSource>(ctx: Arc<Ctx<D, S>>, session_no: 
         }
     };
     let _ = ctx.events.send(Event::VuStarted);
-    let recorded: Vec<(i64, i64)> = exchanges.iter().map(|e| (e.offset_us, e.duration_us)).collect();
+    let recorded: Vec<(i64, i64)> = exchanges
+        .iter()
+        .map(|e| (e.offset_us, e.duration_us))
+        .collect();
     let planned = plan::requests(&recorded, ctx.speed);
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::with_capacity(exchanges.len());
     for (ex, p) in exchanges.into_iter().zip(planned) {

@@ -65,6 +65,8 @@ pub struct ReplayConfig {
     pub replay_header: bool,
     /// This shard's share (`index`, `count`), 1-based.
     pub shard: Option<(u32, u32)>,
+    /// Only sessions in these inclusive ranges of session numbers.
+    pub sessions: Option<Vec<(i64, i64)>>,
 }
 
 /// What a finished replay tells its caller.
@@ -89,7 +91,10 @@ impl SessionSource for StoreSource {
 
 /// A stable fingerprint of the profile's effective settings.
 pub fn profile_fingerprint(profile: &Profile) -> String {
-    let text = format!("{:?}|{:?}|{:?}|{:?}", profile.stages, profile.slo, profile.safety, profile.long_poll_routes);
+    let text = format!(
+        "{:?}|{:?}|{:?}|{:?}",
+        profile.stages, profile.slo, profile.safety, profile.long_poll_routes
+    );
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
 
@@ -99,9 +104,20 @@ pub fn profile_fingerprint(profile: &Profile) -> String {
 /// # Errors
 /// When the capture cannot be read, the run is empty, or the target does
 /// not accept a TCP connection at start.
-pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> Result<ReplayRun, ReplayError> {
+pub async fn run(
+    store: &Store,
+    config: ReplayConfig,
+    live: Arc<LiveStats>,
+) -> Result<ReplayRun, ReplayError> {
     let run = store.run(config.run).await?;
-    let (sessions, span_us) = store.session_spans(run.id).await?;
+    let (mut sessions, span_us) = store.session_spans(run.id).await?;
+    if let Some(ranges) = &config.sessions {
+        sessions.retain(|s| {
+            ranges
+                .iter()
+                .any(|(a, b)| (*a..=*b).contains(&s.session_no))
+        });
+    }
     if sessions.is_empty() {
         return Err(ReplayError::EmptyRun(run.id));
     }
@@ -110,7 +126,10 @@ pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> R
     let fingerprint = profile_fingerprint(&config.profile);
     let exchanges: u64 = sessions.iter().map(|s| s.requests).sum();
     let seed = config.seed.unwrap_or_else(|| {
-        let basis = format!("{}|{}|{}|{}", run.id, run.started_at_us, exchanges, fingerprint);
+        let basis = format!(
+            "{}|{}|{}|{}",
+            run.id, run.started_at_us, exchanges, fingerprint
+        );
         let h = blake3::hash(basis.as_bytes());
         u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
     });
@@ -125,7 +144,9 @@ pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> R
         run: run.id,
     });
     let safety = &config.profile.safety;
-    let inflight = Arc::new(Semaphore::new(safety.max_inflight.min(Semaphore::MAX_PERMITS)));
+    let inflight = Arc::new(Semaphore::new(
+        safety.max_inflight.min(Semaphore::MAX_PERMITS),
+    ));
     let abort = Shutdown::new();
     let abort_rule = safety.abort_error_rate.map(|error_rate| AbortRule {
         error_rate,
@@ -137,7 +158,9 @@ pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> R
     let started_at_us = now_epoch_us();
     let mut stages = Vec::new();
     let mut aborted = false;
-    for stage in &config.profile.stages {
+    for (index, stage) in config.profile.stages.iter().enumerate() {
+        live.stage
+            .store(index as u64, std::sync::atomic::Ordering::Relaxed);
         let data = StageData {
             name: stage.name.clone(),
             multiplier: stage.multiplier,
@@ -145,7 +168,13 @@ pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> R
             slo: stage.slo.or(&config.profile.slo),
             ..StageData::default()
         };
-        let collector = Collector::new(data, long_poll.clone(), abort_rule, abort.clone(), live.clone());
+        let collector = Collector::new(
+            data,
+            long_poll.clone(),
+            abort_rule,
+            abort.clone(),
+            live.clone(),
+        );
         let (tx, rx) = mpsc::unbounded_channel();
         let collecting = tokio::spawn(collect::run(collector, rx));
         let stage_run = StageRun {
@@ -180,7 +209,11 @@ pub async fn run(store: &Store, config: ReplayConfig, live: Arc<LiveStats>) -> R
             }
         };
         aborted |= collector.aborted();
-        stages.push(collector.finish(stage_started_us, stage_finished_us).report());
+        stages.push(
+            collector
+                .finish(stage_started_us, stage_finished_us)
+                .report(),
+        );
         if aborted {
             break;
         }

@@ -51,4 +51,6 @@ pub struct LiveStats {
     pub inflight: AtomicU64,
     /// p95 service latency so far, µs.
     pub p95_us: AtomicU64,
+    /// Index of the running stage.
+    pub stage: AtomicU64,
 }

@@ -15,6 +15,10 @@ use super::model::StageData;
 use crate::replay::outcome::{Event, LiveStats, Outcome};
 use crate::shutdown::Shutdown;
 
+/// A send this much after its planned instant counts as late. tokio's
+/// timer ticks in milliseconds, so an on-time send can lag by up to ~1 ms.
+pub const LATE: Duration = Duration::from_millis(2);
+
 /// The abort rule of the safety limits.
 #[derive(Debug, Clone, Copy)]
 pub struct AbortRule {
@@ -55,7 +59,13 @@ pub fn error_kind(o: &Outcome) -> Option<&'static str> {
 
 impl Collector {
     /// A collector for `data` (name, multiplier, SLOs filled in).
-    pub fn new(data: StageData, long_poll: HashSet<String>, abort_rule: Option<AbortRule>, abort: Shutdown, live: Arc<LiveStats>) -> Self {
+    pub fn new(
+        data: StageData,
+        long_poll: HashSet<String>,
+        abort_rule: Option<AbortRule>,
+        abort: Shutdown,
+        live: Arc<LiveStats>,
+    ) -> Self {
         live.requests.store(0, Ordering::Relaxed);
         live.errors.store(0, Ordering::Relaxed);
         live.p95_us.store(0, Ordering::Relaxed);
@@ -94,7 +104,9 @@ impl Collector {
                 d.status_mismatches += 1;
             }
         }
-        if o.sent.saturating_duration_since(o.planned) > Duration::from_millis(1) {
+        let lag = o.sent.saturating_duration_since(o.planned);
+        d.send_lag.record(lag);
+        if lag > LATE {
             d.late_requests += 1;
         }
         let service = o.finished.saturating_duration_since(o.sent);
@@ -121,7 +133,7 @@ impl Collector {
             self.live.errors.fetch_add(1, Ordering::Relaxed);
         }
         let n = self.live.requests.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             let p95 = (d.latency.quantile_ms(0.95) * 1000.0) as u64;
             self.live.p95_us.store(p95, Ordering::Relaxed);
         }
@@ -138,10 +150,17 @@ impl Collector {
             _ => self.recent.push_back((second, 1, u64::from(error))),
         }
         let window = rule.window.as_secs().max(1) as i64;
-        while self.recent.front().is_some_and(|(s, _, _)| *s <= second - window) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(s, _, _)| *s <= second - window)
+        {
             self.recent.pop_front();
         }
-        let (req, err) = self.recent.iter().fold((0, 0), |(r, e), (_, rr, ee)| (r + rr, e + ee));
+        let (req, err) = self
+            .recent
+            .iter()
+            .fold((0, 0), |(r, e), (_, rr, ee)| (r + rr, e + ee));
         if !self.aborted && req >= rule.min_requests && err as f64 / req as f64 > rule.error_rate {
             self.aborted = true;
             tracing::warn!(
@@ -168,7 +187,10 @@ impl Collector {
 }
 
 /// Drains events into the collector until every sender is gone.
-pub async fn run(mut collector: Collector, mut events: mpsc::UnboundedReceiver<Event>) -> Collector {
+pub async fn run(
+    mut collector: Collector,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) -> Collector {
     while let Some(e) = events.recv().await {
         collector.observe(e);
     }

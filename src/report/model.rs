@@ -97,7 +97,7 @@ impl Percentiles {
     }
 }
 
-/// Time-to-first-byte percentiles, milliseconds.
+/// Short percentiles (time to first byte, send lag), milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ttfb {
     /// Median.
@@ -106,6 +106,21 @@ pub struct Ttfb {
     pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
+    /// Largest.
+    #[serde(default)]
+    pub max: f64,
+}
+
+impl Ttfb {
+    /// From a histogram.
+    pub fn of(h: &LatencyHistogram) -> Ttfb {
+        Ttfb {
+            p50: h.quantile_ms(0.5),
+            p95: h.quantile_ms(0.95),
+            p99: h.quantile_ms(0.99),
+            max: h.max_ms(),
+        }
+    }
 }
 
 /// One route's statistics.
@@ -190,13 +205,16 @@ pub struct StageReport {
     pub corrected_latency_ms: Percentiles,
     /// Time to the response head.
     pub ttfb_ms: Ttfb,
+    /// How late sends left against their planned instant (timer and
+    /// in-flight waits; dependency waits included).
+    pub send_lag_ms: Ttfb,
     /// Responses by status code.
     pub status_counts: BTreeMap<String, u64>,
     /// Disjoint error kinds.
     pub error_kinds: BTreeMap<String, u64>,
     /// Responses whose status class differs from the recording's.
     pub status_mismatches: u64,
-    /// Requests sent more than 1 ms after their planned start.
+    /// Requests sent more than 2 ms after their planned start.
     pub late_requests: u64,
     /// Values substituted in requests (correlation, nonces, credentials).
     pub substitutions: u64,
@@ -220,6 +238,8 @@ pub struct StageReport {
     pub corrected_hdr: String,
     /// TTFB histogram.
     pub ttfb_hdr: String,
+    /// Send lag histogram.
+    pub send_lag_hdr: String,
     /// Thresholds evaluated for this stage.
     pub slo: Vec<SloResult>,
 }
@@ -331,6 +351,8 @@ pub struct StageData {
     pub corrected: LatencyHistogram,
     /// TTFB of SLO routes.
     pub ttfb: LatencyHistogram,
+    /// Send lag (actual send − planned send).
+    pub send_lag: LatencyHistogram,
     /// Per route.
     pub routes: BTreeMap<String, RouteData>,
     /// Per window, keyed by the window's start second since the epoch.
@@ -365,6 +387,7 @@ impl StageData {
         self.latency.add(&other.latency);
         self.corrected.add(&other.corrected);
         self.ttfb.add(&other.ttfb);
+        self.send_lag.add(&other.send_lag);
         for (k, r) in &other.routes {
             let mine = self.routes.entry(k.clone()).or_default();
             mine.requests += r.requests;
@@ -440,11 +463,8 @@ impl StageData {
             },
             latency_ms: Percentiles::of(&self.latency),
             corrected_latency_ms: Percentiles::of(&self.corrected),
-            ttfb_ms: Ttfb {
-                p50: self.ttfb.quantile_ms(0.5),
-                p95: self.ttfb.quantile_ms(0.95),
-                p99: self.ttfb.quantile_ms(0.99),
-            },
+            ttfb_ms: Ttfb::of(&self.ttfb),
+            send_lag_ms: Ttfb::of(&self.send_lag),
             status_counts: self.status_counts.clone(),
             error_kinds,
             status_mismatches: self.status_mismatches,
@@ -460,6 +480,7 @@ impl StageData {
             hdr: self.latency.encode(),
             corrected_hdr: self.corrected.encode(),
             ttfb_hdr: self.ttfb.encode(),
+            send_lag_hdr: self.send_lag.encode(),
             slo: Vec::new(),
         };
         report.slo = evaluate(&self.slo, &report);
@@ -519,6 +540,7 @@ impl StageData {
             latency: LatencyHistogram::decode(&r.hdr)?,
             corrected: LatencyHistogram::decode(&r.corrected_hdr)?,
             ttfb: LatencyHistogram::decode(&r.ttfb_hdr)?,
+            send_lag: LatencyHistogram::decode(&r.send_lag_hdr)?,
             routes,
             windows,
             slo,
@@ -600,6 +622,22 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
                 s.multiplier, failed.name, failed.actual, failed.threshold
             ));
         }
+    }
+    if let (Some(first), Some(last)) = (stages.first(), stages.last())
+        && stages.len() > 1
+    {
+        let (a, b) = (first.latency_ms.p95, last.latency_ms.p95);
+        let verb = if b > a * 1.1 {
+            "rose"
+        } else if b < a * 0.9 {
+            "fell"
+        } else {
+            "held"
+        };
+        c.notes.push(format!(
+            "p95 {verb} from {a:.1} ms at {}x to {b:.1} ms at {}x",
+            first.multiplier, last.multiplier
+        ));
     }
     if !has_slo {
         c.notes

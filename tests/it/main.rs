@@ -6,3 +6,4 @@ mod support;
 mod binary;
 mod demo_backend;
 mod proxy;
+mod replay;

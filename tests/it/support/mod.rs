@@ -26,6 +26,11 @@ use tokio::sync::{Notify, mpsc};
 /// What the upstream received and what it answered, for one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When the request head arrived.
+    pub at: std::time::Instant,
+    /// When the answer was handed to hyper.
+    pub answered_at: std::time::Instant,
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub answered: Bytes,
@@ -35,8 +40,9 @@ pub struct Seen {
 ///
 /// Routes: `/sse` streams `first` then waits for [`TestUpstream::release`]
 /// before `rest`; `/hang` never answers; `/login` hands out a token; any
-/// other path answers 200 with `?resp=N` pseudo-random bytes (default 64),
-/// echoing the request's `x-test-id` header.
+/// `/slow?ms=N` answers after N ms; `/status/NNN` answers NNN; `/die` stops
+/// the upstream (port closed, connections cut); any other path answers 200
+/// with `?resp=N` pseudo-random bytes (default 64), echoing `x-test-id`.
 pub struct TestUpstream {
     pub addr: SocketAddr,
     seen: mpsc::UnboundedReceiver<Seen>,
@@ -55,22 +61,25 @@ impl TestUpstream {
         let shutdown = Shutdown::new();
         let (rel, stop) = (release.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
             loop {
                 let stream = tokio::select! {
                     r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                    () = stop.wait() => return,
+                    () = stop.wait() => break,
                 };
-                let (tx, rel) = (tx.clone(), rel.clone());
-                tokio::spawn(async move {
+                let (tx, rel, die) = (tx.clone(), rel.clone(), stop.clone());
+                conns.spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
-                        let (tx, rel) = (tx.clone(), rel.clone());
-                        async move { Ok::<_, Infallible>(answer(req, tx, rel).await) }
+                        let (tx, rel, die) = (tx.clone(), rel.clone(), die.clone());
+                        async move { Ok::<_, Infallible>(answer(req, tx, rel, die).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
+            // Stopped: the port closes and open connections are cut.
+            conns.abort_all();
         });
         TestUpstream {
             addr,
@@ -134,7 +143,9 @@ async fn answer(
     req: Request<Incoming>,
     tx: mpsc::UnboundedSender<Seen>,
     release: Arc<Notify>,
+    die: Shutdown,
 ) -> Response<TestBody> {
+    let at = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let body = body
         .collect()
@@ -143,6 +154,9 @@ async fn answer(
         .unwrap_or_default();
     let path = parts.uri.path().to_string();
     let mut seen = Seen {
+        at,
+        answered_at: at,
+        path: path.clone(),
         headers: parts.headers.clone(),
         body,
         answered: Bytes::new(),
@@ -172,6 +186,29 @@ async fn answer(
             let _ = tx.send(seen);
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
+        }
+        "/slow" => {
+            let ms: u64 = query_param(&parts.uri, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100);
+            // Service time of the simulated backend, not test synchronisation.
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            seen.answered_at = std::time::Instant::now();
+            let _ = tx.send(seen);
+            Response::new(Full::new(Bytes::from_static(b"slow")).boxed_unsync())
+        }
+        p if p.starts_with("/status/") => {
+            let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
+            let _ = tx.send(seen);
+            let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")).boxed_unsync());
+            *resp.status_mut() =
+                StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            resp
+        }
+        "/die" => {
+            let _ = tx.send(seen);
+            die.trigger();
+            Response::new(Full::new(Bytes::new()).boxed_unsync())
         }
         "/login" => {
             let out = Bytes::from_static(br#"{"token":"tok-123","user":"ann"}"#);
@@ -318,4 +355,65 @@ pub fn group<K: std::hash::Hash + Eq, V>(
         map.entry(k).or_default().push(v);
     }
     map
+}
+
+/// One synthetic recorded exchange: `(offset_ms, duration_ms, method, uri, status)`.
+pub type Rec = (u64, u64, &'static str, String, u16);
+
+/// Writes a capture whose sessions hold exactly these exchanges (each
+/// request carries `x-test-id: s{session}-{index}`), through the real store.
+pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) -> Store {
+    use std::time::Duration;
+    use tapedeck::capture::store::NewRun;
+    use tapedeck::capture::{CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind};
+    let store = Store::create(path).await.expect("create capture");
+    let run = store
+        .begin_run(&NewRun {
+            upstream: "http://recorded",
+            listen: "-",
+            max_body_bytes: 1 << 20,
+            redaction: "none",
+        })
+        .await
+        .expect("run");
+    let mut records = Vec::new();
+    let mut infos = Vec::new();
+    for (s, exchanges) in sessions.iter().enumerate() {
+        let info = Arc::new(SessionInfo {
+            session_no: s as i64 + 1,
+            key_kind: SessionKeyKind::Header,
+            key: format!("s{s}"),
+            client_addr: "127.0.0.1".into(),
+            user_agent: None,
+            started_at_us: 0,
+        });
+        infos.push(info.clone());
+        for (i, (offset, duration, method, uri, status)) in exchanges.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-test-id", format!("s{s}-{i}").parse().expect("ascii"));
+            records.push(ExchangeRecord {
+                session: info.clone(),
+                seq: i as i64 + 1,
+                started_at_us: 1_700_000_000_000_000 + *offset as i64 * 1000,
+                offset: Duration::from_millis(*offset),
+                method: method.to_string(),
+                uri: uri.clone(),
+                http_version: "HTTP/1.1",
+                request_headers: headers,
+                request_body: CapturedBody::default(),
+                status: Some(*status),
+                response_headers: HeaderMap::new(),
+                response_body: CapturedBody::default(),
+                ttfb: Some(Duration::from_millis(*duration)),
+                duration: Duration::from_millis(*duration),
+                failure: None,
+            });
+        }
+    }
+    store
+        .insert_batch(run, &infos, &records)
+        .await
+        .expect("insert");
+    store.finish_run(run, 0).await.expect("finish");
+    store
 }

@@ -1,0 +1,383 @@
+//! Replay against an in-process upstream that timestamps arrivals.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tapedeck::capture::Store;
+use tapedeck::profile::Profile;
+use tapedeck::proxy::Upstream;
+use tapedeck::replay::outcome::LiveStats;
+use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::report::Report;
+
+use crate::support::{Rec, Seen, TestUpstream, synthetic_capture};
+
+fn get(offset_ms: u64, duration_ms: u64, uri: &str) -> Rec {
+    (offset_ms, duration_ms, "GET", uri.to_string(), 200)
+}
+
+async fn replay_with(
+    store: &Store,
+    target: &str,
+    profile: Profile,
+    tweak: impl FnOnce(&mut ReplayConfig),
+) -> Report {
+    let mut config = ReplayConfig {
+        target: Upstream::parse(target).expect("target"),
+        profile,
+        capture_path: store.path().display().to_string(),
+        run: None,
+        seed: Some(7),
+        read_only: false,
+        replay_header: true,
+        shard: None,
+        sessions: None,
+    };
+    tweak(&mut config);
+    replay::run(store, config, Arc::new(LiveStats::default()))
+        .await
+        .expect("replay runs")
+        .report
+}
+
+fn by_id(seen: &[Seen]) -> HashMap<String, Vec<&Seen>> {
+    let mut map: HashMap<String, Vec<&Seen>> = HashMap::new();
+    for s in seen {
+        let id = s
+            .headers
+            .get("x-test-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        map.entry(id.to_string()).or_default().push(s);
+    }
+    for v in map.values_mut() {
+        v.sort_by_key(|s| s.at);
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_gaps_are_kept_at_1x() {
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let session = vec![get(0, 1, "/a"), get(200, 1, "/b"), get(700, 1, "/c")];
+    let store = synthetic_capture(&dir.path().join("c.db"), &[session]).await;
+    let report = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |_| {}).await;
+    assert_eq!(report.stages[0].requests, 3);
+    let seen = upstream.drain();
+    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"], "arrivals in recorded order");
+    // Sends never leave early; tokio's millisecond timer may delay one by
+    // up to ~2 ms, which can shorten the following gap by as much.
+    let slack = Duration::from_millis(2);
+    assert!(seen[1].at - seen[0].at + slack >= Duration::from_millis(200));
+    assert!(seen[2].at - seen[1].at + slack >= Duration::from_millis(500));
+    for s in &seen {
+        assert!(
+            s.headers.contains_key("x-tapedeck-replay"),
+            "replayed requests are marked"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiplier_5_plays_five_users_per_session_and_nothing_else() {
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions: Vec<Vec<Rec>> = (0..10u64)
+        .map(|s| {
+            vec![
+                get(s * 30, 1, &format!("/s{s}/first")),
+                get(s * 30 + 100, 1, &format!("/s{s}/second")),
+            ]
+        })
+        .collect();
+    let store = synthetic_capture(&dir.path().join("c.db"), &sessions).await;
+    let report = replay_with(&store, &upstream.url(), Profile::single(5, 1.0), |_| {}).await;
+    let stage = &report.stages[0];
+    assert_eq!((stage.vus, stage.requests), (50, 100));
+    let seen = upstream.drain();
+    assert_eq!(
+        seen.len(),
+        100,
+        "the target sees exactly the planned requests"
+    );
+    let ids = by_id(&seen);
+    for s in 0..10 {
+        let first = &ids[&format!("s{s}-0")];
+        let second = &ids[&format!("s{s}-1")];
+        assert_eq!((first.len(), second.len()), (5, 5));
+        // Matching clones in arrival order: each second request follows a first.
+        for (a, b) in first.iter().zip(second.iter()) {
+            assert!(
+                b.at > a.at,
+                "session {s}: a clone's second request came before its first"
+            );
+        }
+        let mut starts: Vec<_> = first.iter().map(|x| x.at).collect();
+        starts.dedup();
+        assert_eq!(starts.len(), 5, "clones of session {s} are spread");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_requests_overlap_and_sequential_ones_wait_and_count_as_late() {
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Recorded: A 0-100 ms; B at 50 ms overlaps A; C at 150 ms after A ended.
+    // Replayed, A takes 400 ms: B must still go at ~50 ms, C must wait for A.
+    let session = vec![
+        get(0, 100, "/slow?ms=400"),
+        get(50, 10, "/b"),
+        get(150, 10, "/c"),
+    ];
+    let store = synthetic_capture(&dir.path().join("c.db"), &[session]).await;
+    let report = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |_| {}).await;
+    let seen = upstream.drain();
+    let find = |p: &str| {
+        seen.iter()
+            .find(|s| s.path == p)
+            .unwrap_or_else(|| panic!("{p} not seen"))
+    };
+    let (a, b, c) = (find("/slow"), find("/b"), find("/c"));
+    assert!(
+        b.at < a.answered_at,
+        "B overlapped A in the recording and is sent while A runs"
+    );
+    assert!(
+        c.at >= a.answered_at,
+        "C followed A's response in the recording and waits for it"
+    );
+    let stage = &report.stages[0];
+    assert!(
+        stage.late_requests >= 1,
+        "C was sent after its planned start"
+    );
+    assert!(stage.corrected_latency_ms.max >= stage.latency_ms.max);
+    assert!(
+        stage.send_lag_ms.max >= 200.0,
+        "C waited ~250 ms past its plan: {:?}",
+        stage.send_lag_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_kinds_are_disjoint_and_a_faithful_404_is_not_an_error() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = vec![
+        vec![
+            get(0, 1, "/status/500"),
+            get(10, 1, "/status/429"),
+            (20, 1, "GET", "/status/404".to_string(), 200),
+            (30, 1, "GET", "/status/404".to_string(), 404),
+            get(40, 1, "/hang"),
+        ],
+        // The upstream dies at 600 ms, after /hang timed out (40 + 300 ms);
+        // the request at 900 ms finds the port closed.
+        vec![get(600, 1, "/die"), get(900, 1, "/after")],
+    ];
+    let store = synthetic_capture(&dir.path().join("c.db"), &sessions).await;
+    let mut profile = Profile::single(1, 1.0);
+    profile.safety.request_timeout = Duration::from_millis(300);
+    let report = replay_with(&store, &upstream.url(), profile, |_| {}).await;
+    let s = &report.stages[0];
+    let kinds = &s.error_kinds;
+    assert_eq!(kinds["http_5xx"], 1);
+    assert_eq!(kinds["http_429"], 1);
+    assert_eq!(
+        kinds["http_4xx"], 1,
+        "only the 404 the recording did not get"
+    );
+    assert_eq!(kinds["timeout"], 1);
+    assert_eq!(kinds["connect"], 1, "{kinds:?}");
+    // 500, 429 and the unfaithful 404 changed status class; the faithful 404 did not.
+    assert_eq!(s.status_mismatches, 3);
+    assert_eq!(s.status_counts["404"], 2);
+    // /die's own answer may be cut with its connection.
+    let reset = kinds["reset"];
+    assert!(reset <= 1, "{kinds:?}");
+    assert_eq!(
+        s.errors,
+        5 + reset,
+        "errors is the sum of the disjoint kinds: {kinds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_has_every_contract_key_and_shards_add_up_to_the_whole() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions: Vec<Vec<Rec>> = (0..6u64)
+        .map(|s| vec![get(s * 10, 1, &format!("/items/{s}"))])
+        .collect();
+    let store = synthetic_capture(&dir.path().join("c.db"), &sessions).await;
+    let whole = replay_with(&store, &upstream.url(), Profile::single(3, 4.0), |_| {}).await;
+    let json = serde_json::to_value(&whole).expect("serialize");
+    for key in [
+        "format",
+        "tool_version",
+        "capture",
+        "target",
+        "profile",
+        "shard",
+        "started_at",
+        "finished_at",
+        "verdict",
+        "stages",
+        "capacity",
+    ] {
+        assert!(json.get(key).is_some(), "report lacks {key}");
+    }
+    assert_eq!(json["format"], "tapedeck-report/1");
+    let stage = &json["stages"][0];
+    for key in [
+        "name",
+        "multiplier",
+        "speed",
+        "started_at",
+        "duration_s",
+        "vus",
+        "requests",
+        "errors",
+        "throughput_rps",
+        "latency_ms",
+        "corrected_latency_ms",
+        "ttfb_ms",
+        "status_counts",
+        "error_kinds",
+        "status_mismatches",
+        "late_requests",
+        "substitutions",
+        "substitutions_by_kind",
+        "unresolved_values",
+        "dependent_skipped",
+        "truncated_skipped",
+        "suspected_dedup",
+        "routes",
+        "timeline",
+        "hdr",
+        "slo",
+    ] {
+        assert!(stage.get(key).is_some(), "stage lacks {key}");
+    }
+    for key in ["p50", "p90", "p95", "p99", "p999", "max", "mean"] {
+        assert!(
+            stage["latency_ms"].get(key).is_some(),
+            "latency_ms lacks {key}"
+        );
+    }
+    for key in [
+        "connect", "timeout", "reset", "tls", "http_429", "http_4xx", "http_5xx",
+    ] {
+        assert!(
+            stage["error_kinds"].get(key).is_some(),
+            "error_kinds lacks {key}"
+        );
+    }
+    assert_eq!(stage["routes"][0]["route"], "GET /items/{id}");
+    for key in [
+        "t_s", "requests", "errors", "p50_ms", "p95_ms", "p99_ms", "hdr",
+    ] {
+        assert!(
+            stage["timeline"][0].get(key).is_some(),
+            "timeline lacks {key}"
+        );
+    }
+    for key in [
+        "safe_multiplier",
+        "peak_multiplier",
+        "breaking_multiplier",
+        "notes",
+    ] {
+        assert!(json["capacity"].get(key).is_some(), "capacity lacks {key}");
+    }
+    // Round trip through JSON.
+    let back: Report = serde_json::from_value(json).expect("deserialize");
+    assert_eq!(back, whole);
+
+    let one = replay_with(&store, &upstream.url(), Profile::single(3, 4.0), |c| {
+        c.shard = Some((1, 2))
+    })
+    .await;
+    let two = replay_with(&store, &upstream.url(), Profile::single(3, 4.0), |c| {
+        c.shard = Some((2, 2))
+    })
+    .await;
+    let merged = tapedeck::report::merge(
+        &[("1".into(), one.clone()), ("2".into(), two.clone())],
+        None,
+    )
+    .expect("merge");
+    let (m, w) = (&merged.stages[0], &whole.stages[0]);
+    assert_eq!(
+        (m.vus, m.requests, &m.status_counts),
+        (w.vus, w.requests, &w.status_counts)
+    );
+    assert!(
+        one.stages[0].vus > 0 && two.stages[0].vus > 0,
+        "both shards got VUs"
+    );
+    let mut other = two.clone();
+    other.seed += 1;
+    let err = tapedeck::report::merge(&[("1".into(), one), ("2".into(), other)], None)
+        .expect_err("seeds differ");
+    assert!(err.to_string().contains("seed"), "{err}");
+}
+
+#[tokio::test]
+async fn every_shipped_profile_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("replay-profiles");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("replay-profiles/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let p = Profile::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            names.push(p.name);
+        }
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        ["10x", "1x", "5x", "capacity", "progressive", "smoke"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_profile_shows_p95_rising_with_load_on_a_small_backend() {
+    use tapedeck::demo::backend::{BackendConfig, DemoBackend};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let config = BackendConfig {
+        workers: 4,
+        service_time: Duration::from_millis(20),
+        ..BackendConfig::default()
+    };
+    let backend =
+        DemoBackend::start(listener, config, tapedeck::shutdown::Shutdown::new()).expect("backend");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 20 users, 4 requests each over ~1 s: ~80 rps at 1x, well under the
+    // backend's 200 rps (4 workers x 20 ms); 10x is far over it. The route
+    // is unknown to the backend, which answers 404 after the service time,
+    // as the recording did: faithful, not errors.
+    let sessions: Vec<Vec<Rec>> = (0..20u64)
+        .map(|s| {
+            (0..4u64)
+                .map(|i| (s * 12 + i * 250, 20, "GET", "/api/nothing".to_string(), 404))
+                .collect()
+        })
+        .collect();
+    let store = synthetic_capture(&dir.path().join("c.db"), &sessions).await;
+    let profile_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("replay-profiles/capacity.toml");
+    let profile = Profile::load(&profile_path).expect("capacity profile");
+    let report = replay_with(&store, &backend.url(), profile, |_| {}).await;
+    let p95: Vec<f64> = report.stages.iter().map(|s| s.latency_ms.p95).collect();
+    assert_eq!(report.stages.len(), 3, "{p95:?}");
+    assert!(p95[2] > p95[0] * 2.0, "p95 rises from 1x to 10x: {p95:?}");
+    let notes = report.capacity.notes.join("\n");
+    assert!(notes.contains("p95 rose"), "the report says so: {notes}");
+    backend.stop().await;
+}
