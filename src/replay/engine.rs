@@ -233,3 +233,226 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         let _ = h.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn exchange(session_no: i64, seq: i64, offset_ms: i64, duration_ms: i64) -> StoredExchange {
+        StoredExchange {
+            id: session_no * 100 + seq,
+            session_no,
+            seq,
+            started_at_us: 0,
+            offset_us: offset_ms * 1000,
+            method: "GET".into(),
+            uri: format!("/s{session_no}/{seq}"),
+            http_version: "HTTP/1.1".into(),
+            request_headers: Vec::new(),
+            request_body: Vec::new(),
+            request_body_len: 0,
+            request_truncated: false,
+            status: Some(200),
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            response_body_len: 0,
+            response_truncated: false,
+            ttfb_us: Some(duration_ms * 1000),
+            duration_us: duration_ms * 1000,
+            error_kind: None,
+            error_message: None,
+        }
+    }
+
+    struct Memory(HashMap<i64, Vec<StoredExchange>>);
+
+    impl SessionSource for Memory {
+        async fn load(&self, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+            Ok(self.0.get(&session_no).cloned().unwrap_or_default())
+        }
+    }
+
+    /// Answers after the given service time per exchange id; logs send instants.
+    struct Fake {
+        service: HashMap<i64, Duration>,
+        sends: Mutex<Vec<(i64, Instant)>>,
+    }
+
+    impl Dispatch for Fake {
+        async fn send(&self, ex: Arc<StoredExchange>) -> Sent {
+            self.sends
+                .lock()
+                .expect("lock")
+                .push((ex.id, Instant::now()));
+            let service = self
+                .service
+                .get(&ex.id)
+                .copied()
+                .unwrap_or(Duration::from_millis(1));
+            tokio::time::sleep(service).await;
+            Sent {
+                status: Some(200),
+                ttfb: Some(service),
+                failure: None,
+                finished: Instant::now(),
+            }
+        }
+    }
+
+    async fn run(
+        sessions: Vec<Vec<StoredExchange>>,
+        service: HashMap<i64, Duration>,
+        stage: StageRun,
+        max_inflight: usize,
+    ) -> (Vec<(i64, Duration)>, Vec<Event>) {
+        let spans: Vec<SessionSpan> = sessions
+            .iter()
+            .map(|s| SessionSpan {
+                session_no: s[0].session_no,
+                first_offset_us: s[0].offset_us,
+                requests: s.len() as u64,
+            })
+            .collect();
+        let span_us = sessions
+            .iter()
+            .flatten()
+            .map(|e| e.offset_us + e.duration_us)
+            .max()
+            .unwrap_or(0);
+        let source = Arc::new(Memory(
+            sessions.into_iter().map(|s| (s[0].session_no, s)).collect(),
+        ));
+        let fake = Arc::new(Fake {
+            service,
+            sends: Mutex::new(Vec::new()),
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let origin = run_stage(
+            &stage,
+            &spans,
+            span_us,
+            fake.clone(),
+            source,
+            Arc::new(Semaphore::new(max_inflight)),
+            tx,
+            Arc::new(LiveStats::default()),
+            Shutdown::new(),
+        )
+        .await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        let mut sends: Vec<(i64, Duration)> = fake
+            .sends
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, at)| (*id, *at - origin))
+            .collect();
+        sends.sort_by_key(|(id, at)| (*at, *id));
+        (sends, events)
+    }
+
+    fn stage(multiplier: u32, speed: f64) -> StageRun {
+        StageRun {
+            multiplier,
+            speed,
+            duration: None,
+            repeat: false,
+            seed: 1,
+            read_only: false,
+            shard: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_leave_exactly_at_their_planned_instants() {
+        // Session 1: 0, 200, 700 ms (each 10 ms). Session 2 starts at 100 ms
+        // with two overlapping requests (100..200 and 150..160).
+        let sessions = vec![
+            vec![
+                exchange(1, 1, 0, 10),
+                exchange(1, 2, 200, 10),
+                exchange(1, 3, 700, 10),
+            ],
+            vec![exchange(2, 1, 100, 100), exchange(2, 2, 150, 10)],
+        ];
+        let (sends, events) = run(sessions, HashMap::new(), stage(1, 2.0), 100).await;
+        let ms = |v: u64| Duration::from_millis(v);
+        assert_eq!(
+            sends,
+            [
+                (101, ms(0)),
+                (201, ms(50)),
+                (202, ms(75)),
+                (102, ms(100)),
+                (103, ms(350))
+            ],
+            "speed 2 halves every offset, exactly"
+        );
+        let vus = events
+            .iter()
+            .filter(|e| matches!(e, Event::VuStarted))
+            .count();
+        assert_eq!(vus, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_response_delays_what_followed_it_and_the_delay_is_late() {
+        // Recorded: 1 takes 10 ms, 2 starts at 50 ms. Replayed, 1 takes 80 ms.
+        let sessions = vec![vec![exchange(1, 1, 0, 10), exchange(1, 2, 50, 10)]];
+        let service = HashMap::from([(101, Duration::from_millis(80))]);
+        let (sends, events) = run(sessions, service, stage(1, 1.0), 100).await;
+        assert_eq!(
+            sends,
+            [(101, Duration::ZERO), (102, Duration::from_millis(80))]
+        );
+        let late: Vec<Duration> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Outcome(o) => Some(o.sent - o.planned),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(late, [Duration::ZERO, Duration::from_millis(30)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_inflight_cap_makes_sends_wait() {
+        // Two sessions send at 0 ms; each request takes 100 ms; cap 1.
+        let sessions = vec![vec![exchange(1, 1, 0, 100)], vec![exchange(2, 1, 0, 100)]];
+        let service = HashMap::from([
+            (101, Duration::from_millis(100)),
+            (201, Duration::from_millis(100)),
+        ]);
+        let (sends, _) = run(sessions, service, stage(1, 1.0), 1).await;
+        let at: Vec<Duration> = sends.iter().map(|(_, d)| *d).collect();
+        assert_eq!(at, [Duration::ZERO, Duration::from_millis(100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn multiplier_3_sends_every_request_three_times_at_distinct_instants() {
+        let sessions = vec![vec![exchange(1, 1, 0, 10), exchange(1, 2, 300, 10)]];
+        let (sends, events) = run(sessions, HashMap::new(), stage(3, 1.0), 100).await;
+        assert_eq!(sends.iter().filter(|(id, _)| *id == 101).count(), 3);
+        assert_eq!(sends.iter().filter(|(id, _)| *id == 102).count(), 3);
+        let mut firsts: Vec<Duration> = sends
+            .iter()
+            .filter(|(id, _)| *id == 101)
+            .map(|(_, d)| *d)
+            .collect();
+        firsts.dedup();
+        assert_eq!(firsts.len(), 3);
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::VuStarted))
+                .count(),
+            3
+        );
+    }
+}

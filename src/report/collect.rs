@@ -196,3 +196,169 @@ pub async fn run(
     }
     collector
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::histogram::LatencyHistogram;
+    use crate::report::merge;
+    use crate::report::model::StageReport;
+    use crate::report::model::{CaptureRef, FORMAT, ProfileRef, Report, Verdict};
+    use tokio::time::Instant;
+
+    fn outcomes() -> Vec<Outcome> {
+        let base = Instant::now();
+        (0..400u64)
+            .map(|i| {
+                let planned = base + Duration::from_millis(i * 5);
+                let sent = planned + Duration::from_micros(i % 7 * 700);
+                let finished = sent + Duration::from_micros(500 + i * i % 90_000);
+                let status = match i % 50 {
+                    0 => Some(503),
+                    1 => Some(429),
+                    2 => None,
+                    _ => Some(200),
+                };
+                Outcome {
+                    route: format!("GET /r/{}", i % 3),
+                    planned,
+                    sent,
+                    ttfb: status.map(|_| Duration::from_micros(300)),
+                    finished,
+                    finished_at_us: 1_700_000_000_000_000 + i as i64 * 5_000,
+                    status,
+                    recorded_status: Some(200),
+                    failure: if status.is_none() {
+                        Some("reset")
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn collect(outcomes: &[Outcome]) -> StageData {
+        let data = StageData {
+            name: "s".into(),
+            multiplier: 2,
+            speed: 1.0,
+            ..StageData::default()
+        };
+        let mut c = Collector::new(
+            data,
+            HashSet::new(),
+            None,
+            Shutdown::new(),
+            Arc::new(LiveStats::default()),
+        );
+        for o in outcomes {
+            c.observe(Event::Outcome(o.clone()));
+        }
+        c.finish(1_700_000_000_000_000, 1_700_000_002_000_000)
+    }
+
+    fn report(stage: &StageData) -> Report {
+        Report {
+            format: FORMAT.into(),
+            tool_version: "test".into(),
+            capture: CaptureRef {
+                path: "c.db".into(),
+                run: "1".into(),
+                exchanges: 1,
+                sessions: 1,
+            },
+            target: "http://t".into(),
+            profile: ProfileRef {
+                name: "p".into(),
+                fingerprint: "f".into(),
+            },
+            shard: None,
+            seed: 1,
+            started_at: String::new(),
+            finished_at: String::new(),
+            verdict: Verdict::Pass,
+            stages: vec![stage.report()],
+            capacity: Default::default(),
+        }
+    }
+
+    fn without_blobs(s: &StageReport) -> StageReport {
+        let mut s = s.clone();
+        s.hdr.clear();
+        s.corrected_hdr.clear();
+        s.ttfb_hdr.clear();
+        s.send_lag_hdr.clear();
+        s.routes.iter_mut().for_each(|r| r.hdr.clear());
+        s.timeline.iter_mut().for_each(|w| w.hdr.clear());
+        s
+    }
+
+    #[test]
+    fn merging_two_halves_equals_the_report_of_the_union() {
+        let all = outcomes();
+        let (a, b) = all.split_at(173);
+        let merged = merge(
+            &[
+                ("a".into(), report(&collect(a))),
+                ("b".into(), report(&collect(b))),
+            ],
+            None,
+        )
+        .expect("merge");
+        let union = collect(&all).report();
+        // Every number is equal; the blobs may encode equal histograms
+        // differently (array sizes), so compare what they decode to.
+        assert_eq!(without_blobs(&merged.stages[0]), without_blobs(&union));
+        let decoded = |s: &str| LatencyHistogram::decode(s).expect("blob");
+        for (m, u) in [
+            (&merged.stages[0].hdr, &union.hdr),
+            (&merged.stages[0].corrected_hdr, &union.corrected_hdr),
+        ] {
+            let (m, u) = (decoded(m), decoded(u));
+            assert_eq!(m.len(), u.len());
+            for q in [0.0, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0] {
+                assert_eq!(m.quantile_ms(q), u.quantile_ms(q));
+            }
+        }
+        assert_eq!(union.requests, 400);
+        assert_eq!(union.error_kinds["http_5xx"], 8);
+        assert_eq!(union.error_kinds["http_429"], 8);
+        assert_eq!(union.error_kinds["reset"], 8);
+        assert_eq!(union.errors, 24);
+        assert_eq!(
+            union.status_mismatches, 16,
+            "transport failures have no status to compare"
+        );
+    }
+
+    #[test]
+    fn error_kinds_follow_the_recording() {
+        let base = Instant::now();
+        let o = |status: u16, recorded: u16| Outcome {
+            route: "GET /".into(),
+            planned: base,
+            sent: base,
+            ttfb: None,
+            finished: base,
+            finished_at_us: 0,
+            status: Some(status),
+            recorded_status: Some(recorded),
+            failure: None,
+        };
+        assert_eq!(
+            error_kind(&o(404, 404)),
+            None,
+            "a faithful 404 is not an error"
+        );
+        assert_eq!(error_kind(&o(404, 200)), Some("http_4xx"));
+        assert_eq!(error_kind(&o(429, 429)), Some("http_429"));
+        assert_eq!(error_kind(&o(503, 200)), Some("http_5xx"));
+        assert_eq!(
+            error_kind(&o(500, 500)),
+            Some("http_5xx"),
+            "a 5xx is an error even if recorded"
+        );
+        assert_eq!(error_kind(&o(201, 200)), None);
+    }
+}

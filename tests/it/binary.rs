@@ -270,3 +270,70 @@ async fn assert_capture_has_sessions(capture: &Path, requests: u64) {
     );
     assert_eq!(run.dropped, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_exit_codes_name_bad_profiles_dead_targets_and_failed_slos() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    let session = vec![
+        (0, 1, "GET", "/status/500".to_string(), 200),
+        (5, 1, "GET", "/ok".to_string(), 200),
+    ];
+    crate::support::synthetic_capture(&capture, &[session]).await;
+    let capture = capture.to_str().expect("utf8");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "version = 1\n[[stage]]\nname = \"big\"\nmultiplier = 0\n",
+    )
+    .expect("write");
+    let (code, _, err) = output(&[
+        "replay",
+        capture,
+        "--target",
+        &upstream.url(),
+        "--profile",
+        bad.to_str().expect("utf8"),
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("multiplier = 0") && err.contains("1 or more"),
+        "{err}"
+    );
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let (code, _, err) = output(&["replay", capture, "--target", &format!("http://{dead}")]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unreachable"), "{err}");
+
+    let report = dir.path().join("reports/r.json");
+    let report_arg = report.to_str().expect("utf8");
+    let args = [
+        "replay",
+        capture,
+        "--target",
+        &upstream.url(),
+        "--slo-error-rate",
+        "0.01",
+        "--report",
+        report_arg,
+    ];
+    let (code, out, err) = output(&args).await;
+    assert_eq!(code, 1, "an SLO failed: {out}{err}");
+    assert!(out.contains("FAIL (error_rate)"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("json");
+    assert_eq!(json["verdict"], "fail");
+    assert_eq!(json["stages"][0]["error_kinds"]["http_5xx"], 1);
+
+    let (code, out, _) = output(&["report", "render", report_arg]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("http_5xx 1"), "{out}");
+}
