@@ -409,6 +409,10 @@ pub struct ReplayArgs {
     /// Do not send the X-Tapedeck-Replay header.
     #[arg(long)]
     pub no_replay_header: bool,
+    /// Send recorded values verbatim: no learned ids or tokens, no fresh
+    /// nonces (the target rewrite still applies).
+    #[arg(long)]
+    pub no_correlation: bool,
     /// Play a deterministic share of the VUs: K/N (1-based).
     #[arg(long)]
     pub shard: Option<String>,
@@ -554,6 +558,7 @@ impl ReplayArgs {
                 replay_header: !self.no_replay_header,
                 shard,
                 sessions,
+                correlate: !self.no_correlation,
             },
             capture: self.capture,
             report,

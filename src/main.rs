@@ -228,9 +228,24 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     );
     println!();
     println!(
+        "replaying the capture with the capacity profile (1x, 5x, 10x) against a fresh demo backend \
+         with 4 workers and 20 ms service time"
+    );
+    let live = Arc::new(LiveStats::default());
+    let stages = vec!["1x".to_string(), "5x".to_string(), "10x".to_string()];
+    let progress = progress_line(live.clone(), stages);
+    let replayed = tapedeck::demo::replay(&recorded.capture, &out, live).await;
+    progress.abort();
+    let (report, report_path) = replayed?;
+    print!("{}", render::stages_table(&report));
+    print!("{}", render::capacity(&report));
+    println!("report {}", report_path.display());
+    println!();
+    println!(
         "next: tapedeck captures show {}",
         recorded.capture.display()
     );
+    println!("      tapedeck report render {}", report_path.display());
 
     if args.keep {
         println!(

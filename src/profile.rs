@@ -14,6 +14,10 @@ use serde::Deserialize;
 /// The only profile format version so far.
 pub const VERSION: u32 = 1;
 
+/// The capacity profile shipped in replay-profiles/, built in so that
+/// `tapedeck demo` runs from anywhere.
+pub const CAPACITY: &str = include_str!("../replay-profiles/capacity.toml");
+
 /// A bad profile: which file, and what is wrong (key and problem).
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {

@@ -13,9 +13,17 @@ use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use crate::capture::{RunSummary, SessionSummary, Store, store::RouteCount};
+use crate::profile::Profile;
 use crate::proxy::{ProxyError, RecordConfig, Recording, Upstream};
+use crate::replay::outcome::LiveStats;
+use crate::replay::{ReplayConfig, ReplayError};
+use crate::report::Report;
 use crate::shutdown::Shutdown;
+use backend::{BackendConfig, DemoBackend};
 use script::{Population, Progress, ScriptOutcome};
 
 /// What the recording part of the demo produced.
@@ -67,4 +75,75 @@ pub async fn record(
         routes,
         script,
     })
+}
+
+/// The replay target of the demo: a demo backend with a small capacity
+/// (4 workers, 20 ms service time: about 200 requests/s), so that 10x of
+/// the scripted population bends it.
+pub fn constrained_backend() -> BackendConfig {
+    BackendConfig {
+        workers: 4,
+        service_time: Duration::from_millis(20),
+        ..BackendConfig::default()
+    }
+}
+
+/// Errors of the demo's replay part.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Setting up failed.
+    #[error("{0}")]
+    Setup(String),
+    /// The replay failed to start.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    /// The capture failed.
+    #[error(transparent)]
+    Capture(#[from] crate::capture::CaptureError),
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+}
+
+/// Replays `capture` with the built-in capacity profile (1x, 5x, 10x)
+/// against a fresh constrained demo backend, and writes `out/replay.json`.
+///
+/// # Errors
+/// When the backend cannot start, the capture cannot be read, or the
+/// report cannot be written.
+pub async fn replay(
+    capture: &Path,
+    out: &Path,
+    live: Arc<LiveStats>,
+) -> Result<(Report, PathBuf), DemoError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
+        DemoError::Setup(format!(
+            "cannot bind a loopback port for the replay target: {e}"
+        ))
+    })?;
+    let backend = DemoBackend::start(listener, constrained_backend(), Shutdown::new())
+        .map_err(|e| DemoError::Setup(format!("cannot start the replay target: {e}")))?;
+    let profile = Profile::parse(crate::profile::CAPACITY, Path::new("capacity.toml"))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    let store = Store::open(capture).await?;
+    let config = ReplayConfig {
+        target: crate::proxy::Upstream::parse(&backend.url())
+            .map_err(|e| DemoError::Setup(e.to_string()))?,
+        profile,
+        capture_path: capture.display().to_string(),
+        run: None,
+        seed: None,
+        read_only: false,
+        replay_header: true,
+        shard: None,
+        sessions: None,
+        correlate: true,
+    };
+    let result = crate::replay::run(&store, config, live).await;
+    backend.stop().await;
+    store.close().await;
+    let report = result?.report;
+    let path = out.join("replay.json");
+    crate::report::save(&report, &path)?;
+    Ok((report, path))
 }

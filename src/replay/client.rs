@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
@@ -18,6 +18,9 @@ use tokio::time::Instant;
 use super::engine::{Dispatch, Sent};
 use crate::capture::StoredExchange;
 use crate::proxy::Upstream;
+
+/// Largest response body kept for correlation.
+const MAX_KEPT_BODY: usize = 1024 * 1024;
 
 /// Header marking replayed traffic, so backends can mute side effects.
 pub const REPLAY_HEADER: &str = "x-tapedeck-replay";
@@ -116,22 +119,45 @@ impl Dispatch for ReplayClient {
                 .map_err(|e| if e.is_connect() { "connect" } else { "reset" })?;
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
+            // Only what correlation reads is kept: Location, Set-Cookie and
+            // JSON bodies up to a cap. Everything else is read and dropped.
+            let headers: Vec<(String, String)> = resp
+                .headers()
+                .iter()
+                .filter(|(k, _)| *k == header::LOCATION || *k == header::SET_COOKIE)
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let keep_body = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+                v.as_bytes()
+                    .windows(4)
+                    .any(|w| w.eq_ignore_ascii_case(b"json"))
+            });
+            let mut kept = BytesMut::new();
             let mut body = resp.into_body();
-            let mut bytes = 0usize;
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|_| "reset")?;
-                if let Some(d) = frame.data_ref() {
-                    bytes += d.len();
+                if keep_body
+                    && let Some(d) = frame.data_ref()
+                    && kept.len() + d.len() <= MAX_KEPT_BODY
+                {
+                    kept.extend_from_slice(d);
                 }
             }
-            Ok::<_, &'static str>((status, ttfb, bytes))
+            Ok::<_, &'static str>((status, ttfb, headers, kept.freeze()))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok((status, ttfb, _))) => Sent {
+            Ok(Ok((status, ttfb, headers, body))) => Sent {
                 status: Some(status),
                 ttfb: Some(ttfb),
                 failure: None,
                 finished: Instant::now(),
+                headers,
+                body,
             },
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),

@@ -6,9 +6,10 @@
 //! HTTP is behind [`Dispatch`] and the capture behind [`SessionSource`],
 //! so exact timing is tested under tokio's paused clock with fakes.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
@@ -17,15 +18,17 @@ use tokio::time::{Instant, sleep_until};
 
 use super::outcome::{Event, LiveStats, Outcome};
 use super::plan::{self, SessionSpan, VuSchedule};
+use super::rewrite::{self, SessionValues, World};
 use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
+use bytes::Bytes;
 
 /// How long before its planned start a VU is set up (its session read).
 const LOOKAHEAD: Duration = Duration::from_millis(100);
 
 /// What a dispatcher reports about one request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Sent {
     /// Live status, if a response came.
     pub status: Option<u16>,
@@ -35,6 +38,10 @@ pub struct Sent {
     pub failure: Option<&'static str>,
     /// When the response ended or the request failed.
     pub finished: Instant,
+    /// Response headers (kept for correlation).
+    pub headers: Vec<(String, String)>,
+    /// Response body (kept for correlation; empty when not collected).
+    pub body: Bytes,
 }
 
 impl Sent {
@@ -45,6 +52,8 @@ impl Sent {
             ttfb: None,
             failure: Some(kind),
             finished: Instant::now(),
+            headers: Vec::new(),
+            body: Bytes::new(),
         }
     }
 }
@@ -82,7 +91,16 @@ pub struct StageRun {
     /// This shard's share: VU `k` (in plan order) belongs to shard
     /// `k % count == index - 1`.
     pub shard: Option<(u32, u32)>,
+    /// Learn live values and rewrite requests (DESIGN.md "Dynamic values").
+    pub correlate: bool,
 }
+
+/// A VU's identity for the dedup detector: (world, pass).
+type VuId = (u32, u32);
+
+/// (recorded exchange id, recorded value) → the first VU that got a live
+/// value for it, and that value.
+type FirstReplays = HashMap<(i64, String), (VuId, String)>;
 
 /// Shared by every VU of a stage.
 struct Ctx<D, S> {
@@ -95,6 +113,35 @@ struct Ctx<D, S> {
     deadline: Option<Instant>,
     speed: f64,
     read_only: bool,
+    correlate: bool,
+    worlds: Mutex<HashMap<(u32, u32), Arc<World>>>,
+    /// (recorded exchange, recorded value) → (VU identity, live value) of
+    /// the first replay of a write that handed out a live value.
+    writes: Mutex<FirstReplays>,
+}
+
+impl<D, S> Ctx<D, S> {
+    fn world(&self, world: u32, pass: u32) -> Arc<World> {
+        let mut worlds = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
+        worlds.entry((world, pass)).or_default().clone()
+    }
+
+    /// Whether another world already got one of these live values for the
+    /// same recorded write: a deduplicating backend answering a clone with
+    /// the first one's id.
+    fn suspected_dedup(&self, exchange: i64, who: (u32, u32), pairs: &[(String, String)]) -> bool {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut dedup = false;
+        for (rec, live) in pairs {
+            match writes.get(&(exchange, rec.clone())) {
+                Some((first, first_live)) => dedup |= *first != who && first_live == live,
+                None => {
+                    writes.insert((exchange, rec.clone()), (who, live.clone()));
+                }
+            }
+        }
+        dedup
+    }
 }
 
 /// Runs one stage to its end (all planned requests done, the duration
@@ -122,6 +169,9 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         deadline: stage.duration.map(|d| origin + d),
         speed: stage.speed,
         read_only: stage.read_only,
+        correlate: stage.correlate,
+        worlds: Mutex::new(HashMap::new()),
+        writes: Mutex::new(HashMap::new()),
     });
     let schedule = VuSchedule::new(
         sessions,
@@ -150,7 +200,12 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
             () = abort.wait() => break,
         }
         let session_no = sessions[vu.session].session_no;
-        vus.spawn(run_vu(ctx.clone(), session_no, origin + vu.start));
+        vus.spawn(run_vu(
+            ctx.clone(),
+            session_no,
+            (vu.world, vu.pass),
+            origin + vu.start,
+        ));
         while vus.try_join_next().is_some() {}
     }
     while vus.join_next().await.is_some() {}
@@ -164,6 +219,7 @@ fn is_safe(method: &str) -> bool {
 async fn run_vu<D: Dispatch, S: SessionSource>(
     ctx: Arc<Ctx<D, S>>,
     session_no: i64,
+    who: (u32, u32),
     start: Instant,
 ) {
     let exchanges = match ctx.source.load(session_no).await {
@@ -179,8 +235,14 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         .map(|e| (e.offset_us, e.duration_us))
         .collect();
     let planned = plan::requests(&recorded, ctx.speed);
+    let world = ctx.world(who.0, who.1);
+    let values = Arc::new(if ctx.correlate {
+        rewrite::analyze(&exchanges)
+    } else {
+        SessionValues::default()
+    });
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::with_capacity(exchanges.len());
-    for (ex, p) in exchanges.into_iter().zip(planned) {
+    for (index, (ex, p)) in exchanges.into_iter().zip(planned).enumerate() {
         for dep in p.after {
             if let Some(h) = handles.get_mut(dep).and_then(Option::take) {
                 let _ = h.await;
@@ -196,14 +258,35 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         }
         if ex.request_truncated {
             let _ = ctx.events.send(Event::TruncatedSkipped);
+            rewrite::poison(&ex, &world);
             handles.push(None);
             continue;
         }
+        let to_send = if ctx.correlate {
+            let prepared = rewrite::prepare(&ex, index, &values, &world);
+            if prepared.skip {
+                let _ = ctx.events.send(Event::DependentSkipped);
+                rewrite::poison(&ex, &world);
+                handles.push(None);
+                continue;
+            }
+            if !prepared.substitutions.is_empty() || prepared.unresolved > 0 {
+                let _ = ctx.events.send(Event::Substitutions {
+                    kinds: prepared.substitutions,
+                    unresolved: prepared.unresolved,
+                });
+            }
+            prepared.exchange
+        } else {
+            ex.clone()
+        };
         tokio::select! {
             () = sleep_until(due) => {}
             () = ctx.abort.wait() => break,
         }
         let ctx2 = ctx.clone();
+        let world = world.clone();
+        let values = values.clone();
         handles.push(Some(tokio::spawn(async move {
             // The in-flight cap: waiting here makes the send late, and the
             // corrected latency shows it.
@@ -214,8 +297,36 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
             let route = route::normalize(&ex.method, &ex.uri);
             let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
             ctx2.live.inflight.fetch_add(1, Ordering::Relaxed);
-            let sent = ctx2.dispatch.send(Arc::new(ex)).await;
+            let sent = ctx2.dispatch.send(Arc::new(to_send)).await;
             ctx2.live.inflight.fetch_sub(1, Ordering::Relaxed);
+            let recorded_ok = recorded_status.is_some_and(|s| s < 400);
+            let live_ok = sent.status.is_some_and(|s| s < 400);
+            let mut suspected_dedup = false;
+            if recorded_ok && !live_ok {
+                tracing::debug!(
+                    exchange = ex.id,
+                    session = ex.session_no,
+                    seq = ex.seq,
+                    recorded = %ex.uri,
+                    status = ?sent.status,
+                    failure = ?sent.failure,
+                    "a request the recording got through failed"
+                );
+                if ctx2.correlate {
+                    rewrite::poison(&ex, &world);
+                }
+            } else if live_ok {
+                let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
+                // Echoes of what the session itself sent (a user name, a
+                // regenerated key) say nothing about the backend's ids.
+                pairs.retain(|(rec, _)| !values.nonces.contains(rec));
+                if ctx2.correlate {
+                    world.absorb(&pairs);
+                }
+                if matches!(ex.method.as_str(), "POST" | "PUT" | "PATCH") {
+                    suspected_dedup = ctx2.suspected_dedup(ex.id, who, &pairs);
+                }
+            }
             let _ = ctx2.events.send(Event::Outcome(Outcome {
                 route,
                 planned: due,
@@ -226,6 +337,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
                 status: sent.status,
                 recorded_status,
                 failure: sent.failure,
+                suspected_dedup,
             }));
         })));
     }
@@ -298,6 +410,8 @@ mod tests {
                 ttfb: Some(service),
                 failure: None,
                 finished: Instant::now(),
+                headers: Vec::new(),
+                body: Bytes::new(),
             }
         }
     }
@@ -366,6 +480,7 @@ mod tests {
             seed: 1,
             read_only: false,
             shard: None,
+            correlate: true,
         }
     }
 

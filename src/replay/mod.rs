@@ -10,6 +10,7 @@ pub mod client;
 pub mod engine;
 pub mod outcome;
 pub mod plan;
+pub mod rewrite;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -67,6 +68,9 @@ pub struct ReplayConfig {
     pub shard: Option<(u32, u32)>,
     /// Only sessions in these inclusive ranges of session numbers.
     pub sessions: Option<Vec<(i64, i64)>>,
+    /// Learn live values and rewrite requests; off sends recorded values
+    /// verbatim (the target rewrite aside).
+    pub correlate: bool,
 }
 
 /// What a finished replay tells its caller.
@@ -185,6 +189,7 @@ pub async fn run(
             seed: seed ^ u64::from(stage.multiplier).rotate_left(32),
             read_only: config.read_only,
             shard: config.shard,
+            correlate: config.correlate,
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();

@@ -27,6 +27,8 @@ pub struct Outcome {
     pub recorded_status: Option<u16>,
     /// Transport failure: `connect`, `timeout`, `reset`, `tls`.
     pub failure: Option<&'static str>,
+    /// Another world's replay of this recorded write got the same live id.
+    pub suspected_dedup: bool,
 }
 
 /// Everything replay reports to the collector.
@@ -38,6 +40,15 @@ pub enum Event {
     Outcome(Outcome),
     /// A request was not sent because its recorded body was truncated.
     TruncatedSkipped,
+    /// A request was not sent because a response it needs failed.
+    DependentSkipped,
+    /// Values substituted in a request about to be sent.
+    Substitutions {
+        /// One entry per substitution: `correlated`, `credential`, `nonce`.
+        kinds: Vec<&'static str>,
+        /// Handed-out values with no live value, sent as recorded.
+        unresolved: u64,
+    },
 }
 
 /// Counters the progress line reads while a stage runs.

@@ -85,6 +85,17 @@ impl Collector {
         match event {
             Event::VuStarted => self.data.vus += 1,
             Event::TruncatedSkipped => self.data.truncated_skipped += 1,
+            Event::DependentSkipped => self.data.dependent_skipped += 1,
+            Event::Substitutions { kinds, unresolved } => {
+                for k in kinds {
+                    *self
+                        .data
+                        .substitutions_by_kind
+                        .entry(k.to_string())
+                        .or_insert(0) += 1;
+                }
+                self.data.unresolved_values += unresolved;
+            }
             Event::Outcome(o) => self.outcome(&o),
         }
     }
@@ -121,6 +132,7 @@ impl Collector {
         }
         let route = d.routes.entry(o.route.clone()).or_default();
         route.requests += 1;
+        route.suspected_dedup += u64::from(o.suspected_dedup);
         route.long_poll = long_poll;
         route.latency.record(service);
         let second = o.finished_at_us.div_euclid(1_000_000);
@@ -233,6 +245,7 @@ mod tests {
                     } else {
                         None
                     },
+                    suspected_dedup: false,
                 }
             })
             .collect()
@@ -345,6 +358,7 @@ mod tests {
             status: Some(status),
             recorded_status: Some(recorded),
             failure: None,
+            suspected_dedup: false,
         };
         assert_eq!(
             error_kind(&o(404, 404)),

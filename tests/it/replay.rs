@@ -34,6 +34,7 @@ async fn replay_with(
         replay_header: true,
         shard: None,
         sessions: None,
+        correlate: true,
     };
     tweak(&mut config);
     replay::run(store, config, Arc::new(LiveStats::default()))

@@ -1,0 +1,873 @@
+//! Dynamic values: what makes a 5x replay of a chat session measure the
+//! backend instead of 401s, 400s and deduplication (DESIGN.md, "Dynamic
+//! values").
+//!
+//! Per world, a map from recorded values to live ones is learned from every
+//! live response by aligning it with the recorded response of the same
+//! exchange (same JSON paths, JSON object keys, `Location`, `Set-Cookie`),
+//! and applied to every later request of the world: path segments
+//! (percent-encoded too), query values, headers (credential markers
+//! included) and JSON body values. Nonces — values a session sends in one
+//! request (or its identical retries) that no earlier response handed out —
+//! are regenerated once per world. A request that needs a value whose
+//! response failed is skipped (`dependent_skipped`). Pure data work: no
+//! I/O, no clock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::Value;
+
+use crate::capture::StoredExchange;
+use crate::capture::redact::MARKER_PREFIX;
+use crate::route;
+
+/// Headers whose values are never dynamic.
+const STATIC_HEADERS: [&str; 16] = [
+    "host",
+    "content-type",
+    "content-length",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "user-agent",
+    "connection",
+    "cache-control",
+    "pragma",
+    "origin",
+    "referer",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-tapedeck-replay",
+];
+
+/// Whether a recorded value looks like an id, token, cursor or key the
+/// client invented (strict: nonces are regenerated only when this holds).
+pub fn is_dynamic(v: &str) -> bool {
+    v.starts_with(MARKER_PREFIX) || (v.len() >= 6 && v.len() <= 512 && route::is_id(v))
+}
+
+/// Whether a value a response handed out can be a server-made token: any
+/// id-like value, or 8+ characters of token alphabet that are not a word
+/// (random cursors that happen to have no digit included, but not
+/// `messages` or `nextCursor`). Used to learn, never to invent.
+pub fn is_token(v: &str) -> bool {
+    if is_dynamic(v) {
+        return true;
+    }
+    let b = v.as_bytes();
+    let alphabet = b
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b"-_.~=:+/!$@%".contains(c));
+    let upper = b.iter().filter(|c| c.is_ascii_uppercase()).count();
+    let other = b
+        .iter()
+        .any(|c| !c.is_ascii_alphabetic() && !matches!(c, b'_' | b'-'));
+    (8..=4096).contains(&b.len()) && alphabet && (upper >= 2 || other)
+}
+
+/// The recorded → live values of one world (one copy of the population in
+/// one pass).
+#[derive(Debug, Default)]
+pub struct World {
+    state: Mutex<WorldState>,
+}
+
+#[derive(Debug, Default)]
+struct WorldState {
+    live: HashMap<String, String>,
+    poisoned: HashSet<String>,
+}
+
+impl World {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        // A panic while holding the lock leaves plain maps; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live value learned for a recorded one.
+    pub fn live(&self, recorded: &str) -> Option<String> {
+        self.lock().live.get(recorded).cloned()
+    }
+}
+
+/// What one session's recording says about its values.
+#[derive(Debug, Default, Clone)]
+pub struct SessionValues {
+    /// Values to regenerate per world.
+    pub nonces: HashSet<String>,
+    /// Per request: dynamic values that an earlier recorded response of the
+    /// session handed out.
+    pub handed_out: Vec<HashSet<String>>,
+}
+
+/// Finds the nonces and handed-out values of a session.
+pub fn analyze(exchanges: &[StoredExchange]) -> SessionValues {
+    let mut seen_in_responses: HashSet<String> = HashSet::new();
+    let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
+    let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
+    let mut handed_out = Vec::with_capacity(exchanges.len());
+    for (i, ex) in exchanges.iter().enumerate() {
+        let template = route::normalize(&ex.method, &ex.uri);
+        let mut mine = HashSet::new();
+        for v in request_values(ex) {
+            if seen_in_responses.contains(&v) {
+                mine.insert(v.clone());
+                nonce_candidates.insert(v, false);
+                continue;
+            }
+            match first_use.get(&v) {
+                None => {
+                    first_use.insert(v.clone(), (i, template.clone()));
+                    nonce_candidates.entry(v).or_insert(true);
+                }
+                // Seen before: a nonce only if every use is the same request
+                // again (a client retry with the same key).
+                Some((_, t)) if *t == template => {}
+                Some(_) => {
+                    nonce_candidates.insert(v, false);
+                }
+            }
+        }
+        handed_out.push(mine);
+        seen_in_responses.extend(response_values(ex));
+    }
+    let nonces = nonce_candidates
+        .into_iter()
+        .filter(|(v, ok)| *ok && is_dynamic(v) && !v.starts_with(MARKER_PREFIX))
+        .map(|(v, _)| v)
+        .collect();
+    SessionValues { nonces, handed_out }
+}
+
+/// A recorded request made ready to send in one world.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request to send.
+    pub exchange: StoredExchange,
+    /// Substitutions by kind (`correlated`, `credential`, `nonce`).
+    pub substitutions: Vec<&'static str>,
+    /// Handed-out values with no live value.
+    pub unresolved: u64,
+    /// A value it needs came from a response that failed: do not send.
+    pub skip: bool,
+}
+
+struct Rewriter<'a> {
+    world: &'a World,
+    session: &'a SessionValues,
+    index: usize,
+    substitutions: Vec<&'static str>,
+    unresolved: u64,
+    skip: bool,
+    cache: HashMap<String, Option<String>>,
+}
+
+impl Rewriter<'_> {
+    fn subst(&mut self, v: &str) -> Option<String> {
+        if v.len() < 6 {
+            return None;
+        }
+        if let Some(done) = self.cache.get(v) {
+            return done.clone();
+        }
+        let mut state = self.world.lock();
+        let result = if let Some(live) = state.live.get(v) {
+            let kind = if v.starts_with(MARKER_PREFIX) {
+                "credential"
+            } else {
+                "correlated"
+            };
+            self.substitutions.push(kind);
+            Some(live.clone())
+        } else if is_dynamic(v) && self.session.nonces.contains(v) {
+            let fresh = regenerate(v);
+            state.live.insert(v.to_string(), fresh.clone());
+            self.substitutions.push("nonce");
+            Some(fresh)
+        } else if state.poisoned.contains(v) {
+            self.skip = true;
+            None
+        } else {
+            if self
+                .session
+                .handed_out
+                .get(self.index)
+                .is_some_and(|h| h.contains(v))
+                || v.starts_with(MARKER_PREFIX)
+            {
+                tracing::debug!(
+                    value = v,
+                    "no live value for a recorded one; sent as recorded"
+                );
+                self.unresolved += 1;
+            }
+            None
+        };
+        drop(state);
+        self.cache.insert(v.to_string(), result.clone());
+        result
+    }
+}
+
+/// Rewrites request `index` of a session for `world`.
+pub fn prepare(
+    ex: &StoredExchange,
+    index: usize,
+    session: &SessionValues,
+    world: &World,
+) -> Prepared {
+    let mut r = Rewriter {
+        world,
+        session,
+        index,
+        substitutions: Vec::new(),
+        unresolved: 0,
+        skip: false,
+        cache: HashMap::new(),
+    };
+    let mut out = ex.clone();
+    out.uri = rewrite_uri(&ex.uri, &mut |v| r.subst(v));
+    for (name, value) in out.request_headers.iter_mut() {
+        let lower = name.to_ascii_lowercase();
+        if STATIC_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        *value = match lower.as_str() {
+            "authorization" | "proxy-authorization" => match value.split_once(' ') {
+                Some((scheme, cred)) => match r.subst(cred.trim()) {
+                    Some(live) => format!("{scheme} {live}"),
+                    None => continue,
+                },
+                None => match r.subst(value) {
+                    Some(live) => live,
+                    None => continue,
+                },
+            },
+            "cookie" => value
+                .split(';')
+                .map(|pair| {
+                    let pair = pair.trim();
+                    match pair.split_once('=') {
+                        Some((k, v)) => match r.subst(v) {
+                            Some(live) => format!("{k}={live}"),
+                            None => pair.to_string(),
+                        },
+                        None => pair.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            _ => match r.subst(value.trim()) {
+                Some(live) => live,
+                None => continue,
+            },
+        };
+    }
+    if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
+        let before = r.substitutions.len();
+        walk_strings(&mut json, &mut |s| r.subst(s));
+        if r.substitutions.len() != before {
+            out.request_body =
+                serde_json::to_vec(&json).unwrap_or_else(|_| ex.request_body.clone());
+        }
+    }
+    Prepared {
+        exchange: out,
+        substitutions: r.substitutions,
+        unresolved: r.unresolved,
+        skip: r.skip,
+    }
+}
+
+/// Recorded → live pairs found by aligning a live response with the
+/// recorded response to the same request.
+pub fn learned_pairs(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    live_body: &Bytes,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let (Ok(rec), Ok(live)) = (
+        serde_json::from_slice::<Value>(&recorded.response_body),
+        serde_json::from_slice::<Value>(live_body),
+    ) {
+        align(&rec, &live, &mut pairs);
+    }
+    if let (Some(rec), Some(live)) = (
+        recorded.response_header("location"),
+        live_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.as_str()),
+    ) {
+        for (a, b) in path_of(rec).split('/').zip(path_of(live).split('/')) {
+            let (a, b) = (percent_decode(a), percent_decode(b));
+            if a != b && is_token(&a) {
+                pairs.push((a, b));
+            }
+        }
+    }
+    let live_cookies: HashMap<String, String> = live_headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| cookie_pair(v))
+        .collect();
+    for (name, value) in recorded
+        .response_headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| cookie_pair(v))
+    {
+        if let Some(live) = live_cookies.get(&name)
+            && *live != value
+            && is_token(&value)
+        {
+            pairs.push((value, live.clone()));
+        }
+    }
+    pairs
+}
+
+impl World {
+    /// Records learned pairs: later requests of the world use the live values.
+    pub fn absorb(&self, pairs: &[(String, String)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for (rec, live) in pairs {
+            state.poisoned.remove(rec);
+            state.live.insert(rec.clone(), live.clone());
+        }
+    }
+}
+
+/// Learns from a live response into the world; returns the pairs learned.
+pub fn learn(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    live_body: &Bytes,
+    world: &World,
+) -> Vec<(String, String)> {
+    let pairs = learned_pairs(recorded, live_headers, live_body);
+    world.absorb(&pairs);
+    pairs
+}
+
+/// The recorded response's values will never get live ones (its live
+/// response failed, or its request was skipped): requests that need them
+/// are skipped.
+pub fn poison(recorded: &StoredExchange, world: &World) {
+    let values = response_values(recorded);
+    let mut state = world.lock();
+    for v in values {
+        if !state.live.contains_key(&v) {
+            state.poisoned.insert(v);
+        }
+    }
+}
+
+/// Dynamic values a request carries: path segments, query values, header
+/// values (credentials, cookies), JSON body strings.
+pub fn request_values(ex: &StoredExchange) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = rewrite_uri(&ex.uri, &mut |v| {
+        out.push(v.to_string());
+        None
+    });
+    for (name, value) in &ex.request_headers {
+        let lower = name.to_ascii_lowercase();
+        if STATIC_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        match lower.as_str() {
+            "authorization" | "proxy-authorization" => {
+                out.push(
+                    value
+                        .split_once(' ')
+                        .map_or(value.as_str(), |(_, c)| c.trim())
+                        .to_string(),
+                );
+            }
+            "cookie" => out.extend(
+                value
+                    .split(';')
+                    .filter_map(|p| p.split_once('=').map(|(_, v)| v.trim().to_string())),
+            ),
+            _ => out.push(value.trim().to_string()),
+        }
+    }
+    if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
+        walk_strings(&mut json, &mut |s| {
+            out.push(s.to_string());
+            None
+        });
+    }
+    out.retain(|v| is_token(v));
+    out
+}
+
+/// Dynamic values a recorded response handed out: JSON strings and object
+/// keys, `Location` path segments, `Set-Cookie` values.
+pub fn response_values(ex: &StoredExchange) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::from_slice::<Value>(&ex.response_body) {
+        collect_json(&json, &mut out);
+    }
+    if let Some(loc) = ex.response_header("location") {
+        out.extend(path_of(loc).split('/').map(percent_decode));
+    }
+    out.extend(
+        ex.response_headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .filter_map(|(_, v)| cookie_pair(v).map(|(_, v)| v)),
+    );
+    out.retain(|v| is_token(v));
+    out
+}
+
+fn collect_json(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(items) => items.iter().for_each(|i| collect_json(i, out)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                out.push(k.clone());
+                collect_json(v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pairs recorded and live values at the same JSON paths; for objects whose
+/// keys are ids, pairs the id keys in order.
+fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) {
+    match (rec, live) {
+        (Value::String(a), Value::String(b)) if a != b && is_token(a) => {
+            out.push((a.clone(), b.clone()));
+        }
+        (Value::Array(a), Value::Array(b)) => a.iter().zip(b).for_each(|(x, y)| align(x, y, out)),
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                if let Some(w) = b.get(k) {
+                    align(v, w, out);
+                }
+            }
+            let rec_ids: Vec<(&String, &Value)> = a
+                .iter()
+                .filter(|(k, _)| is_token(k) && !b.contains_key(*k))
+                .collect();
+            let live_ids: Vec<(&String, &Value)> = b
+                .iter()
+                .filter(|(k, _)| is_token(k) && !a.contains_key(*k))
+                .collect();
+            for ((rk, rv), (lk, lv)) in rec_ids.into_iter().zip(live_ids) {
+                out.push((rk.clone(), lk.clone()));
+                align(rv, lv, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn walk_strings(v: &mut Value, f: &mut impl FnMut(&str) -> Option<String>) {
+    match v {
+        Value::String(s) => {
+            if let Some(new) = f(s) {
+                *s = new;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| walk_strings(i, f)),
+        Value::Object(map) => map.values_mut().for_each(|i| walk_strings(i, f)),
+        _ => {}
+    }
+}
+
+/// Rewrites path segments and query values (compared percent-decoded,
+/// written back percent-encoded when the original was).
+fn rewrite_uri(uri: &str, f: &mut impl FnMut(&str) -> Option<String>) -> String {
+    let (path, query) = match uri.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (uri, None),
+    };
+    let mut out = String::with_capacity(uri.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let decoded = percent_decode(seg);
+        match f(&decoded) {
+            Some(live) => out.push_str(&percent_encode(&live)),
+            None => out.push_str(seg),
+        }
+    }
+    if let Some(q) = query {
+        out.push('?');
+        for (i, pair) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, v)) => {
+                    let decoded = percent_decode(&v.replace('+', " "));
+                    match f(&decoded) {
+                        Some(live) => {
+                            out.push_str(k);
+                            out.push('=');
+                            out.push_str(&percent_encode(&live));
+                        }
+                        None => out.push_str(pair),
+                    }
+                }
+                None => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+fn path_of(location: &str) -> &str {
+    let no_scheme = location.split_once("://").map_or(location, |(_, rest)| {
+        rest.find('/').map_or("", |i| &rest[i..])
+    });
+    no_scheme.split(['?', '#']).next().unwrap_or("")
+}
+
+fn cookie_pair(set_cookie: &str) -> Option<(String, String)> {
+    let first = set_cookie.split(';').next()?.trim();
+    let (k, v) = first.split_once('=')?;
+    Some((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// Decodes `%XX` escapes (invalid escapes are kept as they are).
+pub fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(h) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(h);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes everything but RFC 3986 unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A fresh value of the same shape: a short prefix (`idem-`, `txn`, `c_`)
+/// stays, then digits stay digits, letters keep their case (hex stays
+/// hex), separators stay.
+pub fn regenerate(v: &str) -> String {
+    let mut rng = rand::rng();
+    let prefix_len = v
+        .char_indices()
+        .take(8)
+        .find(|(_, c)| matches!(c, '-' | '_' | ':' | '.'))
+        .map(|(i, _)| i + 1)
+        .or_else(|| {
+            let letters = v.chars().take_while(char::is_ascii_alphabetic).count();
+            (letters > 0 && letters <= 5 && letters < v.len()).then_some(letters)
+        })
+        .unwrap_or(0);
+    let (prefix, rest) = v.split_at(prefix_len);
+    let hex = rest.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let fresh: String = rest
+        .chars()
+        .map(|c| {
+            if c.is_ascii_digit() {
+                char::from(b'0' + rng.random_range(0..10u8))
+            } else if hex && c.is_ascii_hexdigit() {
+                let d = rng.random_range(0..16u8);
+                char::from_digit(u32::from(d), 16).unwrap_or('0')
+            } else if c.is_ascii_lowercase() {
+                char::from(b'a' + rng.random_range(0..26u8))
+            } else if c.is_ascii_uppercase() {
+                char::from(b'A' + rng.random_range(0..26u8))
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("{prefix}{fresh}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+        resp: &str,
+    ) -> StoredExchange {
+        StoredExchange {
+            id: 1,
+            session_no: 1,
+            seq: 1,
+            started_at_us: 0,
+            offset_us: 0,
+            method: method.into(),
+            uri: uri.into(),
+            http_version: "HTTP/1.1".into(),
+            request_headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            request_body: body.as_bytes().to_vec(),
+            request_body_len: body.len() as i64,
+            request_truncated: false,
+            status: Some(200),
+            response_headers: vec![("content-type".into(), "application/json".into())],
+            response_body: resp.as_bytes().to_vec(),
+            response_body_len: resp.len() as i64,
+            response_truncated: false,
+            ttfb_us: Some(1),
+            duration_us: 1,
+            error_kind: None,
+            error_message: None,
+        }
+    }
+
+    const MARK: &str = "redacted:0123456789abcdef0123456789abcdef";
+
+    fn chat_session() -> Vec<StoredExchange> {
+        vec![
+            ex(
+                "POST",
+                "/api/login",
+                &[],
+                r#"{"user":"user-07"}"#,
+                &format!(r#"{{"token":"{MARK}"}}"#),
+            ),
+            ex(
+                "POST",
+                "/api/conversations",
+                &[("authorization", &format!("Bearer {MARK}"))],
+                "{}",
+                r#"{"id":"c_Ab12Cd34Ef56"}"#,
+            ),
+            ex(
+                "POST",
+                "/api/conversations/c_Ab12Cd34Ef56/messages",
+                &[
+                    ("authorization", &format!("Bearer {MARK}")),
+                    ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
+                ],
+                r#"{"text":"hi"}"#,
+                r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
+            ),
+            ex(
+                "POST",
+                "/api/conversations/c_Ab12Cd34Ef56/messages",
+                &[
+                    ("authorization", &format!("Bearer {MARK}")),
+                    ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
+                ],
+                r#"{"text":"hi"}"#,
+                r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
+            ),
+            ex(
+                "PUT",
+                "/api/conversations/c_Ab12Cd34Ef56/messages/txn0a1b2c3d4e5f",
+                &[("authorization", &format!("Bearer {MARK}"))],
+                r#"{"text":"yo"}"#,
+                r#"{"message_id":"m_Zx98Cv76Bn54Mm32"}"#,
+            ),
+            ex(
+                "GET",
+                "/api/conversations/c_Ab12Cd34Ef56/messages?limit=2&cursor=cur_Pq12Rs34Tu56Vw78Xy90",
+                &[("authorization", &format!("Bearer {MARK}"))],
+                "",
+                r#"{"messages":[],"next_cursor":null}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn nonces_are_values_sent_once_or_retried_and_never_handed_out() {
+        let s = analyze(&chat_session());
+        assert!(
+            s.nonces.contains("idem-4f2a9c01d3e5b7a8"),
+            "a retried idempotency key is a nonce"
+        );
+        assert!(
+            s.nonces.contains("txn0a1b2c3d4e5f"),
+            "a client transaction id in a PUT path is a nonce"
+        );
+        assert!(s.nonces.contains("user-07"));
+        assert!(
+            !s.nonces.contains("c_Ab12Cd34Ef56"),
+            "a server-made id is correlated, not regenerated"
+        );
+        assert!(!s.nonces.contains(MARK), "markers are credentials");
+        assert!(s.handed_out[2].contains("c_Ab12Cd34Ef56"));
+        assert!(s.handed_out[1].contains(MARK));
+    }
+
+    #[test]
+    fn live_values_flow_into_later_requests_of_the_world() {
+        let session = chat_session();
+        let values = analyze(&session);
+        let world = World::default();
+        // Login: the live token is learned for the recorded marker.
+        let login = prepare(&session[0], 0, &values, &world);
+        assert_eq!(
+            login.substitutions,
+            ["nonce"],
+            "the user name is regenerated per world"
+        );
+        learn(
+            &session[0],
+            &[],
+            &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
+            &world,
+        );
+        let create = prepare(&session[1], 1, &values, &world);
+        assert_eq!(
+            create.exchange.request_header("authorization"),
+            Some("Bearer tok_LIVE123456")
+        );
+        assert_eq!(create.substitutions, ["credential"]);
+        learn(
+            &session[1],
+            &[],
+            &Bytes::from_static(br#"{"id":"c_LiveConv9876"}"#),
+            &world,
+        );
+        let post = prepare(&session[2], 2, &values, &world);
+        assert_eq!(
+            post.exchange.uri,
+            "/api/conversations/c_LiveConv9876/messages"
+        );
+        let key = post
+            .exchange
+            .request_header("idempotency-key")
+            .expect("key")
+            .to_string();
+        assert_ne!(key, "idem-4f2a9c01d3e5b7a8");
+        assert_eq!(key.len(), "idem-4f2a9c01d3e5b7a8".len());
+        let retry = prepare(&session[3], 3, &values, &world);
+        assert_eq!(
+            retry.exchange.request_header("idempotency-key"),
+            Some(key.as_str()),
+            "one nonce per world"
+        );
+        let put = prepare(&session[4], 4, &values, &world);
+        assert!(
+            put.exchange
+                .uri
+                .starts_with("/api/conversations/c_LiveConv9876/messages/txn")
+        );
+        assert!(!put.exchange.uri.ends_with("txn0a1b2c3d4e5f"));
+        // Another world regenerates its own nonces.
+        let other = World::default();
+        let other_post = prepare(&session[2], 2, &values, &other);
+        assert_ne!(
+            other_post.exchange.request_header("idempotency-key"),
+            Some(key.as_str())
+        );
+    }
+
+    #[test]
+    fn a_failed_response_skips_the_requests_that_need_its_values() {
+        let session = chat_session();
+        let values = analyze(&session);
+        let world = World::default();
+        poison(&session[1], &world);
+        learn(
+            &session[0],
+            &[],
+            &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
+            &world,
+        );
+        let post = prepare(&session[2], 2, &values, &world);
+        assert!(
+            post.skip,
+            "the conversation was never created in this world"
+        );
+    }
+
+    #[test]
+    fn a_digitless_cursor_is_still_learned_but_never_invented() {
+        assert!(is_token("cur_mldrbMhhbcbmvmvlSScX"));
+        assert!(!is_token("messages") && !is_token("nextCursor") && !is_token("created_by"));
+        assert!(!is_dynamic("conversations"), "a path word is not a nonce");
+        let world = World::default();
+        let recorded = ex(
+            "GET",
+            "/m",
+            &[],
+            "",
+            r#"{"next_cursor":"cur_mldrbMhhbcbmvmvlSScX"}"#,
+        );
+        learn(
+            &recorded,
+            &[],
+            &Bytes::from_static(br#"{"next_cursor":"cur_LIVEabcdefghijklmn"}"#),
+            &world,
+        );
+        let next = ex(
+            "GET",
+            "/m?limit=2&cursor=cur_mldrbMhhbcbmvmvlSScX",
+            &[],
+            "",
+            "{}",
+        );
+        let p = prepare(&next, 0, &analyze(std::slice::from_ref(&next)), &world);
+        assert_eq!(p.exchange.uri, "/m?limit=2&cursor=cur_LIVEabcdefghijklmn");
+    }
+
+    #[test]
+    fn percent_encoded_ids_and_object_keys_are_matched() {
+        let world = World::default();
+        let recorded = ex(
+            "GET",
+            "/sync",
+            &[],
+            "",
+            r#"{"rooms":{"!abc123:host":{"n":1}}}"#,
+        );
+        learn(
+            &recorded,
+            &[],
+            &Bytes::from_static(br#"{"rooms":{"!live987:host":{"n":1}}}"#),
+            &world,
+        );
+        let values = SessionValues::default();
+        let send = ex("PUT", "/rooms/%21abc123%3Ahost/send/txn1", &[], "", "{}");
+        let p = prepare(&send, 0, &values, &world);
+        assert_eq!(p.exchange.uri, "/rooms/%21live987%3Ahost/send/txn1");
+        assert_eq!(percent_decode("%21a%3Ab"), "!a:b");
+    }
+}
