@@ -80,6 +80,9 @@ impl Slo {
 pub struct Safety {
     /// Most requests in flight at once; further sends wait (and are late).
     pub max_inflight: usize,
+    /// Most virtual users alive at once (bounds memory when the target
+    /// falls behind); further VUs start late.
+    pub max_vus: usize,
     /// A request without a complete response after this long fails as `timeout`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -96,6 +99,7 @@ impl Default for Safety {
     fn default() -> Self {
         Safety {
             max_inflight: 10_000,
+            max_vus: 100_000,
             request_timeout: Duration::from_secs(30),
             abort_error_rate: None,
             abort_window: Duration::from_secs(10),
@@ -251,6 +255,9 @@ impl Profile {
         let safety = &self.safety;
         if safety.max_inflight == 0 {
             return Err("safety.max_inflight = 0: use 1 or more".into());
+        }
+        if safety.max_vus == 0 {
+            return Err("safety.max_vus = 0: use 1 or more".into());
         }
         if safety.request_timeout.is_zero() {
             return Err("safety.request_timeout is zero".into());

@@ -93,6 +93,8 @@ pub struct StageRun {
     pub shard: Option<(u32, u32)>,
     /// Learn live values and rewrite requests (DESIGN.md "Dynamic values").
     pub correlate: bool,
+    /// Most VUs alive at once.
+    pub max_vus: usize,
 }
 
 /// A VU's identity for the dedup detector: (world, pass).
@@ -183,6 +185,9 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         stage.repeat,
     );
     let mut vus = JoinSet::new();
+    let vu_slots = Arc::new(Semaphore::new(
+        stage.max_vus.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     for (k, vu) in schedule.enumerate() {
         if let Some((index, count)) = stage.shard
             && k as u64 % u64::from(count) != u64::from(index - 1)
@@ -199,17 +204,32 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
             () = sleep_until(wake) => {}
             () = abort.wait() => break,
         }
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        // The VU cap bounds memory when the target falls behind the plan:
+        // further VUs wait for a slot (and their sends show up as late).
+        let slot = tokio::select! {
+            slot = vu_slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = abort.wait() => break,
+        };
         let session_no = sessions[vu.session].session_no;
-        vus.spawn(run_vu(
-            ctx.clone(),
-            session_no,
-            (vu.world, vu.pass),
-            origin + vu.start,
-        ));
+        let ctx = ctx.clone();
+        vus.spawn(async move {
+            run_vu(ctx, session_no, (vu.world, vu.pass), origin + vu.start).await;
+            drop(slot);
+        });
         while vus.try_join_next().is_some() {}
     }
     while vus.join_next().await.is_some() {}
     origin
+}
+
+fn is_write(method: &str) -> bool {
+    matches!(method, "POST" | "PUT" | "PATCH")
 }
 
 fn is_safe(method: &str) -> bool {
@@ -243,6 +263,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
     });
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::with_capacity(exchanges.len());
     for (index, (ex, p)) in exchanges.into_iter().zip(planned).enumerate() {
+        let ex = Arc::new(ex);
         for dep in p.after {
             if let Some(h) = handles.get_mut(dep).and_then(Option::take) {
                 let _ = h.await;
@@ -276,13 +297,17 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
                     unresolved: prepared.unresolved,
                 });
             }
-            prepared.exchange
+            Arc::new(prepared.exchange)
         } else {
             ex.clone()
         };
         tokio::select! {
             () = sleep_until(due) => {}
             () = ctx.abort.wait() => break,
+        }
+        // A VU that fell behind stops at the end of the stage.
+        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
         }
         let ctx2 = ctx.clone();
         let world = world.clone();
@@ -293,11 +318,14 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
             let Ok(_permit) = ctx2.inflight.clone().acquire_owned().await else {
                 return;
             };
+            if ctx2.deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
             let sent_at = Instant::now();
             let route = route::normalize(&ex.method, &ex.uri);
             let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
             ctx2.live.inflight.fetch_add(1, Ordering::Relaxed);
-            let sent = ctx2.dispatch.send(Arc::new(to_send)).await;
+            let sent = ctx2.dispatch.send(to_send).await;
             ctx2.live.inflight.fetch_sub(1, Ordering::Relaxed);
             let recorded_ok = recorded_status.is_some_and(|s| s < 400);
             let live_ok = sent.status.is_some_and(|s| s < 400);
@@ -315,7 +343,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
                 if ctx2.correlate {
                     rewrite::poison(&ex, &world);
                 }
-            } else if live_ok {
+            } else if live_ok && (ctx2.correlate || is_write(&ex.method)) {
                 let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
                 // Echoes of what the session itself sent (a user name, a
                 // regenerated key) say nothing about the backend's ids.
@@ -323,7 +351,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
                 if ctx2.correlate {
                     world.absorb(&pairs);
                 }
-                if matches!(ex.method.as_str(), "POST" | "PUT" | "PATCH") {
+                if is_write(&ex.method) {
                     suspected_dedup = ctx2.suspected_dedup(ex.id, who, &pairs);
                 }
             }
@@ -481,6 +509,7 @@ mod tests {
             read_only: false,
             shard: None,
             correlate: true,
+            max_vus: 100_000,
         }
     }
 

@@ -85,10 +85,14 @@ pub struct ReplayRun {
 struct StoreSource {
     store: Store,
     run: i64,
+    /// Reads queue here, not in the connection pool (whose waits time out
+    /// and warn when thousands of VUs start at one instant).
+    reads: Semaphore,
 }
 
 impl SessionSource for StoreSource {
     async fn load(&self, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+        let _turn = self.reads.acquire().await;
         self.store.session_exchanges(self.run, session_no).await
     }
 }
@@ -146,6 +150,7 @@ pub async fn run(
     let source = Arc::new(StoreSource {
         store: store.clone(),
         run: run.id,
+        reads: Semaphore::new(4),
     });
     let safety = &config.profile.safety;
     let inflight = Arc::new(Semaphore::new(
@@ -190,6 +195,7 @@ pub async fn run(
             read_only: config.read_only,
             shard: config.shard,
             correlate: config.correlate,
+            max_vus: config.profile.safety.max_vus,
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();

@@ -130,7 +130,12 @@ impl Collector {
                 d.ttfb.record(t);
             }
         }
-        let route = d.routes.entry(o.route.clone()).or_default();
+        if !d.routes.contains_key(&o.route) {
+            d.routes.insert(o.route.clone(), Default::default());
+        }
+        let Some(route) = d.routes.get_mut(&o.route) else {
+            return;
+        };
         route.requests += 1;
         route.suspected_dedup += u64::from(o.suspected_dedup);
         route.long_poll = long_poll;
