@@ -228,6 +228,73 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
     origin
 }
 
+/// Sends one request (after the in-flight cap), learns from its response
+/// and reports the outcome.
+async fn send_one<D: Dispatch, S: SessionSource>(
+    ctx: Arc<Ctx<D, S>>,
+    ex: Arc<StoredExchange>,
+    to_send: Arc<StoredExchange>,
+    due: Instant,
+    world: Arc<World>,
+    values: Arc<SessionValues>,
+    who: VuId,
+) {
+    // The in-flight cap: waiting here makes the send late, and the
+    // corrected latency shows it.
+    let Ok(_permit) = ctx.inflight.clone().acquire_owned().await else {
+        return;
+    };
+    if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+        return;
+    }
+    let sent_at = Instant::now();
+    let route = route::normalize(&ex.method, &ex.uri);
+    let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
+    ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
+    let sent = ctx.dispatch.send(to_send).await;
+    ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
+    let recorded_ok = recorded_status.is_some_and(|s| s < 400);
+    let live_ok = sent.status.is_some_and(|s| s < 400);
+    let mut suspected_dedup = false;
+    if recorded_ok && !live_ok {
+        tracing::debug!(
+            exchange = ex.id,
+            session = ex.session_no,
+            seq = ex.seq,
+            recorded = %ex.uri,
+            status = ?sent.status,
+            failure = ?sent.failure,
+            "a request the recording got through failed"
+        );
+        if ctx.correlate {
+            rewrite::poison(&ex, &world);
+        }
+    } else if live_ok && (ctx.correlate || is_write(&ex.method)) {
+        let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
+        // Echoes of what the session itself sent (a user name, a
+        // regenerated key) say nothing about the backend's ids.
+        pairs.retain(|(rec, _)| !values.nonces.contains(rec));
+        if ctx.correlate {
+            world.absorb(&pairs);
+        }
+        if is_write(&ex.method) {
+            suspected_dedup = ctx.suspected_dedup(ex.id, who, &pairs);
+        }
+    }
+    let _ = ctx.events.send(Event::Outcome(Outcome {
+        route,
+        planned: due,
+        sent: sent_at,
+        ttfb: sent.ttfb,
+        finished: sent.finished,
+        finished_at_us: now_epoch_us(),
+        status: sent.status,
+        recorded_status,
+        failure: sent.failure,
+        suspected_dedup,
+    }));
+}
+
 fn is_write(method: &str) -> bool {
     matches!(method, "POST" | "PUT" | "PATCH")
 }
@@ -262,9 +329,10 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         SessionValues::default()
     });
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::with_capacity(exchanges.len());
-    for (index, (ex, p)) in exchanges.into_iter().zip(planned).enumerate() {
+    for (index, ex) in exchanges.into_iter().enumerate() {
         let ex = Arc::new(ex);
-        for dep in p.after {
+        let p = &planned[index];
+        for &dep in &p.after {
             if let Some(h) = handles.get_mut(dep).and_then(Option::take) {
                 let _ = h.await;
             }
@@ -309,65 +377,26 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let ctx2 = ctx.clone();
-        let world = world.clone();
-        let values = values.clone();
-        handles.push(Some(tokio::spawn(async move {
-            // The in-flight cap: waiting here makes the send late, and the
-            // corrected latency shows it.
-            let Ok(_permit) = ctx2.inflight.clone().acquire_owned().await else {
-                return;
-            };
-            if ctx2.deadline.is_some_and(|d| Instant::now() >= d) {
-                return;
-            }
-            let sent_at = Instant::now();
-            let route = route::normalize(&ex.method, &ex.uri);
-            let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
-            ctx2.live.inflight.fetch_add(1, Ordering::Relaxed);
-            let sent = ctx2.dispatch.send(to_send).await;
-            ctx2.live.inflight.fetch_sub(1, Ordering::Relaxed);
-            let recorded_ok = recorded_status.is_some_and(|s| s < 400);
-            let live_ok = sent.status.is_some_and(|s| s < 400);
-            let mut suspected_dedup = false;
-            if recorded_ok && !live_ok {
-                tracing::debug!(
-                    exchange = ex.id,
-                    session = ex.session_no,
-                    seq = ex.seq,
-                    recorded = %ex.uri,
-                    status = ?sent.status,
-                    failure = ?sent.failure,
-                    "a request the recording got through failed"
-                );
-                if ctx2.correlate {
-                    rewrite::poison(&ex, &world);
-                }
-            } else if live_ok && (ctx2.correlate || is_write(&ex.method)) {
-                let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
-                // Echoes of what the session itself sent (a user name, a
-                // regenerated key) say nothing about the backend's ids.
-                pairs.retain(|(rec, _)| !values.nonces.contains(rec));
-                if ctx2.correlate {
-                    world.absorb(&pairs);
-                }
-                if is_write(&ex.method) {
-                    suspected_dedup = ctx2.suspected_dedup(ex.id, who, &pairs);
-                }
-            }
-            let _ = ctx2.events.send(Event::Outcome(Outcome {
-                route,
-                planned: due,
-                sent: sent_at,
-                ttfb: sent.ttfb,
-                finished: sent.finished,
-                finished_at_us: now_epoch_us(),
-                status: sent.status,
-                recorded_status,
-                failure: sent.failure,
-                suspected_dedup,
-            }));
-        })));
+        let request = send_one(
+            ctx.clone(),
+            ex,
+            to_send,
+            due,
+            world.clone(),
+            values.clone(),
+            who,
+        );
+        // A request the next one waits for (or the last one) runs inline:
+        // a chain of sequential requests costs no task per request.
+        let next_waits = planned
+            .get(index + 1)
+            .is_none_or(|n| n.after.contains(&index));
+        if next_waits {
+            request.await;
+            handles.push(None);
+        } else {
+            handles.push(Some(tokio::spawn(request)));
+        }
     }
     for h in handles.into_iter().flatten() {
         let _ = h.await;
