@@ -88,6 +88,9 @@ pub struct Stats {
     pub rate_limited: u64,
     /// Bot replies streamed to the end.
     pub replies_streamed: u64,
+    /// Conversations holding at least one message.
+    #[serde(default)]
+    pub conversations_with_messages: u64,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -256,7 +259,14 @@ impl Backend {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         if path == "/api/stats" && req.method() == Method::GET {
-            let stats = self.lock().stats.clone();
+            let st = self.lock();
+            let mut stats = st.stats.clone();
+            stats.conversations_with_messages = st
+                .conversations
+                .values()
+                .filter(|c| !c.messages.is_empty())
+                .count() as u64;
+            drop(st);
             return json_response(StatusCode::OK, &json!(stats));
         }
         let permit = match tokio::time::timeout(

@@ -251,6 +251,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     let route = route::normalize(&ex.method, &ex.uri);
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
+    let to_send_values = to_send.clone();
     let sent = ctx.dispatch.send(to_send).await;
     ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
     let recorded_ok = recorded_status.is_some_and(|s| s < 400);
@@ -278,6 +279,10 @@ async fn send_one<D: Dispatch, S: SessionSource>(
             world.absorb(&pairs);
         }
         if is_write(&ex.method) {
+            // Echoes of what the request itself carried (a room id every
+            // world posts to) are not the backend's answer.
+            let carried = rewrite::request_values(&to_send_values);
+            pairs.retain(|(_, live)| !carried.contains(live));
             suspected_dedup = ctx.suspected_dedup(ex.id, who, &pairs);
         }
     }

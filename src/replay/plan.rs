@@ -2,11 +2,14 @@
 //!
 //! Multiplier N plays N copies ("worlds") of the recorded population. A
 //! virtual user (VU) is one recorded session in one world. World 0 plays
-//! the recording as it was; world k is the recording rotated by a phase
+//! the recording as it was; world k plays it shifted by a phase
 //! `(k + u_k) / N` of its span (u_k from the seed), so N worlds arrive at N
-//! times the recorded rate without synchronized bursts and the stage lasts
-//! as long as the recording. Speed S divides every offset. With a duration
-//! and `loop`, passes repeat back to back until the duration is filled.
+//! times the recorded rate without synchronized bursts. A world keeps the
+//! recording's order whole — a room one user created exists before the
+//! other users of that world post to it — so a one-pass stage lasts up to
+//! twice the recording. Speed S divides every offset. With a duration and
+//! `loop`, each world's passes repeat back to back until the duration is
+//! filled.
 //! VUs come out of [`VuSchedule`] in start order, lazily: the plan is never
 //! materialized whole.
 
@@ -66,7 +69,6 @@ pub fn scaled(offset_us: i64, speed: f64) -> Duration {
 pub struct VuSchedule<'a> {
     sessions: &'a [SessionSpan],
     speed: f64,
-    span: Duration,
     cycle: Duration,
     phases: Vec<Duration>,
     limit: Option<Duration>,
@@ -75,7 +77,7 @@ pub struct VuSchedule<'a> {
     heap: BinaryHeap<Reverse<(Duration, u32, u32, usize)>>,
     /// Session indexes sorted by first offset.
     order: Vec<usize>,
-    /// Per world: how far into `order` (rotated) it has gone, per pass.
+    /// Per world: how far into `order` it has gone in its current pass.
     started: Vec<usize>,
 }
 
@@ -100,7 +102,6 @@ impl<'a> VuSchedule<'a> {
         let mut this = VuSchedule {
             sessions,
             speed,
-            span,
             // One pass takes the recording's span; the next starts right after.
             cycle: span,
             phases,
@@ -118,29 +119,10 @@ impl<'a> VuSchedule<'a> {
         this
     }
 
-    /// Start of the `pos`-th session (in the world's rotated order) of a
-    /// world's pass.
+    /// Start of the `pos`-th session (in recorded order) of a world's pass.
     fn start_of(&self, world: u32, pass: u32, pos: usize) -> Duration {
-        let phase = self.phases[world as usize];
-        let s = &self.sessions[self.order[self.rotated(world, pos)]];
-        let offset = scaled(s.first_offset_us, self.speed);
-        // Sessions recorded before the phase point wrap to the end.
-        let rotated = if offset >= phase {
-            offset - phase
-        } else {
-            offset + self.span - phase
-        };
-        self.cycle * pass + rotated
-    }
-
-    /// Index into `order` of the `pos`-th session of a world, starting at the
-    /// first session recorded at or after the world's phase.
-    fn rotated(&self, world: u32, pos: usize) -> usize {
-        let phase = self.phases[world as usize];
-        let first = self
-            .order
-            .partition_point(|&i| scaled(self.sessions[i].first_offset_us, self.speed) < phase);
-        (first + pos) % self.order.len()
+        let s = &self.sessions[self.order[pos]];
+        self.phases[world as usize] + self.cycle * pass + scaled(s.first_offset_us, self.speed)
     }
 
     fn push_next(&mut self, world: u32, pass: u32) {
@@ -167,7 +149,7 @@ impl Iterator for VuSchedule<'_> {
 
     fn next(&mut self) -> Option<PlannedVu> {
         let Reverse((start, world, pass, pos)) = self.heap.pop()?;
-        let session = self.order[self.rotated(world, pos)];
+        let session = self.order[pos];
         self.started[world as usize] = pos + 1;
         self.push_next(world, pass);
         Some(PlannedVu {
@@ -272,8 +254,20 @@ mod tests {
             starts.dedup();
             assert_eq!(starts.len(), 5, "session {session} clones start apart");
         }
-        // Rotation keeps the stage within the recording's span.
-        assert!(vus.iter().all(|v| v.start < Duration::from_secs(1)));
+        // Each world keeps the recorded order; the stage ends within two spans.
+        for w in 0..5 {
+            let order: Vec<usize> = vus
+                .iter()
+                .filter(|v| v.world == w)
+                .map(|v| v.session)
+                .collect();
+            assert_eq!(
+                order,
+                (0..10).collect::<Vec<_>>(),
+                "world {w} plays sessions in recorded order"
+            );
+        }
+        assert!(vus.iter().all(|v| v.start < Duration::from_secs(2)));
         // Deterministic for a seed, different for another.
         let again: Vec<PlannedVu> =
             VuSchedule::new(&s, 1_000_000, 5, 1.0, 42, None, false).collect();

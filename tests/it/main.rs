@@ -4,6 +4,7 @@
 mod support;
 
 mod binary;
+mod correlation;
 mod demo_backend;
 mod proxy;
 mod replay;

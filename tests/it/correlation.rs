@@ -1,0 +1,244 @@
+//! Dynamic values end to end: demo traffic recorded through the proxy and
+//! replayed against demo backends, checked on the server side.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::json;
+use tapedeck::capture::Store;
+use tapedeck::demo::backend::{BackendConfig, DemoBackend, Stats};
+use tapedeck::demo::script::{self, ChatClient, Population};
+use tapedeck::profile::Profile;
+use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::replay::outcome::LiveStats;
+use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::report::Report;
+use tapedeck::shutdown::Shutdown;
+use tokio::net::TcpListener;
+
+async fn backend() -> DemoBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    DemoBackend::start(listener, BackendConfig::default(), Shutdown::new()).expect("backend")
+}
+
+async fn stats(b: &DemoBackend) -> Stats {
+    let r = ChatClient::new(&b.url(), "test")
+        .call(Method::GET, "/api/stats", None, &[], None)
+        .await
+        .expect("stats");
+    serde_json::from_slice(&r.body).expect("stats json")
+}
+
+/// A proxy in front of `upstream` recording into `dir/capture.db`.
+async fn recording(
+    upstream: &DemoBackend,
+    dir: &tempfile::TempDir,
+    keep_credentials: bool,
+) -> (Recording, PathBuf) {
+    let capture = dir.path().join("capture.db");
+    let store = Store::create(&capture).await.expect("capture");
+    let mut config = RecordConfig::new(Upstream::parse(&upstream.url()).expect("url"));
+    config.redaction.keep_credentials = keep_credentials;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let rec = Recording::start(listener, store, config, Shutdown::new())
+        .await
+        .expect("record");
+    (rec, capture)
+}
+
+async fn record_demo(
+    upstream: &DemoBackend,
+    dir: &tempfile::TempDir,
+    keep_credentials: bool,
+) -> PathBuf {
+    let (rec, capture) = recording(upstream, dir, keep_credentials).await;
+    let population = Population {
+        users: 4,
+        messages_per_user: 4,
+        ramp: Duration::from_millis(50),
+        think: (Duration::from_millis(5), Duration::from_millis(20)),
+        seed: 3,
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = script::drive(rec.local_addr(), population, tx).await;
+    assert!(outcome.mismatches.is_empty(), "{:?}", outcome.mismatches);
+    rec.stop().await.expect("stop");
+    capture
+}
+
+async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed: f64) -> Report {
+    let store = Store::open(capture).await.expect("open");
+    let config = ReplayConfig {
+        target: Upstream::parse(&target.url()).expect("url"),
+        profile: Profile::single(5, speed),
+        capture_path: capture.display().to_string(),
+        run: None,
+        seed: Some(11),
+        read_only: false,
+        replay_header: true,
+        shard: None,
+        sessions: None,
+        correlate,
+    };
+    replay::run(&store, config, Arc::new(LiveStats::default()))
+        .await
+        .expect("replay")
+        .report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded_on = backend().await;
+    let capture = record_demo(&recorded_on, &dir, false).await;
+    let recorded = stats(&recorded_on).await;
+
+    let fresh = backend().await;
+    let report = replay_5x(&capture, &fresh, true, 4.0).await;
+    let s = &report.stages[0];
+    assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
+    assert_eq!(s.status_mismatches, 0, "{:?}", s.status_counts);
+    assert!(
+        s.status_counts.keys().all(|k| !k.starts_with('4')),
+        "{:?}",
+        s.status_counts
+    );
+    assert_eq!((s.dependent_skipped, s.suspected_dedup), (0, 0));
+    for kind in ["correlated", "credential", "nonce"] {
+        assert!(
+            s.substitutions_by_kind.get(kind).is_some_and(|n| *n > 0),
+            "{kind}: {:?}",
+            s.substitutions_by_kind
+        );
+    }
+    let live = stats(&fresh).await;
+    assert_eq!(live.logins, 5 * recorded.logins);
+    assert_eq!(live.conversations, 5 * recorded.conversations);
+    assert_eq!(
+        live.messages,
+        5 * recorded.messages,
+        "every world's sends were stored"
+    );
+    // The script's one client retry per user is replayed per world, and is
+    // the only duplicate the backend suppresses: no world's send is taken for
+    // another's.
+    assert_eq!(
+        live.duplicate_sends_suppressed,
+        5 * recorded.duplicate_sends_suppressed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbatim_replay_is_deduplicated_live_and_rejected_fresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded_on = backend().await;
+    let capture = record_demo(&recorded_on, &dir, true).await;
+    let before = stats(&recorded_on).await;
+
+    // Against the backend that was recorded (tokens and ids still valid):
+    // the sends succeed, but the backend deduplicates them.
+    let report = replay_5x(&capture, &recorded_on, false, 4.0).await;
+    let s = &report.stages[0];
+    assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
+    let after = stats(&recorded_on).await;
+    assert_eq!(after.messages, before.messages, "no new message was stored");
+    assert!(
+        after.duplicate_sends_suppressed
+            > before.duplicate_sends_suppressed + 5 * before.messages - 1
+    );
+    let dedup = |route: &str| {
+        s.routes
+            .iter()
+            .find(|r| r.route == route)
+            .map_or(0, |r| r.suspected_dedup)
+    };
+    assert!(
+        dedup("POST /api/conversations/{id}/messages") > 0,
+        "{:?}",
+        s.routes
+    );
+    assert!(
+        dedup("PUT /api/conversations/{id}/messages/{id}") > 0,
+        "{:?}",
+        s.routes
+    );
+
+    // Verbatim against a fresh backend: stale tokens and ids.
+    let fresh = backend().await;
+    let report = replay_5x(&capture, &fresh, false, 4.0).await;
+    let s = &report.stages[0];
+    assert!(s.error_kinds["http_4xx"] > 0, "{:?}", s.status_counts);
+    assert!(s.status_counts.contains_key("401"), "{:?}", s.status_counts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded_on = backend().await;
+    let (rec, capture) = recording(&recorded_on, &dir, false).await;
+    let base = format!("http://{}", rec.local_addr());
+    let (alice, bob) = (
+        ChatClient::new(&base, "alice-app"),
+        ChatClient::new(&base, "bob-app"),
+    );
+    let login = |c: &ChatClient, user: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c
+                .call(
+                    Method::POST,
+                    "/api/login",
+                    None,
+                    &[],
+                    Some(json!({"user": user, "password": "pw"})),
+                )
+                .await
+                .expect("login");
+            r.json()["token"].as_str().expect("token").to_string()
+        }
+    };
+    let a = login(&alice, "alice-01").await;
+    let room = alice
+        .call(
+            Method::POST,
+            "/api/conversations",
+            Some(&a),
+            &[],
+            Some(json!({"title": "team"})),
+        )
+        .await
+        .expect("create")
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Bob joins a while later, as people do (recorded think time).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let b = login(&bob, "bob-0002").await;
+    let path = format!("/api/conversations/{room}/messages");
+    let sent = bob
+        .call(
+            Method::POST,
+            &path,
+            Some(&b),
+            &[("idempotency-key", "idem-7c1e2a9b4d")],
+            Some(json!({"text": "hi"})),
+        )
+        .await
+        .expect("post");
+    assert_eq!(sent.status, StatusCode::CREATED);
+    rec.stop().await.expect("stop");
+
+    let fresh = backend().await;
+    let report = replay_5x(&capture, &fresh, true, 1.0).await;
+    let s = &report.stages[0];
+    assert_eq!(s.errors, 0, "{:?}", s.status_counts);
+    let live = stats(&fresh).await;
+    assert_eq!((live.conversations, live.messages), (5, 5));
+    assert_eq!(
+        live.conversations_with_messages, 5,
+        "each world's Bob posted to his world's room"
+    );
+}
