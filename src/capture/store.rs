@@ -214,13 +214,7 @@ impl Store {
                 reason: "it is a SQLite database of something else; choose a new file".into(),
             });
         }
-        migrator()
-            .run(&store.pool)
-            .await
-            .map_err(|e| CaptureError::NotACapture {
-                path: path.to_path_buf(),
-                reason: format!("schema migration failed: {e}"),
-            })?;
+        store.migrate().await?;
         Ok(store)
     }
 
@@ -242,14 +236,19 @@ impl Store {
                 reason: "it has no tapedeck tables".into(),
             });
         }
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded schema migrations.
+    async fn migrate(&self) -> Result<(), CaptureError> {
         migrator()
-            .run(&store.pool)
+            .run(&self.pool)
             .await
             .map_err(|e| CaptureError::NotACapture {
-                path: path.to_path_buf(),
+                path: self.path.clone(),
                 reason: format!("schema migration failed: {e}"),
-            })?;
-        Ok(store)
+            })
     }
 
     async fn connect(path: &Path, create: bool) -> Result<Store, CaptureError> {

@@ -449,12 +449,9 @@ impl Backend {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = match read_json(req).await {
-            Ok(v) => v,
+        let text = match read_text(req).await {
+            Ok(t) => t,
             Err(resp) => return *resp,
-        };
-        let Some(text) = body.get("text").and_then(Value::as_str) else {
-            return error(StatusCode::BAD_REQUEST, "expected {\"text\": string}");
         };
         let mut st = self.lock();
         if !st.conversations.contains_key(conversation) {
@@ -470,7 +467,7 @@ impl Backend {
                 return json_response(StatusCode::CREATED, &json!({ "message": message }));
             }
         }
-        let message = self.new_message(user, text);
+        let message = self.new_message(user, &text);
         if let Some(key) = key {
             st.idempotency
                 .insert((user.to_string(), key), message.clone());
@@ -489,12 +486,9 @@ impl Backend {
         conversation: &str,
         txn: &str,
     ) -> Response<Body> {
-        let body = match read_json(req).await {
-            Ok(v) => v,
+        let text = match read_text(req).await {
+            Ok(t) => t,
             Err(resp) => return *resp,
-        };
-        let Some(text) = body.get("text").and_then(Value::as_str) else {
-            return error(StatusCode::BAD_REQUEST, "expected {\"text\": string}");
         };
         let mut st = self.lock();
         if !st.conversations.contains_key(conversation) {
@@ -505,7 +499,7 @@ impl Backend {
             st.stats.duplicate_sends_suppressed += 1;
             return json_response(StatusCode::OK, &json!({ "message_id": id }));
         }
-        let message = self.new_message(user, text);
+        let message = self.new_message(user, &text);
         let id = message.id.clone();
         st.transactions.insert(txn_key, id.clone());
         if let Some(c) = st.conversations.get_mut(conversation) {
@@ -626,6 +620,18 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<Body>>>
             &format!("body is not valid JSON: {e}"),
         ))
     })
+}
+
+/// The `text` of a `{"text": …}` body.
+async fn read_text(req: Request<Incoming>) -> Result<String, Box<Response<Body>>> {
+    let body = read_json(req).await?;
+    match body.get("text").and_then(Value::as_str) {
+        Some(t) => Ok(t.to_string()),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "expected {\"text\": string}",
+        ))),
+    }
 }
 
 async fn read_json_or_empty(req: Request<Incoming>) -> Result<Value, Box<Response<Body>>> {

@@ -9,7 +9,7 @@
 //! store: recording can fail without a request failing.
 
 pub mod admin;
-mod forward;
+pub(crate) mod forward;
 pub mod metrics;
 pub mod session;
 pub mod tap;

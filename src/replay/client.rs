@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::engine::{Dispatch, Sent};
 use crate::capture::StoredExchange;
 use crate::proxy::Upstream;
+use crate::proxy::forward::HOP_BY_HOP;
 
 /// Largest response body kept for correlation.
 const MAX_KEPT_BODY: usize = 1024 * 1024;
@@ -25,19 +26,15 @@ const MAX_KEPT_BODY: usize = 1024 * 1024;
 /// Header marking replayed traffic, so backends can mute side effects.
 pub const REPLAY_HEADER: &str = "x-tapedeck-replay";
 
-/// Recorded headers that describe the recorded connection, not the request.
-const NOT_REPLAYED: [&str; 10] = [
-    "host",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "x-tapedeck-replay",
-];
+/// Recorded headers the client sets itself for the replayed request.
+const SET_BY_CLIENT: [&str; 3] = ["host", "content-length", "x-tapedeck-replay"];
+
+fn replayed(name: &str) -> bool {
+    !SET_BY_CLIENT
+        .iter()
+        .chain(HOP_BY_HOP.iter())
+        .any(|n| name.eq_ignore_ascii_case(n))
+}
 
 /// Sends recorded requests to the target.
 #[derive(Debug, Clone)]
@@ -83,7 +80,7 @@ impl ReplayClient {
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
         for (name, value) in &ex.request_headers {
-            if NOT_REPLAYED.iter().any(|n| name.eq_ignore_ascii_case(n)) {
+            if !replayed(name) {
                 continue;
             }
             if let (Ok(n), Ok(v)) = (
