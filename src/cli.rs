@@ -42,6 +42,23 @@ pub enum Command {
     /// Work with replay reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Compare a candidate report with a base one (exit 1 on regression).
+    Compare(CompareArgs),
+}
+
+/// `tapedeck compare`
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The base report (e.g. the last build's).
+    pub base: PathBuf,
+    /// The candidate report (e.g. this build's).
+    pub candidate: PathBuf,
+    /// Regression thresholds.
+    #[arg(long, default_value = "p95=+10%,p99=+15%,errors=+0.5pp")]
+    pub threshold: String,
+    /// Also write the comparison as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// `tapedeck record`. Every option can also come from `--config FILE`

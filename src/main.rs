@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -16,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use cli::{
-    CapturesCommand, Cli, Command, DemoArgs, DemoBackendArgs, RecordArgs, ReplayArgs, ReportCommand,
+    CapturesCommand, Cli, Command, CompareArgs, DemoArgs, DemoBackendArgs, RecordArgs, ReplayArgs,
+    ReportCommand,
 };
 use tapedeck::capture::Store;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
             Command::DemoBackend(args) => demo_backend(args).await,
             Command::Replay(args) => replay(*args).await,
             Command::Report(cmd) => report(cmd).await,
+            Command::Compare(args) => compare(args),
         }
     });
     match result {
@@ -231,21 +234,48 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         "replaying the capture with the capacity profile (1x, 5x, 10x) against a fresh demo backend \
          with 4 workers and 20 ms service time"
     );
-    let live = Arc::new(LiveStats::default());
-    let stages = vec!["1x".to_string(), "5x".to_string(), "10x".to_string()];
-    let progress = progress_line(live.clone(), stages);
-    let replayed = tapedeck::demo::replay(&recorded.capture, &out, live).await;
-    progress.abort();
-    let (report, report_path) = replayed?;
+    let report_path = out.join("replay.json");
+    let report = demo_replay(
+        &recorded.capture,
+        tapedeck::demo::constrained_backend(Duration::from_millis(20)),
+        tapedeck::demo::capacity_profile()?,
+        &report_path,
+    )
+    .await?;
     print!("{}", render::stages_table(&report));
     print!("{}", render::capacity(&report));
     println!("report {}", report_path.display());
+    println!();
+    println!(
+        "the next build got slower: replaying at 5x against a backend with 30 ms service time"
+    );
+    let next_path = out.join("replay-next.json");
+    let next = demo_replay(
+        &recorded.capture,
+        tapedeck::demo::constrained_backend(Duration::from_millis(30)),
+        tapedeck::profile::Profile::single(5, 1.0),
+        &next_path,
+    )
+    .await?;
+    print!("{}", render::stages_table(&next));
+    let diff = tapedeck::report::compare::compare(&report, &next, &Default::default());
+    let compare_path = out.join("compare.json");
+    std::fs::write(&compare_path, serde_json::to_string_pretty(&diff)? + "\n")
+        .with_context(|| format!("writing {}", compare_path.display()))?;
+    println!();
+    print!("{}", render::comparison(&diff, 5));
+    println!("comparison {}", compare_path.display());
     println!();
     println!(
         "next: tapedeck captures show {}",
         recorded.capture.display()
     );
     println!("      tapedeck report render {}", report_path.display());
+    println!(
+        "      tapedeck compare {} {}",
+        report_path.display(),
+        next_path.display()
+    );
 
     if args.keep {
         println!(
@@ -375,4 +405,35 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<u8> {
+    use tapedeck::report::compare::{self, Thresholds};
+    let thresholds = Thresholds::parse(&args.threshold)
+        .map_err(anyhow::Error::msg)
+        .context("--threshold")?;
+    let base = tapedeck::report::load(&args.base)?;
+    let candidate = tapedeck::report::load(&args.candidate)?;
+    let diff = compare::compare(&base, &candidate, &thresholds);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&diff)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", render::comparison(&diff, 10));
+    Ok(if diff.regression { EXIT_FAILED } else { 0 })
+}
+
+/// One of the demo's replays, with the live progress line.
+async fn demo_replay(
+    capture: &std::path::Path,
+    backend: tapedeck::demo::backend::BackendConfig,
+    profile: tapedeck::profile::Profile,
+    report: &std::path::Path,
+) -> anyhow::Result<tapedeck::report::Report> {
+    let live = Arc::new(LiveStats::default());
+    let stages = profile.stages.iter().map(|s| s.name.clone()).collect();
+    let progress = progress_line(live.clone(), stages);
+    let result = tapedeck::demo::replay(capture, backend, profile, report, live).await;
+    progress.abort();
+    Ok(result?)
 }

@@ -239,3 +239,118 @@ pub fn capacity(report: &crate::report::Report) -> String {
     }
     out
 }
+
+/// The text of `compare`: per stage, the metrics side by side with deltas
+/// and verdicts, then the routes that changed or exist on one side only.
+pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> String {
+    use crate::report::compare::{Change, MetricDiff, Noise};
+    let verdict = |m: &MetricDiff| {
+        let p = m
+            .p_value
+            .map(|p| format!(" (p={p:.3})"))
+            .unwrap_or_default();
+        match m.change {
+            Change::Regression => format!("REGRESSION{p}"),
+            Change::Improvement => format!("improvement{p}"),
+            Change::WithinNoise => format!("within noise{p}"),
+            Change::Unchanged => "-".to_string(),
+        }
+    };
+    let t = &d.thresholds;
+    let mut out = String::new();
+    let _ = writeln!(out, "base      {}", d.base);
+    let _ = writeln!(out, "candidate {}", d.candidate);
+    let _ = writeln!(
+        out,
+        "thresholds: p95 +{:.0}%, p99 +{:.0}%, errors +{}pp; a latency change must also exceed 2 ms",
+        t.p95 * 100.0,
+        t.p99 * 100.0,
+        t.errors_pp
+    );
+    for s in &d.stages {
+        let _ = writeln!(out);
+        if let Some(side) = &s.only_in {
+            let _ = writeln!(out, "stage {}: only in the {side} report", s.name);
+            continue;
+        }
+        let noise = if s
+            .metrics
+            .iter()
+            .any(|m| m.noise == Noise::Estimated && m.metric.ends_with("_ms"))
+        {
+            format!(
+                "noise from {} / {} one-second windows",
+                s.windows.0, s.windows.1
+            )
+        } else {
+            format!(
+                "fewer than 5 windows on a side ({} / {}): no noise estimate, thresholds alone decide",
+                s.windows.0, s.windows.1
+            )
+        };
+        let _ = writeln!(out, "stage {} ({noise})", s.name);
+        let _ = writeln!(
+            out,
+            "  {:<16} {:>10} {:>10} {:>10} {:>8}  verdict",
+            "metric", "base", "candidate", "delta", "rel"
+        );
+        for m in &s.metrics {
+            let _ = writeln!(
+                out,
+                "  {:<16} {:>10.1} {:>10.1} {:>+10.1} {:>+7.1}%  {}",
+                m.metric,
+                m.base,
+                m.candidate,
+                m.delta,
+                m.delta_rel * 100.0,
+                verdict(m)
+            );
+        }
+        let changed: Vec<_> = s
+            .routes
+            .iter()
+            .filter(|r| {
+                r.only_in.is_some() || r.metrics.iter().any(|m| m.change != Change::Unchanged)
+            })
+            .collect();
+        for r in changed.iter().take(max_routes) {
+            match &r.only_in {
+                Some(side) => {
+                    let _ = writeln!(out, "  route {}: only in the {side} report", r.route);
+                }
+                None => {
+                    for m in r.metrics.iter().filter(|m| m.change != Change::Unchanged) {
+                        let _ = writeln!(
+                            out,
+                            "  route {} {}: {:.1} -> {:.1} ms ({:+.1}%)  {}",
+                            r.route,
+                            m.metric,
+                            m.base,
+                            m.candidate,
+                            m.delta_rel * 100.0,
+                            verdict(m)
+                        );
+                    }
+                }
+            }
+        }
+        if changed.len() > max_routes {
+            let _ = writeln!(
+                out,
+                "  … {} more routes changed",
+                changed.len() - max_routes
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "verdict: {}",
+        if d.regression {
+            "regression"
+        } else {
+            "no regression"
+        }
+    );
+    out
+}

@@ -57,11 +57,30 @@ pub fn is_id(segment: &str) -> bool {
     if !idish {
         return false;
     }
+    if prefixed_id(segment) {
+        return true;
+    }
     let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
     let hex = bytes.iter().all(u8::is_ascii_hexdigit);
     (hex && bytes.len() >= 16)
         || (bytes.len() >= 6 && digits > 0 && digits < bytes.len())
         || (bytes.len() >= 8 && looks_random_case(bytes))
+}
+
+/// The `type_randompart` convention (`c_hAwyPnezfkab`, `cus_9s6XKzkN`): a
+/// short lower-case prefix, an underscore, then 8+ alphanumerics with mixed
+/// case or digits.
+fn prefixed_id(s: &str) -> bool {
+    let Some((prefix, body)) = s.split_once('_') else {
+        return false;
+    };
+    let b = body.as_bytes();
+    (1..=5).contains(&prefix.len())
+        && prefix.bytes().all(|c| c.is_ascii_lowercase())
+        && b.len() >= 8
+        && b.iter().all(u8::is_ascii_alphanumeric)
+        && (b.iter().any(u8::is_ascii_digit)
+            || (b.iter().any(u8::is_ascii_uppercase) && b.iter().any(u8::is_ascii_lowercase)))
 }
 
 /// Random base62 ids mix cases densely (`c_MKjMUdJhJafY`); words and

@@ -78,12 +78,12 @@ pub async fn record(
 }
 
 /// The replay target of the demo: a demo backend with a small capacity
-/// (4 workers, 20 ms service time: about 200 requests/s), so that 10x of
-/// the scripted population bends it.
-pub fn constrained_backend() -> BackendConfig {
+/// (4 workers, `service_time` each: 200 requests/s at 20 ms), so that 10x
+/// of the scripted population bends it.
+pub fn constrained_backend(service_time: Duration) -> BackendConfig {
     BackendConfig {
         workers: 4,
-        service_time: Duration::from_millis(20),
+        service_time,
         ..BackendConfig::default()
     }
 }
@@ -105,29 +105,29 @@ pub enum DemoError {
     Report(#[from] crate::report::ReportError),
 }
 
-/// Replays `capture` with the built-in capacity profile (1x, 5x, 10x)
-/// against a fresh constrained demo backend, and writes `out/replay.json`.
+/// Replays `capture` with `profile` against a fresh demo backend configured
+/// as `backend`, and writes the report to `report`.
 ///
 /// # Errors
 /// When the backend cannot start, the capture cannot be read, or the
 /// report cannot be written.
 pub async fn replay(
     capture: &Path,
-    out: &Path,
+    backend: BackendConfig,
+    profile: Profile,
+    report: &Path,
     live: Arc<LiveStats>,
-) -> Result<(Report, PathBuf), DemoError> {
+) -> Result<Report, DemoError> {
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
         DemoError::Setup(format!(
             "cannot bind a loopback port for the replay target: {e}"
         ))
     })?;
-    let backend = DemoBackend::start(listener, constrained_backend(), Shutdown::new())
+    let target = DemoBackend::start(listener, backend, Shutdown::new())
         .map_err(|e| DemoError::Setup(format!("cannot start the replay target: {e}")))?;
-    let profile = Profile::parse(crate::profile::CAPACITY, Path::new("capacity.toml"))
-        .map_err(|e| DemoError::Setup(e.to_string()))?;
     let store = Store::open(capture).await?;
     let config = ReplayConfig {
-        target: crate::proxy::Upstream::parse(&backend.url())
+        target: crate::proxy::Upstream::parse(&target.url())
             .map_err(|e| DemoError::Setup(e.to_string()))?,
         profile,
         capture_path: capture.display().to_string(),
@@ -140,10 +140,18 @@ pub async fn replay(
         correlate: true,
     };
     let result = crate::replay::run(&store, config, live).await;
-    backend.stop().await;
+    target.stop().await;
     store.close().await;
-    let report = result?.report;
-    let path = out.join("replay.json");
-    crate::report::save(&report, &path)?;
-    Ok((report, path))
+    let out = result?.report;
+    crate::report::save(&out, report)?;
+    Ok(out)
+}
+
+/// The built-in capacity profile (1x, 5x, 10x).
+///
+/// # Errors
+/// Never for the shipped file; a message if it were broken.
+pub fn capacity_profile() -> Result<Profile, DemoError> {
+    Profile::parse(crate::profile::CAPACITY, Path::new("capacity.toml"))
+        .map_err(|e| DemoError::Setup(e.to_string()))
 }

@@ -44,7 +44,7 @@ impl Default for Population {
             users: 20,
             messages_per_user: 6,
             ramp: Duration::from_secs(2),
-            think: (Duration::from_millis(400), Duration::from_millis(1400)),
+            think: (Duration::from_millis(300), Duration::from_millis(900)),
             seed: 7,
         }
     }

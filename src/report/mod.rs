@@ -5,6 +5,7 @@
 //! files; output is JSON for tools and, through `crate::render`, text.
 
 pub mod collect;
+pub mod compare;
 pub mod histogram;
 pub mod model;
 

@@ -337,3 +337,63 @@ async fn replay_exit_codes_name_bad_profiles_dead_targets_and_failed_slos() {
     assert_eq!(code, 0);
     assert!(out.contains("http_5xx 1"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_exits_1_on_a_slower_candidate_and_0_on_the_same_run() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut reports = Vec::new();
+    for (name, ms) in [("fast", 5), ("slow", 60)] {
+        let capture = dir.path().join(format!("{name}.db"));
+        let sessions: Vec<Vec<crate::support::Rec>> = (0..10u64)
+            .map(|s| vec![(s * 20, 1, "GET", format!("/slow?ms={ms}"), 200)])
+            .collect();
+        crate::support::synthetic_capture(&capture, &sessions).await;
+        let report = dir.path().join(format!("{name}.json"));
+        let args = [
+            "replay",
+            capture.to_str().expect("utf8"),
+            "--target",
+            &upstream.url(),
+            "--report",
+            report.to_str().expect("utf8"),
+        ];
+        let (code, _, err) = output(&args).await;
+        assert_eq!(code, 0, "{err}");
+        reports.push(report);
+    }
+    let (fast, slow) = (
+        reports[0].to_str().expect("utf8"),
+        reports[1].to_str().expect("utf8"),
+    );
+    let json = dir.path().join("compare.json");
+    let (code, out, err) = output(&[
+        "compare",
+        fast,
+        slow,
+        "--json",
+        json.to_str().expect("utf8"),
+    ])
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("REGRESSION") && out.contains("verdict: regression"),
+        "{out}"
+    );
+    assert!(
+        out.contains("thresholds alone decide"),
+        "a short run has no noise estimate: {out}"
+    );
+    let diff: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).expect("json");
+    assert_eq!(diff["format"], "tapedeck-compare/1");
+    assert_eq!(diff["regression"], true);
+
+    let (code, out, _) = output(&["compare", fast, fast]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verdict: no regression"), "{out}");
+
+    let (code, _, err) = output(&["compare", fast, slow, "--threshold", "p95=lots"]).await;
+    assert_eq!(code, 2);
+    assert!(err.contains("--threshold"), "{err}");
+}
