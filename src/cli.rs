@@ -430,6 +430,13 @@ pub struct ReplayArgs {
     /// nonces (the target rewrite still applies).
     #[arg(long)]
     pub no_correlation: bool,
+    /// TOML file with clear values for redacted credentials: `[markers]`
+    /// (marker = value) and `[users]` (user = password for their logins).
+    #[arg(long)]
+    pub credentials_file: Option<PathBuf>,
+    /// Set a header on every request, e.g. 'X-Env: staging' (repeatable).
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
     /// Play a deterministic share of the VUs: K/N (1-based).
     #[arg(long)]
     pub shard: Option<String>,
@@ -561,6 +568,27 @@ impl ReplayArgs {
             .map(parse_session_filter)
             .transpose()
             .context("--sessions")?;
+        let credentials = match &self.credentials_file {
+            Some(path) => {
+                tapedeck::replay::rewrite::Credentials::load(path).map_err(anyhow::Error::msg)?
+            }
+            None => Default::default(),
+        };
+        let headers = self
+            .headers
+            .iter()
+            .map(|h| {
+                let (name, value) = h
+                    .split_once(':')
+                    .with_context(|| format!("--header `{h}`: expected 'Name: value'"))?;
+                let (name, value) = (name.trim(), value.trim());
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .with_context(|| format!("--header `{h}`: `{name}` is not a header name"))?;
+                http::HeaderValue::from_str(value)
+                    .with_context(|| format!("--header `{h}`: the value is not valid"))?;
+                Ok((name.to_string(), value.to_string()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let report = self.report.unwrap_or_else(|| {
             PathBuf::from(format!("reports/{}.json", tapedeck::capture::utc_stamp()))
         });
@@ -576,6 +604,8 @@ impl ReplayArgs {
                 shard,
                 sessions,
                 correlate: !self.no_correlation,
+                credentials: std::sync::Arc::new(credentials),
+                headers,
             },
             capture: self.capture,
             report,

@@ -138,6 +138,8 @@ pub async fn replay(
         shard: None,
         sessions: None,
         correlate: true,
+        credentials: Default::default(),
+        headers: Vec::new(),
     };
     let result = crate::replay::run(&store, config, live).await;
     target.stop().await;

@@ -44,6 +44,7 @@ pub struct ReplayClient {
     host: HeaderValue,
     timeout: Duration,
     replay_id: Option<HeaderValue>,
+    overrides: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ReplayClient {
@@ -65,7 +66,24 @@ impl ReplayClient {
             host,
             timeout,
             replay_id: replay_id.and_then(|id| HeaderValue::from_str(id).ok()),
+            overrides: Vec::new(),
         }
+    }
+
+    /// Sets these headers on every request, replacing recorded ones
+    /// (names and values were checked when the flags were read; invalid
+    /// ones are skipped).
+    pub fn with_headers(mut self, headers: &[(String, String)]) -> Self {
+        self.overrides = headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        self
     }
 
     fn build(&self, ex: &StoredExchange) -> Result<Request<Full<Bytes>>, String> {
@@ -91,6 +109,9 @@ impl ReplayClient {
             }
         }
         headers.insert(header::HOST, self.host.clone());
+        for (name, value) in &self.overrides {
+            headers.insert(name.clone(), value.clone());
+        }
         if let Some(id) = &self.replay_id {
             headers.insert(HeaderName::from_static(REPLAY_HEADER), id.clone());
         }

@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::outcome::{Event, LiveStats, Outcome};
 use super::plan::{self, SessionSpan, VuSchedule};
-use super::rewrite::{self, SessionValues, World};
+use super::rewrite::{self, Credentials, SessionValues, World};
 use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
@@ -95,6 +95,8 @@ pub struct StageRun {
     pub correlate: bool,
     /// Most VUs alive at once.
     pub max_vus: usize,
+    /// Clear values for redacted credentials.
+    pub credentials: Arc<Credentials>,
 }
 
 /// A VU's identity for the dedup detector: (world, pass).
@@ -116,6 +118,7 @@ struct Ctx<D, S> {
     speed: f64,
     read_only: bool,
     correlate: bool,
+    credentials: Arc<Credentials>,
     worlds: Mutex<HashMap<(u32, u32), Arc<World>>>,
     /// (recorded exchange, recorded value) → (VU identity, live value) of
     /// the first replay of a write that handed out a live value.
@@ -125,7 +128,10 @@ struct Ctx<D, S> {
 impl<D, S> Ctx<D, S> {
     fn world(&self, world: u32, pass: u32) -> Arc<World> {
         let mut worlds = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
-        worlds.entry((world, pass)).or_default().clone()
+        worlds
+            .entry((world, pass))
+            .or_insert_with(|| Arc::new(World::seeded(&self.credentials)))
+            .clone()
     }
 
     /// Whether another world already got one of these live values for the
@@ -172,6 +178,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         speed: stage.speed,
         read_only: stage.read_only,
         correlate: stage.correlate,
+        credentials: stage.credentials.clone(),
         worlds: Mutex::new(HashMap::new()),
         writes: Mutex::new(HashMap::new()),
     });
@@ -329,7 +336,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
     let planned = plan::requests(&recorded, ctx.speed);
     let world = ctx.world(who.0, who.1);
     let values = Arc::new(if ctx.correlate {
-        rewrite::analyze(&exchanges)
+        rewrite::analyze_with(&exchanges, &ctx.credentials)
     } else {
         SessionValues::default()
     });
@@ -544,6 +551,7 @@ mod tests {
             shard: None,
             correlate: true,
             max_vus: 100_000,
+            credentials: Arc::default(),
         }
     }
 

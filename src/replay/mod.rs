@@ -71,6 +71,10 @@ pub struct ReplayConfig {
     /// Learn live values and rewrite requests; off sends recorded values
     /// verbatim (the target rewrite aside).
     pub correlate: bool,
+    /// Clear values for redacted credentials (`--credentials-file`).
+    pub credentials: Arc<rewrite::Credentials>,
+    /// Headers set on every replayed request (`--header`).
+    pub headers: Vec<(String, String)>,
 }
 
 /// What a finished replay tells its caller.
@@ -142,11 +146,14 @@ pub async fn run(
         u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
     });
     let report_id = format!("{}-{:016x}", crate::capture::utc_stamp(), seed);
-    let client = Arc::new(ReplayClient::new(
-        config.target.clone(),
-        config.profile.safety.request_timeout,
-        config.replay_header.then_some(report_id.as_str()),
-    ));
+    let client = Arc::new(
+        ReplayClient::new(
+            config.target.clone(),
+            config.profile.safety.request_timeout,
+            config.replay_header.then_some(report_id.as_str()),
+        )
+        .with_headers(&config.headers),
+    );
     let source = Arc::new(StoreSource {
         store: store.clone(),
         run: run.id,
@@ -196,6 +203,7 @@ pub async fn run(
             shard: config.shard,
             correlate: config.correlate,
             max_vus: config.profile.safety.max_vus,
+            credentials: config.credentials.clone(),
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();

@@ -69,6 +69,44 @@ pub fn is_token(v: &str) -> bool {
     (8..=4096).contains(&b.len()) && alphabet && (upper >= 2 || other)
 }
 
+/// Clear values for redacted credentials (`--credentials-file`, TOML):
+///
+/// ```toml
+/// [markers]                      # a marker as stored in the capture -> its clear value
+/// "redacted:0123…" = "s3cret"
+/// [users]                        # a login whose body names this user -> its password
+/// "alice@example.com" = "hunter2"
+/// ```
+///
+/// A user listed here keeps its recorded name in every world (a real
+/// account), instead of getting a fresh one.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Marker → clear value.
+    #[serde(default)]
+    pub markers: HashMap<String, String>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: HashMap<String, String>,
+}
+
+impl Credentials {
+    /// Reads a credentials file.
+    ///
+    /// # Errors
+    /// A message naming the file and the problem.
+    pub fn load(path: &std::path::Path) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+}
+
+/// JSON fields of a login body that name the user.
+const USER_FIELDS: [&str; 5] = ["user", "username", "email", "login", "name"];
+
 /// The recorded → live values of one world (one copy of the population in
 /// one pass).
 #[derive(Debug, Default)]
@@ -83,6 +121,18 @@ struct WorldState {
 }
 
 impl World {
+    /// A world that starts out knowing the clear values of these markers.
+    pub fn seeded(credentials: &Credentials) -> World {
+        let world = World::default();
+        world.lock().live.extend(
+            credentials
+                .markers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        world
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
         // A panic while holding the lock leaves plain maps; keep going.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -102,10 +152,19 @@ pub struct SessionValues {
     /// Per request: dynamic values that an earlier recorded response of the
     /// session handed out.
     pub handed_out: Vec<HashSet<String>>,
+    /// Per request: the password of the user its body names, from the
+    /// credentials file.
+    pub secrets: Vec<Option<String>>,
 }
 
 /// Finds the nonces and handed-out values of a session.
 pub fn analyze(exchanges: &[StoredExchange]) -> SessionValues {
+    analyze_with(exchanges, &Credentials::default())
+}
+
+/// [`analyze`], with the users of a credentials file kept as recorded and
+/// their passwords ready for their logins.
+pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> SessionValues {
     let mut seen_in_responses: HashSet<String> = HashSet::new();
     let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
     let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
@@ -137,10 +196,31 @@ pub fn analyze(exchanges: &[StoredExchange]) -> SessionValues {
     }
     let nonces = nonce_candidates
         .into_iter()
-        .filter(|(v, ok)| *ok && is_dynamic(v) && !v.starts_with(MARKER_PREFIX))
+        .filter(|(v, ok)| {
+            *ok && is_dynamic(v)
+                && !v.starts_with(MARKER_PREFIX)
+                && !credentials.users.contains_key(v)
+        })
         .map(|(v, _)| v)
         .collect();
-    SessionValues { nonces, handed_out }
+    let secrets = exchanges
+        .iter()
+        .map(|ex| {
+            if credentials.users.is_empty() {
+                return None;
+            }
+            let body: Value = serde_json::from_slice(&ex.request_body).ok()?;
+            USER_FIELDS
+                .iter()
+                .filter_map(|f| body.get(*f).and_then(Value::as_str))
+                .find_map(|user| credentials.users.get(user).cloned())
+        })
+        .collect();
+    SessionValues {
+        nonces,
+        handed_out,
+        secrets,
+    }
 }
 
 /// A recorded request made ready to send in one world.
@@ -183,6 +263,13 @@ impl Rewriter<'_> {
             };
             self.substitutions.push(kind);
             Some(live.clone())
+        } else if let Some(secret) = v
+            .starts_with(MARKER_PREFIX)
+            .then(|| self.session.secrets.get(self.index).cloned().flatten())
+            .flatten()
+        {
+            self.substitutions.push("credential");
+            Some(secret)
         } else if is_dynamic(v) && self.session.nonces.contains(v) {
             let fresh = regenerate(v);
             state.live.insert(v.to_string(), fresh.clone());
@@ -817,6 +904,37 @@ mod tests {
         assert!(
             post.skip,
             "the conversation was never created in this world"
+        );
+    }
+
+    #[test]
+    fn a_credentials_file_supplies_passwords_and_keeps_real_users() {
+        let session = chat_session();
+        let creds: Credentials = toml::from_str(
+            "[users]\n\"user-07\" = \"hunter2\"\n[markers]\n\"redacted:ffffffffffffffffffffffffffffffff\" = \"k\"\n",
+        )
+        .expect("valid");
+        let values = analyze_with(&session, &creds);
+        assert!(
+            !values.nonces.contains("user-07"),
+            "a listed user keeps its name"
+        );
+        let mut login = session[0].clone();
+        login.request_body =
+            br#"{"user":"user-07","password":"redacted:0123456789abcdef0123456789abcdef"}"#
+                .to_vec();
+        let values = analyze_with(&[login.clone()], &creds);
+        let p = prepare(&login, 0, &values, &World::seeded(&creds));
+        let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"user": "user-07", "password": "hunter2"})
+        );
+        assert_eq!(
+            World::seeded(&creds)
+                .live("redacted:ffffffffffffffffffffffffffffffff")
+                .as_deref(),
+            Some("k")
         );
     }
 

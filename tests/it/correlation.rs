@@ -81,6 +81,8 @@ async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed:
         shard: None,
         sessions: None,
         correlate,
+        credentials: Default::default(),
+        headers: Vec::new(),
     };
     replay::run(&store, config, Arc::new(LiveStats::default()))
         .await

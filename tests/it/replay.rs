@@ -35,6 +35,8 @@ async fn replay_with(
         shard: None,
         sessions: None,
         correlate: true,
+        credentials: Default::default(),
+        headers: Vec::new(),
     };
     tweak(&mut config);
     replay::run(store, config, Arc::new(LiveStats::default()))
@@ -389,4 +391,50 @@ async fn the_capacity_profile_shows_p95_rising_with_load_on_a_small_backend() {
     let notes = report.capacity.notes.join("\n");
     assert!(notes.contains("p95 rose"), "the report says so: {notes}");
     backend.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_restores_redacted_passwords_and_headers_are_overridden() {
+    use bytes::Bytes;
+    use http::Method;
+    let mut upstream = TestUpstream::start().await;
+    let mut proxy = crate::support::TestProxy::start(&upstream.url()).await;
+    let body = Bytes::from_static(br#"{"user":"ann","password":"hunter2"}"#);
+    crate::support::send(
+        &crate::support::client(),
+        Method::POST,
+        &proxy.url("/login"),
+        &[("content-type", "application/json"), ("x-env", "recorded")],
+        body,
+    )
+    .await;
+    proxy.stop().await;
+    upstream.drain();
+
+    let credentials: tapedeck::replay::rewrite::Credentials =
+        toml::from_str("[users]\nann = \"hunter2\"\n").expect("valid credentials");
+    let report = replay_with(
+        &proxy.store,
+        &upstream.url(),
+        Profile::single(2, 1.0),
+        |c| {
+            c.credentials = Arc::new(credentials);
+            c.headers = vec![("x-env".into(), "staging".into())];
+        },
+    )
+    .await;
+    assert_eq!(report.stages[0].requests, 2);
+    assert_eq!(
+        report.stages[0].substitutions_by_kind.get("credential"),
+        Some(&2)
+    );
+    for seen in upstream.drain() {
+        let sent: serde_json::Value = serde_json::from_slice(&seen.body).expect("json body");
+        assert_eq!(
+            sent,
+            serde_json::json!({"user": "ann", "password": "hunter2"}),
+            "a listed user stays itself"
+        );
+        assert_eq!(seen.headers["x-env"], "staging");
+    }
 }
