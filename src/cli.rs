@@ -59,6 +59,9 @@ pub struct CompareArgs {
     /// Also write the comparison as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Print Markdown for a pull request instead of terminal tables.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// `tapedeck record`. Every option can also come from `--config FILE`
@@ -629,5 +632,8 @@ pub enum ReportCommand {
     Render {
         /// Report file.
         file: PathBuf,
+        /// Markdown for a pull request instead of terminal tables.
+        #[arg(long)]
+        markdown: bool,
     },
 }

@@ -331,7 +331,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     println!();
     print!("{}", render::capacity(&run.report));
     println!(
-        "verdict: {:?} — report {}",
+        "verdict: {} — report {}",
         run.report.verdict,
         plan.report.display()
     );
@@ -392,8 +392,12 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
             print!("{}", render::stages_table(&merged));
             println!("merged {} reports into {}", reports.len(), output.display());
         }
-        ReportCommand::Render { file } => {
+        ReportCommand::Render { file, markdown } => {
             let r = tapedeck::report::load(&file)?;
+            if markdown {
+                print!("{}", render::report_markdown(&r));
+                return Ok(0);
+            }
             print!("{}", render::stages_table(&r));
             println!();
             for s in &r.stages {
@@ -401,7 +405,7 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
             }
             println!();
             print!("{}", render::capacity(&r));
-            println!("verdict: {:?}", r.verdict);
+            println!("verdict: {}", r.verdict);
         }
     }
     Ok(0)
@@ -419,7 +423,11 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         let text = serde_json::to_string_pretty(&diff)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
-    print!("{}", render::comparison(&diff, 10));
+    if args.markdown {
+        print!("{}", render::comparison_markdown(&diff));
+    } else {
+        print!("{}", render::comparison(&diff, 10));
+    }
     Ok(if diff.regression { EXIT_FAILED } else { 0 })
 }
 

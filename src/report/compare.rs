@@ -694,3 +694,140 @@ mod tests {
         assert!((mann_whitney_greater(&a, &a) - 0.5).abs() < 0.2);
     }
 }
+
+#[cfg(test)]
+mod shape_tests {
+    use super::*;
+    use crate::report::model::{Capacity, CaptureRef, ProfileRef, StageData, Verdict, capacity};
+
+    fn stage(
+        name: &str,
+        multiplier: u32,
+        routes: &[&str],
+        p95_ms: u64,
+        errors: u64,
+    ) -> StageReport {
+        let mut d = StageData {
+            name: name.into(),
+            multiplier,
+            speed: 1.0,
+            started_at_us: 0,
+            finished_at_us: 1_000_000,
+            slo: crate::profile::Slo {
+                p95_ms: Some(100.0),
+                error_rate: Some(0.01),
+                ..Default::default()
+            },
+            ..StageData::default()
+        };
+        for r in routes {
+            let rd = d.routes.entry((*r).to_string()).or_default();
+            for _ in 0..50 {
+                rd.requests += 1;
+                rd.latency.record(std::time::Duration::from_millis(p95_ms));
+                d.latency.record(std::time::Duration::from_millis(p95_ms));
+                d.requests += 1;
+            }
+        }
+        if errors > 0 {
+            d.error_kinds.insert("http_5xx".into(), errors);
+        }
+        d.report()
+    }
+
+    fn report(stages: Vec<StageReport>) -> Report {
+        Report {
+            format: crate::report::model::FORMAT.into(),
+            tool_version: "t".into(),
+            capture: CaptureRef {
+                path: "c".into(),
+                run: "1".into(),
+                exchanges: 1,
+                sessions: 1,
+            },
+            target: "http://t".into(),
+            profile: ProfileRef {
+                name: "p".into(),
+                fingerprint: "f".into(),
+            },
+            shard: None,
+            seed: 1,
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            verdict: Verdict::Pass,
+            capacity: Capacity::default(),
+            stages,
+        }
+    }
+
+    #[test]
+    fn routes_and_stages_on_one_side_only_are_listed_as_such() {
+        let base = report(vec![
+            stage("1x", 1, &["GET /a", "GET /old"], 10, 0),
+            stage("5x", 5, &["GET /a"], 10, 0),
+        ]);
+        let cand = report(vec![
+            stage("1x", 1, &["GET /a", "GET /new"], 10, 0),
+            stage("10x", 10, &["GET /a"], 10, 0),
+        ]);
+        let d = compare(&base, &cand, &Thresholds::default());
+        let only: Vec<(&str, Option<&str>)> = d
+            .stages
+            .iter()
+            .map(|s| (s.name.as_str(), s.only_in.as_deref()))
+            .collect();
+        assert_eq!(
+            only,
+            [
+                ("1x", None),
+                ("5x", Some("base")),
+                ("10x", Some("candidate"))
+            ]
+        );
+        let routes: Vec<(&str, Option<&str>)> = d.stages[0]
+            .routes
+            .iter()
+            .map(|r| (r.route.as_str(), r.only_in.as_deref()))
+            .collect();
+        assert!(routes.contains(&("GET /old", Some("base"))), "{routes:?}");
+        assert!(
+            routes.contains(&("GET /new", Some("candidate"))),
+            "{routes:?}"
+        );
+        assert!(!d.regression, "a missing route is listed, not a regression");
+    }
+
+    #[test]
+    fn the_capacity_verdict_names_the_safe_peak_and_breaking_stages() {
+        let stages = vec![
+            stage("1x", 1, &["GET /a"], 20, 0),
+            stage("5x", 5, &["GET /a"], 150, 0),
+            stage("10x", 10, &["GET /a"], 900, 40),
+        ];
+        let c = capacity(&stages, Some(0.1));
+        assert_eq!(c.safe_multiplier, Some(1), "5x fails the 100 ms p95 SLO");
+        assert_eq!(
+            c.peak_multiplier,
+            Some(5),
+            "10x has 80% errors, past the 10% bound"
+        );
+        assert_eq!(c.breaking_multiplier, Some(10));
+        assert!(
+            c.notes.iter().any(|n| n.contains("10x broke")),
+            "{:?}",
+            c.notes
+        );
+        assert!(
+            c.notes.iter().any(|n| n.contains("5x fails p95_ms")),
+            "{:?}",
+            c.notes
+        );
+        assert!(
+            c.notes.iter().any(|n| n.contains("p95 rose")),
+            "{:?}",
+            c.notes
+        );
+        let none = capacity(&[stage("1x", 1, &["GET /a"], 20, 0)], None);
+        assert_eq!(none.safe_multiplier, Some(1));
+    }
+}

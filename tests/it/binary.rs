@@ -397,3 +397,53 @@ async fn compare_exits_1_on_a_slower_candidate_and_0_on_the_same_run() {
     assert_eq!(code, 2);
     assert!(err.contains("--threshold"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slower_demo_backend_is_a_regression_and_the_reverse_an_improvement() {
+    use tapedeck::demo::backend::{BackendConfig, DemoBackend};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    // 20 users, 8 requests each, 800 ms apart: over 6 one-second windows.
+    let sessions: Vec<Vec<crate::support::Rec>> = (0..20u64)
+        .map(|s| {
+            (0..8u64)
+                .map(|i| (s * 40 + i * 800, 5, "GET", "/api/nothing".to_string(), 404))
+                .collect()
+        })
+        .collect();
+    crate::support::synthetic_capture(&capture, &sessions).await;
+    let mut reports = Vec::new();
+    for ms in [5, 25] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let config = BackendConfig {
+            service_time: std::time::Duration::from_millis(ms),
+            ..BackendConfig::default()
+        };
+        let backend = DemoBackend::start(listener, config, tapedeck::shutdown::Shutdown::new())
+            .expect("backend");
+        let report = dir.path().join(format!("{ms}ms.json"));
+        let args = [
+            "replay",
+            capture.to_str().expect("utf8"),
+            "--target",
+            &backend.url(),
+            "--report",
+            report.to_str().expect("utf8"),
+        ];
+        let (code, out, err) = output(&args).await;
+        assert_eq!(code, 0, "{out}{err}");
+        backend.stop().await;
+        reports.push(report.to_str().expect("utf8").to_string());
+    }
+    let (code, out, _) = output(&["compare", &reports[0], &reports[1]]).await;
+    assert_eq!(code, 1, "25 ms after 5 ms is a regression:\n{out}");
+    assert!(out.contains("REGRESSION"), "{out}");
+    let (code, out, _) = output(&["compare", &reports[1], &reports[0]]).await;
+    assert_eq!(code, 0, "5 ms after 25 ms is an improvement:\n{out}");
+    assert!(
+        out.contains("improvement") && out.contains("verdict: no regression"),
+        "{out}"
+    );
+}

@@ -6,5 +6,6 @@ mod support;
 mod binary;
 mod correlation;
 mod demo_backend;
+mod golden;
 mod proxy;
 mod replay;

@@ -1,0 +1,144 @@
+//! Golden-file tests of the human renderings (terminal and Markdown) on
+//! hand-built, fully deterministic reports. `UPDATE_GOLDEN=1 cargo test
+//! golden` rewrites the files after an intended change; review the diff.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tapedeck::profile::Slo;
+use tapedeck::render;
+use tapedeck::report::compare::{self, Thresholds};
+use tapedeck::report::model::{
+    self, CaptureRef, ProfileRef, Report, StageData, Verdict, WindowData,
+};
+
+fn stage(name: &str, multiplier: u32, base_ms: f64, errors: u64) -> StageData {
+    let mut d = StageData {
+        name: name.into(),
+        multiplier,
+        speed: 1.0,
+        started_at_us: 1_700_000_000_000_000,
+        finished_at_us: 1_700_000_010_000_000,
+        slo: Slo {
+            p95_ms: Some(250.0),
+            error_rate: Some(0.01),
+            ..Slo::default()
+        },
+        ..StageData::default()
+    };
+    for w in 0..10i64 {
+        let mut window = WindowData::default();
+        for i in 0..40u64 {
+            let ms = base_ms * (0.5 + i as f64 / 40.0) * (1.0 + (w % 3) as f64 * 0.02);
+            let v = Duration::from_secs_f64(ms / 1000.0);
+            window.latency.record(v);
+            window.requests += 1;
+            d.latency.record(v);
+            d.corrected.record(v + Duration::from_millis(1));
+            d.ttfb.record(v / 2);
+            d.send_lag.record(Duration::from_micros(800));
+            let route = if i % 4 == 0 {
+                "POST /api/conversations/{id}/messages"
+            } else {
+                "GET /api/conversations/{id}/messages"
+            };
+            let r = d.routes.entry(route.into()).or_default();
+            r.requests += 1;
+            r.latency.record(v);
+            d.requests += 1;
+            *d.status_counts.entry("200".into()).or_insert(0) += 1;
+        }
+        d.windows.insert(1_700_000_000 + w, window);
+    }
+    d.vus = 20 * u64::from(multiplier);
+    if errors > 0 {
+        d.error_kinds.insert("http_5xx".into(), errors);
+        *d.status_counts.entry("503".into()).or_insert(0) += errors;
+    }
+    d.substitutions_by_kind.insert("correlated".into(), 120);
+    d
+}
+
+fn report(stages: Vec<StageData>, target: &str) -> Report {
+    let stages: Vec<_> = stages.iter().map(StageData::report).collect();
+    Report {
+        format: model::FORMAT.into(),
+        tool_version: "golden".into(),
+        capture: CaptureRef {
+            path: "captures/staging.db".into(),
+            run: "1".into(),
+            exchanges: 400,
+            sessions: 20,
+        },
+        target: target.into(),
+        profile: ProfileRef {
+            name: "capacity".into(),
+            fingerprint: "golden".into(),
+        },
+        shard: None,
+        seed: 7,
+        started_at: "2023-11-14T22:13:20Z".into(),
+        finished_at: "2023-11-14T22:13:50Z".into(),
+        verdict: tapedeck::report::verdict(&stages, false),
+        capacity: model::capacity(&stages, Some(0.05)),
+        stages,
+    }
+}
+
+fn check(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "{name} changed; rerun with UPDATE_GOLDEN=1 if intended"
+    );
+}
+
+#[test]
+fn report_renderings_match_their_golden_files() {
+    let r = report(
+        vec![
+            stage("1x", 1, 40.0, 0),
+            stage("5x", 5, 120.0, 0),
+            stage("10x", 10, 600.0, 40),
+        ],
+        "http://chat-next:8000",
+    );
+    assert_eq!(r.verdict, Verdict::Fail);
+    let mut text = render::stages_table(&r);
+    text.push('\n');
+    for s in &r.stages {
+        text.push_str(&render::stage_details(s, 10));
+    }
+    text.push('\n');
+    text.push_str(&render::capacity(&r));
+    check("report.txt", &text);
+    check("report.md", &render::report_markdown(&r));
+}
+
+#[test]
+fn comparison_renderings_match_their_golden_files() {
+    let base = report(
+        vec![stage("1x", 1, 40.0, 0), stage("5x", 5, 120.0, 0)],
+        "http://chat:8000",
+    );
+    let cand = report(
+        vec![stage("5x", 5, 180.0, 0), stage("10x", 10, 600.0, 40)],
+        "http://chat-next:8000",
+    );
+    let diff = compare::compare(&base, &cand, &Thresholds::default());
+    assert!(diff.regression);
+    check("compare.txt", &render::comparison(&diff, 10));
+    check("compare.md", &render::comparison_markdown(&diff));
+}
