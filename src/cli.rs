@@ -440,6 +440,9 @@ pub struct ReplayArgs {
     /// Set a header on every request, e.g. 'X-Env: staging' (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// Print, per route, what will be substituted and why; send nothing.
+    #[arg(long)]
+    pub explain: bool,
     /// Play a deterministic share of the VUs: K/N (1-based).
     #[arg(long)]
     pub shard: Option<String>,
@@ -459,6 +462,7 @@ pub struct ReplayArgs {
 pub struct ReplayPlan {
     pub capture: PathBuf,
     pub report: PathBuf,
+    pub explain: bool,
     pub config: tapedeck::replay::ReplayConfig,
 }
 
@@ -612,6 +616,7 @@ impl ReplayArgs {
             },
             capture: self.capture,
             report,
+            explain: self.explain,
         })
     }
 }

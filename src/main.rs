@@ -310,6 +310,23 @@ async fn demo_backend(args: DemoBackendArgs) -> anyhow::Result<u8> {
 async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     let plan = args.into_plan()?;
     let store = Store::open(&plan.capture).await?;
+    if plan.explain {
+        let run = store.run(plan.config.run).await?;
+        let mut explanation = tapedeck::replay::explain::Explanation::default();
+        for span in store.session_spans(run.id).await?.0 {
+            if let Some(ranges) = &plan.config.sessions
+                && !ranges
+                    .iter()
+                    .any(|(a, b)| (*a..=*b).contains(&span.session_no))
+            {
+                continue;
+            }
+            let exchanges = store.session_exchanges(run.id, span.session_no).await?;
+            explanation.add_session(&exchanges, &plan.config.credentials);
+        }
+        print!("{}", explanation.render());
+        return Ok(0);
+    }
     let stage_names: Vec<String> = plan
         .config
         .profile

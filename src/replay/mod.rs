@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod engine;
+pub mod explain;
 pub mod outcome;
 pub mod plan;
 pub mod rewrite;

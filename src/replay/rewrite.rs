@@ -461,11 +461,25 @@ pub fn poison(recorded: &StoredExchange, world: &World) {
 /// Dynamic values a request carries: path segments, query values, header
 /// values (credentials, cookies), JSON body strings.
 pub fn request_values(ex: &StoredExchange) -> Vec<String> {
+    request_values_at(ex).into_iter().map(|(_, v)| v).collect()
+}
+
+/// [`request_values`] with where each one sits: `path segment 3`,
+/// `query cursor`, `header idempotency-key`, `cookie sid`, `body $.text`.
+pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let _ = rewrite_uri(&ex.uri, &mut |v| {
-        out.push(v.to_string());
-        None
-    });
+    let (path, query) = ex
+        .uri
+        .split_once('?')
+        .map_or((ex.uri.as_str(), ""), |(p, q)| (p, q));
+    for (i, seg) in path.split('/').enumerate() {
+        out.push((format!("path segment {i}"), percent_decode(seg)));
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = pair.split_once('=') {
+            out.push((format!("query {k}"), percent_decode(&v.replace('+', " "))));
+        }
+    }
     for (name, value) in &ex.request_headers {
         let lower = name.to_ascii_lowercase();
         if STATIC_HEADERS.contains(&lower.as_str()) {
@@ -473,29 +487,36 @@ pub fn request_values(ex: &StoredExchange) -> Vec<String> {
         }
         match lower.as_str() {
             "authorization" | "proxy-authorization" => {
-                out.push(
-                    value
-                        .split_once(' ')
-                        .map_or(value.as_str(), |(_, c)| c.trim())
-                        .to_string(),
-                );
+                let credential = value
+                    .split_once(' ')
+                    .map_or(value.as_str(), |(_, c)| c.trim());
+                out.push((format!("header {lower}"), credential.to_string()));
             }
-            "cookie" => out.extend(
-                value
-                    .split(';')
-                    .filter_map(|p| p.split_once('=').map(|(_, v)| v.trim().to_string())),
-            ),
-            _ => out.push(value.trim().to_string()),
+            "cookie" => out.extend(value.split(';').filter_map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (format!("cookie {}", k.trim()), v.trim().to_string()))
+            })),
+            _ => out.push((format!("header {lower}"), value.trim().to_string())),
         }
     }
-    if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
-        walk_strings(&mut json, &mut |s| {
-            out.push(s.to_string());
-            None
-        });
+    if let Ok(json) = serde_json::from_slice::<Value>(&ex.request_body) {
+        json_leaves(&json, "$", &mut out);
     }
-    out.retain(|v| is_token(v));
+    out.retain(|(_, v)| is_token(v));
     out
+}
+
+fn json_leaves(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((format!("body {at}"), s.clone())),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|i| json_leaves(i, &format!("{at}[]"), out)),
+        Value::Object(map) => map
+            .iter()
+            .for_each(|(k, i)| json_leaves(i, &format!("{at}.{k}"), out)),
+        _ => {}
+    }
 }
 
 /// Dynamic values a recorded response handed out: JSON strings and object

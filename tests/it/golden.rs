@@ -142,3 +142,93 @@ fn comparison_renderings_match_their_golden_files() {
     check("compare.txt", &render::comparison(&diff, 10));
     check("compare.md", &render::comparison_markdown(&diff));
 }
+
+fn exchange(
+    seq: i64,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    response: &str,
+) -> tapedeck::capture::StoredExchange {
+    tapedeck::capture::StoredExchange {
+        id: seq,
+        session_no: 1,
+        seq,
+        started_at_us: 0,
+        offset_us: seq * 1000,
+        method: method.into(),
+        uri: uri.into(),
+        http_version: "HTTP/1.1".into(),
+        request_headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        request_body: body.as_bytes().to_vec(),
+        request_body_len: body.len() as i64,
+        request_truncated: false,
+        status: Some(200),
+        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_body: response.as_bytes().to_vec(),
+        response_body_len: response.len() as i64,
+        response_truncated: false,
+        ttfb_us: Some(100),
+        duration_us: 200,
+        error_kind: None,
+        error_message: None,
+    }
+}
+
+#[test]
+fn explain_output_matches_its_golden_file() {
+    const TOKEN: &str = "redacted:0123456789abcdef0123456789abcdef";
+    const PASSWORD: &str = "redacted:fedcba9876543210fedcba9876543210";
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    let session = vec![
+        exchange(
+            1,
+            "POST",
+            "/api/login",
+            &[],
+            &format!(r#"{{"user":"user-07","password":"{PASSWORD}"}}"#),
+            &format!(r#"{{"token":"{TOKEN}"}}"#),
+        ),
+        exchange(
+            2,
+            "POST",
+            "/api/conversations",
+            &auth,
+            "{}",
+            r#"{"id":"c_Ab12Cd34Ef56"}"#,
+        ),
+        exchange(
+            3,
+            "POST",
+            "/api/conversations/c_Ab12Cd34Ef56/messages",
+            &[auth[0], ("idempotency-key", "idem-4f2a9c01d3e5b7a8")],
+            r#"{"text":"hi"}"#,
+            r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"},"next_cursor":"cur_Pq12Rs34Tu56Vw78"}"#,
+        ),
+        exchange(
+            4,
+            "GET",
+            "/api/conversations/c_Ab12Cd34Ef56/messages?limit=2&cursor=cur_Pq12Rs34Tu56Vw78",
+            &auth,
+            "",
+            "{}",
+        ),
+        exchange(
+            5,
+            "PUT",
+            "/api/conversations/c_Ab12Cd34Ef56/messages/txn0a1b2c3d4e5f",
+            &auth,
+            r#"{"text":"yo"}"#,
+            "{}",
+        ),
+    ];
+    let mut explanation = tapedeck::replay::explain::Explanation::default();
+    explanation.add_session(&session, &Default::default());
+    explanation.add_session(&session, &Default::default());
+    check("explain.txt", &explanation.render());
+}

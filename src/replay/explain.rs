@@ -1,0 +1,73 @@
+//! `tapedeck replay --explain`: what replay will substitute in each route's
+//! requests, and why, read from the capture alone — no traffic is sent.
+//! Pure: sessions in, a table out.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+
+use super::rewrite::{self, Credentials};
+use crate::capture::StoredExchange;
+use crate::capture::redact::MARKER_PREFIX;
+use crate::route;
+
+/// Per route: requests seen, and (where, what happens) → count.
+#[derive(Debug, Default)]
+pub struct Explanation {
+    routes: BTreeMap<String, (u64, BTreeMap<(String, String), u64>)>,
+}
+
+impl Explanation {
+    /// Adds one recorded session.
+    pub fn add_session(&mut self, exchanges: &[StoredExchange], credentials: &Credentials) {
+        let values = rewrite::analyze_with(exchanges, credentials);
+        // The route of the response that first handed out each value.
+        let mut source: HashMap<String, String> = HashMap::new();
+        for (i, ex) in exchanges.iter().enumerate() {
+            let route = route::normalize(&ex.method, &ex.uri);
+            let entry = self.routes.entry(route.clone()).or_default();
+            entry.0 += 1;
+            for (at, v) in rewrite::request_values_at(ex) {
+                let from = source.get(&v);
+                let what = if v.starts_with(MARKER_PREFIX) {
+                    if credentials.markers.contains_key(&v)
+                        || values.secrets.get(i).is_some_and(Option::is_some)
+                    {
+                        "credential, from the credentials file".to_string()
+                    } else if let Some(r) = from {
+                        format!("credential, learned from the {r} response")
+                    } else {
+                        "credential with no live source: sent as recorded (see --credentials-file)"
+                            .to_string()
+                    }
+                } else if let Some(r) = from {
+                    format!("learned from the {r} response")
+                } else if values.nonces.contains(&v) {
+                    "nonce, regenerated per world".to_string()
+                } else {
+                    continue;
+                };
+                *entry.1.entry((at, what)).or_insert(0) += 1;
+            }
+            for v in rewrite::response_values(ex) {
+                source.entry(v).or_insert_with(|| route.clone());
+            }
+        }
+    }
+
+    /// The table: per route, each substituted place and how often.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (route, (requests, places)) in &self.routes {
+            let _ = writeln!(out, "{route}  ({requests} requests)");
+            if places.is_empty() {
+                let _ = writeln!(out, "  sent as recorded");
+                continue;
+            }
+            let width = places.keys().map(|(at, _)| at.len()).max().unwrap_or(0);
+            for ((at, what), n) in places {
+                let _ = writeln!(out, "  {at:<width$}  {what}  ({n})");
+            }
+        }
+        out
+    }
+}
