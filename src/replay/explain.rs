@@ -13,7 +13,14 @@ use crate::route;
 /// Per route: requests seen, and (where, what happens) → count.
 #[derive(Debug, Default)]
 pub struct Explanation {
-    routes: BTreeMap<String, (u64, BTreeMap<(String, String), u64>)>,
+    routes: BTreeMap<String, RoutePlaces>,
+}
+
+#[derive(Debug, Default)]
+struct RoutePlaces {
+    requests: u64,
+    /// (place in the request, what happens there) → requests.
+    places: BTreeMap<(String, String), u64>,
 }
 
 impl Explanation {
@@ -25,7 +32,7 @@ impl Explanation {
         for (i, ex) in exchanges.iter().enumerate() {
             let route = route::normalize(&ex.method, &ex.uri);
             let entry = self.routes.entry(route.clone()).or_default();
-            entry.0 += 1;
+            entry.requests += 1;
             for (at, v) in rewrite::request_values_at(ex) {
                 let from = source.get(&v);
                 let what = if v.starts_with(MARKER_PREFIX) {
@@ -46,7 +53,7 @@ impl Explanation {
                 } else {
                     continue;
                 };
-                *entry.1.entry((at, what)).or_insert(0) += 1;
+                *entry.places.entry((at, what)).or_insert(0) += 1;
             }
             for v in rewrite::response_values(ex) {
                 source.entry(v).or_insert_with(|| route.clone());
@@ -57,7 +64,7 @@ impl Explanation {
     /// The table: per route, each substituted place and how often.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        for (route, (requests, places)) in &self.routes {
+        for (route, RoutePlaces { requests, places }) in &self.routes {
             let _ = writeln!(out, "{route}  ({requests} requests)");
             if places.is_empty() {
                 let _ = writeln!(out, "  sent as recorded");
