@@ -220,7 +220,7 @@ mod tests {
     use crate::report::histogram::LatencyHistogram;
     use crate::report::merge;
     use crate::report::model::StageReport;
-    use crate::report::model::{CaptureRef, FORMAT, ProfileRef, Report, Verdict};
+    use crate::report::model::{Report, test_report};
     use tokio::time::Instant;
 
     fn outcomes() -> Vec<Outcome> {
@@ -277,28 +277,7 @@ mod tests {
     }
 
     fn report(stage: &StageData) -> Report {
-        Report {
-            format: FORMAT.into(),
-            tool_version: "test".into(),
-            capture: CaptureRef {
-                path: "c.db".into(),
-                run: "1".into(),
-                exchanges: 1,
-                sessions: 1,
-            },
-            target: "http://t".into(),
-            profile: ProfileRef {
-                name: "p".into(),
-                fingerprint: "f".into(),
-            },
-            shard: None,
-            seed: 1,
-            started_at: String::new(),
-            finished_at: String::new(),
-            verdict: Verdict::Pass,
-            stages: vec![stage.report()],
-            capacity: Default::default(),
-        }
+        test_report(vec![stage.report()])
     }
 
     fn without_blobs(s: &StageReport) -> StageReport {

@@ -509,7 +509,7 @@ mod tests {
 
     use super::*;
     use crate::profile::Slo;
-    use crate::report::model::{CaptureRef, ProfileRef, StageData, Verdict, WindowData};
+    use crate::report::model::{StageData, WindowData, test_report};
 
     /// A report whose one stage has `windows` seconds of `per_window`
     /// requests, latencies around `ms` (with a little spread per window), and
@@ -548,28 +548,7 @@ mod tests {
         if errors > 0 {
             d.error_kinds.insert("http_5xx".into(), errors);
         }
-        Report {
-            format: crate::report::model::FORMAT.into(),
-            tool_version: "t".into(),
-            capture: CaptureRef {
-                path: "c".into(),
-                run: "1".into(),
-                exchanges: 1,
-                sessions: 1,
-            },
-            target: "http://t".into(),
-            profile: ProfileRef {
-                name: "p".into(),
-                fingerprint: "f".into(),
-            },
-            shard: None,
-            seed: 1,
-            started_at: "s".into(),
-            finished_at: "f".into(),
-            verdict: Verdict::Pass,
-            stages: vec![d.report()],
-            capacity: Default::default(),
-        }
+        test_report(vec![d.report()])
     }
 
     fn change(d: &ReportDiff, metric: &str) -> Change {
@@ -698,7 +677,7 @@ mod tests {
 #[cfg(test)]
 mod shape_tests {
     use super::*;
-    use crate::report::model::{Capacity, CaptureRef, ProfileRef, StageData, Verdict, capacity};
+    use crate::report::model::{StageData, capacity, test_report};
 
     fn stage(
         name: &str,
@@ -736,28 +715,7 @@ mod shape_tests {
     }
 
     fn report(stages: Vec<StageReport>) -> Report {
-        Report {
-            format: crate::report::model::FORMAT.into(),
-            tool_version: "t".into(),
-            capture: CaptureRef {
-                path: "c".into(),
-                run: "1".into(),
-                exchanges: 1,
-                sessions: 1,
-            },
-            target: "http://t".into(),
-            profile: ProfileRef {
-                name: "p".into(),
-                fingerprint: "f".into(),
-            },
-            shard: None,
-            seed: 1,
-            started_at: "s".into(),
-            finished_at: "f".into(),
-            verdict: Verdict::Pass,
-            capacity: Capacity::default(),
-            stages,
-        }
+        test_report(stages)
     }
 
     #[test]

@@ -655,3 +655,30 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
     }
     c
 }
+
+/// A report around `stages` with fixed metadata, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_report(stages: Vec<StageReport>) -> Report {
+    Report {
+        format: FORMAT.into(),
+        tool_version: "test".into(),
+        capture: CaptureRef {
+            path: "c.db".into(),
+            run: "1".into(),
+            exchanges: 1,
+            sessions: 1,
+        },
+        target: "http://t".into(),
+        profile: ProfileRef {
+            name: "p".into(),
+            fingerprint: "f".into(),
+        },
+        shard: None,
+        seed: 1,
+        started_at: String::new(),
+        finished_at: String::new(),
+        verdict: Verdict::Pass,
+        stages,
+        capacity: Capacity::default(),
+    }
+}
