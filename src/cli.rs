@@ -443,6 +443,10 @@ pub struct ReplayArgs {
     /// Print, per route, what will be substituted and why; send nothing.
     #[arg(long)]
     pub explain: bool,
+    /// File of bearer tokens, one per line: the Nth distinct recorded
+    /// credential (first-seen order) is replaced by the Nth token.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// Play a deterministic share of the VUs: K/N (1-based).
     #[arg(long)]
     pub shard: Option<String>,
@@ -463,6 +467,7 @@ pub struct ReplayPlan {
     pub capture: PathBuf,
     pub report: PathBuf,
     pub explain: bool,
+    pub tokens: Vec<String>,
     pub config: tapedeck::replay::ReplayConfig,
 }
 
@@ -575,6 +580,19 @@ impl ReplayArgs {
             .map(parse_session_filter)
             .transpose()
             .context("--sessions")?;
+        let tokens: Vec<String> = match &self.token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading --token-file {}", path.display()))?
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect(),
+            None => Vec::new(),
+        };
+        if self.token_file.is_some() && tokens.is_empty() {
+            bail!("--token-file holds no token (one per line)");
+        }
         let credentials = match &self.credentials_file {
             Some(path) => {
                 tapedeck::replay::rewrite::Credentials::load(path).map_err(anyhow::Error::msg)?
@@ -617,6 +635,7 @@ impl ReplayArgs {
             capture: self.capture,
             report,
             explain: self.explain,
+            tokens,
         })
     }
 }

@@ -308,8 +308,25 @@ async fn demo_backend(args: DemoBackendArgs) -> anyhow::Result<u8> {
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
-    let plan = args.into_plan()?;
+    let mut plan = args.into_plan()?;
     let store = Store::open(&plan.capture).await?;
+    if !plan.tokens.is_empty() {
+        let run = store.run(plan.config.run).await?;
+        let recorded = store.credentials_in_order(run.id).await?;
+        if recorded.len() > plan.tokens.len() {
+            tracing::warn!(
+                credentials = recorded.len(),
+                tokens = plan.tokens.len(),
+                "fewer tokens than recorded credentials: tokens are reused in turn"
+            );
+        }
+        let mut credentials = (*plan.config.credentials).clone();
+        for (i, credential) in recorded.into_iter().enumerate() {
+            let token = plan.tokens[i % plan.tokens.len()].clone();
+            credentials.markers.insert(credential, token);
+        }
+        plan.config.credentials = Arc::new(credentials);
+    }
     if plan.explain {
         let run = store.run(plan.config.run).await?;
         let mut explanation = tapedeck::replay::explain::Explanation::default();

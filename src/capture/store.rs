@@ -595,6 +595,31 @@ impl Store {
         Ok((spans, last - first))
     }
 
+    /// Distinct `Authorization` credentials (the part after the scheme) of
+    /// a run, in the order they were first sent.
+    ///
+    /// # Errors
+    /// On a store failure.
+    pub async fn credentials_in_order(&self, run_id: i64) -> Result<Vec<String>, CaptureError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT j.value ->> 1 FROM exchanges AS e, json_each(e.request_headers) AS j \
+             WHERE e.capture_id = ? AND lower(j.value ->> 0) = 'authorization' ORDER BY e.started_at_us, e.id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut seen = std::collections::HashSet::new();
+        Ok(rows
+            .into_iter()
+            .map(|v| {
+                v.split_once(' ')
+                    .map_or(v.as_str(), |(_, c)| c.trim())
+                    .to_string()
+            })
+            .filter(|c| seen.insert(c.clone()))
+            .collect())
+    }
+
     /// The exchanges of one session, in send order.
     ///
     /// # Errors

@@ -447,3 +447,55 @@ async fn a_slower_demo_backend_is_a_regression_and_the_reverse_an_improvement() 
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_gives_each_recorded_user_one_live_token_in_first_seen_order() {
+    let mut upstream = TestUpstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url()).await;
+    let client = support::client();
+    for (user, token) in [("a", "tok-first"), ("b", "tok-second"), ("a", "tok-first")] {
+        let auth = format!("Bearer {token}");
+        let headers = [("authorization", auth.as_str()), ("x-test-id", user)];
+        send(
+            &client,
+            Method::GET,
+            &proxy.url("/api/me"),
+            &headers,
+            Bytes::new(),
+        )
+        .await;
+    }
+    proxy.stop().await;
+    upstream.drain();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens.txt");
+    std::fs::write(&tokens, "# staging tokens\nlive-1\nlive-2\n").expect("write");
+    let report = dir.path().join("r.json");
+    let args = [
+        "replay",
+        proxy.capture.to_str().expect("utf8"),
+        "--target",
+        &upstream.url(),
+        "--token-file",
+        tokens.to_str().expect("utf8"),
+        "--multiplier",
+        "2",
+        "--report",
+        report.to_str().expect("utf8"),
+    ];
+    let (code, out, err) = output(&args).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let seen = upstream.drain();
+    assert_eq!(seen.len(), 6);
+    for s in &seen {
+        let expected = if s.headers["x-test-id"] == "a" {
+            "Bearer live-1"
+        } else {
+            "Bearer live-2"
+        };
+        assert_eq!(
+            s.headers["authorization"], expected,
+            "a user stays one user in every world"
+        );
+    }
+}
