@@ -243,60 +243,67 @@ struct Rewriter<'a> {
     substitutions: Vec<&'static str>,
     unresolved: u64,
     skip: bool,
-    cache: HashMap<String, Option<String>>,
+    cache: HashMap<String, Option<(String, &'static str)>>,
 }
 
 impl Rewriter<'_> {
+    /// The live value for a recorded one, if any; every replaced
+    /// occurrence counts as a substitution of its kind.
     fn subst(&mut self, v: &str) -> Option<String> {
         if v.len() < 6 {
             return None;
         }
-        if let Some(done) = self.cache.get(v) {
-            return done.clone();
-        }
+        let decided = match self.cache.get(v) {
+            Some(done) => done.clone(),
+            None => {
+                let done = self.decide(v);
+                self.cache.insert(v.to_string(), done.clone());
+                done
+            }
+        };
+        let (live, kind) = decided?;
+        self.substitutions.push(kind);
+        Some(live)
+    }
+
+    /// What to send for a recorded value, decided once per request.
+    fn decide(&mut self, v: &str) -> Option<(String, &'static str)> {
         let mut state = self.world.lock();
-        let result = if let Some(live) = state.live.get(v) {
+        if let Some(live) = state.live.get(v) {
             let kind = if v.starts_with(MARKER_PREFIX) {
                 "credential"
             } else {
                 "correlated"
             };
-            self.substitutions.push(kind);
-            Some(live.clone())
-        } else if let Some(secret) = v
-            .starts_with(MARKER_PREFIX)
-            .then(|| self.session.secrets.get(self.index).cloned().flatten())
-            .flatten()
+            return Some((live.clone(), kind));
+        }
+        if v.starts_with(MARKER_PREFIX)
+            && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten()
         {
-            self.substitutions.push("credential");
-            Some(secret)
-        } else if is_dynamic(v) && self.session.nonces.contains(v) {
+            return Some((secret, "credential"));
+        }
+        if is_dynamic(v) && self.session.nonces.contains(v) {
             let fresh = regenerate(v);
             state.live.insert(v.to_string(), fresh.clone());
-            self.substitutions.push("nonce");
-            Some(fresh)
-        } else if state.poisoned.contains(v) {
+            return Some((fresh, "nonce"));
+        }
+        if state.poisoned.contains(v) {
             self.skip = true;
-            None
-        } else {
-            if self
-                .session
-                .handed_out
-                .get(self.index)
-                .is_some_and(|h| h.contains(v))
-                || v.starts_with(MARKER_PREFIX)
-            {
-                tracing::debug!(
-                    value = v,
-                    "no live value for a recorded one; sent as recorded"
-                );
-                self.unresolved += 1;
-            }
-            None
-        };
-        drop(state);
-        self.cache.insert(v.to_string(), result.clone());
-        result
+            return None;
+        }
+        let handed_out = self
+            .session
+            .handed_out
+            .get(self.index)
+            .is_some_and(|h| h.contains(v));
+        if handed_out || v.starts_with(MARKER_PREFIX) {
+            tracing::debug!(
+                value = v,
+                "no live value for a recorded one; sent as recorded"
+            );
+            self.unresolved += 1;
+        }
+        None
     }
 }
 
@@ -355,9 +362,13 @@ pub fn prepare(
         };
     }
     if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
-        let before = r.substitutions.len();
-        walk_strings(&mut json, &mut |s| r.subst(s));
-        if r.substitutions.len() != before {
+        let mut changed = false;
+        walk_strings(&mut json, &mut |s| {
+            let live = r.subst(s);
+            changed |= live.is_some();
+            live
+        });
+        if changed {
             out.request_body =
                 serde_json::to_vec(&json).unwrap_or_else(|_| ex.request_body.clone());
         }
@@ -956,6 +967,46 @@ mod tests {
                 .live("redacted:ffffffffffffffffffffffffffffffff")
                 .as_deref(),
             Some("k")
+        );
+    }
+
+    #[test]
+    fn only_whole_values_are_replaced_and_short_or_common_ones_never_mapped() {
+        let world = World::default();
+        let recorded = ex(
+            "POST",
+            "/x",
+            &[],
+            "",
+            r#"{"id":"c_Ab12Cd34Ef56","n":"1","ok":"true","items":[{"id":"m_Zx98Cv76Bn54"}]}"#,
+        );
+        let pairs = learn(
+            &recorded,
+            &[],
+            &Bytes::from_static(br#"{"id":"c_Live99Live99","n":"2","ok":"false","items":[{"id":"m_LiveNested12"}]}"#),
+            &world,
+        );
+        let learned: Vec<&str> = pairs.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(
+            learned,
+            ["c_Ab12Cd34Ef56", "m_Zx98Cv76Bn54"],
+            "\"1\" and \"true\" are never mapped"
+        );
+        // The id inside a longer string stays; the whole value is replaced,
+        // in nested JSON, arrays, path segments and query values.
+        let send = ex(
+            "POST",
+            "/c/c_Ab12Cd34Ef56/m?ref=m_Zx98Cv76Bn54&q=1",
+            &[],
+            r#"{"text":"see c_Ab12Cd34Ef56 please","refs":["m_Zx98Cv76Bn54"],"n":"1"}"#,
+            "{}",
+        );
+        let p = prepare(&send, 0, &SessionValues::default(), &world);
+        assert_eq!(p.exchange.uri, "/c/c_Live99Live99/m?ref=m_LiveNested12&q=1");
+        let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
+        assert_eq!(
+            body,
+            serde_json::json!({"text": "see c_Ab12Cd34Ef56 please", "refs": ["m_LiveNested12"], "n": "1"})
         );
     }
 
