@@ -1,12 +1,13 @@
 //! The recording reverse proxy.
 //!
-//! `listener` accepts HTTP/1.1 and h2c connections and drains them on
-//! shutdown; `forward` turns one client request into one upstream request
+//! The accept loop here serves HTTP/1.1 and h2c connections and drains
+//! them on shutdown; `forward` turns one client request into one upstream request
 //! and answers 502/504/403/405 itself where it must; `tap` copies bodies up
 //! to the cap and hands finished exchanges to the capture sink; `session`
 //! keys requests into user sessions; `admin` serves health and metrics.
-//! The proxy depends on `capture` for types and the sink, never on the
-//! store: recording can fail without a request failing.
+//! The proxy depends on `capture` for types, the sink and (at start) the
+//! store's redaction key and run row; it never waits on the store while
+//! serving: recording can fail without a request failing.
 
 pub mod admin;
 pub(crate) mod forward;
