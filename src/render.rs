@@ -116,6 +116,17 @@ pub fn run_details(
     out
 }
 
+/// The names of the SLOs a stage failed; `None` when none applied.
+fn failed_slos(s: &crate::report::StageReport) -> Option<Vec<&str>> {
+    (!s.slo.is_empty()).then(|| {
+        s.slo
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| r.name.as_str())
+            .collect()
+    })
+}
+
 /// The per-stage table of a report: one row per stage.
 pub fn stages_table(report: &crate::report::Report) -> String {
     let mut out = String::new();
@@ -136,18 +147,10 @@ pub fn stages_table(report: &crate::report::Report) -> String {
         "late"
     );
     for s in &report.stages {
-        let slo = if s.slo.is_empty() {
-            "-".to_string()
-        } else if s.slo.iter().all(|r| r.pass) {
-            "pass".to_string()
-        } else {
-            let failed: Vec<&str> = s
-                .slo
-                .iter()
-                .filter(|r| !r.pass)
-                .map(|r| r.name.as_str())
-                .collect();
-            format!("FAIL ({})", failed.join(", "))
+        let slo = match failed_slos(s) {
+            None => "-".to_string(),
+            Some(failed) if failed.is_empty() => "pass".to_string(),
+            Some(failed) => format!("FAIL ({})", failed.join(", ")),
         };
         let _ = writeln!(
             out,
@@ -370,18 +373,10 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
     );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for s in &report.stages {
-        let slo = if s.slo.is_empty() {
-            "–".to_string()
-        } else if s.slo.iter().all(|r| r.pass) {
-            "pass".to_string()
-        } else {
-            let failed: Vec<&str> = s
-                .slo
-                .iter()
-                .filter(|r| !r.pass)
-                .map(|r| r.name.as_str())
-                .collect();
-            format!("**fail** ({})", failed.join(", "))
+        let slo = match failed_slos(s) {
+            None => "–".to_string(),
+            Some(failed) if failed.is_empty() => "pass".to_string(),
+            Some(failed) => format!("**fail** ({})", failed.join(", ")),
         };
         let _ = writeln!(
             out,
