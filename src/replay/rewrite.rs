@@ -783,6 +783,16 @@ mod tests {
     const MARK: &str = "redacted:0123456789abcdef0123456789abcdef";
 
     fn chat_session() -> Vec<StoredExchange> {
+        let send = ex(
+            "POST",
+            "/api/conversations/c_Ab12Cd34Ef56/messages",
+            &[
+                ("authorization", &format!("Bearer {MARK}")),
+                ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
+            ],
+            r#"{"text":"hi"}"#,
+            r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
+        );
         vec![
             ex(
                 "POST",
@@ -798,26 +808,9 @@ mod tests {
                 "{}",
                 r#"{"id":"c_Ab12Cd34Ef56"}"#,
             ),
-            ex(
-                "POST",
-                "/api/conversations/c_Ab12Cd34Ef56/messages",
-                &[
-                    ("authorization", &format!("Bearer {MARK}")),
-                    ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
-                ],
-                r#"{"text":"hi"}"#,
-                r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
-            ),
-            ex(
-                "POST",
-                "/api/conversations/c_Ab12Cd34Ef56/messages",
-                &[
-                    ("authorization", &format!("Bearer {MARK}")),
-                    ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
-                ],
-                r#"{"text":"hi"}"#,
-                r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
-            ),
+            send.clone(),
+            // The client's retry of the same send: same key, same answer.
+            send,
             ex(
                 "PUT",
                 "/api/conversations/c_Ab12Cd34Ef56/messages/txn0a1b2c3d4e5f",

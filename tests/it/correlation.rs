@@ -185,23 +185,7 @@ async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to()
         ChatClient::new(&base, "alice-app"),
         ChatClient::new(&base, "bob-app"),
     );
-    let login = |c: &ChatClient, user: &'static str| {
-        let c = c.clone();
-        async move {
-            let r = c
-                .call(
-                    Method::POST,
-                    "/api/login",
-                    None,
-                    &[],
-                    Some(json!({"user": user, "password": "pw"})),
-                )
-                .await
-                .expect("login");
-            r.json()["token"].as_str().expect("token").to_string()
-        }
-    };
-    let a = login(&alice, "alice-01").await;
+    let a = crate::support::demo_login(&alice, "alice-01").await;
     let room = alice
         .call(
             Method::POST,
@@ -218,7 +202,7 @@ async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to()
         .to_string();
     // Bob joins a while later, as people do (recorded think time).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let b = login(&bob, "bob-0002").await;
+    let b = crate::support::demo_login(&bob, "bob-0002").await;
     let path = format!("/api/conversations/{room}/messages");
     let sent = bob
         .call(

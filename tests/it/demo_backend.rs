@@ -10,26 +10,13 @@ use tapedeck::demo::script::ChatClient;
 use tapedeck::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
+use crate::support::demo_login;
+
 async fn start(config: BackendConfig) -> (DemoBackend, ChatClient) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let backend = DemoBackend::start(listener, config, Shutdown::new()).expect("start backend");
     let client = ChatClient::new(&backend.url(), "contract-test");
     (backend, client)
-}
-
-async fn login(client: &ChatClient, user: &str) -> String {
-    let r = client
-        .call(
-            Method::POST,
-            "/api/login",
-            None,
-            &[],
-            Some(json!({"user": user, "password": "pw"})),
-        )
-        .await
-        .expect("login");
-    assert_eq!(r.status, StatusCode::OK);
-    r.json()["token"].as_str().expect("token").to_string()
 }
 
 async fn conversation(client: &ChatClient, token: &str) -> String {
@@ -58,8 +45,8 @@ async fn stats(client: &ChatClient) -> Stats {
 #[tokio::test]
 async fn login_hands_out_distinct_tokens_and_other_routes_need_one() {
     let (_backend, client) = start(BackendConfig::default()).await;
-    let a = login(&client, "ann").await;
-    let b = login(&client, "ann").await;
+    let a = demo_login(&client, "ann").await;
+    let b = demo_login(&client, "ann").await;
     assert_ne!(a, b, "a token is random per login");
     let r = client
         .call(Method::POST, "/api/conversations", None, &[], None)
@@ -95,7 +82,7 @@ async fn login_hands_out_distinct_tokens_and_other_routes_need_one() {
 #[tokio::test]
 async fn idempotent_sends_return_the_same_message_and_store_it_once() {
     let (_backend, client) = start(BackendConfig::default()).await;
-    let token = login(&client, "ann").await;
+    let token = demo_login(&client, "ann").await;
     let conv = conversation(&client, &token).await;
     let path = format!("/api/conversations/{conv}/messages");
     let key = [("idempotency-key", "k-1")];
@@ -183,7 +170,7 @@ async fn idempotent_sends_return_the_same_message_and_store_it_once() {
 #[tokio::test]
 async fn history_pages_follow_server_cursors_and_reject_bad_or_foreign_ones() {
     let (_backend, client) = start(BackendConfig::default()).await;
-    let token = login(&client, "ann").await;
+    let token = demo_login(&client, "ann").await;
     let conv = conversation(&client, &token).await;
     let other = conversation(&client, &token).await;
     let path = format!("/api/conversations/{conv}/messages");
@@ -259,7 +246,7 @@ async fn the_bot_reply_streams_event_by_event() {
         ..BackendConfig::default()
     };
     let (backend, client) = start(config).await;
-    let token = login(&client, "ann").await;
+    let token = demo_login(&client, "ann").await;
     let conv = conversation(&client, &token).await;
     let http = crate::support::client();
     let req = http::Request::get(format!("{}/api/conversations/{conv}/reply", backend.url()))
@@ -319,7 +306,7 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after() {
         ..BackendConfig::default()
     };
     let (backend, client) = start(config).await;
-    let token = login(&client, "ann").await;
+    let token = demo_login(&client, "ann").await;
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let r = client
@@ -357,5 +344,5 @@ async fn garbage_input_gets_4xx_and_the_backend_keeps_serving() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let v: Value = r.json();
     assert!(v["error"].is_string());
-    login(&client, "still-up").await;
+    demo_login(&client, "still-up").await;
 }

@@ -417,3 +417,19 @@ pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) ->
     store.finish_run(run, 0).await.expect("finish");
     store
 }
+
+/// Logs `user` in to a demo backend (any password) and returns the token.
+pub async fn demo_login(client: &tapedeck::demo::script::ChatClient, user: &str) -> String {
+    let r = client
+        .call(
+            Method::POST,
+            "/api/login",
+            None,
+            &[],
+            Some(serde_json::json!({"user": user, "password": "pw"})),
+        )
+        .await
+        .expect("login");
+    assert_eq!(r.status, StatusCode::OK, "login of {user}");
+    r.json()["token"].as_str().expect("token").to_string()
+}
