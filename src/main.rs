@@ -329,7 +329,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     }
     if plan.explain {
         let run = store.run(plan.config.run).await?;
-        let mut explanation = tapedeck::replay::explain::Explanation::default();
+        let rules = tapedeck::replay::rules::Rules::compile(&plan.config.profile.rules)
+            .map_err(tapedeck::replay::ReplayError::Rules)?;
+        let mut explanation = tapedeck::replay::explain::Explanation::with_rules(rules);
         for span in store.session_spans(run.id).await?.0 {
             if let Some(ranges) = &plan.config.sessions
                 && !ranges

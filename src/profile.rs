@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::replay::rules::{RuleConfig, Rules};
+
 /// The only profile format version so far.
 pub const VERSION: u32 = 1;
 
@@ -161,6 +163,9 @@ pub struct Profile {
     /// apart and kept out of SLO percentiles.
     #[serde(default)]
     pub long_poll_routes: Vec<String>,
+    /// Explicit dynamic-value rules (docs/replay-profiles.md, "Rules").
+    #[serde(default)]
+    pub rules: RuleConfig,
 }
 
 impl Profile {
@@ -181,6 +186,7 @@ impl Profile {
             slo: Slo::default(),
             safety: Safety::default(),
             long_poll_routes: Vec::new(),
+            rules: RuleConfig::default(),
         }
     }
 
@@ -272,6 +278,7 @@ impl Profile {
         if safety.abort_window.is_zero() {
             return Err("safety.abort_window is zero".into());
         }
+        Rules::compile(&self.rules)?;
         Ok(())
     }
 }

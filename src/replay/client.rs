@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use super::engine::{Dispatch, Sent};
+use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::proxy::Upstream;
 use crate::proxy::forward::HOP_BY_HOP;
@@ -45,6 +46,10 @@ pub struct ReplayClient {
     timeout: Duration,
     replay_id: Option<HeaderValue>,
     overrides: Vec<(HeaderName, HeaderValue)>,
+    /// Response headers kept besides `Location` and `Set-Cookie`.
+    kept_headers: Vec<HeaderName>,
+    /// Keep bodies of any type, not only JSON.
+    keep_all_bodies: bool,
 }
 
 impl ReplayClient {
@@ -67,7 +72,21 @@ impl ReplayClient {
             timeout,
             replay_id: replay_id.and_then(|id| HeaderValue::from_str(id).ok()),
             overrides: Vec::new(),
+            kept_headers: Vec::new(),
+            keep_all_bodies: false,
         }
+    }
+
+    /// Also keeps what the profile's extract rules read: their headers,
+    /// and non-JSON bodies when a rule searches one.
+    pub fn keeping(mut self, rules: &Rules) -> Self {
+        let (headers, text_bodies) = rules.response_needs();
+        self.kept_headers = headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        self.keep_all_bodies = text_bodies;
+        self
     }
 
     /// Sets these headers on every request, replacing recorded ones
@@ -138,11 +157,16 @@ impl Dispatch for ReplayClient {
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
             // Only what correlation reads is kept: Location, Set-Cookie and
-            // JSON bodies up to a cap. Everything else is read and dropped.
+            // JSON bodies up to a cap, and what extract rules read.
+            // Everything else is read and dropped.
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
-                .filter(|(k, _)| *k == header::LOCATION || *k == header::SET_COOKIE)
+                .filter(|(k, _)| {
+                    *k == header::LOCATION
+                        || *k == header::SET_COOKIE
+                        || self.kept_headers.contains(k)
+                })
                 .map(|(k, v)| {
                     (
                         k.as_str().to_string(),
@@ -150,11 +174,12 @@ impl Dispatch for ReplayClient {
                     )
                 })
                 .collect();
-            let keep_body = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-                v.as_bytes()
-                    .windows(4)
-                    .any(|w| w.eq_ignore_ascii_case(b"json"))
-            });
+            let keep_body = self.keep_all_bodies
+                || resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+                    v.as_bytes()
+                        .windows(4)
+                        .any(|w| w.eq_ignore_ascii_case(b"json"))
+                });
             let mut kept = BytesMut::new();
             let mut body = resp.into_body();
             while let Some(frame) = body.frame().await {

@@ -19,6 +19,7 @@ use tokio::time::{Instant, sleep_until};
 use super::outcome::{Event, LiveStats, Outcome};
 use super::plan::{self, SessionSpan, VuSchedule};
 use super::rewrite::{self, Credentials, SessionValues, World};
+use super::rules::Rules;
 use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
@@ -97,6 +98,8 @@ pub struct StageRun {
     pub max_vus: usize,
     /// Clear values for redacted credentials.
     pub credentials: Arc<Credentials>,
+    /// The profile's explicit rules.
+    pub rules: Arc<Rules>,
 }
 
 /// A VU's identity for the dedup detector: (world, pass).
@@ -119,6 +122,7 @@ struct Ctx<D, S> {
     read_only: bool,
     correlate: bool,
     credentials: Arc<Credentials>,
+    rules: Arc<Rules>,
     worlds: Mutex<HashMap<(u32, u32), Arc<World>>>,
     /// (recorded exchange, recorded value) → (VU identity, live value) of
     /// the first replay of a write that handed out a live value.
@@ -126,6 +130,15 @@ struct Ctx<D, S> {
 }
 
 impl<D, S> Ctx<D, S> {
+    /// `ex`'s response failed or was never asked for: what it would have
+    /// handed out will not come, and the requests that need it are skipped.
+    fn lost(&self, ex: &StoredExchange, world: &World) {
+        if self.correlate {
+            rewrite::poison(ex, world);
+        }
+        self.rules.fail(ex, world);
+    }
+
     fn world(&self, world: u32, pass: u32) -> Arc<World> {
         let mut worlds = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
         worlds
@@ -179,6 +192,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         read_only: stage.read_only,
         correlate: stage.correlate,
         credentials: stage.credentials.clone(),
+        rules: stage.rules.clone(),
         worlds: Mutex::new(HashMap::new()),
         writes: Mutex::new(HashMap::new()),
     });
@@ -274,10 +288,12 @@ async fn send_one<D: Dispatch, S: SessionSource>(
             failure = ?sent.failure,
             "a request the recording got through failed"
         );
-        if ctx.correlate {
-            rewrite::poison(&ex, &world);
-        }
-    } else if live_ok && (ctx.correlate || is_write(&ex.method)) {
+        ctx.lost(&ex, &world);
+    } else if live_ok && (ctx.correlate || is_write(&ex.method) || !ctx.rules.is_empty()) {
+        let extracted = ctx
+            .rules
+            .extract(&route, &ex, &sent.headers, &sent.body, &world);
+        world.absorb(&extracted);
         let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
@@ -359,15 +375,15 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         }
         if ex.request_truncated {
             let _ = ctx.events.send(Event::TruncatedSkipped);
-            rewrite::poison(&ex, &world);
+            ctx.lost(&ex, &world);
             handles.push(None);
             continue;
         }
-        let to_send = if ctx.correlate {
-            let prepared = rewrite::prepare(&ex, index, &values, &world);
+        let to_send = if ctx.correlate || !ctx.rules.is_empty() {
+            let prepared = rewrite::prepare(&ex, index, &values, &world, &ctx.rules, ctx.correlate);
             if prepared.skip {
                 let _ = ctx.events.send(Event::DependentSkipped);
-                rewrite::poison(&ex, &world);
+                ctx.lost(&ex, &world);
                 handles.push(None);
                 continue;
             }
@@ -552,6 +568,7 @@ mod tests {
             correlate: true,
             max_vus: 100_000,
             credentials: Arc::default(),
+            rules: Arc::default(),
         }
     }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use super::rewrite::{self, Credentials};
+use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::capture::redact::MARKER_PREFIX;
 use crate::route;
@@ -14,6 +15,7 @@ use crate::route;
 #[derive(Debug, Default)]
 pub struct Explanation {
     routes: BTreeMap<String, RoutePlaces>,
+    rules: Rules,
 }
 
 #[derive(Debug, Default)]
@@ -24,6 +26,15 @@ struct RoutePlaces {
 }
 
 impl Explanation {
+    /// An explanation that applies the profile's rules before the
+    /// heuristics.
+    pub fn with_rules(rules: Rules) -> Explanation {
+        Explanation {
+            routes: BTreeMap::new(),
+            rules,
+        }
+    }
+
     /// Adds one recorded session.
     pub fn add_session(&mut self, exchanges: &[StoredExchange], credentials: &Credentials) {
         let values = rewrite::analyze_with(exchanges, credentials);
@@ -33,7 +44,14 @@ impl Explanation {
             let route = route::normalize(&ex.method, &ex.uri);
             let entry = self.routes.entry(route.clone()).or_default();
             entry.requests += 1;
+            let ruled = self.rules.places(&route);
+            for (at, what) in &ruled {
+                *entry.places.entry((at.clone(), what.clone())).or_insert(0) += 1;
+            }
             for (at, v) in rewrite::request_values_at(ex) {
+                if ruled.iter().any(|(place, _)| *place == at) {
+                    continue;
+                }
                 let from = source.get(&v);
                 let what = if v.starts_with(MARKER_PREFIX) {
                     if credentials.markers.contains_key(&v)
@@ -64,6 +82,17 @@ impl Explanation {
     /// The table: per route, each substituted place and how often.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let rules = self.rules.describe();
+        if !rules.is_empty() {
+            let _ = writeln!(
+                out,
+                "rules (from the profile; they override the heuristics)"
+            );
+            for rule in rules {
+                let _ = writeln!(out, "  {rule}");
+            }
+            out.push('\n');
+        }
         for (route, RoutePlaces { requests, places }) in &self.routes {
             let _ = writeln!(out, "{route}  ({requests} requests)");
             if places.is_empty() {

@@ -12,6 +12,7 @@ pub mod explain;
 pub mod outcome;
 pub mod plan;
 pub mod rewrite;
+pub mod rules;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::shutdown::Shutdown;
 use client::ReplayClient;
 use engine::{SessionSource, StageRun};
 use outcome::LiveStats;
+use rules::Rules;
 
 /// Errors that stop a replay from starting.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,9 @@ pub enum ReplayError {
         /// The connect error.
         reason: String,
     },
+    /// The profile's rules do not compile.
+    #[error("profile rules: {0}")]
+    Rules(String),
 }
 
 /// Everything a replay runs with.
@@ -105,8 +110,8 @@ impl SessionSource for StoreSource {
 /// A stable fingerprint of the profile's effective settings.
 pub fn profile_fingerprint(profile: &Profile) -> String {
     let text = format!(
-        "{:?}|{:?}|{:?}|{:?}",
-        profile.stages, profile.slo, profile.safety, profile.long_poll_routes
+        "{:?}|{:?}|{:?}|{:?}|{:?}",
+        profile.stages, profile.slo, profile.safety, profile.long_poll_routes, profile.rules
     );
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
 }
@@ -134,6 +139,7 @@ pub async fn run(
     if sessions.is_empty() {
         return Err(ReplayError::EmptyRun(run.id));
     }
+    let rules = Arc::new(Rules::compile(&config.profile.rules).map_err(ReplayError::Rules)?);
     check_reachable(&config.target).await?;
 
     let fingerprint = profile_fingerprint(&config.profile);
@@ -153,7 +159,8 @@ pub async fn run(
             config.profile.safety.request_timeout,
             config.replay_header.then_some(report_id.as_str()),
         )
-        .with_headers(&config.headers),
+        .with_headers(&config.headers)
+        .keeping(&rules),
     );
     let source = Arc::new(StoreSource {
         store: store.clone(),
@@ -205,6 +212,7 @@ pub async fn run(
             correlate: config.correlate,
             max_vus: config.profile.safety.max_vus,
             credentials: config.credentials.clone(),
+            rules: rules.clone(),
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use rand::Rng;
 use serde_json::Value;
 
+use super::rules::{Decision, Rules};
 use crate::capture::StoredExchange;
 use crate::capture::redact::MARKER_PREFIX;
 use crate::route;
@@ -118,6 +119,8 @@ pub struct World {
 struct WorldState {
     live: HashMap<String, String>,
     poisoned: HashSet<String>,
+    /// Rule variables: `None` once the response that hands one out failed.
+    vars: HashMap<String, Option<String>>,
 }
 
 impl World {
@@ -141,6 +144,25 @@ impl World {
     /// The live value learned for a recorded one.
     pub fn live(&self, recorded: &str) -> Option<String> {
         self.lock().live.get(recorded).cloned()
+    }
+
+    /// The live value for a recorded one, made now if there is none yet.
+    pub fn live_or_insert(&self, recorded: &str, make: impl FnOnce() -> String) -> String {
+        self.lock()
+            .live
+            .entry(recorded.to_string())
+            .or_insert_with(make)
+            .clone()
+    }
+
+    /// A rule variable: `Some(None)` when its response failed.
+    pub fn var(&self, name: &str) -> Option<Option<String>> {
+        self.lock().vars.get(name).cloned()
+    }
+
+    /// Sets a rule variable (`None`: its response failed).
+    pub fn set_var(&self, name: &str, value: Option<String>) {
+        self.lock().vars.insert(name.to_string(), value);
     }
 }
 
@@ -250,11 +272,9 @@ impl Rewriter<'_> {
     /// The live value for a recorded one, if any; every replaced
     /// occurrence counts as a substitution of its kind.
     fn subst(&mut self, v: &str) -> Option<String> {
-        if v.len() < 6 {
-            return None;
-        }
         let decided = match self.cache.get(v) {
             Some(done) => done.clone(),
+            None if v.len() < 6 => return None,
             None => {
                 let done = self.decide(v);
                 self.cache.insert(v.to_string(), done.clone());
@@ -307,12 +327,16 @@ impl Rewriter<'_> {
     }
 }
 
-/// Rewrites request `index` of a session for `world`.
+/// Rewrites request `index` of a session for `world`: the profile's
+/// rules first, then (with `correlate`) the heuristics for everything the
+/// rules do not name.
 pub fn prepare(
     ex: &StoredExchange,
     index: usize,
     session: &SessionValues,
     world: &World,
+    rules: &Rules,
+    correlate: bool,
 ) -> Prepared {
     let mut r = Rewriter {
         world,
@@ -323,54 +347,37 @@ pub fn prepare(
         skip: false,
         cache: HashMap::new(),
     };
-    let mut out = ex.clone();
-    out.uri = rewrite_uri(&ex.uri, &mut |v| r.subst(v));
-    for (name, value) in out.request_headers.iter_mut() {
-        let lower = name.to_ascii_lowercase();
-        if STATIC_HEADERS.contains(&lower.as_str()) {
-            continue;
-        }
-        *value = match lower.as_str() {
-            "authorization" | "proxy-authorization" => match value.split_once(' ') {
-                Some((scheme, cred)) => match r.subst(cred.trim()) {
-                    Some(live) => format!("{scheme} {live}"),
-                    None => continue,
-                },
-                None => match r.subst(value) {
-                    Some(live) => live,
-                    None => continue,
-                },
-            },
-            "cookie" => value
-                .split(';')
-                .map(|pair| {
-                    let pair = pair.trim();
-                    match pair.split_once('=') {
-                        Some((k, v)) => match r.subst(v) {
-                            Some(live) => format!("{k}={live}"),
-                            None => pair.to_string(),
-                        },
-                        None => pair.to_string(),
+    let mut writes = Vec::new();
+    if !rules.is_empty() {
+        let route = route::normalize(&ex.method, &ex.uri);
+        for action in rules.actions(&route, ex, world) {
+            match action.decision {
+                // What a rule decides, the heuristics do not redecide.
+                Decision::Keep(v) => {
+                    r.cache.insert(v, None);
+                }
+                Decision::Set(live, kind) => {
+                    if let Some(v) = action.recorded {
+                        let same = v == live;
+                        r.cache.insert(v, (!same).then(|| (live.clone(), kind)));
                     }
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-            _ => match r.subst(value.trim()) {
-                Some(live) => live,
-                None => continue,
-            },
-        };
+                    writes.push((action.at, live, kind));
+                }
+                Decision::Skip => r.skip = true,
+                Decision::Missing => r.unresolved += 1,
+            }
+        }
     }
-    if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
-        let mut changed = false;
-        walk_strings(&mut json, &mut |s| {
-            let live = r.subst(s);
-            changed |= live.is_some();
-            live
-        });
-        if changed {
-            out.request_body =
-                serde_json::to_vec(&json).unwrap_or_else(|_| ex.request_body.clone());
+    let mut out = ex.clone();
+    if correlate {
+        r.rewrite(ex, &mut out);
+    }
+    // The rule's own place, also where the heuristics would not look (a
+    // number, a short value).
+    for (at, live, kind) in writes {
+        if at.read(&out).as_deref() != Some(live.as_str()) {
+            at.write(&mut out, &live);
+            r.substitutions.push(kind);
         }
     }
     Prepared {
@@ -378,6 +385,62 @@ pub fn prepare(
         substitutions: r.substitutions,
         unresolved: r.unresolved,
         skip: r.skip,
+    }
+}
+
+impl Rewriter<'_> {
+    /// The heuristics: every path segment, query value, dynamic header and
+    /// JSON string of the request.
+    fn rewrite(&mut self, ex: &StoredExchange, out: &mut StoredExchange) {
+        out.uri = rewrite_uri(&ex.uri, &mut |v| self.subst(v));
+        for (name, value) in out.request_headers.iter_mut() {
+            let lower = name.to_ascii_lowercase();
+            if STATIC_HEADERS.contains(&lower.as_str()) {
+                continue;
+            }
+            *value = match lower.as_str() {
+                "authorization" | "proxy-authorization" => match value.split_once(' ') {
+                    Some((scheme, cred)) => match self.subst(cred.trim()) {
+                        Some(live) => format!("{scheme} {live}"),
+                        None => continue,
+                    },
+                    None => match self.subst(value) {
+                        Some(live) => live,
+                        None => continue,
+                    },
+                },
+                "cookie" => value
+                    .split(';')
+                    .map(|pair| {
+                        let pair = pair.trim();
+                        match pair.split_once('=') {
+                            Some((k, v)) => match self.subst(v) {
+                                Some(live) => format!("{k}={live}"),
+                                None => pair.to_string(),
+                            },
+                            None => pair.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => match self.subst(value.trim()) {
+                    Some(live) => live,
+                    None => continue,
+                },
+            };
+        }
+        if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
+            let mut changed = false;
+            walk_strings(&mut json, &mut |s| {
+                let live = self.subst(s);
+                changed |= live.is_some();
+                live
+            });
+            if changed {
+                out.request_body =
+                    serde_json::to_vec(&json).unwrap_or_else(|_| ex.request_body.clone());
+            }
+        }
     }
 }
 
@@ -742,10 +805,11 @@ pub fn regenerate(v: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn ex(
+    /// A recorded exchange: request line, headers, body and response body.
+    pub(crate) fn ex(
         method: &str,
         uri: &str,
         headers: &[(&str, &str)],
@@ -855,7 +919,7 @@ mod tests {
         let values = analyze(&session);
         let world = World::default();
         // Login: the live token is learned for the recorded marker.
-        let login = prepare(&session[0], 0, &values, &world);
+        let login = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
         assert_eq!(
             login.substitutions,
             ["nonce"],
@@ -867,7 +931,7 @@ mod tests {
             &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
             &world,
         );
-        let create = prepare(&session[1], 1, &values, &world);
+        let create = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
         assert_eq!(
             create.exchange.request_header("authorization"),
             Some("Bearer tok_LIVE123456")
@@ -879,7 +943,7 @@ mod tests {
             &Bytes::from_static(br#"{"id":"c_LiveConv9876"}"#),
             &world,
         );
-        let post = prepare(&session[2], 2, &values, &world);
+        let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
         assert_eq!(
             post.exchange.uri,
             "/api/conversations/c_LiveConv9876/messages"
@@ -891,13 +955,13 @@ mod tests {
             .to_string();
         assert_ne!(key, "idem-4f2a9c01d3e5b7a8");
         assert_eq!(key.len(), "idem-4f2a9c01d3e5b7a8".len());
-        let retry = prepare(&session[3], 3, &values, &world);
+        let retry = prepare(&session[3], 3, &values, &world, &Rules::default(), true);
         assert_eq!(
             retry.exchange.request_header("idempotency-key"),
             Some(key.as_str()),
             "one nonce per world"
         );
-        let put = prepare(&session[4], 4, &values, &world);
+        let put = prepare(&session[4], 4, &values, &world, &Rules::default(), true);
         assert!(
             put.exchange
                 .uri
@@ -906,7 +970,7 @@ mod tests {
         assert!(!put.exchange.uri.ends_with("txn0a1b2c3d4e5f"));
         // Another world regenerates its own nonces.
         let other = World::default();
-        let other_post = prepare(&session[2], 2, &values, &other);
+        let other_post = prepare(&session[2], 2, &values, &other, &Rules::default(), true);
         assert_ne!(
             other_post.exchange.request_header("idempotency-key"),
             Some(key.as_str())
@@ -925,7 +989,7 @@ mod tests {
             &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
             &world,
         );
-        let post = prepare(&session[2], 2, &values, &world);
+        let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
         assert!(
             post.skip,
             "the conversation was never created in this world"
@@ -949,7 +1013,14 @@ mod tests {
             br#"{"user":"user-07","password":"redacted:0123456789abcdef0123456789abcdef"}"#
                 .to_vec();
         let values = analyze_with(&[login.clone()], &creds);
-        let p = prepare(&login, 0, &values, &World::seeded(&creds));
+        let p = prepare(
+            &login,
+            0,
+            &values,
+            &World::seeded(&creds),
+            &Rules::default(),
+            true,
+        );
         let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
         assert_eq!(
             body,
@@ -994,7 +1065,14 @@ mod tests {
             r#"{"text":"see c_Ab12Cd34Ef56 please","refs":["m_Zx98Cv76Bn54"],"n":"1"}"#,
             "{}",
         );
-        let p = prepare(&send, 0, &SessionValues::default(), &world);
+        let p = prepare(
+            &send,
+            0,
+            &SessionValues::default(),
+            &world,
+            &Rules::default(),
+            true,
+        );
         assert_eq!(p.exchange.uri, "/c/c_Live99Live99/m?ref=m_LiveNested12&q=1");
         let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
         assert_eq!(
@@ -1029,7 +1107,14 @@ mod tests {
             "",
             "{}",
         );
-        let p = prepare(&next, 0, &analyze(std::slice::from_ref(&next)), &world);
+        let p = prepare(
+            &next,
+            0,
+            &analyze(std::slice::from_ref(&next)),
+            &world,
+            &Rules::default(),
+            true,
+        );
         assert_eq!(p.exchange.uri, "/m?limit=2&cursor=cur_LIVEabcdefghijklmn");
     }
 
@@ -1051,7 +1136,7 @@ mod tests {
         );
         let values = SessionValues::default();
         let send = ex("PUT", "/rooms/%21abc123%3Ahost/send/txn1", &[], "", "{}");
-        let p = prepare(&send, 0, &values, &world);
+        let p = prepare(&send, 0, &values, &world, &Rules::default(), true);
         assert_eq!(p.exchange.uri, "/rooms/%21live987%3Ahost/send/txn1");
         assert_eq!(percent_decode("%21a%3Ab"), "!a:b");
     }

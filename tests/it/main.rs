@@ -9,3 +9,4 @@ mod demo_backend;
 mod golden;
 mod proxy;
 mod replay;
+mod rules;
