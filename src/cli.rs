@@ -59,6 +59,9 @@ pub struct CompareArgs {
     /// Also write the comparison as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also write a self-contained HTML page: both runs overlaid, deltas.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Print Markdown for a pull request instead of terminal tables.
     #[arg(long)]
     pub markdown: bool,
@@ -423,6 +426,9 @@ pub struct ReplayArgs {
     /// Report path [default: reports/<UTC timestamp>.json].
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Also write the report as a self-contained HTML page.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Send only GET, HEAD and OPTIONS requests.
     #[arg(long)]
     pub read_only: bool,
@@ -466,6 +472,7 @@ pub struct ReplayArgs {
 pub struct ReplayPlan {
     pub capture: PathBuf,
     pub report: PathBuf,
+    pub html: Option<PathBuf>,
     pub explain: bool,
     pub tokens: Vec<String>,
     pub config: tapedeck::replay::ReplayConfig,
@@ -634,6 +641,7 @@ impl ReplayArgs {
             },
             capture: self.capture,
             report,
+            html: self.html,
             explain: self.explain,
             tokens,
         })
@@ -659,5 +667,8 @@ pub enum ReportCommand {
         /// Markdown for a pull request instead of terminal tables.
         #[arg(long)]
         markdown: bool,
+        /// Write a self-contained HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
 }

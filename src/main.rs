@@ -26,7 +26,7 @@ use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::proxy::{Recording, admin};
 use tapedeck::render;
 use tapedeck::replay::outcome::LiveStats;
-use tapedeck::report::Verdict;
+use tapedeck::report::{Verdict, html};
 use tapedeck::shutdown::Shutdown;
 
 /// Failed thresholds or a regression.
@@ -244,7 +244,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     .await?;
     print!("{}", render::stages_table(&report));
     print!("{}", render::capacity(&report));
-    println!("report {}", report_path.display());
+    let page_path = out.join("replay.html");
+    write_page(&page_path, html::report_page(&report))?;
+    println!(
+        "report {} and {}",
+        report_path.display(),
+        page_path.display()
+    );
     println!();
     println!(
         "the next build got slower: replaying at 5x against a backend with 30 ms service time"
@@ -262,9 +268,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     let compare_path = out.join("compare.json");
     std::fs::write(&compare_path, serde_json::to_string_pretty(&diff)? + "\n")
         .with_context(|| format!("writing {}", compare_path.display()))?;
+    let compare_page = out.join("compare.html");
+    write_page(&compare_page, html::compare_page(&report, &next, &diff))?;
     println!();
     print!("{}", render::comparison(&diff, 5));
-    println!("comparison {}", compare_path.display());
+    println!(
+        "comparison {} and {}",
+        compare_path.display(),
+        compare_page.display()
+    );
     println!();
     println!(
         "next: tapedeck captures show {}",
@@ -359,6 +371,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     progress.abort();
     let run = outcome?;
     tapedeck::report::save(&run.report, &plan.report)?;
+    if let Some(path) = &plan.html {
+        write_page(path, html::report_page(&run.report))?;
+    }
     print!("{}", render::stages_table(&run.report));
     println!();
     for s in &run.report.stages {
@@ -428,8 +443,17 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
             print!("{}", render::stages_table(&merged));
             println!("merged {} reports into {}", reports.len(), output.display());
         }
-        ReportCommand::Render { file, markdown } => {
+        ReportCommand::Render {
+            file,
+            markdown,
+            html: page,
+        } => {
             let r = tapedeck::report::load(&file)?;
+            if let Some(path) = &page {
+                write_page(path, html::report_page(&r))?;
+                println!("page {}", path.display());
+                return Ok(0);
+            }
             if markdown {
                 print!("{}", render::report_markdown(&r));
                 return Ok(0);
@@ -459,12 +483,24 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         let text = serde_json::to_string_pretty(&diff)?;
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(path) = &args.html {
+        write_page(path, html::compare_page(&base, &candidate, &diff))?;
+    }
     if args.markdown {
         print!("{}", render::comparison_markdown(&diff));
     } else {
         print!("{}", render::comparison(&diff, 10));
     }
     Ok(if diff.regression { EXIT_FAILED } else { 0 })
+}
+
+/// Writes an HTML page, creating its folder.
+fn write_page(path: &std::path::Path, page: Result<String, String>) -> anyhow::Result<()> {
+    let page = page.map_err(anyhow::Error::msg)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))
 }
 
 /// One of the demo's replays, with the live progress line.

@@ -4,9 +4,11 @@
 //! Input comes from replay's outcomes (through `StageData`) or from report
 //! files; output is JSON for tools and, through `crate::render`, text.
 
+pub mod charts;
 pub mod collect;
 pub mod compare;
 pub mod histogram;
+pub mod html;
 pub mod model;
 
 use std::path::{Path, PathBuf};

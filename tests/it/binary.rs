@@ -9,27 +9,9 @@ use bytes::Bytes;
 use http::Method;
 use tapedeck::capture::Store;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::sync::Notify;
 
-use crate::support::{self, TestProxy, TestUpstream, send};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tapedeck");
-
-fn tapedeck() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("RUST_LOG", "warn").kill_on_drop(true);
-    cmd
-}
-
-async fn output(args: &[&str]) -> (i32, String, String) {
-    let out = tapedeck().args(args).output().await.expect("run tapedeck");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::{self, TestProxy, TestUpstream, output, send, tapedeck};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_answered_request_in_a_clean_capture() {

@@ -7,6 +7,7 @@ mod binary;
 mod correlation;
 mod demo_backend;
 mod golden;
+mod html;
 mod proxy;
 mod replay;
 mod rules;

@@ -433,3 +433,20 @@ pub async fn demo_login(client: &tapedeck::demo::script::ChatClient, user: &str)
     assert_eq!(r.status, StatusCode::OK, "login of {user}");
     r.json()["token"].as_str().expect("token").to_string()
 }
+
+/// The real binary, logging warnings only, killed when dropped.
+pub fn tapedeck() -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tapedeck"));
+    cmd.env("RUST_LOG", "warn").kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to the end: (exit code, stdout, stderr).
+pub async fn output(args: &[&str]) -> (i32, String, String) {
+    let out = tapedeck().args(args).output().await.expect("run tapedeck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,388 @@
+//! The HTML pages: one self-contained file per report or comparison (inline
+//! CSS, SVG charts and a few lines of script to sort tables; nothing loaded
+//! from the network). Templates are minijinja, compiled into the binary.
+
+use minijinja::value::Serde;
+use minijinja::{Environment, Value, context};
+use serde::Serialize;
+
+use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
+use super::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
+use super::histogram::LatencyHistogram;
+use super::model::{Report, StageReport};
+
+const LAYOUT: &str = include_str!("templates/layout.html");
+const REPORT: &str = include_str!("templates/report.html");
+const COMPARE: &str = include_str!("templates/compare.html");
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Templates are part of the binary; a broken one fails the tests.
+    for (name, source) in [
+        ("layout.html", LAYOUT),
+        ("report.html", REPORT),
+        ("compare.html", COMPARE),
+    ] {
+        if let Err(e) = env.add_template(name, source) {
+            tracing::error!(template = name, error = %e, "a built-in template does not compile");
+        }
+    }
+    env
+}
+
+fn render(name: &str, ctx: Value) -> Result<String, String> {
+    environment()
+        .get_template(name)
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| format!("rendering {name}: {e}"))
+}
+
+/// One row of the capacity table.
+#[derive(Debug, Serialize)]
+struct CapacityRow<'a> {
+    name: &'a str,
+    multiplier: u32,
+    rps: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    errors: u64,
+    error_pct: f64,
+    slo: String,
+    /// `safe`, `peak`, `breaking` or empty.
+    capacity: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct StageView<'a> {
+    stage: &'a StageReport,
+    error_pct: f64,
+    charts: Vec<String>,
+    error_kinds: Vec<(&'a String, &'a u64)>,
+}
+
+fn error_pct(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        0.0
+    } else {
+        errors as f64 * 100.0 / requests as f64
+    }
+}
+
+fn slo_text(s: &StageReport) -> String {
+    if s.slo.is_empty() {
+        return "–".into();
+    }
+    let failed: Vec<&str> = s
+        .slo
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        "pass".into()
+    } else {
+        format!("fail ({})", failed.join(", "))
+    }
+}
+
+fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
+    let c = &report.capacity;
+    report
+        .stages
+        .iter()
+        .map(|s| CapacityRow {
+            name: &s.name,
+            multiplier: s.multiplier,
+            rps: s.throughput_rps,
+            p50: s.latency_ms.p50,
+            p95: s.latency_ms.p95,
+            p99: s.latency_ms.p99,
+            errors: s.errors,
+            error_pct: error_pct(s.errors, s.requests),
+            slo: slo_text(s),
+            capacity: if c.breaking_multiplier == Some(s.multiplier) {
+                "breaking"
+            } else if c.safe_multiplier == Some(s.multiplier) {
+                "safe"
+            } else if c.peak_multiplier == Some(s.multiplier) {
+                "peak"
+            } else {
+                ""
+            },
+        })
+        .collect()
+}
+
+/// The percentile curve of a serialized histogram, on the nines axis, up
+/// to the last percentile its count resolves (99.9% needs 1,000 values).
+fn distribution(hdr: &str) -> Vec<(f64, f64)> {
+    let Ok(h) = LatencyHistogram::decode(hdr) else {
+        return Vec::new();
+    };
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let resolved = charts::nines(100.0 * (1.0 - 1.0 / h.len() as f64));
+    let mut points: Vec<(f64, f64)> = h
+        .percentile_curve()
+        .into_iter()
+        .map(|(ms, p)| (charts::nines(p), ms))
+        .filter(|(x, _)| *x < resolved)
+        .collect();
+    points.push((resolved, h.max_ms()));
+    points
+}
+
+fn series(name: &str, color: plotters::style::RGBColor, points: Vec<(f64, f64)>) -> Series {
+    Series {
+        name: name.to_string(),
+        color,
+        points,
+    }
+}
+
+fn stage_charts(s: &StageReport) -> Vec<String> {
+    let over_time = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+        s.timeline.iter().map(|w| (w.t_s, f(w))).collect()
+    };
+    let with_requests = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+        s.timeline
+            .iter()
+            .filter(|w| w.requests > 0)
+            .map(|w| (w.t_s, f(w)))
+            .collect()
+    };
+    [
+        charts::line_chart(
+            &format!("{}: service latency over time", s.name),
+            XAxis::Seconds,
+            "ms",
+            &[
+                series("p50", P50, with_requests(|w| w.p50_ms)),
+                series("p95", P95, with_requests(|w| w.p95_ms)),
+                series("p99", P99, with_requests(|w| w.p99_ms)),
+            ],
+        ),
+        charts::line_chart(
+            &format!("{}: throughput and errors", s.name),
+            XAxis::Seconds,
+            "per second",
+            &[
+                series("requests/s", P50, over_time(|w| w.requests as f64)),
+                series("errors/s", P99, over_time(|w| w.errors as f64)),
+            ],
+        ),
+        charts::line_chart(
+            &format!("{}: latency distribution", s.name),
+            XAxis::Nines,
+            "ms",
+            &[
+                series("service", P50, distribution(&s.hdr)),
+                series(
+                    "corrected (from the planned start)",
+                    P95,
+                    distribution(&s.corrected_hdr),
+                ),
+            ],
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The page of one report.
+///
+/// # Errors
+/// A message when the page cannot be rendered.
+pub fn report_page(report: &Report) -> Result<String, String> {
+    let stages: Vec<StageView<'_>> = report
+        .stages
+        .iter()
+        .map(|s| StageView {
+            stage: s,
+            error_pct: error_pct(s.errors, s.requests),
+            charts: stage_charts(s),
+            error_kinds: s.error_kinds.iter().filter(|(_, n)| **n > 0).collect(),
+        })
+        .collect();
+    render(
+        "report.html",
+        context! {
+            title => format!("tapedeck replay: {}", report.profile.name),
+            report => Value::from(Serde(report)),
+            capacity_rows => Value::from(Serde(capacity_rows(report))),
+            stages => Value::from(Serde(stages)),
+            min_abs_ms => MIN_LATENCY_DELTA_MS,
+            min_windows => MIN_WINDOWS,
+        },
+    )
+}
+
+#[derive(Debug, Serialize)]
+struct MetricView<'a> {
+    metric: &'a str,
+    base: f64,
+    candidate: f64,
+    delta: f64,
+    delta_pct: f64,
+    /// CSS class and text of the verdict.
+    class: &'static str,
+    verdict: String,
+}
+
+fn metric_view(m: &MetricDiff) -> MetricView<'_> {
+    let (class, verdict) = match m.change {
+        Change::Regression => ("regression", "regression"),
+        Change::Improvement => ("improvement", "improvement"),
+        Change::WithinNoise => ("noise", "within noise"),
+        Change::Unchanged => ("", "–"),
+    };
+    let noise = match (m.change, m.p_value) {
+        (Change::Regression | Change::Improvement | Change::WithinNoise, Some(p)) => {
+            format!(" (p = {p:.3})")
+        }
+        (Change::Regression | Change::Improvement, None) => " (thresholds only)".to_string(),
+        _ => String::new(),
+    };
+    MetricView {
+        metric: &m.metric,
+        base: m.base,
+        candidate: m.candidate,
+        delta: m.delta,
+        delta_pct: m.delta_rel * 100.0,
+        class,
+        verdict: format!("{verdict}{noise}"),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct RouteView<'a> {
+    route: &'a str,
+    only_in: Option<&'a str>,
+    requests: (u64, u64),
+    p99: Option<MetricView<'a>>,
+    changed: bool,
+    regression: bool,
+    metrics: Vec<MetricView<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct StageDiffView<'a> {
+    name: &'a str,
+    only_in: Option<&'a str>,
+    windows: (usize, usize),
+    metrics: Vec<MetricView<'a>>,
+    routes: Vec<RouteView<'a>>,
+    charts: Vec<String>,
+}
+
+fn overlay_charts(name: &str, base: &StageReport, cand: &StageReport) -> Vec<String> {
+    let p99 = |s: &StageReport| -> Vec<(f64, f64)> {
+        s.timeline
+            .iter()
+            .filter(|w| w.requests > 0)
+            .map(|w| (w.t_s, w.p99_ms))
+            .collect()
+    };
+    let rps = |s: &StageReport| -> Vec<(f64, f64)> {
+        s.timeline
+            .iter()
+            .map(|w| (w.t_s, w.requests as f64))
+            .collect()
+    };
+    [
+        charts::line_chart(
+            &format!("{name}: latency distribution, both runs"),
+            XAxis::Nines,
+            "ms",
+            &[
+                series("base", BASE, distribution(&base.hdr)),
+                series("candidate", P95, distribution(&cand.hdr)),
+            ],
+        ),
+        charts::line_chart(
+            &format!("{name}: p99 over time, both runs"),
+            XAxis::Seconds,
+            "ms",
+            &[
+                series("base", BASE, p99(base)),
+                series("candidate", P95, p99(cand)),
+            ],
+        ),
+        charts::line_chart(
+            &format!("{name}: throughput, both runs"),
+            XAxis::Seconds,
+            "requests/s",
+            &[
+                series("base", BASE, rps(base)),
+                series("candidate", P95, rps(cand)),
+            ],
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// The page of a comparison: both runs overlaid, the delta tables with
+/// regressions highlighted.
+///
+/// # Errors
+/// A message when the page cannot be rendered.
+pub fn compare_page(
+    base: &Report,
+    candidate: &Report,
+    diff: &ReportDiff,
+) -> Result<String, String> {
+    let stage = |r: &'_ Report, name: &str| r.stages.iter().find(|s| s.name == name).cloned();
+    let stages: Vec<StageDiffView<'_>> =
+        diff.stages
+            .iter()
+            .map(|s| {
+                let charts = match (stage(base, &s.name), stage(candidate, &s.name)) {
+                    (Some(b), Some(c)) => overlay_charts(&s.name, &b, &c),
+                    _ => Vec::new(),
+                };
+                StageDiffView {
+                    name: &s.name,
+                    only_in: s.only_in.as_deref(),
+                    windows: s.windows,
+                    metrics: s.metrics.iter().map(metric_view).collect(),
+                    routes: s
+                        .routes
+                        .iter()
+                        .map(|r| RouteView {
+                            route: &r.route,
+                            only_in: r.only_in.as_deref(),
+                            requests: r.requests,
+                            p99: r
+                                .metrics
+                                .iter()
+                                .find(|m| m.metric == "p99_ms")
+                                .map(metric_view),
+                            changed: r.metrics.iter().any(|m| {
+                                matches!(m.change, Change::Regression | Change::Improvement)
+                            }),
+                            regression: r.metrics.iter().any(|m| m.change == Change::Regression),
+                            metrics: r.metrics.iter().map(metric_view).collect(),
+                        })
+                        .collect(),
+                    charts,
+                }
+            })
+            .collect();
+    render(
+        "compare.html",
+        context! {
+            title => "tapedeck compare",
+            diff => Value::from(Serde(diff)),
+            base => Value::from(Serde(base)),
+            candidate => Value::from(Serde(candidate)),
+            stages => Value::from(Serde(stages)),
+            min_abs_ms => MIN_LATENCY_DELTA_MS,
+            min_windows => MIN_WINDOWS,
+        },
+    )
+}
