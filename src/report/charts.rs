@@ -165,7 +165,10 @@ mod tests {
         .expect("a chart");
         assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
         assert!(svg.contains("<polyline"));
-        assert!(svg.matches("<text").count() > 5 && svg.contains("p99"), "labels and legend");
+        assert!(
+            svg.matches("<text").count() > 5 && svg.contains("p99"),
+            "labels and legend"
+        );
         assert!(line_chart("empty", XAxis::Seconds, "ms", &[]).is_none());
     }
 }
