@@ -98,7 +98,7 @@ async fn replay_once(
         target: Upstream::parse(&target.url()).expect("url"),
         profile,
         capture_path: capture.display().to_string(),
-        run: None,
+        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(1),
         read_only: false,
         replay_header: true,

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+use tapedeck::capture::RunChoice;
 use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
 use tapedeck::demo::backend::BackendConfig;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
@@ -420,7 +421,8 @@ pub struct ReplayArgs {
     /// Request timeout, e.g. 10s.
     #[arg(long)]
     pub timeout: Option<String>,
-    /// Run id to replay [default: the latest].
+    /// Run id to replay, or `all`: every run on one timeline aligned by
+    /// wall time (proxy replicas that recorded at once) [default: the latest].
     #[arg(long)]
     pub run: Option<String>,
     /// Report path [default: reports/<UTC timestamp>.json].
@@ -552,11 +554,9 @@ impl ReplayArgs {
                 None => "the command-line replay settings".to_string(),
             })?;
         let run = match self.run.as_deref() {
-            None => None,
-            Some("all") => bail!(
-                "--run all (several replicas on one timeline) is not supported yet; pass one run id"
-            ),
-            Some(id) => Some(
+            None => RunChoice::Latest,
+            Some("all") => RunChoice::All,
+            Some(id) => RunChoice::Id(
                 id.parse::<i64>()
                     .with_context(|| format!("--run {id}: expected a run id or `all`"))?,
             ),

@@ -323,8 +323,14 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     let mut plan = args.into_plan()?;
     let store = Store::open(&plan.capture).await?;
     if !plan.tokens.is_empty() {
-        let run = store.run(plan.config.run).await?;
-        let recorded = store.credentials_in_order(run.id).await?;
+        let mut recorded: Vec<String> = Vec::new();
+        for run in store.select_runs(plan.config.run).await? {
+            for credential in store.credentials_in_order(run.id).await? {
+                if !recorded.contains(&credential) {
+                    recorded.push(credential);
+                }
+            }
+        }
         if recorded.len() > plan.tokens.len() {
             tracing::warn!(
                 credentials = recorded.len(),
@@ -340,11 +346,16 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
         plan.config.credentials = Arc::new(credentials);
     }
     if plan.explain {
-        let run = store.run(plan.config.run).await?;
+        let runs: Vec<i64> = store
+            .select_runs(plan.config.run)
+            .await?
+            .iter()
+            .map(|r| r.id)
+            .collect();
         let rules = tapedeck::replay::rules::Rules::compile(&plan.config.profile.rules)
             .map_err(tapedeck::replay::ReplayError::Rules)?;
         let mut explanation = tapedeck::replay::explain::Explanation::with_rules(rules);
-        for span in store.session_spans(run.id).await?.0 {
+        for span in store.session_spans(&runs).await?.0 {
             if let Some(ranges) = &plan.config.sessions
                 && !ranges
                     .iter()
@@ -352,7 +363,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             {
                 continue;
             }
-            let exchanges = store.session_exchanges(run.id, span.session_no).await?;
+            let exchanges = store
+                .session_exchanges(span.run_id, span.session_no)
+                .await?;
             explanation.add_session(&exchanges, &plan.config.credentials);
         }
         print!("{}", explanation.render());

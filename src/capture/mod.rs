@@ -51,6 +51,29 @@ pub enum CaptureError {
     Sql(#[from] sqlx::Error),
 }
 
+/// Which recording runs of a capture a replay plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunChoice {
+    /// The latest run.
+    #[default]
+    Latest,
+    /// One run by id.
+    Id(i64),
+    /// Every run on one timeline aligned by wall time (several proxy
+    /// replicas recording at once).
+    All,
+}
+
+impl std::fmt::Display for RunChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunChoice::Latest => f.write_str("latest"),
+            RunChoice::Id(id) => write!(f, "{id}"),
+            RunChoice::All => f.write_str("all"),
+        }
+    }
+}
+
 /// How the session of an exchange was recognised (DESIGN.md, "Session key").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionKeyKind {

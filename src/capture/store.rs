@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row, SqlStr};
 
-use super::{CaptureError, ExchangeRecord, SessionInfo, as_us, now_epoch_us};
+use super::{CaptureError, ExchangeRecord, RunChoice, SessionInfo, as_us, now_epoch_us};
 use crate::route;
 
 /// Rows per multi-row INSERT: many rows per statement is what makes SQLite
@@ -554,41 +554,64 @@ impl Store {
             .collect()
     }
 
-    /// What the replay plan needs of a run's sessions (offsets counted from
-    /// the run's first request) and the run's span (first request to last
-    /// response end, µs).
+    /// The runs a replay plays, oldest first.
+    ///
+    /// # Errors
+    /// [`CaptureError::NoSuchRun`], [`CaptureError::Empty`], or a store
+    /// failure.
+    pub async fn select_runs(&self, choice: RunChoice) -> Result<Vec<RunSummary>, CaptureError> {
+        match choice {
+            RunChoice::Latest => Ok(vec![self.run(None).await?]),
+            RunChoice::Id(id) => Ok(vec![self.run(Some(id)).await?]),
+            RunChoice::All => {
+                let runs = self.runs().await?;
+                if runs.is_empty() {
+                    return Err(CaptureError::Empty);
+                }
+                Ok(runs)
+            }
+        }
+    }
+
+    /// What the replay plan needs of the sessions of these runs: each
+    /// session's first request in µs from the first request of them all
+    /// (wall time, so runs recorded side by side interleave as they
+    /// happened), and the span from that first request to the last
+    /// response's end.
     ///
     /// # Errors
     /// On a store failure.
     pub async fn session_spans(
         &self,
-        run_id: i64,
+        run_ids: &[i64],
     ) -> Result<(Vec<crate::replay::plan::SessionSpan>, i64), CaptureError> {
+        let ids = serde_json::to_string(run_ids).unwrap_or_else(|_| "[]".into());
         let rows = sqlx::query(
-            "SELECT session_no, min(offset_us) AS first_offset_us, count(*) AS requests, \
-                    max(offset_us + duration_us) AS last_end_us \
-             FROM exchanges WHERE capture_id = ? GROUP BY session_no ORDER BY first_offset_us, session_no",
+            "SELECT capture_id, session_no, min(started_at_us) AS first_us, count(*) AS requests, \
+                    max(started_at_us + duration_us) AS last_end_us \
+             FROM exchanges WHERE capture_id IN (SELECT value FROM json_each(?)) \
+             GROUP BY capture_id, session_no ORDER BY first_us, capture_id, session_no",
         )
-        .bind(run_id)
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
         let mut spans = Vec::with_capacity(rows.len());
-        let (mut first, mut last) = (i64::MAX, 0i64);
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
         for r in &rows {
-            let first_offset_us: i64 = r.try_get("first_offset_us")?;
-            let last_end_us: i64 = r.try_get("last_end_us")?;
-            first = first.min(first_offset_us);
-            last = last.max(last_end_us);
+            let first_us: i64 = r.try_get("first_us")?;
+            first = first.min(first_us);
+            last = last.max(r.try_get("last_end_us")?);
             spans.push(crate::replay::plan::SessionSpan {
+                run_id: r.try_get("capture_id")?,
                 session_no: r.try_get("session_no")?,
-                first_offset_us,
+                first_offset_us: first_us,
                 requests: r.try_get::<i64, _>("requests")?.max(0) as u64,
             });
         }
         if spans.is_empty() {
             return Ok((spans, 0));
         }
-        // The plan counts from the run's first request.
+        // The plan counts from the first request.
         for s in &mut spans {
             s.first_offset_us -= first;
         }

@@ -131,7 +131,7 @@ pub async fn replay(
             .map_err(|e| DemoError::Setup(e.to_string()))?,
         profile,
         capture_path: capture.display().to_string(),
-        run: None,
+        run: crate::capture::RunChoice::Latest,
         seed: None,
         read_only: false,
         replay_header: true,

@@ -70,6 +70,7 @@ pub trait SessionSource: Send + Sync + 'static {
     /// The session's exchanges in send order.
     fn load(
         &self,
+        run_id: i64,
         session_no: i64,
     ) -> impl Future<Output = Result<Vec<StoredExchange>, CaptureError>> + Send;
 }
@@ -237,10 +238,10 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
             },
             () = abort.wait() => break,
         };
-        let session_no = sessions[vu.session].session_no;
+        let session = (sessions[vu.session].run_id, sessions[vu.session].session_no);
         let ctx = ctx.clone();
         vus.spawn(async move {
-            run_vu(ctx, session_no, (vu.world, vu.pass), origin + vu.start).await;
+            run_vu(ctx, session, (vu.world, vu.pass), origin + vu.start).await;
             drop(slot);
         });
         while vus.try_join_next().is_some() {}
@@ -333,14 +334,14 @@ fn is_safe(method: &str) -> bool {
 
 async fn run_vu<D: Dispatch, S: SessionSource>(
     ctx: Arc<Ctx<D, S>>,
-    session_no: i64,
+    (run_id, session_no): (i64, i64),
     who: (u32, u32),
     start: Instant,
 ) {
-    let exchanges = match ctx.source.load(session_no).await {
+    let exchanges = match ctx.source.load(run_id, session_no).await {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(session_no, error = %e, "cannot read a session from the capture; skipped");
+            tracing::warn!(run_id, session_no, error = %e, "cannot read a session from the capture; skipped");
             return;
         }
     };
@@ -467,7 +468,11 @@ mod tests {
     struct Memory(HashMap<i64, Vec<StoredExchange>>);
 
     impl SessionSource for Memory {
-        async fn load(&self, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+        async fn load(
+            &self,
+            _run: i64,
+            session_no: i64,
+        ) -> Result<Vec<StoredExchange>, CaptureError> {
             Ok(self.0.get(&session_no).cloned().unwrap_or_default())
         }
     }
@@ -510,6 +515,7 @@ mod tests {
         let spans: Vec<SessionSpan> = sessions
             .iter()
             .map(|s| SessionSpan {
+                run_id: 1,
                 session_no: s[0].session_no,
                 first_offset_us: s[0].offset_us,
                 requests: s.len() as u64,

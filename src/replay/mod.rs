@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::capture::{CaptureError, Store, StoredExchange, now_epoch_us};
+use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
 use crate::proxy::Upstream;
 use crate::report::collect::{self, AbortRule, Collector};
@@ -39,7 +39,7 @@ pub enum ReplayError {
     Capture(#[from] CaptureError),
     /// The run has nothing to replay.
     #[error("run {0} of the capture holds no exchanges to replay")]
-    EmptyRun(i64),
+    EmptyRun(String),
     /// The target does not accept connections.
     #[error("target {target} is unreachable: {reason}; start it or fix --target")]
     Unreachable {
@@ -62,8 +62,8 @@ pub struct ReplayConfig {
     pub profile: Profile,
     /// Capture file as given (for the report).
     pub capture_path: String,
-    /// Run to play (`None`: the latest).
-    pub run: Option<i64>,
+    /// Runs to play.
+    pub run: RunChoice,
     /// Plan seed (`None`: derived from the capture and the profile).
     pub seed: Option<u64>,
     /// Send only GET, HEAD and OPTIONS.
@@ -94,16 +94,19 @@ pub struct ReplayRun {
 
 struct StoreSource {
     store: Store,
-    run: i64,
     /// Reads queue here, not in the connection pool (whose waits time out
     /// and warn when thousands of VUs start at one instant).
     reads: Semaphore,
 }
 
 impl SessionSource for StoreSource {
-    async fn load(&self, session_no: i64) -> Result<Vec<StoredExchange>, CaptureError> {
+    async fn load(
+        &self,
+        run_id: i64,
+        session_no: i64,
+    ) -> Result<Vec<StoredExchange>, CaptureError> {
         let _turn = self.reads.acquire().await;
-        self.store.session_exchanges(self.run, session_no).await
+        self.store.session_exchanges(run_id, session_no).await
     }
 }
 
@@ -127,8 +130,13 @@ pub async fn run(
     config: ReplayConfig,
     live: Arc<LiveStats>,
 ) -> Result<ReplayRun, ReplayError> {
-    let run = store.run(config.run).await?;
-    let (mut sessions, span_us) = store.session_spans(run.id).await?;
+    let runs = store.select_runs(config.run).await?;
+    let run_ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
+    let run_label = match config.run {
+        RunChoice::All => "all".to_string(),
+        _ => runs[0].id.to_string(),
+    };
+    let (mut sessions, span_us) = store.session_spans(&run_ids).await?;
     if let Some(ranges) = &config.sessions {
         sessions.retain(|s| {
             ranges
@@ -137,7 +145,7 @@ pub async fn run(
         });
     }
     if sessions.is_empty() {
-        return Err(ReplayError::EmptyRun(run.id));
+        return Err(ReplayError::EmptyRun(run_label));
     }
     let rules = Arc::new(Rules::compile(&config.profile.rules).map_err(ReplayError::Rules)?);
     check_reachable(&config.target).await?;
@@ -147,7 +155,7 @@ pub async fn run(
     let seed = config.seed.unwrap_or_else(|| {
         let basis = format!(
             "{}|{}|{}|{}",
-            run.id, run.started_at_us, exchanges, fingerprint
+            run_label, runs[0].started_at_us, exchanges, fingerprint
         );
         let h = blake3::hash(basis.as_bytes());
         u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
@@ -164,7 +172,6 @@ pub async fn run(
     );
     let source = Arc::new(StoreSource {
         store: store.clone(),
-        run: run.id,
         reads: Semaphore::new(4),
     });
     let safety = &config.profile.safety;
@@ -252,7 +259,7 @@ pub async fn run(
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
         capture: CaptureRef {
             path: config.capture_path.clone(),
-            run: run.id.to_string(),
+            run: run_label,
             exchanges,
             sessions: sessions.len() as u64,
         },

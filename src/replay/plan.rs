@@ -20,9 +20,11 @@ use std::time::Duration;
 /// What the plan needs to know of a recorded session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSpan {
+    /// The recording run.
+    pub run_id: i64,
     /// Session number in the run.
     pub session_no: i64,
-    /// First request, µs from the start of the run.
+    /// First request, µs from the first request replayed.
     pub first_offset_us: i64,
     /// Requests in the session.
     pub requests: u64,
@@ -95,7 +97,10 @@ impl<'a> VuSchedule<'a> {
     ) -> Self {
         let span = scaled(span_us.max(1), speed);
         let mut order: Vec<usize> = (0..sessions.len()).collect();
-        order.sort_by_key(|&i| (sessions[i].first_offset_us, sessions[i].session_no));
+        order.sort_by_key(|&i| {
+            let s = &sessions[i];
+            (s.first_offset_us, s.run_id, s.session_no)
+        });
         let phases: Vec<Duration> = (0..multiplier)
             .map(|w| world_phase(seed, w, multiplier, span))
             .collect();
@@ -205,6 +210,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &o)| SessionSpan {
+                run_id: 1,
                 session_no: i as i64 + 1,
                 first_offset_us: o,
                 requests: 1,

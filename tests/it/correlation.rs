@@ -74,7 +74,7 @@ async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed:
         target: Upstream::parse(&target.url()).expect("url"),
         profile: Profile::single(5, speed),
         capture_path: capture.display().to_string(),
-        run: None,
+        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(11),
         read_only: false,
         replay_header: true,

@@ -28,7 +28,7 @@ async fn replay_with(
         target: Upstream::parse(target).expect("target"),
         profile,
         capture_path: store.path().display().to_string(),
-        run: None,
+        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(7),
         read_only: false,
         replay_header: true,
@@ -437,4 +437,94 @@ async fn a_credentials_file_restores_redacted_passwords_and_headers_are_overridd
         );
         assert_eq!(seen.headers["x-env"], "staging");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_plays_every_run_on_one_wall_time_timeline() {
+    use tapedeck::capture::RunChoice;
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Replica A's run starts at 0, replica B's 150 ms later (wall time).
+    let a = vec![vec![get(0, 1, "/a1"), get(300, 1, "/a2")]];
+    let b = vec![vec![get(0, 1, "/b1"), get(300, 1, "/b2")]];
+    let store = crate::support::synthetic_runs(&dir.path().join("c.db"), &[(0, a), (150, b)]).await;
+    let paths = |seen: Vec<Seen>| -> Vec<String> { seen.into_iter().map(|s| s.path).collect() };
+
+    let all = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |c| {
+        c.run = RunChoice::All;
+    })
+    .await;
+    assert_eq!(
+        (all.capture.run.as_str(), all.stages[0].requests),
+        ("all", 4)
+    );
+    // Per-run offsets would send a1 and b1 together; wall time interleaves.
+    assert_eq!(paths(upstream.drain()), ["/a1", "/b1", "/a2", "/b2"]);
+
+    let latest = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |_| {}).await;
+    assert_eq!(latest.capture.run, "2");
+    assert_eq!(paths(upstream.drain()), ["/b1", "/b2"]);
+    let first = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |c| {
+        c.run = RunChoice::Id(1);
+    })
+    .await;
+    assert_eq!(first.capture.run, "1");
+    assert_eq!(paths(upstream.drain()), ["/a1", "/a2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_proxy_replicas_record_into_one_capture_at_once() {
+    use tapedeck::capture::RunChoice;
+    use tapedeck::proxy::{RecordConfig, Recording};
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::create(&dir.path().join("c.db"))
+        .await
+        .expect("capture");
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let config = RecordConfig::new(Upstream::parse(&upstream.url()).expect("url"));
+        replicas.push(
+            Recording::start(
+                listener,
+                store.clone(),
+                config,
+                tapedeck::shutdown::Shutdown::new(),
+            )
+            .await
+            .expect("record"),
+        );
+    }
+    let client = crate::support::client();
+    for (replica, id) in [(0, "a1"), (1, "b1"), (0, "a2"), (1, "b2"), (1, "b3")] {
+        let url = format!("http://{}/{id}", replicas[replica].local_addr());
+        let headers = [("x-test-id", id)];
+        crate::support::send(
+            &client,
+            http::Method::GET,
+            &url,
+            &headers,
+            bytes::Bytes::new(),
+        )
+        .await;
+    }
+    for r in replicas {
+        let run = r.stop().await.expect("stop");
+        assert_eq!(run.dropped, 0);
+    }
+    upstream.drain();
+    let runs = store.runs().await.expect("runs");
+    let counts: Vec<i64> = runs.iter().map(|r| r.exchanges).collect();
+    assert_eq!(counts, [2, 3]);
+    let all = replay_with(&store, &upstream.url(), Profile::single(1, 1.0), |c| {
+        c.run = RunChoice::All;
+    })
+    .await;
+    assert_eq!(all.stages[0].requests, 5);
+    let mut seen: Vec<String> = upstream.drain().into_iter().map(|s| s.path).collect();
+    seen.sort();
+    assert_eq!(seen, ["/a1", "/a2", "/b1", "/b2", "/b3"]);
 }

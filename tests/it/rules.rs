@@ -167,7 +167,7 @@ async fn replay_5x(capture: &Path, target: &str, profile: Profile, correlate: bo
         target: Upstream::parse(target).expect("url"),
         profile,
         capture_path: capture.display().to_string(),
-        run: None,
+        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(5),
         read_only: false,
         replay_header: true,

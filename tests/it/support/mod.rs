@@ -363,10 +363,25 @@ pub type Rec = (u64, u64, &'static str, String, u16);
 /// Writes a capture whose sessions hold exactly these exchanges (each
 /// request carries `x-test-id: s{session}-{index}`), through the real store.
 pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) -> Store {
+    synthetic_runs(path, &[(0, sessions.to_vec())]).await
+}
+
+/// [`synthetic_capture`] with several runs, each starting `start_ms` after
+/// a common origin (wall time); session numbers run on across runs.
+pub async fn synthetic_runs(path: &std::path::Path, runs: &[(u64, Vec<Vec<Rec>>)]) -> Store {
+    let store = Store::create(path).await.expect("create capture");
+    let mut first_session = 0;
+    for (start_ms, sessions) in runs {
+        synthetic_run(&store, *start_ms, first_session, sessions).await;
+        first_session += sessions.len();
+    }
+    store
+}
+
+async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessions: &[Vec<Rec>]) {
     use std::time::Duration;
     use tapedeck::capture::store::NewRun;
     use tapedeck::capture::{CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind};
-    let store = Store::create(path).await.expect("create capture");
     let run = store
         .begin_run(&NewRun {
             upstream: "http://recorded",
@@ -379,6 +394,7 @@ pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) ->
     let mut records = Vec::new();
     let mut infos = Vec::new();
     for (s, exchanges) in sessions.iter().enumerate() {
+        let s = first_session + s;
         let info = Arc::new(SessionInfo {
             session_no: s as i64 + 1,
             key_kind: SessionKeyKind::Header,
@@ -394,7 +410,7 @@ pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) ->
             records.push(ExchangeRecord {
                 session: info.clone(),
                 seq: i as i64 + 1,
-                started_at_us: 1_700_000_000_000_000 + *offset as i64 * 1000,
+                started_at_us: 1_700_000_000_000_000 + (start_ms + offset) as i64 * 1000,
                 offset: Duration::from_millis(*offset),
                 method: method.to_string(),
                 uri: uri.clone(),
@@ -415,7 +431,6 @@ pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) ->
         .await
         .expect("insert");
     store.finish_run(run, 0).await.expect("finish");
-    store
 }
 
 /// Logs `user` in to a demo backend (any password) and returns the token.
