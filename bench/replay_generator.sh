@@ -2,10 +2,13 @@
 # bench/replay_generator.sh — replay as a load generator, side by side with
 # wrk and oha, plus timing accuracy and a 1,000,000-exchange capture.
 #
-#  1. throughput: a capture of 300,000 small GETs (3,000 sessions x 100)
-#     replayed at speed 10000 (everything due at once) with 32 in flight,
-#     against the nginx upstream, alternating with `wrk -t1 -c32` and
-#     `oha -c32` for DUR; with and without correlation. ROUNDS rounds.
+#  1. throughput: a capture of 30,000 small GETs (300 sessions x 100)
+#     replayed at multiplier 10, speed 10000 (everything due at once),
+#     looped to fill DUR, with 32 in flight, against the nginx upstream,
+#     alternating with `wrk -t1 -c32`, `oha -c32` and the bare client the
+#     generator is built on (`cargo bench --bench client_floor`, pooled
+#     hyper-util client and bare hyper, 32 tasks); with and without
+#     correlation. ROUNDS rounds.
 #  2. timing: 20,000 one-request sessions planned 0.5 ms apart (2,000
 #     requests/s for 10 s) at 1x; the report's send lag (actual − planned).
 #  3. scale: 1,000,000 exchanges (10,000 sessions x 100); start time (launch
@@ -16,9 +19,11 @@
 source "$(dirname "$0")/lib.sh"
 bench_init
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
-(cd "$ROOT" && cargo build --release --quiet && cargo bench --no-run --quiet --bench synth_capture 2>/dev/null)
+(cd "$ROOT" && cargo build --release --quiet \
+  && cargo bench --no-run --quiet --bench synth_capture --bench client_floor 2>/dev/null)
 TAPEDECK="$ROOT/target/release/tapedeck"
 SYNTH=$(ls -t "$ROOT"/target/release/deps/synth_capture-* | grep -v '\.d$' | head -1)
+FLOOR=$(ls -t "$ROOT"/target/release/deps/client_floor-* | grep -v '\.d$' | head -1)
 OHA=${OHA:-$(command -v oha || true)}
 [ -n "$OHA" ] && export PATH="$(dirname "$OHA"):$PATH"
 DUR_S=${DUR%s}
@@ -26,7 +31,7 @@ DUR_S=${DUR%s}
 start_upstream
 URL="http://127.0.0.1:$PORT_UP/v1/chat/messages/42"
 
-"$SYNTH" "$WORK/throughput.db" 3000 100 1000000 10000
+"$SYNTH" "$WORK/throughput.db" 300 100 1000000 10000
 "$SYNTH" "$WORK/timing.db" 20000 1 1000000 500
 "$SYNTH" "$WORK/million.db" 10000 100 1000000 10000
 
@@ -55,8 +60,11 @@ PY
 for r in $(seq 1 "$ROUNDS"); do
   PROXY_PID="" run_load "wrk_get" "$r" wrk "$URL" -t1 -c32 -d "$DUR"
   if [ -n "$OHA" ]; then PROXY_PID="" run_load "oha_get" "$r" oha "$URL" -c 32 -z "$DUR"; fi
-  replay_run "tapedeck" "$r" "$WORK/throughput.db" --speed 10000 --max-inflight 32 --duration "$DUR"
-  replay_run "tapedeck_nocorr" "$r" "$WORK/throughput.db" --speed 10000 --max-inflight 32 --duration "$DUR" --no-correlation
+  "$FLOOR" "$URL" "$DUR_S" 32 | while read -r line; do
+    "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r["round"]=int(sys.argv[2]); print(json.dumps(r))' "$line" "$r"
+  done >> "$RESULTS"
+  replay_run "tapedeck" "$r" "$WORK/throughput.db" --multiplier 10 --speed 10000 --loop --max-inflight 32 --duration "$DUR"
+  replay_run "tapedeck_nocorr" "$r" "$WORK/throughput.db" --multiplier 10 --speed 10000 --loop --max-inflight 32 --duration "$DUR" --no-correlation
 done
 for r in $(seq 1 "$ROUNDS"); do
   replay_run "timing_2000rps" "$r" "$WORK/timing.db"
@@ -89,8 +97,9 @@ print()
 print("| ratio per round (median [min-max]) | req/s |")
 print("|---|---|")
 for base in ("wrk_get", "oha_get"):
-    for name in ("tapedeck", "tapedeck_nocorr"):
-        xs = [r["rps"] / loads[base][r["round"]] for r in by.get(name, [])
+    for name in ("tapedeck", "tapedeck_nocorr", "hyper-util_pooled_client", "bare_hyper_http1"):
+        runs = by.get(name) or [{"round": k, "rps": v} for k, v in loads.get(name, {}).items()]
+        xs = [r["rps"] / loads[base][r["round"]] for r in runs
               if loads.get(base, {}).get(r["round"])]
         if xs: print(f"| {name}/{base} | {cell(xs)} |")
 PY

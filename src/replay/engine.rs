@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
@@ -128,6 +128,89 @@ struct Ctx<D, S> {
     /// (recorded exchange, recorded value) → (VU identity, live value) of
     /// the first replay of a write that handed out a live value.
     writes: Mutex<FirstReplays>,
+    /// Sessions being played, shared by the VUs of every world that play
+    /// them at once: read and prepared once, dropped with the last VU.
+    sessions: Mutex<HashMap<(i64, i64), Weak<SessionCell>>>,
+}
+
+/// A recorded session made ready to play: the same for every world.
+struct LoadedSession {
+    exchanges: Vec<Arc<StoredExchange>>,
+    /// Normalized route of each exchange.
+    routes: Vec<Arc<str>>,
+    planned: Vec<plan::PlannedRequest>,
+    values: Arc<SessionValues>,
+}
+
+/// Filled by the first VU that needs the session; `None` when it could not
+/// be read.
+type SessionCell = OnceCell<Option<Arc<LoadedSession>>>;
+
+impl<D, S: SessionSource> Ctx<D, S> {
+    /// The session, read from the capture by the first VU that asks while
+    /// no other VU holds it. The caller keeps the returned cell while it
+    /// plays, so that VUs of other worlds starting meanwhile share it.
+    async fn session(&self, key: (i64, i64)) -> Arc<SessionCell> {
+        let cell = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            match sessions.get(&key).and_then(Weak::upgrade) {
+                Some(cell) => cell,
+                None => {
+                    let cell = Arc::new(SessionCell::new());
+                    sessions.insert(key, Arc::downgrade(&cell));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| async {
+            let (run_id, session_no) = key;
+            match self.source.load(run_id, session_no).await {
+                Ok(exchanges) => Some(Arc::new(LoadedSession::new(
+                    exchanges,
+                    self.speed,
+                    self.correlate.then_some(&*self.credentials),
+                ))),
+                Err(e) => {
+                    tracing::warn!(run_id, session_no, error = %e, "cannot read a session from the capture; skipped");
+                    None
+                }
+            }
+        })
+        .await;
+        cell
+    }
+}
+
+impl LoadedSession {
+    fn new(
+        exchanges: Vec<StoredExchange>,
+        speed: f64,
+        credentials: Option<&Credentials>,
+    ) -> LoadedSession {
+        let recorded: Vec<(i64, i64)> = exchanges
+            .iter()
+            .map(|e| (e.offset_us, e.duration_us))
+            .collect();
+        let values = match credentials {
+            Some(c) => rewrite::analyze_with(&exchanges, c),
+            None => SessionValues::default(),
+        };
+        let mut routes: Vec<Arc<str>> = Vec::with_capacity(exchanges.len());
+        for e in &exchanges {
+            let route = route::normalize(&e.method, &e.uri);
+            // Consecutive requests of a route share one string.
+            match routes.iter().rev().find(|r| ***r == *route) {
+                Some(same) => routes.push(same.clone()),
+                None => routes.push(route.into()),
+            }
+        }
+        LoadedSession {
+            planned: plan::requests(&recorded, speed),
+            exchanges: exchanges.into_iter().map(Arc::new).collect(),
+            routes,
+            values: Arc::new(values),
+        }
+    }
 }
 
 impl<D, S> Ctx<D, S> {
@@ -196,6 +279,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         rules: stage.rules.clone(),
         worlds: Mutex::new(HashMap::new()),
         writes: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(HashMap::new()),
     });
     let schedule = VuSchedule::new(
         sessions,
@@ -254,13 +338,15 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
 /// and reports the outcome.
 async fn send_one<D: Dispatch, S: SessionSource>(
     ctx: Arc<Ctx<D, S>>,
-    ex: Arc<StoredExchange>,
+    session: Arc<LoadedSession>,
+    index: usize,
     to_send: Arc<StoredExchange>,
     due: Instant,
     world: Arc<World>,
-    values: Arc<SessionValues>,
     who: VuId,
 ) {
+    let ex = &session.exchanges[index];
+    let route = &session.routes[index];
     // The in-flight cap: waiting here makes the send late, and the
     // corrected latency shows it.
     let Ok(_permit) = ctx.inflight.clone().acquire_owned().await else {
@@ -270,7 +356,6 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         return;
     }
     let sent_at = Instant::now();
-    let route = route::normalize(&ex.method, &ex.uri);
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
     let to_send_values = to_send.clone();
@@ -289,16 +374,16 @@ async fn send_one<D: Dispatch, S: SessionSource>(
             failure = ?sent.failure,
             "a request the recording got through failed"
         );
-        ctx.lost(&ex, &world);
+        ctx.lost(ex, &world);
     } else if live_ok && (ctx.correlate || is_write(&ex.method) || !ctx.rules.is_empty()) {
         let extracted = ctx
             .rules
-            .extract(&route, &ex, &sent.headers, &sent.body, &world);
+            .extract(route, ex, &sent.headers, &sent.body, &world);
         world.absorb(&extracted);
-        let mut pairs = rewrite::learned_pairs(&ex, &sent.headers, &sent.body);
+        let mut pairs = rewrite::learned_pairs(ex, &sent.headers, &sent.body);
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
-        pairs.retain(|(rec, _)| !values.nonces.contains(rec));
+        pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));
         if ctx.correlate {
             world.absorb(&pairs);
         }
@@ -311,7 +396,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         }
     }
     let _ = ctx.events.send(Event::Outcome(Outcome {
-        route,
+        route: route.clone(),
         planned: due,
         sent: sent_at,
         ttfb: sent.ttfb,
@@ -338,28 +423,21 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
     who: (u32, u32),
     start: Instant,
 ) {
-    let exchanges = match ctx.source.load(run_id, session_no).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(run_id, session_no, error = %e, "cannot read a session from the capture; skipped");
-            return;
-        }
+    let cell = ctx.session((run_id, session_no)).await;
+    let Some(session) = cell.get().cloned().flatten() else {
+        return;
     };
     let _ = ctx.events.send(Event::VuStarted);
-    let recorded: Vec<(i64, i64)> = exchanges
-        .iter()
-        .map(|e| (e.offset_us, e.duration_us))
-        .collect();
-    let planned = plan::requests(&recorded, ctx.speed);
     let world = ctx.world(who.0, who.1);
-    let values = Arc::new(if ctx.correlate {
-        rewrite::analyze_with(&exchanges, &ctx.credentials)
-    } else {
-        SessionValues::default()
-    });
+    let LoadedSession {
+        exchanges,
+        planned,
+        values,
+        ..
+    } = &*session;
     let mut handles: Vec<Option<JoinHandle<()>>> = Vec::with_capacity(exchanges.len());
-    for (index, ex) in exchanges.into_iter().enumerate() {
-        let ex = Arc::new(ex);
+    for (index, ex) in exchanges.iter().enumerate() {
+        let ex = ex.clone();
         let p = &planned[index];
         for &dep in &p.after {
             if let Some(h) = handles.get_mut(dep).and_then(Option::take) {
@@ -381,7 +459,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
             continue;
         }
         let to_send = if ctx.correlate || !ctx.rules.is_empty() {
-            let prepared = rewrite::prepare(&ex, index, &values, &world, &ctx.rules, ctx.correlate);
+            let prepared = rewrite::prepare(&ex, index, values, &world, &ctx.rules, ctx.correlate);
             if prepared.skip {
                 let _ = ctx.events.send(Event::DependentSkipped);
                 ctx.lost(&ex, &world);
@@ -408,11 +486,11 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         }
         let request = send_one(
             ctx.clone(),
-            ex,
+            session.clone(),
+            index,
             to_send,
             due,
             world.clone(),
-            values.clone(),
             who,
         );
         // A request the next one waits for (or the last one) runs inline:
@@ -465,7 +543,11 @@ mod tests {
         }
     }
 
-    struct Memory(HashMap<i64, Vec<StoredExchange>>);
+    /// Sessions in memory; counts the reads.
+    struct Memory(
+        HashMap<i64, Vec<StoredExchange>>,
+        std::sync::atomic::AtomicUsize,
+    );
 
     impl SessionSource for Memory {
         async fn load(
@@ -473,6 +555,7 @@ mod tests {
             _run: i64,
             session_no: i64,
         ) -> Result<Vec<StoredExchange>, CaptureError> {
+            self.1.fetch_add(1, Ordering::Relaxed);
             Ok(self.0.get(&session_no).cloned().unwrap_or_default())
         }
     }
@@ -511,7 +594,7 @@ mod tests {
         service: HashMap<i64, Duration>,
         stage: StageRun,
         max_inflight: usize,
-    ) -> (Vec<(i64, Duration)>, Vec<Event>) {
+    ) -> (Vec<(i64, Duration)>, Vec<Event>, usize) {
         let spans: Vec<SessionSpan> = sessions
             .iter()
             .map(|s| SessionSpan {
@@ -529,6 +612,7 @@ mod tests {
             .unwrap_or(0);
         let source = Arc::new(Memory(
             sessions.into_iter().map(|s| (s[0].session_no, s)).collect(),
+            Default::default(),
         ));
         let fake = Arc::new(Fake {
             service,
@@ -540,7 +624,7 @@ mod tests {
             &spans,
             span_us,
             fake.clone(),
-            source,
+            source.clone(),
             Arc::new(Semaphore::new(max_inflight)),
             tx,
             Arc::new(LiveStats::default()),
@@ -559,7 +643,7 @@ mod tests {
             .map(|(id, at)| (*id, *at - origin))
             .collect();
         sends.sort_by_key(|(id, at)| (*at, *id));
-        (sends, events)
+        (sends, events, source.1.load(Ordering::Relaxed))
     }
 
     fn stage(multiplier: u32, speed: f64) -> StageRun {
@@ -590,7 +674,7 @@ mod tests {
             ],
             vec![exchange(2, 1, 100, 100), exchange(2, 2, 150, 10)],
         ];
-        let (sends, events) = run(sessions, HashMap::new(), stage(1, 2.0), 100).await;
+        let (sends, events, _) = run(sessions, HashMap::new(), stage(1, 2.0), 100).await;
         let ms = |v: u64| Duration::from_millis(v);
         assert_eq!(
             sends,
@@ -615,7 +699,7 @@ mod tests {
         // Recorded: 1 takes 10 ms, 2 starts at 50 ms. Replayed, 1 takes 80 ms.
         let sessions = vec![vec![exchange(1, 1, 0, 10), exchange(1, 2, 50, 10)]];
         let service = HashMap::from([(101, Duration::from_millis(80))]);
-        let (sends, events) = run(sessions, service, stage(1, 1.0), 100).await;
+        let (sends, events, _) = run(sessions, service, stage(1, 1.0), 100).await;
         assert_eq!(
             sends,
             [(101, Duration::ZERO), (102, Duration::from_millis(80))]
@@ -638,7 +722,7 @@ mod tests {
             (101, Duration::from_millis(100)),
             (201, Duration::from_millis(100)),
         ]);
-        let (sends, _) = run(sessions, service, stage(1, 1.0), 1).await;
+        let (sends, _, _) = run(sessions, service, stage(1, 1.0), 1).await;
         let at: Vec<Duration> = sends.iter().map(|(_, d)| *d).collect();
         assert_eq!(at, [Duration::ZERO, Duration::from_millis(100)]);
     }
@@ -646,7 +730,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn multiplier_3_sends_every_request_three_times_at_distinct_instants() {
         let sessions = vec![vec![exchange(1, 1, 0, 10), exchange(1, 2, 300, 10)]];
-        let (sends, events) = run(sessions, HashMap::new(), stage(3, 1.0), 100).await;
+        let (sends, events, loads) = run(sessions, HashMap::new(), stage(3, 1.0), 100).await;
+        // The three worlds play the session at overlapping times: one read.
+        assert_eq!(loads, 1);
         assert_eq!(sends.iter().filter(|(id, _)| *id == 101).count(), 3);
         assert_eq!(sends.iter().filter(|(id, _)| *id == 102).count(), 3);
         let mut firsts: Vec<Duration> = sends

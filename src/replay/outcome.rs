@@ -10,7 +10,7 @@ use tokio::time::Instant;
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// Normalized route, `METHOD /path/{id}`.
-    pub route: String,
+    pub route: std::sync::Arc<str>,
     /// When the plan wanted it sent.
     pub planned: Instant,
     /// When it was sent.

@@ -122,7 +122,7 @@ impl Collector {
         }
         let service = o.finished.saturating_duration_since(o.sent);
         let corrected = o.finished.saturating_duration_since(o.planned);
-        let long_poll = self.long_poll.contains(&o.route);
+        let long_poll = self.long_poll.contains(&*o.route);
         if !long_poll {
             d.latency.record(service);
             d.corrected.record(corrected);
@@ -130,10 +130,10 @@ impl Collector {
                 d.ttfb.record(t);
             }
         }
-        if !d.routes.contains_key(&o.route) {
-            d.routes.insert(o.route.clone(), Default::default());
+        if !d.routes.contains_key(&*o.route) {
+            d.routes.insert(o.route.to_string(), Default::default());
         }
-        let Some(route) = d.routes.get_mut(&o.route) else {
+        let Some(route) = d.routes.get_mut(&*o.route) else {
             return;
         };
         route.requests += 1;
@@ -237,7 +237,7 @@ mod tests {
                     _ => Some(200),
                 };
                 Outcome {
-                    route: format!("GET /r/{}", i % 3),
+                    route: format!("GET /r/{}", i % 3).into(),
                     planned,
                     sent,
                     ttfb: status.map(|_| Duration::from_micros(300)),
