@@ -61,7 +61,7 @@ for r in $(seq 1 "$ROUNDS"); do
   PROXY_PID="" run_load "wrk_get" "$r" wrk "$URL" -t1 -c32 -d "$DUR"
   if [ -n "$OHA" ]; then PROXY_PID="" run_load "oha_get" "$r" oha "$URL" -c 32 -z "$DUR"; fi
   "$FLOOR" "$URL" "$DUR_S" 32 | while read -r line; do
-    "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r["round"]=int(sys.argv[2]); print(json.dumps(r))' "$line" "$r"
+    "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); r["round"]=int(sys.argv[2]); r["tool"]="client_floor"; print(json.dumps(r))' "$line" "$r"
   done >> "$RESULTS"
   replay_run "tapedeck" "$r" "$WORK/throughput.db" --multiplier 10 --speed 10000 --loop --max-inflight 32 --duration "$DUR"
   replay_run "tapedeck_nocorr" "$r" "$WORK/throughput.db" --multiplier 10 --speed 10000 --loop --max-inflight 32 --duration "$DUR" --no-correlation
