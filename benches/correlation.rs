@@ -106,6 +106,8 @@ async fn replay_once(
         sessions: None,
         correlate,
         credentials: Default::default(),
+        tls: Default::default(),
+        http2: false,
         headers: Vec::new(),
     };
     let cpu0 = cpu_s();

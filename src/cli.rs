@@ -14,6 +14,7 @@ use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
 use tapedeck::demo::backend::BackendConfig;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
 use tapedeck::proxy::{PathFilter, RecordConfig, Upstream};
+use tapedeck::tls::ClientTls;
 
 /// Record real chat-backend traffic, replay it at scale, compare the reports.
 #[derive(Debug, Parser)]
@@ -68,6 +69,17 @@ pub struct CompareArgs {
     pub markdown: bool,
 }
 
+/// How https:// upstreams and targets are verified; checked now, so a bad
+/// `--ca-file` stops the command at start.
+fn client_tls(ca_file: Option<PathBuf>, insecure_skip_verify: bool) -> anyhow::Result<ClientTls> {
+    let tls = ClientTls {
+        ca_file,
+        insecure_skip_verify,
+    };
+    tls.config().map_err(anyhow::Error::msg)?;
+    Ok(tls)
+}
+
 /// `tapedeck record`. Every option can also come from `--config FILE`
 /// (TOML, same names with `_` for `-`); the command line wins.
 #[derive(Debug, Default, Args, Deserialize)]
@@ -89,6 +101,19 @@ pub struct RecordArgs {
     /// Serve /healthz and Prometheus /metrics on this address.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
+    /// Serve HTTPS (ALPN h2 and http/1.1) with this PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also trust this PEM CA certificate for an https:// upstream.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any upstream certificate (self-signed staging; warned once).
+    #[arg(long)]
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
     /// Largest body stored per request or response; bodies are always
     /// forwarded whole [default: 1MiB]. Accepts 512KiB, 4MiB, 1000000.
     #[arg(long)]
@@ -205,6 +230,21 @@ impl RecordArgs {
             config.max_header_bytes = parse_size(&s).context("--max-header-bytes")?;
         }
         config.preserve_host = self.preserve_host || file.preserve_host;
+        config.upstream_tls = client_tls(
+            self.ca_file.or(file.ca_file),
+            self.insecure_skip_verify || file.insecure_skip_verify,
+        )?;
+        match (
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => {
+                config.tls =
+                    Some(tapedeck::tls::server_config(&cert, &key).map_err(anyhow::Error::msg)?);
+            }
+            (None, None) => {}
+            _ => bail!("--tls-cert and --tls-key go together: pass both, or neither"),
+        }
         let sources = or_vec(self.session_key, file.session_key);
         let mut session = SessionConfig::default();
         if !sources.is_empty() {
@@ -441,6 +481,16 @@ pub struct ReplayArgs {
     /// nonces (the target rewrite still applies).
     #[arg(long)]
     pub no_correlation: bool,
+    /// Speak HTTP/2 to the target even without ALPN (h2c prior knowledge
+    /// for http:// targets).
+    #[arg(long)]
+    pub http2: bool,
+    /// Also trust this PEM CA certificate for an https:// target.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any target certificate (self-signed staging; warned once).
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
     /// TOML file with clear values for redacted credentials: `[markers]`
     /// (marker = value) and `[users]` (user = password for their logins).
     #[arg(long)]
@@ -637,6 +687,8 @@ impl ReplayArgs {
                 sessions,
                 correlate: !self.no_correlation,
                 credentials: std::sync::Arc::new(credentials),
+                tls: client_tls(self.ca_file, self.insecure_skip_verify)?,
+                http2: self.http2,
                 headers,
             },
             capture: self.capture,

@@ -27,3 +27,4 @@ pub mod replay;
 pub mod report;
 pub mod route;
 pub mod shutdown;
+pub mod tls;

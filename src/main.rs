@@ -95,10 +95,15 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let upstream = plan.config.upstream.as_str().to_string();
+    let scheme = if plan.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let recording =
         Recording::start(listener, store.clone(), plan.config, shutdown.clone()).await?;
     println!(
-        "tapedeck: recording http://{} -> {} into {} (run {})",
+        "tapedeck: recording {scheme}://{} -> {} into {} (run {})",
         recording.local_addr(),
         upstream,
         plan.capture.display(),

@@ -139,6 +139,8 @@ pub async fn replay(
         sessions: None,
         correlate: true,
         credentials: Default::default(),
+        tls: Default::default(),
+        http2: false,
         headers: Vec::new(),
     };
     let result = crate::replay::run(&store, config, live).await;

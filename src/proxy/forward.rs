@@ -299,6 +299,14 @@ pub(crate) async fn handle(
 
 /// Names an upstream client failure.
 fn classify(e: &hyper_util::client::legacy::Error) -> ExchangeFailure {
+    if let Some(tls) = crate::tls::failure(e) {
+        return ExchangeFailure {
+            kind: "upstream_tls",
+            message: format!(
+                "TLS to the upstream failed: {tls}; trust its CA with --ca-file, or pass --insecure-skip-verify for a self-signed staging upstream"
+            ),
+        };
+    }
     if e.is_connect() {
         return ExchangeFailure {
             kind: "upstream_unreachable",

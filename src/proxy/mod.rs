@@ -22,7 +22,6 @@ use std::time::Duration;
 use http::Uri;
 use http::uri::{Authority, Scheme};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -34,6 +33,7 @@ use crate::capture::store::NewRun;
 use crate::capture::writer::{self, WriterConfig};
 use crate::capture::{CaptureError, CaptureSink, RunSummary, Store};
 use crate::shutdown::Shutdown;
+use crate::tls::{ClientTls, Connector};
 use metrics::ProxyMetrics;
 use session::{SessionConfig, SessionTracker};
 use tap::RequestBody;
@@ -67,10 +67,11 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Parses `http://host:port[/prefix]`.
+    /// Parses `http[s]://host[:port][/prefix]`.
     ///
     /// # Errors
-    /// When the URL has no host, a scheme other than http, or a query.
+    /// When the URL has no host, a scheme other than http or https, or a
+    /// query.
     pub fn parse(url: &str) -> Result<Upstream, ProxyError> {
         let err = |reason: &str| ProxyError::Upstream {
             url: url.to_string(),
@@ -83,10 +84,8 @@ impl Upstream {
             .scheme()
             .cloned()
             .ok_or_else(|| err("missing scheme; expected http://host:port"))?;
-        if scheme != Scheme::HTTP {
-            return Err(err(
-                "only http:// upstreams are supported so far; terminate TLS in front of the upstream or use its plain-HTTP port",
-            ));
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(err("expected an http:// or https:// URL"));
         }
         let authority = uri
             .authority()
@@ -112,6 +111,18 @@ impl Upstream {
     /// `host:port` of the upstream.
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// Whether it is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    /// The TCP port: the URL's, or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.is_https() { 443 } else { 80 })
     }
 
     /// The upstream URI for a request target (`/path?query`), with the
@@ -194,6 +205,10 @@ pub struct RecordConfig {
     pub writer: WriterConfig,
     /// Longest wait for in-flight requests on shutdown.
     pub drain_timeout: Duration,
+    /// Serve TLS on the listener (`--tls-cert`, `--tls-key`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How the upstream's certificate is checked.
+    pub upstream_tls: ClientTls,
 }
 
 impl RecordConfig {
@@ -210,6 +225,8 @@ impl RecordConfig {
             filter: PathFilter::default(),
             writer: WriterConfig::default(),
             drain_timeout: Duration::from_secs(30),
+            tls: None,
+            upstream_tls: ClientTls::default(),
         }
     }
 }
@@ -218,7 +235,7 @@ impl RecordConfig {
 #[derive(Debug)]
 pub(crate) struct ProxyState {
     config: RecordConfig,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<Connector, RequestBody>,
     pub(crate) sink: CaptureSink,
     pub(crate) redactor: Redactor,
     pub(crate) sessions: SessionTracker,
@@ -267,9 +284,10 @@ impl Recording {
         let (sink, writer) =
             writer::spawn(store, run_id, config.writer.clone(), metrics.writer.clone());
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let connector = config
+            .upstream_tls
+            .connector(config.upstream_timeout)
+            .map_err(ProxyError::Config)?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
@@ -366,15 +384,46 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
+        let tls = state.config.tls.clone();
         let state = state.clone();
         let service =
             hyper::service::service_fn(move |req| forward::handle(state.clone(), peer, local, req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                }
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(tls), service)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

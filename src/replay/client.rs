@@ -11,7 +11,6 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
@@ -20,6 +19,7 @@ use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::proxy::Upstream;
 use crate::proxy::forward::HOP_BY_HOP;
+use crate::tls::{ClientTls, Connector};
 
 /// Largest response body kept for correlation.
 const MAX_KEPT_BODY: usize = 1024 * 1024;
@@ -40,7 +40,7 @@ fn replayed(name: &str) -> bool {
 /// Sends recorded requests to the target.
 #[derive(Debug, Clone)]
 pub struct ReplayClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     target: Arc<Upstream>,
     host: HeaderValue,
     timeout: Duration,
@@ -53,19 +53,29 @@ pub struct ReplayClient {
 }
 
 impl ReplayClient {
-    /// A pooled client for `target`; `replay_id` is sent as
-    /// `X-Tapedeck-Replay` unless `None`.
-    pub fn new(target: Upstream, timeout: Duration, replay_id: Option<&str>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
+    /// A pooled client for `target` (http or https, h2 when the target
+    /// offers it over ALPN, or always with `http2`: prior knowledge for
+    /// http://, streams multiplexed on one connection); `replay_id` is
+    /// sent as `X-Tapedeck-Replay` unless `None`.
+    ///
+    /// # Errors
+    /// When the TLS settings cannot be used (a bad `--ca-file`).
+    pub fn new(
+        target: Upstream,
+        timeout: Duration,
+        replay_id: Option<&str>,
+        tls: &ClientTls,
+        http2: bool,
+    ) -> Result<Self, String> {
+        let connector = tls.connector(timeout)?;
         let client = Client::builder(TokioExecutor::new())
+            .http2_only(http2)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .build(connector);
         let host = HeaderValue::from_str(target.authority().as_str())
             .unwrap_or(HeaderValue::from_static("localhost"));
-        ReplayClient {
+        Ok(ReplayClient {
             client,
             target: Arc::new(target),
             host,
@@ -74,7 +84,7 @@ impl ReplayClient {
             overrides: Vec::new(),
             kept_headers: Vec::new(),
             keep_all_bodies: false,
-        }
+        })
     }
 
     /// Also keeps what the profile's extract rules read: their headers,
@@ -149,11 +159,15 @@ impl Dispatch for ReplayClient {
             }
         };
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| if e.is_connect() { "connect" } else { "reset" })?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                if crate::tls::failure(&e).is_some() {
+                    "tls"
+                } else if e.is_connect() {
+                    "connect"
+                } else {
+                    "reset"
+                }
+            })?;
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
             // Only what correlation reads is kept: Location, Set-Cookie and

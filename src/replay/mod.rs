@@ -48,6 +48,9 @@ pub enum ReplayError {
         /// The connect error.
         reason: String,
     },
+    /// The TLS settings for the target cannot be used.
+    #[error("target TLS: {0}")]
+    Tls(String),
     /// The profile's rules do not compile.
     #[error("profile rules: {0}")]
     Rules(String),
@@ -77,6 +80,10 @@ pub struct ReplayConfig {
     /// Learn live values and rewrite requests; off sends recorded values
     /// verbatim (the target rewrite aside).
     pub correlate: bool,
+    /// How the target's certificate is checked (https targets).
+    pub tls: crate::tls::ClientTls,
+    /// Speak HTTP/2 to the target even without ALPN (h2c prior knowledge).
+    pub http2: bool,
     /// Clear values for redacted credentials (`--credentials-file`).
     pub credentials: Arc<rewrite::Credentials>,
     /// Headers set on every replayed request (`--header`).
@@ -166,7 +173,10 @@ pub async fn run(
             config.target.clone(),
             config.profile.safety.request_timeout,
             config.replay_header.then_some(report_id.as_str()),
+            &config.tls,
+            config.http2,
         )
+        .map_err(ReplayError::Tls)?
         .with_headers(&config.headers)
         .keeping(&rules),
     );

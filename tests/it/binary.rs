@@ -177,7 +177,7 @@ async fn bad_input_exits_2_naming_the_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (code, _, err) = output(&["record", "--upstream", "ftp://chat:21"]).await;
     assert_eq!(code, 2);
-    assert!(err.contains("only http://"), "{err}");
+    assert!(err.contains("expected an http:// or https:// URL"), "{err}");
 
     let (code, _, err) = output(&["record"]).await;
     assert_eq!(code, 2);

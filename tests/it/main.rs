@@ -11,3 +11,4 @@ mod html;
 mod proxy;
 mod replay;
 mod rules;
+mod tls;

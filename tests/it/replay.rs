@@ -36,6 +36,8 @@ async fn replay_with(
         sessions: None,
         correlate: true,
         credentials: Default::default(),
+        tls: Default::default(),
+        http2: false,
         headers: Vec::new(),
     };
     tweak(&mut config);

@@ -175,6 +175,8 @@ async fn replay_5x(capture: &Path, target: &str, profile: Profile, correlate: bo
         sessions: None,
         correlate,
         credentials: Default::default(),
+        tls: Default::default(),
+        http2: false,
         headers: Vec::new(),
     };
     replay::run(&store, config, Arc::new(LiveStats::default()))

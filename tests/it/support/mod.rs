@@ -31,6 +31,7 @@ pub struct Seen {
     /// When the answer was handed to hyper.
     pub answered_at: std::time::Instant,
     pub path: String,
+    pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub answered: Bytes,
@@ -157,6 +158,7 @@ async fn answer(
         at,
         answered_at: at,
         path: path.clone(),
+        version: parts.version,
         headers: parts.headers.clone(),
         body,
         answered: Bytes::new(),

@@ -1,0 +1,349 @@
+//! TLS on both sides with certificates made at test time (rcgen): a client
+//! speaks HTTPS to the proxy, the proxy speaks HTTPS to an HTTPS upstream,
+//! and replay speaks HTTPS to the target.
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use tapedeck::capture::Store;
+use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::replay::outcome::LiveStats;
+use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::shutdown::Shutdown;
+use tapedeck::tls::ClientTls;
+use tokio::net::TcpListener;
+
+use crate::support::output;
+
+/// A CA and a `localhost` certificate it signed, as PEM files.
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key")).expect("ca");
+        let key = KeyPair::generate().expect("key");
+        let cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca)
+            .expect("cert");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write pem");
+            path
+        };
+        Pki {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    fn trusting(&self) -> ClientTls {
+        ClientTls {
+            ca_file: Some(self.ca.clone()),
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+/// An HTTPS upstream answering `{"path": …, "alpn": …}`.
+async fn https_upstream(pki: &Pki) -> (String, Shutdown) {
+    let config = tapedeck::tls::server_config(&pki.cert, &pki.key).expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    let stop = Shutdown::new();
+    let halt = stop.clone();
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                () = halt.wait() => break,
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let alpn = tls
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default();
+                let service = hyper::service::service_fn(move |req: Request<_>| {
+                    let body = format!(r#"{{"path":"{}","alpn":"{alpn}"}}"#, req.uri().path());
+                    async move {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("response"),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, stop)
+}
+
+async fn get(tls: &ClientTls, url: &str) -> (StatusCode, String) {
+    let connector = tls
+        .connector(std::time::Duration::from_secs(5))
+        .expect("connector");
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    let resp = client
+        .request(Request::get(url).body(Full::default()).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn proxy(
+    pki: &Pki,
+    upstream: &str,
+    upstream_tls: ClientTls,
+    dir: &Path,
+) -> (Recording, Store) {
+    let store = Store::create(&dir.join("c.db")).await.expect("capture");
+    let mut config = RecordConfig::new(Upstream::parse(upstream).expect("upstream"));
+    config.tls = Some(tapedeck::tls::server_config(&pki.cert, &pki.key).expect("tls"));
+    config.upstream_tls = upstream_tls;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let rec = Recording::start(listener, store.clone(), config, Shutdown::new())
+        .await
+        .expect("record");
+    (rec, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_in_https_out_recorded_and_replayed_over_https() {
+    let pki = Pki::new();
+    let (upstream, stop) = https_upstream(&pki).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rec, store) = proxy(&pki, &upstream, pki.trusting(), dir.path()).await;
+    let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
+    let (status, body) = get(&pki.trusting(), &url).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""path":"/api/me""#), "{body}");
+    // The client offered h2 and http/1.1; the proxy took h2 from it and
+    // negotiated h2 with the upstream too.
+    assert!(body.contains(r#""alpn":"h2""#), "{body}");
+    let run = rec.stop().await.expect("stop");
+    assert_eq!((run.exchanges, run.dropped), (1, 0));
+    let (spans, _) = store.session_spans(&[run.id]).await.expect("spans");
+    let exchanges = store
+        .session_exchanges(run.id, spans[0].session_no)
+        .await
+        .expect("exchanges");
+    assert_eq!(exchanges[0].status, Some(200));
+    assert_eq!(exchanges[0].http_version, "HTTP/2");
+    assert_eq!(&exchanges[0].response_body[..], body.as_bytes());
+
+    let replay_to = |tls: ClientTls| ReplayConfig {
+        target: Upstream::parse(&upstream).expect("target"),
+        profile: tapedeck::profile::Profile::single(2, 1.0),
+        capture_path: dir.path().join("c.db").display().to_string(),
+        run: tapedeck::capture::RunChoice::Latest,
+        seed: Some(1),
+        read_only: false,
+        replay_header: true,
+        shard: None,
+        sessions: None,
+        correlate: true,
+        tls,
+        http2: false,
+        credentials: Default::default(),
+        headers: Vec::new(),
+    };
+    let trusted = replay::run(
+        &store,
+        replay_to(pki.trusting()),
+        Arc::new(LiveStats::default()),
+    )
+    .await
+    .expect("replay");
+    let s = &trusted.report.stages[0];
+    assert_eq!((s.requests, s.errors), (2, 0), "{:?}", s.error_kinds);
+    let untrusted = replay::run(
+        &store,
+        replay_to(ClientTls::default()),
+        Arc::new(LiveStats::default()),
+    )
+    .await
+    .expect("replay");
+    let s = &untrusted.report.stages[0];
+    assert_eq!(s.error_kinds.get("tls"), Some(&2), "{:?}", s.error_kinds);
+    stop.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_upstream_certificate_is_a_502_that_says_why() {
+    let pki = Pki::new();
+    let (upstream, stop) = https_upstream(&pki).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rec, _store) = proxy(&pki, &upstream, ClientTls::default(), dir.path()).await;
+    let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
+    let (status, body) = get(&pki.trusting(), &url).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("upstream_tls"), "{body}");
+    assert!(
+        body.contains("certificate") && body.contains("--ca-file"),
+        "{body}"
+    );
+    rec.stop().await.expect("stop");
+    // --insecure-skip-verify gets through.
+    let insecure = ClientTls {
+        ca_file: None,
+        insecure_skip_verify: true,
+    };
+    let (rec, _store) = proxy(&pki, &upstream, insecure, &dir.path().join("b")).await;
+    let url = format!("https://localhost:{}/x", rec.local_addr().port());
+    assert_eq!(get(&pki.trusting(), &url).await.0, StatusCode::OK);
+    rec.stop().await.expect("stop");
+    stop.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_certificate_or_key_paths_stop_record_at_start() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    let base = [
+        "record",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--listen",
+        "127.0.0.1:0",
+        "--capture",
+    ];
+    let run = |extra: Vec<String>| {
+        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
+        args.push(capture.display().to_string());
+        args.extend(extra);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            output(&args).await
+        }
+    };
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let key = pki.key.display().to_string();
+    let cert = pki.cert.display().to_string();
+    let (code, _, err) = run(vec![
+        "--tls-cert".into(),
+        missing.clone(),
+        "--tls-key".into(),
+        key.clone(),
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--tls-cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    // A certificate where the key belongs.
+    let (code, _, err) = run(vec![
+        "--tls-cert".into(),
+        cert.clone(),
+        "--tls-key".into(),
+        cert,
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-key"), "{err}");
+    let (code, _, err) = run(vec!["--ca-file".into(), missing]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--ca-file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() {
+    use crate::support::{TestProxy, TestUpstream};
+    let mut upstream = TestUpstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url()).await;
+    // An h2 client with prior knowledge (h2c): one connection, three
+    // streams at once, each held 150 ms by the upstream.
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let sends = (0..3).map(|i| {
+        let req = Request::get(proxy.url(&format!("/slow?ms=150&n={i}")))
+            .header("x-test-id", format!("stream-{i}"))
+            .body(Full::default())
+            .expect("request");
+        client.request(req)
+    });
+    for resp in futures_util::future::join_all(sends).await {
+        let resp = resp.expect("response");
+        assert_eq!(
+            (resp.status(), resp.version()),
+            (StatusCode::OK, http::Version::HTTP_2)
+        );
+    }
+    let run = proxy.stop().await;
+    assert_eq!(run.exchanges, 3);
+    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
+    assert_eq!(spans.len(), 1, "one client, one session");
+    let exchanges = proxy
+        .store
+        .session_exchanges(run.id, spans[0].session_no)
+        .await
+        .expect("exchanges");
+    assert!(exchanges.iter().all(|e| e.http_version == "HTTP/2"));
+    upstream.drain();
+
+    let config = ReplayConfig {
+        target: Upstream::parse(&upstream.url()).expect("target"),
+        profile: tapedeck::profile::Profile::single(1, 1.0),
+        capture_path: proxy.capture.display().to_string(),
+        run: tapedeck::capture::RunChoice::Latest,
+        seed: Some(1),
+        read_only: false,
+        replay_header: true,
+        shard: None,
+        sessions: None,
+        correlate: true,
+        tls: ClientTls::default(),
+        http2: true,
+        credentials: Default::default(),
+        headers: Vec::new(),
+    };
+    let report = replay::run(&proxy.store, config, Arc::new(LiveStats::default()))
+        .await
+        .expect("replay")
+        .report;
+    assert_eq!((report.stages[0].requests, report.stages[0].errors), (3, 0));
+    let seen = upstream.drain();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|s| s.version == http::Version::HTTP_2));
+    // Recorded overlapping, replayed overlapping: every stream arrived
+    // before the first answer left.
+    let first_answer = seen.iter().map(|s| s.answered_at).min().expect("answers");
+    assert!(seen.iter().all(|s| s.at < first_answer), "{seen:#?}");
+}
