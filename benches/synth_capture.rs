@@ -74,6 +74,7 @@ fn main() {
                     ttfb: Some(Duration::from_micros(400)),
                     duration: Duration::from_micros(500),
                     failure: None,
+                    response_chunks: Vec::new(),
                 });
                 if batch.len() == 1024 {
                     store

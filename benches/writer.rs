@@ -46,6 +46,7 @@ fn record(
         ttfb: Some(Duration::from_micros(800)),
         duration: Duration::from_micros(950),
         failure: None,
+        response_chunks: Vec::new(),
     }
 }
 

@@ -224,6 +224,20 @@ pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String 
     if s.routes.len() > max_rows {
         let _ = writeln!(out, "  … {} more routes", s.routes.len() - max_rows);
     }
+    for r in &s.routes {
+        if let Some(st) = &r.stream {
+            let _ = writeln!(
+                out,
+                "  stream {}: {} responses, ttfb p95 {:.1} ms, chunk gap p50 {:.1} / p95 {:.1} ms, total p95 {:.1} ms",
+                r.route,
+                st.responses,
+                st.ttfb_ms.p95,
+                st.gap_ms.p50,
+                st.gap_ms.p95,
+                st.total_ms.p95
+            );
+        }
+    }
     out
 }
 

@@ -170,6 +170,23 @@ pub struct ExchangeRecord {
     pub duration: Duration,
     /// Set when the exchange failed.
     pub failure: Option<ExchangeFailure>,
+    /// Streamed responses (SSE, NDJSON): (µs since the response head,
+    /// bytes) per body chunk, at most [`MAX_CHUNKS`]; empty otherwise.
+    pub response_chunks: Vec<(u64, u64)>,
+}
+
+/// Chunks timed per streamed response; later ones are not listed.
+pub const MAX_CHUNKS: usize = 4096;
+
+/// Whether a response is a stream whose chunk timing matters: server-sent
+/// events or newline-delimited JSON.
+pub fn is_stream(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|v| {
+        let v = v.to_ascii_lowercase();
+        v.starts_with(b"text/event-stream")
+            || v.starts_with(b"application/x-ndjson")
+            || v.starts_with(b"application/jsonl")
+    })
 }
 
 impl ExchangeRecord {

@@ -29,8 +29,8 @@ const ROWS_PER_STATEMENT: usize = 64;
 const EXCHANGE_COLUMNS: &str = "capture_id, session_no, seq, started_at_us, offset_us, method, uri, \
      http_version, request_headers, request_body, request_body_len, request_truncated, status, \
      response_headers, response_body, response_body_len, response_truncated, ttfb_us, \
-     duration_us, error_kind, error_message";
-const EXCHANGE_PARAMS: usize = 21;
+     duration_us, error_kind, error_message, response_chunks";
+const EXCHANGE_PARAMS: usize = 22;
 
 fn migrator() -> Migrator {
     let initial = Migration::new(
@@ -40,8 +40,15 @@ fn migrator() -> Migrator {
         SqlStr::from_static(include_str!("migrations/sqlite/0001_initial.sql")),
         false,
     );
+    let chunks = Migration::new(
+        2,
+        Cow::Borrowed("response chunks"),
+        MigrationType::Simple,
+        SqlStr::from_static(include_str!("migrations/sqlite/0002_response_chunks.sql")),
+        false,
+    );
     Migrator {
-        migrations: Cow::Owned(vec![initial]),
+        migrations: Cow::Owned(vec![initial, chunks]),
         ..Migrator::DEFAULT
     }
 }
@@ -158,6 +165,8 @@ pub struct StoredExchange {
     pub error_kind: Option<String>,
     /// Failure detail, if any.
     pub error_message: Option<String>,
+    /// Streamed responses: (µs since the response head, bytes) per chunk.
+    pub response_chunks: Vec<(i64, i64)>,
 }
 
 impl StoredExchange {
@@ -431,7 +440,12 @@ impl Store {
                     .bind(r.ttfb.map(as_us))
                     .bind(as_us(r.duration))
                     .bind(r.failure.as_ref().map(|f| f.kind))
-                    .bind(r.failure.as_ref().map(|f| f.message.as_str()));
+                    .bind(r.failure.as_ref().map(|f| f.message.as_str()))
+                    .bind(
+                        (!r.response_chunks.is_empty())
+                            .then(|| serde_json::to_string(&r.response_chunks).ok())
+                            .flatten(),
+                    );
             }
             q.execute(&mut *tx).await?;
         }
@@ -722,6 +736,13 @@ fn exchange_from_row(path: &Path, r: &SqliteRow) -> Result<StoredExchange, Captu
         duration_us: r.try_get("duration_us")?,
         error_kind: r.try_get("error_kind")?,
         error_message: r.try_get("error_message")?,
+        response_chunks: match r.try_get::<Option<String>, _>("response_chunks")? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| CaptureError::NotACapture {
+                path: path.to_path_buf(),
+                reason: format!("column response_chunks does not hold [offset, bytes] pairs: {e}"),
+            })?,
+            None => Vec::new(),
+        },
     })
 }
 

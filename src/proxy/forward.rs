@@ -198,6 +198,7 @@ pub(crate) async fn handle(
             status: None,
             response_headers: HeaderMap::new(),
             ttfb: None,
+            response_chunks: Vec::new(),
         }
     });
 

@@ -165,6 +165,8 @@ pub(crate) struct Pending {
     pub status: Option<u16>,
     pub response_headers: HeaderMap,
     pub ttfb: Option<Duration>,
+    /// Streamed responses: (µs since the response head, bytes) per chunk.
+    pub response_chunks: Vec<(u64, u64)>,
 }
 
 impl Pending {
@@ -230,6 +232,7 @@ impl Pending {
             ttfb: self.ttfb,
             duration,
             failure,
+            response_chunks: self.response_chunks,
         };
         state.sink.try_send(record);
     }
@@ -242,20 +245,37 @@ pub struct ResponseBody {
     capture: BodyCapture,
     cap: usize,
     pending: Option<Box<Pending>>,
+    /// For streamed responses: when the head arrived, and each chunk.
+    chunks: Option<(Instant, Vec<(Instant, u64)>)>,
 }
 
 impl ResponseBody {
     pub(crate) fn new(inner: Incoming, cap: usize, pending: Option<Box<Pending>>) -> Self {
+        let chunks = pending.as_ref().and_then(|p| {
+            crate::capture::is_stream(
+                p.response_headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+            )
+            .then(|| (Instant::now(), Vec::new()))
+        });
         ResponseBody {
             inner,
             capture: BodyCapture::default(),
             cap,
             pending,
+            chunks,
         }
     }
 
     fn finish(&mut self, complete: bool, failure: Option<ExchangeFailure>) {
-        if let Some(p) = self.pending.take() {
+        if let Some(mut p) = self.pending.take() {
+            if let Some((head, chunks)) = self.chunks.take() {
+                p.response_chunks = chunks
+                    .into_iter()
+                    .map(|(at, len)| (at.saturating_duration_since(head).as_micros() as u64, len))
+                    .collect();
+            }
             p.complete(std::mem::take(&mut self.capture).finish(complete), failure);
         }
     }
@@ -278,6 +298,11 @@ impl Body for ResponseBody {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
                     this.capture.observe(data, this.cap);
+                    if let Some((_, chunks)) = &mut this.chunks
+                        && chunks.len() < crate::capture::MAX_CHUNKS
+                    {
+                        chunks.push((Instant::now(), data.len() as u64));
+                    }
                 }
                 // Finish before the last bytes go out, so a client that
                 // reacts to them at once already finds its session updated.

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
+use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
 use super::rules::Rules;
 use crate::capture::StoredExchange;
@@ -188,6 +189,11 @@ impl Dispatch for ReplayClient {
                     )
                 })
                 .collect();
+            let streamed = crate::capture::is_stream(
+                resp.headers()
+                    .get(header::CONTENT_TYPE)
+                    .map(|v| v.as_bytes()),
+            );
             let keep_body = self.keep_all_bodies
                 || resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
                     v.as_bytes()
@@ -196,25 +202,38 @@ impl Dispatch for ReplayClient {
                 });
             let mut kept = BytesMut::new();
             let mut body = resp.into_body();
+            let head = Instant::now();
+            // (last chunk, timing) of a streamed response.
+            let mut stream = streamed.then(|| (None::<Instant>, StreamTiming::default()));
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|_| "reset")?;
-                if keep_body
-                    && let Some(d) = frame.data_ref()
-                    && kept.len() + d.len() <= MAX_KEPT_BODY
-                {
+                let Some(d) = frame.data_ref() else { continue };
+                if let Some((last, timing)) = &mut stream {
+                    let now = Instant::now();
+                    if let Some(l) = *last
+                        && timing.gaps.len() < crate::capture::MAX_CHUNKS
+                    {
+                        timing.gaps.push(now - l);
+                    }
+                    *last = Some(now);
+                    timing.total = now - head;
+                }
+                if keep_body && kept.len() + d.len() <= MAX_KEPT_BODY {
                     kept.extend_from_slice(d);
                 }
             }
-            Ok::<_, &'static str>((status, ttfb, headers, kept.freeze()))
+            let stream = stream.map(|(_, timing)| timing);
+            Ok::<_, &'static str>((status, ttfb, headers, kept.freeze(), stream))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok((status, ttfb, headers, body))) => Sent {
+            Ok(Ok((status, ttfb, headers, body, stream))) => Sent {
                 status: Some(status),
                 ttfb: Some(ttfb),
                 failure: None,
                 finished: Instant::now(),
                 headers,
                 body,
+                stream,
             },
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),

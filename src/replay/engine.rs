@@ -43,6 +43,17 @@ pub struct Sent {
     pub headers: Vec<(String, String)>,
     /// Response body (kept for correlation; empty when not collected).
     pub body: Bytes,
+    /// For a streamed response (SSE, NDJSON): its chunk timing.
+    pub stream: Option<StreamTiming>,
+}
+
+/// When the chunks of a streamed response arrived.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTiming {
+    /// Gaps between consecutive chunks.
+    pub gaps: Vec<Duration>,
+    /// Response head to the last chunk.
+    pub total: Duration,
 }
 
 impl Sent {
@@ -55,6 +66,7 @@ impl Sent {
             finished: Instant::now(),
             headers: Vec::new(),
             body: Bytes::new(),
+            stream: None,
         }
     }
 }
@@ -406,6 +418,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         recorded_status,
         failure: sent.failure,
         suspected_dedup,
+        stream: sent.stream,
     }));
 }
 
@@ -540,6 +553,7 @@ mod tests {
             duration_us: duration_ms * 1000,
             error_kind: None,
             error_message: None,
+            response_chunks: Vec::new(),
         }
     }
 
@@ -585,6 +599,7 @@ mod tests {
                 finished: Instant::now(),
                 headers: Vec::new(),
                 body: Bytes::new(),
+                stream: None,
             }
         }
     }

@@ -29,6 +29,8 @@ pub struct Outcome {
     pub failure: Option<&'static str>,
     /// Another world's replay of this recorded write got the same live id.
     pub suspected_dedup: bool,
+    /// A streamed response's chunk timing.
+    pub stream: Option<super::engine::StreamTiming>,
 }
 
 /// Everything replay reports to the collector.

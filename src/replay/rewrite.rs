@@ -841,6 +841,7 @@ pub(crate) mod tests {
             duration_us: 1,
             error_kind: None,
             error_message: None,
+            response_chunks: Vec::new(),
         }
     }
 

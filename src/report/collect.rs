@@ -140,6 +140,15 @@ impl Collector {
         route.suspected_dedup += u64::from(o.suspected_dedup);
         route.long_poll = long_poll;
         route.latency.record(service);
+        if let (Some(stream), Some(ttfb)) = (&o.stream, o.ttfb) {
+            let data = route.stream.get_or_insert_default();
+            data.responses += 1;
+            data.ttfb.record(ttfb);
+            data.total.record(ttfb + stream.total);
+            for gap in &stream.gaps {
+                data.gap.record(*gap);
+            }
+        }
         let second = o.finished_at_us.div_euclid(1_000_000);
         let window = d.windows.entry(second).or_default();
         window.requests += 1;
@@ -251,6 +260,7 @@ mod tests {
                         None
                     },
                     suspected_dedup: false,
+                    stream: None,
                 }
             })
             .collect()
@@ -343,6 +353,7 @@ mod tests {
             recorded_status: Some(recorded),
             failure: None,
             suspected_dedup: false,
+            stream: None,
         };
         assert_eq!(
             error_kind(&o(404, 404)),

@@ -150,6 +150,71 @@ pub struct RouteReport {
     pub long_poll: bool,
     /// Service latency histogram.
     pub hdr: String,
+    /// Streamed responses (SSE, NDJSON) of this route, when it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamReport>,
+}
+
+/// Chunk timing of a route's streamed responses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// Streamed responses.
+    pub responses: u64,
+    /// Request sent to response head.
+    pub ttfb_ms: Ttfb,
+    /// Between consecutive chunks of one response.
+    pub gap_ms: Ttfb,
+    /// Request sent to the last chunk.
+    pub total_ms: Ttfb,
+    /// Histograms of the three, for merging.
+    pub ttfb_hdr: String,
+    /// Gap histogram.
+    pub gap_hdr: String,
+    /// Total histogram.
+    pub total_hdr: String,
+}
+
+/// The exact data behind a [`StreamReport`].
+#[derive(Debug, Clone, Default)]
+pub struct StreamData {
+    /// Streamed responses.
+    pub responses: u64,
+    /// Request sent to response head.
+    pub ttfb: LatencyHistogram,
+    /// Between consecutive chunks.
+    pub gap: LatencyHistogram,
+    /// Request sent to the last chunk.
+    pub total: LatencyHistogram,
+}
+
+impl StreamData {
+    fn add(&mut self, other: &StreamData) {
+        self.responses += other.responses;
+        self.ttfb.add(&other.ttfb);
+        self.gap.add(&other.gap);
+        self.total.add(&other.total);
+    }
+
+    fn report(&self) -> StreamReport {
+        StreamReport {
+            responses: self.responses,
+            ttfb_ms: Ttfb::of(&self.ttfb),
+            gap_ms: Ttfb::of(&self.gap),
+            total_ms: Ttfb::of(&self.total),
+            ttfb_hdr: self.ttfb.encode(),
+            gap_hdr: self.gap.encode(),
+            total_hdr: self.total.encode(),
+        }
+    }
+
+    fn from_report(r: &StreamReport) -> Result<StreamData, HistogramError> {
+        Ok(StreamData {
+            responses: r.responses,
+            ttfb: LatencyHistogram::decode(&r.ttfb_hdr)?,
+            gap: LatencyHistogram::decode(&r.gap_hdr)?,
+            total: LatencyHistogram::decode(&r.total_hdr)?,
+        })
+    }
 }
 
 /// One window of the per-second timeline.
@@ -309,6 +374,8 @@ pub struct RouteData {
     pub long_poll: bool,
     /// Service latency.
     pub latency: LatencyHistogram,
+    /// Streamed responses, if any.
+    pub stream: Option<StreamData>,
 }
 
 /// Exact accumulation of one timeline window.
@@ -405,6 +472,9 @@ impl StageData {
             mine.suspected_dedup += r.suspected_dedup;
             mine.long_poll |= r.long_poll;
             mine.latency.add(&r.latency);
+            if let Some(s) = &r.stream {
+                mine.stream.get_or_insert_default().add(s);
+            }
         }
         for (k, w) in &other.windows {
             let mine = self.windows.entry(*k).or_default();
@@ -435,6 +505,7 @@ impl StageData {
                 suspected_dedup: r.suspected_dedup,
                 long_poll: r.long_poll,
                 hdr: r.latency.encode(),
+                stream: r.stream.as_ref().map(StreamData::report),
             })
             .collect();
         routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
@@ -512,6 +583,11 @@ impl StageData {
                     suspected_dedup: route.suspected_dedup,
                     long_poll: route.long_poll,
                     latency: LatencyHistogram::decode(&route.hdr)?,
+                    stream: route
+                        .stream
+                        .as_ref()
+                        .map(StreamData::from_report)
+                        .transpose()?,
                 },
             );
         }

@@ -230,3 +230,58 @@ async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to()
         "each world's Bob posted to his world's room"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_replies_are_timed_chunk_by_chunk_when_recorded_and_replayed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded_on = backend().await;
+    let capture = record_demo(&recorded_on, &dir, false).await;
+    let store = Store::open(&capture).await.expect("open");
+    let run = store.run(None).await.expect("run");
+    let (spans, _) = store.session_spans(&[run.id]).await.expect("spans");
+    let exchanges = store
+        .session_exchanges(run.id, spans[0].session_no)
+        .await
+        .expect("session");
+    let reply = exchanges
+        .iter()
+        .find(|e| e.uri.ends_with("/reply"))
+        .expect("a streamed reply");
+    // The demo backend streams 12 tokens 15 ms apart, and a final event.
+    let chunks = &reply.response_chunks;
+    assert!(chunks.len() >= 12, "{chunks:?}");
+    assert!(
+        chunks.windows(2).all(|w| w[0].0 <= w[1].0),
+        "offsets in order"
+    );
+    assert!(chunks.last().expect("chunks").0 >= 100_000, "{chunks:?}");
+    let bytes: i64 = chunks.iter().map(|c| c.1).sum();
+    assert_eq!(bytes, reply.response_body_len);
+    assert!(
+        exchanges
+            .iter()
+            .filter(|e| !e.uri.ends_with("/reply"))
+            .all(|e| e.response_chunks.is_empty())
+    );
+
+    let fresh = backend().await;
+    let report = replay_5x(&capture, &fresh, true, 4.0).await;
+    let routes = &report.stages[0].routes;
+    let reply = routes
+        .iter()
+        .find(|r| r.route.ends_with("/reply"))
+        .expect("reply route");
+    let stream = reply.stream.as_ref().expect("stream statistics");
+    assert_eq!(stream.responses, reply.requests);
+    assert!(stream.ttfb_ms.p50 < stream.total_ms.p50, "{stream:?}");
+    assert!(
+        stream.gap_ms.p50 >= 5.0,
+        "tokens come ~15 ms apart: {stream:?}"
+    );
+    assert!(
+        routes
+            .iter()
+            .filter(|r| !r.route.ends_with("/reply"))
+            .all(|r| r.stream.is_none())
+    );
+}

@@ -176,6 +176,7 @@ fn exchange(
         duration_us: 200,
         error_kind: None,
         error_message: None,
+        response_chunks: Vec::new(),
     }
 }
 

@@ -425,6 +425,7 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
                 ttfb: Some(Duration::from_millis(*duration)),
                 duration: Duration::from_millis(*duration),
                 failure: None,
+                response_chunks: Vec::new(),
             });
         }
     }
