@@ -166,6 +166,11 @@ pub(crate) async fn handle(
         }
     }
 
+    // A protocol upgrade (WebSocket): the client's side of the switched
+    // connection, and the protocol it asks for.
+    let mut req = req;
+    let upgrade =
+        upgrade_request(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
     let recorded = state.config.filter.records(parts.uri.path());
     let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -225,7 +230,16 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some((protocol, _)) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
     if let Some(host) = &client_host {
         headers.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
@@ -253,6 +267,14 @@ pub(crate) async fn handle(
         Ok(Ok(mut resp)) => {
             strip_hop_by_hop(resp.headers_mut());
             *resp.version_mut() = Version::default();
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some((protocol, client_side)) = upgrade
+            {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                resp.headers_mut().insert(header::UPGRADE, protocol);
+                tokio::spawn(relay(client_side, hyper::upgrade::on(&mut resp), peer));
+            }
             let pending = pending.map(|mut p| {
                 p.status = Some(resp.status().as_u16());
                 p.response_headers = resp.headers().clone();
@@ -296,6 +318,42 @@ pub(crate) async fn handle(
         p.complete(captured, Some(failure));
     }
     Ok(resp.map(ProxyBody::Local))
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` with an
+/// `Upgrade` header, HTTP/1.1 only).
+fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Copies bytes both ways between the client and the upstream once both
+/// sides of an upgraded connection (a WebSocket) are switched. The
+/// handshake is recorded as an exchange; the frames are not (yet).
+async fn relay(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    peer: SocketAddr,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(%peer, up, down, "upgraded connection closed"),
+        Err(e) => tracing::debug!(%peer, error = %e, "upgraded connection ended with an error"),
+    }
 }
 
 /// Names an upstream client failure.

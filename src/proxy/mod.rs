@@ -395,7 +395,7 @@ async fn accept_loop(
                     watcher
                         .watch(
                             builder
-                                .serve_connection(TokioIo::new(stream), service)
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                 .into_owned(),
                         )
                         .await
@@ -407,7 +407,7 @@ async fn accept_loop(
                             watcher
                                 .watch(
                                     builder
-                                        .serve_connection(TokioIo::new(tls), service)
+                                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
                                         .into_owned(),
                                 )
                                 .await

@@ -553,3 +553,89 @@ async fn admin_serves_health_and_prometheus_metrics() {
     stop.trigger();
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_and_the_handshake_is_recorded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that switches /ws to an echo that upper-cases bytes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |mut req: http::Request<hyper::body::Incoming>| async move {
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(io) = upgraded.await else { return };
+                            let mut io = hyper_util::rt::TokioIo::new(io);
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0
+                                    || io.write_all(&buf[..n].to_ascii_uppercase()).await.is_err()
+                                {
+                                    break;
+                                }
+                            }
+                        });
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(101)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(http_body_util::Empty::<Bytes>::new())
+                                .expect("101"),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    let mut proxy = TestProxy::start(&upstream).await;
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            socket.read(&mut byte).await.expect("read head"),
+            1,
+            "head cut short"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for word in ["hello", "typing"] {
+        socket.write_all(word.as_bytes()).await.expect("write");
+        let mut echo = vec![0u8; word.len()];
+        socket.read_exact(&mut echo).await.expect("echo");
+        assert_eq!(echo, word.to_ascii_uppercase().as_bytes());
+    }
+    drop(socket);
+    let run = proxy.stop().await;
+    assert_eq!(run.exchanges, 1);
+    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
+    let ex = &proxy
+        .store
+        .session_exchanges(run.id, spans[0].session_no)
+        .await
+        .expect("exchanges")[0];
+    assert_eq!((ex.uri.as_str(), ex.status), ("/ws", Some(101)));
+}
