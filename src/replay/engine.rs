@@ -207,15 +207,18 @@ impl LoadedSession {
             Some(c) => rewrite::analyze_with(&exchanges, c),
             None => SessionValues::default(),
         };
-        let mut routes: Vec<Arc<str>> = Vec::with_capacity(exchanges.len());
-        for e in &exchanges {
-            let route = route::normalize(&e.method, &e.uri);
-            // Consecutive requests of a route share one string.
-            match routes.iter().rev().find(|r| ***r == *route) {
-                Some(same) => routes.push(same.clone()),
-                None => routes.push(route.into()),
-            }
-        }
+        // Requests of one route share one string.
+        let mut distinct: HashMap<String, Arc<str>> = HashMap::new();
+        let routes = exchanges
+            .iter()
+            .map(|e| {
+                let route = route::normalize(&e.method, &e.uri);
+                distinct
+                    .entry(route)
+                    .or_insert_with_key(|r| Arc::from(r.as_str()))
+                    .clone()
+            })
+            .collect();
         LoadedSession {
             planned: plan::requests(&recorded, speed),
             exchanges: exchanges.into_iter().map(Arc::new).collect(),
