@@ -75,6 +75,7 @@ fn main() {
                     duration: Duration::from_micros(500),
                     failure: None,
                     response_chunks: Vec::new(),
+                    ws_frames: Vec::new(),
                 });
                 if batch.len() == 1024 {
                     store

@@ -47,6 +47,7 @@ fn record(
         duration: Duration::from_micros(950),
         failure: None,
         response_chunks: Vec::new(),
+        ws_frames: Vec::new(),
     }
 }
 

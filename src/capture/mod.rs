@@ -173,6 +173,30 @@ pub struct ExchangeRecord {
     /// Streamed responses (SSE, NDJSON): (µs since the response head,
     /// bytes) per body chunk, at most [`MAX_CHUNKS`]; empty otherwise.
     pub response_chunks: Vec<(u64, u64)>,
+    /// A WebSocket handshake: the frames of the socket that followed.
+    pub ws_frames: Vec<WsFrame>,
+}
+
+/// One WebSocket frame as it passed the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WsFrame {
+    /// µs since the connection switched.
+    pub t_us: u64,
+    /// `client` or `server`: who sent it.
+    pub dir: String,
+    /// `text`, `binary`, `continuation`, `close`, `ping`, `pong`.
+    pub op: String,
+    /// Final fragment of its message.
+    pub fin: bool,
+    /// True payload length.
+    pub len: u64,
+    /// The payload (unmasked, up to 64 KiB): text as is, binary as base64.
+    pub data: String,
+    /// The payload was longer than what is kept.
+    pub truncated: bool,
+    /// A close frame's status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_code: Option<u16>,
 }
 
 /// Chunks timed per streamed response; later ones are not listed.
@@ -204,6 +228,11 @@ impl ExchangeRecord {
             + headers(&self.response_headers)
             + self.request_body.bytes.len()
             + self.response_body.bytes.len()
+            + self
+                .ws_frames
+                .iter()
+                .map(|f| f.data.len() + 64)
+                .sum::<usize>()
     }
 }
 

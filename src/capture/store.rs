@@ -29,8 +29,8 @@ const ROWS_PER_STATEMENT: usize = 64;
 const EXCHANGE_COLUMNS: &str = "capture_id, session_no, seq, started_at_us, offset_us, method, uri, \
      http_version, request_headers, request_body, request_body_len, request_truncated, status, \
      response_headers, response_body, response_body_len, response_truncated, ttfb_us, \
-     duration_us, error_kind, error_message, response_chunks";
-const EXCHANGE_PARAMS: usize = 22;
+     duration_us, error_kind, error_message, response_chunks, ws_frames";
+const EXCHANGE_PARAMS: usize = 23;
 
 fn migrator() -> Migrator {
     let initial = Migration::new(
@@ -47,8 +47,15 @@ fn migrator() -> Migrator {
         SqlStr::from_static(include_str!("migrations/sqlite/0002_response_chunks.sql")),
         false,
     );
+    let ws = Migration::new(
+        3,
+        Cow::Borrowed("websocket frames"),
+        MigrationType::Simple,
+        SqlStr::from_static(include_str!("migrations/sqlite/0003_ws_frames.sql")),
+        false,
+    );
     Migrator {
-        migrations: Cow::Owned(vec![initial, chunks]),
+        migrations: Cow::Owned(vec![initial, chunks, ws]),
         ..Migrator::DEFAULT
     }
 }
@@ -167,6 +174,8 @@ pub struct StoredExchange {
     pub error_message: Option<String>,
     /// Streamed responses: (µs since the response head, bytes) per chunk.
     pub response_chunks: Vec<(i64, i64)>,
+    /// A WebSocket handshake: the socket's frames.
+    pub ws_frames: Vec<super::WsFrame>,
 }
 
 impl StoredExchange {
@@ -441,11 +450,8 @@ impl Store {
                     .bind(as_us(r.duration))
                     .bind(r.failure.as_ref().map(|f| f.kind))
                     .bind(r.failure.as_ref().map(|f| f.message.as_str()))
-                    .bind(
-                        (!r.response_chunks.is_empty())
-                            .then(|| serde_json::to_string(&r.response_chunks).ok())
-                            .flatten(),
-                    );
+                    .bind(json_unless_empty(&r.response_chunks))
+                    .bind(json_unless_empty(&r.ws_frames));
             }
             q.execute(&mut *tx).await?;
         }
@@ -736,14 +742,31 @@ fn exchange_from_row(path: &Path, r: &SqliteRow) -> Result<StoredExchange, Captu
         duration_us: r.try_get("duration_us")?,
         error_kind: r.try_get("error_kind")?,
         error_message: r.try_get("error_message")?,
-        response_chunks: match r.try_get::<Option<String>, _>("response_chunks")? {
-            Some(text) => serde_json::from_str(&text).map_err(|e| CaptureError::NotACapture {
-                path: path.to_path_buf(),
-                reason: format!("column response_chunks does not hold [offset, bytes] pairs: {e}"),
-            })?,
-            None => Vec::new(),
-        },
+        response_chunks: json_column(path, r, "response_chunks")?,
+        ws_frames: json_column(path, r, "ws_frames")?,
     })
+}
+
+/// A nullable JSON list column; NULL is the empty list.
+fn json_column<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    r: &SqliteRow,
+    col: &str,
+) -> Result<Vec<T>, CaptureError> {
+    match r.try_get::<Option<String>, _>(col)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| CaptureError::NotACapture {
+            path: path.to_path_buf(),
+            reason: format!("column {col} does not hold what tapedeck wrote there: {e}"),
+        }),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A list as JSON text, NULL when empty.
+fn json_unless_empty<T: serde::Serialize>(items: &[T]) -> Option<String> {
+    (!items.is_empty())
+        .then(|| serde_json::to_string(items).ok())
+        .flatten()
 }
 
 /// `INSERT ... VALUES (...), (...)` for `rows` rows, built once per size.

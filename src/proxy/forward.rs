@@ -204,6 +204,7 @@ pub(crate) async fn handle(
             response_headers: HeaderMap::new(),
             ttfb: None,
             response_chunks: Vec::new(),
+            ws_frames: Vec::new(),
         }
     });
 
@@ -267,20 +268,30 @@ pub(crate) async fn handle(
         Ok(Ok(mut resp)) => {
             strip_hop_by_hop(resp.headers_mut());
             *resp.version_mut() = Version::default();
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some((protocol, client_side)) = upgrade
-            {
+            let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+            if switched && let Some((protocol, _)) = &upgrade {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                resp.headers_mut().insert(header::UPGRADE, protocol);
-                tokio::spawn(relay(client_side, hyper::upgrade::on(&mut resp), peer));
+                resp.headers_mut().insert(header::UPGRADE, protocol.clone());
             }
-            let pending = pending.map(|mut p| {
+            let mut pending = pending.map(|mut p| {
                 p.status = Some(resp.status().as_u16());
                 p.response_headers = resp.headers().clone();
                 p.ttfb = Some(arrived.elapsed());
                 Box::new(p)
             });
+            if switched && let Some((_, client_side)) = upgrade {
+                // The handshake is recorded when the socket closes, with
+                // its frames.
+                let upstream_side = hyper::upgrade::on(&mut resp);
+                tokio::spawn(super::websocket::relay(
+                    client_side,
+                    upstream_side,
+                    peer,
+                    pending.take(),
+                    (state.shutdown.clone(), state.relays.enter()),
+                ));
+            }
             let cap = state.config.max_body;
             return Ok(resp.map(|b| ProxyBody::Upstream(ResponseBody::new(b, cap, pending))));
         }
@@ -331,29 +342,6 @@ fn upgrade_request(headers: &HeaderMap) -> Option<HeaderValue> {
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     asks.then(|| headers.get(header::UPGRADE).cloned())
         .flatten()
-}
-
-/// Copies bytes both ways between the client and the upstream once both
-/// sides of an upgraded connection (a WebSocket) are switched. The
-/// handshake is recorded as an exchange; the frames are not (yet).
-async fn relay(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    peer: SocketAddr,
-) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "upgrade did not complete");
-            return;
-        }
-    };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => tracing::debug!(%peer, up, down, "upgraded connection closed"),
-        Err(e) => tracing::debug!(%peer, error = %e, "upgraded connection ended with an error"),
-    }
 }
 
 /// Names an upstream client failure.

@@ -14,6 +14,7 @@ pub(crate) mod forward;
 pub mod metrics;
 pub mod session;
 pub mod tap;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -241,6 +242,51 @@ pub(crate) struct ProxyState {
     pub(crate) sessions: SessionTracker,
     pub(crate) metrics: Arc<ProxyMetrics>,
     pub(crate) run_started: Instant,
+    /// Fires when the proxy stops: switched connections are cut and
+    /// recorded.
+    pub(crate) shutdown: Shutdown,
+    /// Switched connections (WebSockets) still open.
+    pub(crate) relays: Arc<Relays>,
+}
+
+/// Counts switched connections, so that stopping waits until each has
+/// recorded its exchange.
+#[derive(Debug, Default)]
+pub(crate) struct Relays {
+    active: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by one switched connection while it runs.
+#[derive(Debug)]
+pub(crate) struct RelayGuard(Arc<Relays>);
+
+impl Relays {
+    pub(crate) fn enter(self: &Arc<Self>) -> RelayGuard {
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RelayGuard(self.clone())
+    }
+
+    /// Waits until no switched connection is open.
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.idle.notify_waiters();
+    }
 }
 
 /// A running recording proxy.
@@ -300,6 +346,8 @@ impl Recording {
             redactor,
             metrics: metrics.clone(),
             run_started: Instant::now(),
+            shutdown: shutdown.clone(),
+            relays: Arc::default(),
         });
         let task = tokio::spawn(accept_loop(listener, state, shutdown.clone(), writer));
         Ok(Recording {
@@ -430,9 +478,16 @@ async fn accept_loop(
     }
     drop(listener);
     let drain_timeout = state.config.drain_timeout;
+    let relays = state.relays.clone();
     drop(state);
+    // Switched connections are cut by the shutdown signal itself and
+    // record what they saw; wait for them as for requests.
+    let drained = async {
+        graceful.shutdown().await;
+        relays.idle().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = drained => {}
         () = tokio::time::sleep(drain_timeout) => {
             tracing::warn!(?drain_timeout, "in-flight requests still open after the drain timeout; closing the capture anyway");
         }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::ProxyState;
 use super::session::set_cookies;
 use crate::capture::redact::is_scannable;
-use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo};
+use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
 #[derive(Debug, Default)]
@@ -167,12 +167,18 @@ pub(crate) struct Pending {
     pub ttfb: Option<Duration>,
     /// Streamed responses: (µs since the response head, bytes) per chunk.
     pub response_chunks: Vec<(u64, u64)>,
+    /// A WebSocket handshake: the socket's frames.
+    pub ws_frames: Vec<WsFrame>,
 }
 
 impl Pending {
     /// Builds the record (redacting as configured), binds credentials the
     /// response handed out to the session, and queues the record.
-    pub(crate) fn complete(self, response_body: CapturedBody, failure: Option<ExchangeFailure>) {
+    pub(crate) fn complete(
+        mut self,
+        response_body: CapturedBody,
+        failure: Option<ExchangeFailure>,
+    ) {
         let state = &self.state;
         let duration = self.arrived.elapsed();
         state.metrics.latency.observe(duration.as_secs_f64());
@@ -214,6 +220,11 @@ impl Pending {
             if response_scannable && let Some(b) = redactor.redact_body(&response_body.bytes) {
                 response_body.bytes = b;
             }
+            for frame in self.ws_frames.iter_mut().filter(|f| f.op == "text") {
+                if let Some(b) = redactor.redact_body(frame.data.as_bytes()) {
+                    frame.data = String::from_utf8_lossy(&b).into_owned();
+                }
+            }
         }
 
         let record = ExchangeRecord {
@@ -233,6 +244,7 @@ impl Pending {
             duration,
             failure,
             response_chunks: self.response_chunks,
+            ws_frames: self.ws_frames,
         };
         state.sink.try_send(record);
     }

@@ -557,6 +557,7 @@ mod tests {
             error_kind: None,
             error_message: None,
             response_chunks: Vec::new(),
+            ws_frames: Vec::new(),
         }
     }
 

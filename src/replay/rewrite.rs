@@ -842,6 +842,7 @@ pub(crate) mod tests {
             error_kind: None,
             error_message: None,
             response_chunks: Vec::new(),
+            ws_frames: Vec::new(),
         }
     }
 

@@ -177,6 +177,7 @@ fn exchange(
         error_kind: None,
         error_message: None,
         response_chunks: Vec::new(),
+        ws_frames: Vec::new(),
     }
 }
 

@@ -628,7 +628,104 @@ async fn websocket_upgrades_pass_through_and_the_handshake_is_recorded() {
         socket.read_exact(&mut echo).await.expect("echo");
         assert_eq!(echo, word.to_ascii_uppercase().as_bytes());
     }
-    drop(socket);
+    // Stopping the proxy with the socket still open cuts it and still
+    // records the handshake.
+    let run = proxy.stop().await;
+    assert_eq!(run.exchanges, 1);
+    let mut rest = Vec::new();
+    let _ = socket.read_to_end(&mut rest).await;
+    assert!(rest.is_empty(), "the proxy closed the socket");
+    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
+    let ex = &proxy
+        .store
+        .session_exchanges(run.id, spans[0].session_no)
+        .await
+        .expect("exchanges")[0];
+    assert_eq!((ex.uri.as_str(), ex.status), ("/ws", Some(101)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frames_are_recorded_both_ways_with_secrets_redacted() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    // A WebSocket upstream echoing text upper-cased.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |mut req: http::Request<hyper::body::Incoming>| async move {
+                        let key = req
+                            .headers()
+                            .get("sec-websocket-key")
+                            .map(|k| {
+                                tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                                    k.as_bytes(),
+                                )
+                            })
+                            .unwrap_or_default();
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(io) = upgraded.await else { return };
+                            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                                hyper_util::rt::TokioIo::new(io),
+                                Role::Server,
+                                None,
+                            )
+                            .await;
+                            while let Some(Ok(msg)) = ws.next().await {
+                                if let Message::Text(t) = msg {
+                                    let _ = ws.send(Message::text(t.to_uppercase())).await;
+                                }
+                            }
+                        });
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(101)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .header("sec-websocket-accept", key)
+                                .body(http_body_util::Empty::<Bytes>::new())
+                                .expect("101"),
+                        )
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            });
+        }
+    });
+    let mut proxy = TestProxy::start(&upstream).await;
+    let url = format!("ws://{}/api/ws", proxy.addr);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let typing = r#"{"type":"typing","password":"hunter2"}"#;
+    for text in ["hello", typing] {
+        ws.send(Message::text(text)).await.expect("send");
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), text.to_uppercase()),
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
     let run = proxy.stop().await;
     assert_eq!(run.exchanges, 1);
     let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
@@ -637,5 +734,29 @@ async fn websocket_upgrades_pass_through_and_the_handshake_is_recorded() {
         .session_exchanges(run.id, spans[0].session_no)
         .await
         .expect("exchanges")[0];
-    assert_eq!((ex.uri.as_str(), ex.status), ("/ws", Some(101)));
+    assert_eq!((ex.uri.as_str(), ex.status), ("/api/ws", Some(101)));
+    let frames: Vec<(&str, &str, &str)> = ex
+        .ws_frames
+        .iter()
+        .map(|f| (f.dir.as_str(), f.op.as_str(), f.data.as_str()))
+        .collect();
+    assert_eq!(frames[0], ("client", "text", "hello"));
+    assert_eq!(frames[1], ("server", "text", "HELLO"));
+    assert_eq!(frames[2].0, "client");
+    assert!(
+        frames[2].2.contains(r#""type":"typing""#) && !frames[2].2.contains("hunter2"),
+        "{frames:?}"
+    );
+    let closes: Vec<(&str, Option<u16>)> = ex
+        .ws_frames
+        .iter()
+        .filter(|f| f.op == "close")
+        .map(|f| (f.dir.as_str(), f.close_code))
+        .collect();
+    assert_eq!(
+        closes,
+        [("client", Some(1000)), ("server", Some(1000))],
+        "{frames:?}"
+    );
+    assert!(ex.ws_frames.windows(2).all(|w| w[0].t_us <= w[1].t_us));
 }

@@ -426,6 +426,7 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
                 duration: Duration::from_millis(*duration),
                 failure: None,
                 response_chunks: Vec::new(),
+                ws_frames: Vec::new(),
             });
         }
     }
