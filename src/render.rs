@@ -225,6 +225,25 @@ pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String 
         let _ = writeln!(out, "  … {} more routes", s.routes.len() - max_rows);
     }
     for r in &s.routes {
+        if let Some(ws) = &r.websocket {
+            let codes: Vec<String> = ws
+                .close_codes
+                .iter()
+                .map(|(code, n)| format!("{code}×{n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  websocket {}: {} sockets, connect p95 {:.1} ms, round trip p50 {:.1} / p95 {:.1} ms, frames {} sent / {} received, close {}",
+                r.route,
+                ws.sockets,
+                ws.connect_ms.p95,
+                ws.rtt_ms.p50,
+                ws.rtt_ms.p95,
+                ws.frames_sent,
+                ws.frames_received,
+                codes.join(", ")
+            );
+        }
         if let Some(st) = &r.stream {
             let _ = writeln!(
                 out,

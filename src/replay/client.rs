@@ -51,6 +51,8 @@ pub struct ReplayClient {
     kept_headers: Vec<HeaderName>,
     /// Keep bodies of any type, not only JSON.
     keep_all_bodies: bool,
+    /// How wss:// targets are verified (WebSockets connect on their own).
+    tls: ClientTls,
 }
 
 impl ReplayClient {
@@ -85,6 +87,7 @@ impl ReplayClient {
             overrides: Vec::new(),
             kept_headers: Vec::new(),
             keep_all_bodies: false,
+            tls: tls.clone(),
         })
     }
 
@@ -151,6 +154,20 @@ impl ReplayClient {
 
 impl Dispatch for ReplayClient {
     async fn send(&self, ex: Arc<StoredExchange>) -> Sent {
+        // A recorded WebSocket: play its frames.
+        if ex.status == Some(101) && !ex.ws_frames.is_empty() {
+            let mut headers = self.overrides.clone();
+            if let Some(id) = &self.replay_id {
+                headers.push((HeaderName::from_static(REPLAY_HEADER), id.clone()));
+            }
+            let target = super::websocket::Target {
+                upstream: &self.target,
+                tls: &self.tls,
+                headers,
+                timeout: self.timeout,
+            };
+            return super::websocket::replay(&target, &ex).await;
+        }
         let started = Instant::now();
         let req = match self.build(&ex) {
             Ok(r) => r,
@@ -234,6 +251,7 @@ impl Dispatch for ReplayClient {
                 headers,
                 body,
                 stream,
+                ws: None,
             },
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),

@@ -45,6 +45,23 @@ pub struct Sent {
     pub body: Bytes,
     /// For a streamed response (SSE, NDJSON): its chunk timing.
     pub stream: Option<StreamTiming>,
+    /// For a replayed WebSocket: what the socket did.
+    pub ws: Option<WsTiming>,
+}
+
+/// What one replayed WebSocket did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WsTiming {
+    /// Connect and handshake.
+    pub connect: Duration,
+    /// Client frame to the next server frame.
+    pub rtts: Vec<Duration>,
+    /// Client frames sent.
+    pub sent: u64,
+    /// Server frames received.
+    pub received: u64,
+    /// The close code the server sent (1005: a close without a code).
+    pub close_code: Option<u16>,
 }
 
 /// When the chunks of a streamed response arrived.
@@ -67,6 +84,7 @@ impl Sent {
             headers: Vec::new(),
             body: Bytes::new(),
             stream: None,
+            ws: None,
         }
     }
 }
@@ -422,6 +440,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         failure: sent.failure,
         suspected_dedup,
         stream: sent.stream,
+        ws: sent.ws,
     }));
 }
 
@@ -604,6 +623,7 @@ mod tests {
                 headers: Vec::new(),
                 body: Bytes::new(),
                 stream: None,
+                ws: None,
             }
         }
     }

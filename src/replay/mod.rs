@@ -13,6 +13,7 @@ pub mod outcome;
 pub mod plan;
 pub mod rewrite;
 pub mod rules;
+mod websocket;
 
 use std::collections::HashSet;
 use std::sync::Arc;

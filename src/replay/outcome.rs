@@ -31,6 +31,8 @@ pub struct Outcome {
     pub suspected_dedup: bool,
     /// A streamed response's chunk timing.
     pub stream: Option<super::engine::StreamTiming>,
+    /// A replayed WebSocket.
+    pub ws: Option<super::engine::WsTiming>,
 }
 
 /// Everything replay reports to the collector.

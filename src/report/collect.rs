@@ -140,6 +140,20 @@ impl Collector {
         route.suspected_dedup += u64::from(o.suspected_dedup);
         route.long_poll = long_poll;
         route.latency.record(service);
+        if let Some(ws) = &o.ws {
+            let data = route.websocket.get_or_insert_default();
+            data.sockets += 1;
+            data.connect.record(ws.connect);
+            for rtt in &ws.rtts {
+                data.rtt.record(*rtt);
+            }
+            data.frames_sent += ws.sent;
+            data.frames_received += ws.received;
+            let code = ws
+                .close_code
+                .map_or_else(|| "none".to_string(), |c| c.to_string());
+            *data.close_codes.entry(code).or_insert(0) += 1;
+        }
         if let (Some(stream), Some(ttfb)) = (&o.stream, o.ttfb) {
             let data = route.stream.get_or_insert_default();
             data.responses += 1;
@@ -261,6 +275,7 @@ mod tests {
                     },
                     suspected_dedup: false,
                     stream: None,
+                    ws: None,
                 }
             })
             .collect()
@@ -354,6 +369,7 @@ mod tests {
             failure: None,
             suspected_dedup: false,
             stream: None,
+            ws: None,
         };
         assert_eq!(
             error_kind(&o(404, 404)),

@@ -153,6 +153,84 @@ pub struct RouteReport {
     /// Streamed responses (SSE, NDJSON) of this route, when it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamReport>,
+    /// Replayed WebSockets of this route, when it had any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WsReport>,
+}
+
+/// What a route's replayed WebSockets did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WsReport {
+    /// Sockets opened.
+    pub sockets: u64,
+    /// Connect and handshake.
+    pub connect_ms: Ttfb,
+    /// Client frame to the next server frame.
+    pub rtt_ms: Ttfb,
+    /// Client frames sent.
+    pub frames_sent: u64,
+    /// Server frames received.
+    pub frames_received: u64,
+    /// Close codes the server sent (`none`: the socket ended without one).
+    pub close_codes: BTreeMap<String, u64>,
+    /// Connect histogram, for merging.
+    pub connect_hdr: String,
+    /// Round-trip histogram.
+    pub rtt_hdr: String,
+}
+
+/// The exact data behind a [`WsReport`].
+#[derive(Debug, Clone, Default)]
+pub struct WsData {
+    /// Sockets opened.
+    pub sockets: u64,
+    /// Connect and handshake.
+    pub connect: LatencyHistogram,
+    /// Round trips.
+    pub rtt: LatencyHistogram,
+    /// Client frames sent.
+    pub frames_sent: u64,
+    /// Server frames received.
+    pub frames_received: u64,
+    /// Close codes.
+    pub close_codes: BTreeMap<String, u64>,
+}
+
+impl WsData {
+    fn add(&mut self, other: &WsData) {
+        self.sockets += other.sockets;
+        self.connect.add(&other.connect);
+        self.rtt.add(&other.rtt);
+        self.frames_sent += other.frames_sent;
+        self.frames_received += other.frames_received;
+        for (k, n) in &other.close_codes {
+            *self.close_codes.entry(k.clone()).or_insert(0) += n;
+        }
+    }
+
+    fn report(&self) -> WsReport {
+        WsReport {
+            sockets: self.sockets,
+            connect_ms: Ttfb::of(&self.connect),
+            rtt_ms: Ttfb::of(&self.rtt),
+            frames_sent: self.frames_sent,
+            frames_received: self.frames_received,
+            close_codes: self.close_codes.clone(),
+            connect_hdr: self.connect.encode(),
+            rtt_hdr: self.rtt.encode(),
+        }
+    }
+
+    fn from_report(r: &WsReport) -> Result<WsData, HistogramError> {
+        Ok(WsData {
+            sockets: r.sockets,
+            connect: LatencyHistogram::decode(&r.connect_hdr)?,
+            rtt: LatencyHistogram::decode(&r.rtt_hdr)?,
+            frames_sent: r.frames_sent,
+            frames_received: r.frames_received,
+            close_codes: r.close_codes.clone(),
+        })
+    }
 }
 
 /// Chunk timing of a route's streamed responses.
@@ -376,6 +454,8 @@ pub struct RouteData {
     pub latency: LatencyHistogram,
     /// Streamed responses, if any.
     pub stream: Option<StreamData>,
+    /// Replayed WebSockets, if any.
+    pub websocket: Option<WsData>,
 }
 
 /// Exact accumulation of one timeline window.
@@ -475,6 +555,9 @@ impl StageData {
             if let Some(s) = &r.stream {
                 mine.stream.get_or_insert_default().add(s);
             }
+            if let Some(w) = &r.websocket {
+                mine.websocket.get_or_insert_default().add(w);
+            }
         }
         for (k, w) in &other.windows {
             let mine = self.windows.entry(*k).or_default();
@@ -506,6 +589,7 @@ impl StageData {
                 long_poll: r.long_poll,
                 hdr: r.latency.encode(),
                 stream: r.stream.as_ref().map(StreamData::report),
+                websocket: r.websocket.as_ref().map(WsData::report),
             })
             .collect();
         routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
@@ -587,6 +671,11 @@ impl StageData {
                         .stream
                         .as_ref()
                         .map(StreamData::from_report)
+                        .transpose()?,
+                    websocket: route
+                        .websocket
+                        .as_ref()
+                        .map(WsData::from_report)
                         .transpose()?,
                 },
             );

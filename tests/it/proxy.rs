@@ -648,62 +648,9 @@ async fn websocket_upgrades_pass_through_and_the_handshake_is_recorded() {
 async fn websocket_frames_are_recorded_both_ways_with_secrets_redacted() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-    // A WebSocket upstream echoing text upper-cased.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let upstream = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |mut req: http::Request<hyper::body::Incoming>| async move {
-                        let key = req
-                            .headers()
-                            .get("sec-websocket-key")
-                            .map(|k| {
-                                tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-                                    k.as_bytes(),
-                                )
-                            })
-                            .unwrap_or_default();
-                        let upgraded = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let Ok(io) = upgraded.await else { return };
-                            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                                hyper_util::rt::TokioIo::new(io),
-                                Role::Server,
-                                None,
-                            )
-                            .await;
-                            while let Some(Ok(msg)) = ws.next().await {
-                                if let Message::Text(t) = msg {
-                                    let _ = ws.send(Message::text(t.to_uppercase())).await;
-                                }
-                            }
-                        });
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .status(101)
-                                .header("connection", "upgrade")
-                                .header("upgrade", "websocket")
-                                .header("sec-websocket-accept", key)
-                                .body(http_body_util::Empty::<Bytes>::new())
-                                .expect("101"),
-                        )
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            });
-        }
-    });
+    let (upstream, _) = crate::support::ws_echo_upstream().await;
     let mut proxy = TestProxy::start(&upstream).await;
     let url = format!("ws://{}/api/ws", proxy.addr);
     let (mut ws, resp) = tokio_tungstenite::connect_async(url)

@@ -530,3 +530,58 @@ async fn two_proxy_replicas_record_into_one_capture_at_once() {
     seen.sort();
     assert_eq!(seen, ["/a1", "/a2", "/b1", "/b2", "/b3"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_websocket_replays_at_5x_frame_by_frame() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let (recorded_on, _) = crate::support::ws_echo_upstream().await;
+    let mut proxy = crate::support::TestProxy::start(&recorded_on).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", proxy.addr))
+        .await
+        .expect("handshake");
+    let script = ["join:c_1", "typing", "msg:hello"];
+    for text in script {
+        ws.send(Message::text(text)).await.expect("send");
+        assert!(matches!(ws.next().await, Some(Ok(Message::Text(_)))));
+    }
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+    .await
+    .expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    proxy.stop().await;
+
+    let (fresh, sockets) = crate::support::ws_echo_upstream().await;
+    let report = replay_with(&proxy.store, &fresh, Profile::single(5, 1.0), |_| {}).await;
+    let seen = sockets.lock().expect("log").clone();
+    assert_eq!(seen.len(), 5, "one socket per world");
+    for socket in &seen {
+        assert_eq!(socket, &script, "every socket's frames in order");
+    }
+    let stage = &report.stages[0];
+    assert_eq!(
+        (stage.requests, stage.errors),
+        (5, 0),
+        "{:?}",
+        stage.error_kinds
+    );
+    let ws = stage
+        .routes
+        .iter()
+        .find(|r| r.route == "GET /api/ws")
+        .and_then(|r| r.websocket.as_ref())
+        .expect("websocket statistics");
+    assert_eq!(
+        (ws.sockets, ws.frames_sent),
+        (5, 20),
+        "3 texts and a close each"
+    );
+    assert_eq!(ws.frames_received, 20, "3 echoes and a close each");
+    assert_eq!(ws.close_codes.get("1000"), Some(&5));
+    assert!(ws.rtt_ms.p50 > 0.0 && ws.connect_ms.p50 > 0.0, "{ws:?}");
+}

@@ -469,3 +469,74 @@ pub async fn output(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Each socket's client text frames, in arrival order, as a WebSocket
+/// upstream saw them.
+pub type SocketLog = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
+
+/// A WebSocket upstream on 127.0.0.1:0 that echoes text frames upper-cased
+/// and logs each socket's client text frames; returns its URL and the log.
+pub async fn ws_echo_upstream() -> (String, SocketLog) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let log: SocketLog = Arc::default();
+    let sockets = log.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sockets = sockets.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let sockets = sockets.clone();
+                    async move {
+                        let key = req
+                            .headers()
+                            .get("sec-websocket-key")
+                            .map(|k| {
+                                tokio_tungstenite::tungstenite::handshake::derive_accept_key(
+                                    k.as_bytes(),
+                                )
+                            })
+                            .unwrap_or_default();
+                        let upgraded = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            let Ok(io) = upgraded.await else { return };
+                            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                                TokioIo::new(io),
+                                Role::Server,
+                                None,
+                            )
+                            .await;
+                            let index = {
+                                let mut s = sockets.lock().expect("log");
+                                s.push(Vec::new());
+                                s.len() - 1
+                            };
+                            while let Some(Ok(msg)) = ws.next().await {
+                                if let Message::Text(t) = msg {
+                                    sockets.lock().expect("log")[index].push(t.to_string());
+                                    let _ = ws.send(Message::text(t.to_uppercase())).await;
+                                }
+                            }
+                        });
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(101)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .header("sec-websocket-accept", key)
+                                .body(http_body_util::Empty::<Bytes>::new())
+                                .expect("101"),
+                        )
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, log)
+}

@@ -1,0 +1,194 @@
+//! Replaying a recorded WebSocket: the handshake goes to the target with
+//! the recorded headers (Sec-WebSocket-* made fresh), the client's frames
+//! are sent at their recorded offsets from the switch, the server's are
+//! read as they come. Measured: connect time (the handshake), round trips
+//! (a client frame to the next server frame), frames each way and the
+//! close code the server sent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use super::engine::{Sent, WsTiming};
+use crate::capture::{StoredExchange, WsFrame};
+use crate::proxy::Upstream;
+use crate::tls::ClientTls;
+
+/// How long to wait for the server to close after the client's last frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the socket needs besides the recorded exchange.
+pub(crate) struct Target<'a> {
+    pub upstream: &'a Upstream,
+    pub tls: &'a ClientTls,
+    /// Headers to set on the handshake (overrides, replay id).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub timeout: Duration,
+}
+
+/// Plays one recorded socket against the target.
+pub(crate) async fn replay(target: &Target<'_>, ex: &Arc<StoredExchange>) -> Sent {
+    match timeout(target.timeout, connect(target, ex)).await {
+        Ok(Ok((socket, ttfb))) => play(socket, ex, ttfb).await,
+        Ok(Err(kind)) => Sent::failed(kind),
+        Err(_) => Sent::failed("timeout"),
+    }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(
+    target: &Target<'_>,
+    ex: &StoredExchange,
+) -> Result<(Socket, Duration), &'static str> {
+    let started = Instant::now();
+    let uri = target.upstream.join(&ex.uri).map_err(|_| "reset")?;
+    let ws_uri = format!(
+        "{}://{}{}",
+        if target.upstream.is_https() {
+            "wss"
+        } else {
+            "ws"
+        },
+        target.upstream.authority(),
+        uri.path_and_query().map_or("/", |pq| pq.as_str())
+    );
+    let mut request = ws_uri.into_client_request().map_err(|_| "reset")?;
+    let headers = request.headers_mut();
+    for (name, value) in &ex.request_headers {
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("sec-websocket-")
+            || crate::proxy::forward::HOP_BY_HOP.contains(&lower.as_str())
+            || lower == "host"
+        {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    for (name, value) in &target.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    let addr = format!(
+        "{}:{}",
+        target.upstream.authority().host(),
+        target.upstream.port()
+    );
+    let tcp = TcpStream::connect(&addr).await.map_err(|_| "connect")?;
+    let _ = tcp.set_nodelay(true);
+    let io: Box<dyn Io> = if target.upstream.is_https() {
+        let mut config = target.tls.config().map_err(|_| "tls")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name =
+            rustls_pki_types::ServerName::try_from(target.upstream.authority().host().to_string())
+                .map_err(|_| "tls")?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|_| "tls")?;
+        Box::new(tls)
+    } else {
+        Box::new(tcp)
+    };
+    let (socket, _) = tokio_tungstenite::client_async(request, io)
+        .await
+        .map_err(|_| "reset")?;
+    Ok((socket, started.elapsed()))
+}
+
+async fn play(socket: Socket, ex: &StoredExchange, ttfb: Duration) -> Sent {
+    let switched = Instant::now();
+    let (mut sink, mut stream) = socket.split();
+    let client: Vec<&WsFrame> = ex.ws_frames.iter().filter(|f| f.dir == "client").collect();
+    let last_server = ex
+        .ws_frames
+        .iter()
+        .filter(|f| f.dir == "server")
+        .map(|f| f.t_us)
+        .max()
+        .unwrap_or(0);
+    // The server's frames, with when they arrived, read while we send.
+    let reader = tokio::spawn(async move {
+        let mut arrivals = Vec::new();
+        let mut close_code = None;
+        while let Some(Ok(msg)) = stream.next().await {
+            if let Message::Close(frame) = &msg {
+                close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+            }
+            arrivals.push(Instant::now());
+        }
+        (arrivals, close_code)
+    });
+    let mut sent_at = Vec::with_capacity(client.len());
+    for frame in &client {
+        sleep_until(switched + Duration::from_micros(frame.t_us)).await;
+        let Some(msg) = message(frame) else { continue };
+        if sink.send(msg).await.is_err() {
+            break;
+        }
+        sent_at.push(Instant::now());
+    }
+    // Let the server finish what it recorded sending, then close if the
+    // recording did not.
+    let until = switched + Duration::from_micros(last_server) + CLOSE_WAIT;
+    let reading = timeout(until.saturating_duration_since(Instant::now()), reader).await;
+    let _ = sink.close().await;
+    let (arrivals, close_code) = match reading {
+        Ok(Ok(done)) => done,
+        _ => (Vec::new(), None),
+    };
+    // A round trip: a client frame to the first server frame after it.
+    let rtts = sent_at
+        .iter()
+        .filter_map(|s| arrivals.iter().find(|a| *a >= s).map(|a| *a - *s))
+        .collect();
+    let mut sent = Sent::failed("reset");
+    sent.failure = None;
+    sent.status = Some(101);
+    sent.ttfb = Some(ttfb);
+    sent.finished = Instant::now();
+    sent.ws = Some(WsTiming {
+        connect: ttfb,
+        rtts,
+        sent: sent_at.len() as u64,
+        received: arrivals.len() as u64,
+        close_code,
+    });
+    sent
+}
+
+/// The message a recorded client frame becomes (continuations and pongs
+/// are left to the library).
+fn message(frame: &WsFrame) -> Option<Message> {
+    let binary = || {
+        base64::engine::general_purpose::STANDARD
+            .decode(&frame.data)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    };
+    match frame.op.as_str() {
+        "text" => Some(Message::text(frame.data.clone())),
+        "binary" => Some(Message::Binary(binary())),
+        "ping" => Some(Message::Ping(Bytes::from(frame.data.clone().into_bytes()))),
+        "close" => Some(Message::Close(frame.close_code.map(|code| CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        }))),
+        _ => None,
+    }
+}
