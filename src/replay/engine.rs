@@ -239,7 +239,16 @@ impl LoadedSession {
             .collect();
         LoadedSession {
             planned: plan::requests(&recorded, speed),
-            exchanges: exchanges.into_iter().map(Arc::new).collect(),
+            exchanges: exchanges
+                .into_iter()
+                .map(|mut e| {
+                    // A WebSocket's frames keep the stage's pace too.
+                    for f in &mut e.ws_frames {
+                        f.t_us = (f.t_us as f64 / speed) as u64;
+                    }
+                    Arc::new(e)
+                })
+                .collect(),
             routes,
             values: Arc::new(values),
         }
@@ -788,5 +797,22 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[test]
+    fn a_websockets_frames_follow_the_stage_speed() {
+        let mut socket = exchange(1, 1, 0, 10);
+        socket.ws_frames = vec![crate::capture::WsFrame {
+            t_us: 3_000_000,
+            dir: "client".into(),
+            op: "text".into(),
+            fin: true,
+            len: 2,
+            data: "hi".into(),
+            truncated: false,
+            close_code: None,
+        }];
+        let loaded = LoadedSession::new(vec![socket], 2.0, None);
+        assert_eq!(loaded.exchanges[0].ws_frames[0].t_us, 1_500_000);
     }
 }

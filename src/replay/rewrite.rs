@@ -429,17 +429,36 @@ impl Rewriter<'_> {
                 },
             };
         }
-        if let Ok(mut json) = serde_json::from_slice::<Value>(&ex.request_body) {
-            let mut changed = false;
-            walk_strings(&mut json, &mut |s| {
-                let live = self.subst(s);
-                changed |= live.is_some();
-                live
-            });
-            if changed {
-                out.request_body =
-                    serde_json::to_vec(&json).unwrap_or_else(|_| ex.request_body.clone());
+        if let Some(body) = self.rewrite_json(&ex.request_body) {
+            out.request_body = body;
+        }
+        // A WebSocket's JSON text frames from the client (a join naming a
+        // conversation, a message to it).
+        for frame in out
+            .ws_frames
+            .iter_mut()
+            .filter(|f| f.dir == "client" && f.op == "text")
+        {
+            if let Some(text) = self.rewrite_json(frame.data.as_bytes()) {
+                frame.data = String::from_utf8_lossy(&text).into_owned();
             }
+        }
+    }
+
+    /// A JSON document with its string values substituted; `None` when it
+    /// is not JSON or nothing changed.
+    fn rewrite_json(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut json = serde_json::from_slice::<Value>(bytes).ok()?;
+        let mut changed = false;
+        walk_strings(&mut json, &mut |s| {
+            let live = self.subst(s);
+            changed |= live.is_some();
+            live
+        });
+        if changed {
+            serde_json::to_vec(&json).ok()
+        } else {
+            None
         }
     }
 }
@@ -1141,5 +1160,52 @@ pub(crate) mod tests {
         let p = prepare(&send, 0, &values, &world, &Rules::default(), true);
         assert_eq!(p.exchange.uri, "/rooms/%21live987%3Ahost/send/txn1");
         assert_eq!(percent_decode("%21a%3Ab"), "!a:b");
+    }
+
+    #[test]
+    fn learned_ids_reach_the_json_text_frames_a_websocket_client_sends() {
+        use crate::capture::WsFrame;
+        let frame = |dir: &str, data: &str| WsFrame {
+            t_us: 0,
+            dir: dir.into(),
+            op: "text".into(),
+            fin: true,
+            len: data.len() as u64,
+            data: data.into(),
+            truncated: false,
+            close_code: None,
+        };
+        let mut socket = ex("GET", "/api/ws", &[], "", "");
+        socket.status = Some(101);
+        socket.ws_frames = vec![
+            frame("client", r#"{"type":"join","conversation":"c_9f8e7d6c"}"#),
+            frame("server", r#"{"type":"joined","conversation":"c_9f8e7d6c"}"#),
+            frame("client", "c_9f8e7d6c is not JSON"),
+        ];
+        let world = World::default();
+        world.absorb(&[("c_9f8e7d6c".to_string(), "c_live1234".to_string())]);
+        let p = prepare(
+            &socket,
+            0,
+            &SessionValues::default(),
+            &world,
+            &Rules::default(),
+            true,
+        );
+        let data: Vec<&str> = p
+            .exchange
+            .ws_frames
+            .iter()
+            .map(|f| f.data.as_str())
+            .collect();
+        assert_eq!(
+            data,
+            [
+                r#"{"type":"join","conversation":"c_live1234"}"#,
+                r#"{"type":"joined","conversation":"c_9f8e7d6c"}"#,
+                "c_9f8e7d6c is not JSON",
+            ]
+        );
+        assert_eq!(p.substitutions, ["correlated"]);
     }
 }
