@@ -179,6 +179,25 @@ pub struct StoredExchange {
 }
 
 impl StoredExchange {
+    /// What a replay sends: the request side (and a WebSocket's frames),
+    /// without the recorded response's headers and body.
+    pub fn request_copy(&self) -> StoredExchange {
+        StoredExchange {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            http_version: self.http_version.clone(),
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.clone(),
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            error_kind: None,
+            error_message: None,
+            response_chunks: Vec::new(),
+            ws_frames: self.ws_frames.clone(),
+            ..*self
+        }
+    }
+
     /// The first value of a request header (names compare without case).
     pub fn request_header(&self, name: &str) -> Option<&str> {
         header_in(&self.request_headers, name)

@@ -368,7 +368,7 @@ pub fn prepare(
             }
         }
     }
-    let mut out = ex.clone();
+    let mut out = ex.request_copy();
     if correlate {
         r.rewrite(ex, &mut out);
     }
