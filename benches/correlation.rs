@@ -95,20 +95,13 @@ async fn replay_once(
     let mut profile = Profile::single(WORLDS, 1000.0);
     profile.safety.max_inflight = 32;
     let config = ReplayConfig {
-        target: Upstream::parse(&target.url()).expect("url"),
-        profile,
-        capture_path: capture.display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(1),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
         correlate,
-        credentials: Default::default(),
-        tls: Default::default(),
-        http2: false,
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(&target.url()).expect("url"),
+            profile,
+            capture.display().to_string(),
+        )
     };
     let cpu0 = cpu_s();
     let report = replay::run(&store, config, Arc::new(LiveStats::default()))

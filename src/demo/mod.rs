@@ -126,23 +126,12 @@ pub async fn replay(
     let target = DemoBackend::start(listener, backend, Shutdown::new())
         .map_err(|e| DemoError::Setup(format!("cannot start the replay target: {e}")))?;
     let store = Store::open(capture).await?;
-    let config = ReplayConfig {
-        target: crate::proxy::Upstream::parse(&target.url())
+    let config = ReplayConfig::new(
+        crate::proxy::Upstream::parse(&target.url())
             .map_err(|e| DemoError::Setup(e.to_string()))?,
         profile,
-        capture_path: capture.display().to_string(),
-        run: crate::capture::RunChoice::Latest,
-        seed: None,
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
-        correlate: true,
-        credentials: Default::default(),
-        tls: Default::default(),
-        http2: false,
-        headers: Vec::new(),
-    };
+        capture.display().to_string(),
+    );
     let result = crate::replay::run(&store, config, live).await;
     target.stop().await;
     store.close().await;

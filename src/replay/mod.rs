@@ -91,6 +91,30 @@ pub struct ReplayConfig {
     pub headers: Vec<(String, String)>,
 }
 
+impl ReplayConfig {
+    /// Defaults as DESIGN.md gives them: the latest run, the derived seed,
+    /// correlation on, `X-Tapedeck-Replay` sent, every session, no TLS
+    /// extras, no credentials or header overrides.
+    pub fn new(target: Upstream, profile: Profile, capture_path: impl Into<String>) -> Self {
+        ReplayConfig {
+            target,
+            profile,
+            capture_path: capture_path.into(),
+            run: RunChoice::Latest,
+            seed: None,
+            read_only: false,
+            replay_header: true,
+            shard: None,
+            sessions: None,
+            correlate: true,
+            tls: crate::tls::ClientTls::default(),
+            http2: false,
+            credentials: Arc::default(),
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// What a finished replay tells its caller.
 #[derive(Debug)]
 pub struct ReplayRun {

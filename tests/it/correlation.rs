@@ -71,20 +71,13 @@ async fn record_demo(
 async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed: f64) -> Report {
     let store = Store::open(capture).await.expect("open");
     let config = ReplayConfig {
-        target: Upstream::parse(&target.url()).expect("url"),
-        profile: Profile::single(5, speed),
-        capture_path: capture.display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(11),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
         correlate,
-        credentials: Default::default(),
-        tls: Default::default(),
-        http2: false,
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(&target.url()).expect("url"),
+            Profile::single(5, speed),
+            capture.display().to_string(),
+        )
     };
     replay::run(&store, config, Arc::new(LiveStats::default()))
         .await

@@ -25,20 +25,12 @@ async fn replay_with(
     tweak: impl FnOnce(&mut ReplayConfig),
 ) -> Report {
     let mut config = ReplayConfig {
-        target: Upstream::parse(target).expect("target"),
-        profile,
-        capture_path: store.path().display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(7),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
-        correlate: true,
-        credentials: Default::default(),
-        tls: Default::default(),
-        http2: false,
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(target).expect("target"),
+            profile,
+            store.path().display().to_string(),
+        )
     };
     tweak(&mut config);
     replay::run(store, config, Arc::new(LiveStats::default()))

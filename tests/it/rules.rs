@@ -164,20 +164,13 @@ fn profile(rules: &str) -> Profile {
 async fn replay_5x(capture: &Path, target: &str, profile: Profile, correlate: bool) -> Report {
     let store = Store::open(capture).await.expect("open");
     let config = ReplayConfig {
-        target: Upstream::parse(target).expect("url"),
-        profile,
-        capture_path: capture.display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(5),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
         correlate,
-        credentials: Default::default(),
-        tls: Default::default(),
-        http2: false,
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(target).expect("url"),
+            profile,
+            capture.display().to_string(),
+        )
     };
     replay::run(&store, config, Arc::new(LiveStats::default()))
         .await

@@ -167,20 +167,13 @@ async fn https_in_https_out_recorded_and_replayed_over_https() {
     assert_eq!(&exchanges[0].response_body[..], body.as_bytes());
 
     let replay_to = |tls: ClientTls| ReplayConfig {
-        target: Upstream::parse(&upstream).expect("target"),
-        profile: tapedeck::profile::Profile::single(2, 1.0),
-        capture_path: dir.path().join("c.db").display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(1),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
-        correlate: true,
         tls,
-        http2: false,
-        credentials: Default::default(),
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(&upstream).expect("target"),
+            tapedeck::profile::Profile::single(2, 1.0),
+            dir.path().join("c.db").display().to_string(),
+        )
     };
     let trusted = replay::run(
         &store,
@@ -319,20 +312,13 @@ async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() 
     upstream.drain();
 
     let config = ReplayConfig {
-        target: Upstream::parse(&upstream.url()).expect("target"),
-        profile: tapedeck::profile::Profile::single(1, 1.0),
-        capture_path: proxy.capture.display().to_string(),
-        run: tapedeck::capture::RunChoice::Latest,
         seed: Some(1),
-        read_only: false,
-        replay_header: true,
-        shard: None,
-        sessions: None,
-        correlate: true,
-        tls: ClientTls::default(),
         http2: true,
-        credentials: Default::default(),
-        headers: Vec::new(),
+        ..ReplayConfig::new(
+            Upstream::parse(&upstream.url()).expect("target"),
+            tapedeck::profile::Profile::single(1, 1.0),
+            proxy.capture.display().to_string(),
+        )
     };
     let report = replay::run(&proxy.store, config, Arc::new(LiveStats::default()))
         .await
