@@ -117,7 +117,7 @@ pub fn run_details(
 }
 
 /// The names of the SLOs a stage failed; `None` when none applied.
-fn failed_slos(s: &crate::report::StageReport) -> Option<Vec<&str>> {
+pub(crate) fn failed_slos(s: &crate::report::StageReport) -> Option<Vec<&str>> {
     (!s.slo.is_empty()).then(|| {
         s.slo
             .iter()

@@ -70,19 +70,10 @@ fn error_pct(errors: u64, requests: u64) -> f64 {
 }
 
 fn slo_text(s: &StageReport) -> String {
-    if s.slo.is_empty() {
-        return "–".into();
-    }
-    let failed: Vec<&str> = s
-        .slo
-        .iter()
-        .filter(|r| !r.pass)
-        .map(|r| r.name.as_str())
-        .collect();
-    if failed.is_empty() {
-        "pass".into()
-    } else {
-        format!("fail ({})", failed.join(", "))
+    match crate::render::failed_slos(s) {
+        None => "–".into(),
+        Some(failed) if failed.is_empty() => "pass".into(),
+        Some(failed) => format!("fail ({})", failed.join(", ")),
     }
 }
 
