@@ -231,11 +231,7 @@ async fn streamed_replies_are_timed_chunk_by_chunk_when_recorded_and_replayed() 
     let capture = record_demo(&recorded_on, &dir, false).await;
     let store = Store::open(&capture).await.expect("open");
     let run = store.run(None).await.expect("run");
-    let (spans, _) = store.session_spans(&[run.id]).await.expect("spans");
-    let exchanges = store
-        .session_exchanges(run.id, spans[0].session_no)
-        .await
-        .expect("session");
+    let (_, exchanges) = crate::support::first_session(&store, run.id).await;
     let reply = exchanges
         .iter()
         .find(|e| e.uri.ends_with("/reply"))

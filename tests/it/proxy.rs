@@ -635,12 +635,7 @@ async fn websocket_upgrades_pass_through_and_the_handshake_is_recorded() {
     let mut rest = Vec::new();
     let _ = socket.read_to_end(&mut rest).await;
     assert!(rest.is_empty(), "the proxy closed the socket");
-    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
-    let ex = &proxy
-        .store
-        .session_exchanges(run.id, spans[0].session_no)
-        .await
-        .expect("exchanges")[0];
+    let ex = &crate::support::first_session(&proxy.store, run.id).await.1[0];
     assert_eq!((ex.uri.as_str(), ex.status), ("/ws", Some(101)));
 }
 
@@ -675,12 +670,7 @@ async fn websocket_frames_are_recorded_both_ways_with_secrets_redacted() {
     drop(ws);
     let run = proxy.stop().await;
     assert_eq!(run.exchanges, 1);
-    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
-    let ex = &proxy
-        .store
-        .session_exchanges(run.id, spans[0].session_no)
-        .await
-        .expect("exchanges")[0];
+    let ex = &crate::support::first_session(&proxy.store, run.id).await.1[0];
     assert_eq!((ex.uri.as_str(), ex.status), ("/api/ws", Some(101)));
     let frames: Vec<(&str, &str, &str)> = ex
         .ws_frames

@@ -157,11 +157,7 @@ async fn https_in_https_out_recorded_and_replayed_over_https() {
     assert!(body.contains(r#""alpn":"h2""#), "{body}");
     let run = rec.stop().await.expect("stop");
     assert_eq!((run.exchanges, run.dropped), (1, 0));
-    let (spans, _) = store.session_spans(&[run.id]).await.expect("spans");
-    let exchanges = store
-        .session_exchanges(run.id, spans[0].session_no)
-        .await
-        .expect("exchanges");
+    let (_, exchanges) = crate::support::first_session(&store, run.id).await;
     assert_eq!(exchanges[0].status, Some(200));
     assert_eq!(exchanges[0].http_version, "HTTP/2");
     assert_eq!(&exchanges[0].response_body[..], body.as_bytes());
@@ -301,13 +297,8 @@ async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() 
     }
     let run = proxy.stop().await;
     assert_eq!(run.exchanges, 3);
-    let (spans, _) = proxy.store.session_spans(&[run.id]).await.expect("spans");
-    assert_eq!(spans.len(), 1, "one client, one session");
-    let exchanges = proxy
-        .store
-        .session_exchanges(run.id, spans[0].session_no)
-        .await
-        .expect("exchanges");
+    let (sessions, exchanges) = crate::support::first_session(&proxy.store, run.id).await;
+    assert_eq!(sessions, 1, "one client, one session");
     assert!(exchanges.iter().all(|e| e.http_version == "HTTP/2"));
     upstream.drain();
 

@@ -540,3 +540,18 @@ pub async fn ws_echo_upstream() -> (String, SocketLog) {
     });
     (url, log)
 }
+
+/// The exchanges of a run's first session (by start), and how many
+/// sessions the run holds.
+pub async fn first_session(
+    store: &Store,
+    run_id: i64,
+) -> (usize, Vec<tapedeck::capture::StoredExchange>) {
+    let (spans, _) = store.session_spans(&[run_id]).await.expect("spans");
+    let first = spans.first().expect("a session");
+    let exchanges = store
+        .session_exchanges(run_id, first.session_no)
+        .await
+        .expect("exchanges");
+    (spans.len(), exchanges)
+}
