@@ -29,42 +29,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 
 start_upstream
 
-require_free_port "$PORT_NGXS"
-d="$WORK/ngx-tls"; mkdir -p "$d"
-cat > "$d/nginx.conf" <<EOF
-worker_processes $NGX_PROXY_WORKERS;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
-  keepalive_requests 1000000;
-  keepalive_timeout 65s;
-  upstream chat_backend {
-    server 127.0.0.1:$PORT_UP;
-    keepalive 128;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$PORT_NGXS ssl backlog=4096;
-    ssl_certificate $CERT;
-    ssl_certificate_key $KEY;
-    ssl_protocols TLSv1.3;
-    location / {
-      proxy_pass http://chat_backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-EOF
-nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-NGX_PID=$!; PIDS+=("$NGX_PID")
-wait_port "$PORT_NGXS" "$NGX_PID"
+PORT_NGX=$PORT_NGXS start_nginx_proxy "$CERT" "$KEY"
 
 # start_tapedeck NAME [extra record args...]
 start_tapedeck() {

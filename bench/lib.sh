@@ -157,9 +157,15 @@ EOF
   sleep 0.2
 }
 
+# start_nginx_proxy [CERT KEY]: nginx on PORT_NGX proxying to the upstream;
+# with a PEM certificate and key it terminates TLS 1.3 there.
 start_nginx_proxy() {
   require_free_port "$PORT_NGX"
-  local d="$WORK/ngx-proxy"; mkdir -p "$d"
+  local d="$WORK/ngx-proxy" ssl="" tls=""; mkdir -p "$d"
+  if [ $# -ge 2 ]; then
+    ssl=" ssl"
+    tls="ssl_certificate $1; ssl_certificate_key $2; ssl_protocols TLSv1.3;"
+  fi
   cat > "$d/nginx.conf" <<EOF
 worker_processes $NGX_PROXY_WORKERS;
 daemon off;
@@ -179,7 +185,8 @@ http {
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$PORT_NGX backlog=4096;
+    listen 127.0.0.1:$PORT_NGX$ssl backlog=4096;
+    $tls
     location / {
       proxy_pass http://chat_backend;
       proxy_http_version 1.1;
