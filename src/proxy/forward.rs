@@ -205,6 +205,7 @@ pub(crate) async fn handle(
             ttfb: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
+            _in_flight: state.in_flight.enter(),
         }
     });
 
@@ -289,7 +290,7 @@ pub(crate) async fn handle(
                     upstream_side,
                     peer,
                     pending.take(),
-                    (state.shutdown.clone(), state.relays.enter()),
+                    state.shutdown.clone(),
                 ));
             }
             let cap = state.config.max_body;

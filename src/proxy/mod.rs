@@ -245,30 +245,33 @@ pub(crate) struct ProxyState {
     /// Fires when the proxy stops: switched connections are cut and
     /// recorded.
     pub(crate) shutdown: Shutdown,
-    /// Switched connections (WebSockets) still open.
-    pub(crate) relays: Arc<Relays>,
+    /// Exchanges that have arrived and are not yet queued for the writer.
+    pub(crate) in_flight: Arc<InFlight>,
 }
 
-/// Counts switched connections, so that stopping waits until each has
-/// recorded its exchange.
+/// Counts exchanges between arrival and the writer's queue, so that
+/// stopping waits until each is recorded. An h2 stream's response body is
+/// dropped by a task of its own, possibly after its connection has ended,
+/// and a WebSocket's handshake is recorded when the socket closes: neither
+/// is covered by waiting for the connections.
 #[derive(Debug, Default)]
-pub(crate) struct Relays {
+pub(crate) struct InFlight {
     active: std::sync::atomic::AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
-/// Held by one switched connection while it runs.
+/// Held by one exchange until it is queued (see [`InFlight`]).
 #[derive(Debug)]
-pub(crate) struct RelayGuard(Arc<Relays>);
+pub(crate) struct InFlightGuard(Arc<InFlight>);
 
-impl Relays {
-    pub(crate) fn enter(self: &Arc<Self>) -> RelayGuard {
+impl InFlight {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.active
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        RelayGuard(self.clone())
+        InFlightGuard(self.clone())
     }
 
-    /// Waits until no switched connection is open.
+    /// Waits until every exchange that arrived has been queued.
     async fn idle(&self) {
         loop {
             let notified = self.idle.notified();
@@ -280,12 +283,16 @@ impl Relays {
     }
 }
 
-impl Drop for RelayGuard {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        self.0
+        if self
+            .0
             .active
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.idle.notify_waiters();
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
@@ -347,7 +354,7 @@ impl Recording {
             metrics: metrics.clone(),
             run_started: Instant::now(),
             shutdown: shutdown.clone(),
-            relays: Arc::default(),
+            in_flight: Arc::default(),
         });
         let task = tokio::spawn(accept_loop(listener, state, shutdown.clone(), writer));
         Ok(Recording {
@@ -478,13 +485,13 @@ async fn accept_loop(
     }
     drop(listener);
     let drain_timeout = state.config.drain_timeout;
-    let relays = state.relays.clone();
+    let in_flight = state.in_flight.clone();
     drop(state);
     // Switched connections are cut by the shutdown signal itself and
     // record what they saw; wait for them as for requests.
     let drained = async {
         graceful.shutdown().await;
-        relays.idle().await;
+        in_flight.idle().await;
     };
     tokio::select! {
         () = drained => {}

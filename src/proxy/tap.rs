@@ -169,6 +169,8 @@ pub(crate) struct Pending {
     pub response_chunks: Vec<(u64, u64)>,
     /// A WebSocket handshake: the socket's frames.
     pub ws_frames: Vec<WsFrame>,
+    /// Keeps the proxy from closing the capture before this is queued.
+    pub _in_flight: super::InFlightGuard,
 }
 
 impl Pending {

@@ -16,7 +16,6 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use super::RelayGuard;
 use super::tap::Pending;
 use crate::capture::{CapturedBody, WsFrame};
 use crate::shutdown::Shutdown;
@@ -31,13 +30,13 @@ const MAX_FRAMES: usize = 100_000;
 /// (the handshake being recorded) and a WebSocket, the frames are read on
 /// the way and the exchange is recorded at the end.
 /// When the proxy stops (`stop` fires) the sockets are cut and what was
-/// seen is recorded; the guard tells the proxy this socket is done.
+/// seen is recorded.
 pub(crate) async fn relay(
     client: OnUpgrade,
     upstream: OnUpgrade,
     peer: SocketAddr,
     pending: Option<Box<Pending>>,
-    (stop, _guard): (Shutdown, RelayGuard),
+    stop: Shutdown,
 ) {
     let switched = tokio::select! {
         pair = async { tokio::try_join!(client, upstream) } => pair,
