@@ -4,8 +4,11 @@
 //! server-made opaque ids, opaque pagination cursors bound to their
 //! conversation, idempotent sends (an `Idempotency-Key` header on POST, a
 //! client transaction id in the path of a PUT), a Server-Sent-Events bot
-//! reply streamed token by token, and a capacity limit: `workers` slots,
-//! each request holding one for `service_time` (plus streaming time), a 503
+//! reply streamed token by token, a WebSocket (`/api/ws`: join a
+//! conversation, get its new messages pushed, send typing events and
+//! messages), and a capacity limit: `workers` slots,
+//! each request (and each socket frame) holding one for `service_time`
+//! (plus streaming time), a 503
 //! after `queue_timeout` in the queue, an optional per-token rate limit
 //! (429). State lives in memory; `GET /api/stats` tells tests what really
 //! happened. Every input error is a 4xx; nothing a client sends can stop it.
@@ -17,10 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use rand::Rng;
@@ -28,9 +33,14 @@ use rand::distr::Alphanumeric;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::shutdown::Shutdown;
 
@@ -91,6 +101,19 @@ pub struct Stats {
     /// Conversations holding at least one message.
     #[serde(default)]
     pub conversations_with_messages: u64,
+    /// WebSocket connections accepted.
+    #[serde(default)]
+    pub sockets: u64,
+    /// Frames the sockets' clients sent (joins, typing, sends).
+    #[serde(default)]
+    pub socket_frames: u64,
+    /// Frames pushed to other members of a conversation (new messages,
+    /// typing).
+    #[serde(default)]
+    pub pushes: u64,
+    /// Read marks set (`POST …/read` naming a message of the conversation).
+    #[serde(default)]
+    pub reads: u64,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -122,6 +145,9 @@ struct State {
     /// (user, txn) -> message id
     transactions: HashMap<(String, String), String>,
     buckets: HashMap<String, (f64, Instant)>,
+    /// conversation -> the sockets that joined it (socket id, push queue)
+    rooms: HashMap<String, Vec<(u64, mpsc::Sender<String>)>>,
+    next_socket: u64,
     stats: Stats,
 }
 
@@ -130,6 +156,8 @@ struct Backend {
     workers: Arc<Semaphore>,
     state: Mutex<State>,
     started: Instant,
+    /// Closes the sockets (1001) when the backend stops.
+    shutdown: Shutdown,
 }
 
 /// A running demo backend.
@@ -154,6 +182,7 @@ impl DemoBackend {
             config,
             state: Mutex::new(State::default()),
             started: Instant::now(),
+            shutdown: shutdown.clone(),
         });
         let task = tokio::spawn(serve(listener, backend, shutdown.clone()));
         Ok(DemoBackend {
@@ -208,7 +237,7 @@ async fn serve(listener: TcpListener, backend: Arc<Backend>, shutdown: Shutdown)
         });
         let conn = graceful.watch(
             builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned(),
         );
         tokio::spawn(async move {
@@ -269,31 +298,35 @@ impl Backend {
             drop(st);
             return json_response(StatusCode::OK, &json!(stats));
         }
-        let permit = match tokio::time::timeout(
-            self.config.queue_timeout,
-            self.workers.clone().acquire_owned(),
-        )
-        .await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                let mut st = self.lock();
-                st.stats.requests += 1;
-                st.stats.overloaded += 1;
-                drop(st);
-                let mut resp = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded: no worker free within the queue timeout",
-                );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return resp;
-            }
+        let Some(permit) = self.worker().await else {
+            self.lock().stats.requests += 1;
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded: no worker free within the queue timeout",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         };
-        tokio::time::sleep(self.config.service_time).await;
         let resp = self.clone().route(req, permit).await;
         self.lock().stats.requests += 1;
         resp
+    }
+
+    /// A worker slot, held for the service time before it is handed back;
+    /// `None` (counted as overloaded) past the queue timeout.
+    async fn worker(&self) -> Option<OwnedSemaphorePermit> {
+        let acquire = self.workers.clone().acquire_owned();
+        match tokio::time::timeout(self.config.queue_timeout, acquire).await {
+            Ok(Ok(permit)) => {
+                tokio::time::sleep(self.config.service_time).await;
+                Some(permit)
+            }
+            _ => {
+                self.lock().stats.overloaded += 1;
+                None
+            }
+        }
     }
 
     async fn route(
@@ -330,6 +363,14 @@ impl Backend {
             }
             (&Method::GET, ["conversations", id, "messages"]) => self.page(id, &query),
             (&Method::GET, ["conversations", id, "reply"]) => self.reply(id, permit),
+            (&Method::POST, ["conversations", id, "read"]) => {
+                let id = id.to_string();
+                self.mark_read(req, &id).await
+            }
+            (&Method::GET, ["ws"]) => {
+                drop(permit);
+                self.clone().websocket(req, user)
+            }
             _ => error(StatusCode::NOT_FOUND, "no such route"),
         }
     }
@@ -472,10 +513,7 @@ impl Backend {
             st.idempotency
                 .insert((user.to_string(), key), message.clone());
         }
-        if let Some(c) = st.conversations.get_mut(conversation) {
-            c.messages.push(message.clone());
-        }
-        st.stats.messages += 1;
+        store_message(&mut st, conversation, message.clone(), None);
         json_response(StatusCode::CREATED, &json!({ "message": message }))
     }
 
@@ -502,10 +540,7 @@ impl Backend {
         let message = self.new_message(user, &text);
         let id = message.id.clone();
         st.transactions.insert(txn_key, id.clone());
-        if let Some(c) = st.conversations.get_mut(conversation) {
-            c.messages.push(message);
-        }
-        st.stats.messages += 1;
+        store_message(&mut st, conversation, message, None);
         json_response(StatusCode::OK, &json!({ "message_id": id }))
     }
 
@@ -600,6 +635,221 @@ impl Backend {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         resp
     }
+}
+
+impl Backend {
+    /// `POST /api/conversations/{id}/read` with `{"message_id": …}`: marks
+    /// the conversation read up to a message of it; 404 for a message id
+    /// the conversation does not hold (a stale id from another run).
+    async fn mark_read(&self, req: Request<Incoming>, conversation: &str) -> Response<Body> {
+        let body = match read_json(req).await {
+            Ok(v) => v,
+            Err(resp) => return *resp,
+        };
+        let Some(id) = body.get("message_id").and_then(Value::as_str) else {
+            return error(StatusCode::BAD_REQUEST, "expected {\"message_id\": string}");
+        };
+        let mut st = self.lock();
+        let Some(conv) = st.conversations.get(conversation) else {
+            return error(StatusCode::NOT_FOUND, "no such conversation");
+        };
+        let Some(at) = conv.messages.iter().position(|m| m.id == id) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no such message in this conversation",
+            );
+        };
+        let unread = conv.messages.len() - at - 1;
+        st.stats.reads += 1;
+        json_response(
+            StatusCode::OK,
+            &json!({ "read_up_to": id, "unread": unread }),
+        )
+    }
+
+    /// `GET /api/ws`: answers the handshake (101) and serves the socket in
+    /// a task of its own; the worker slot is handed back once switched.
+    fn websocket(self: Arc<Self>, mut req: Request<Incoming>, user: String) -> Response<Body> {
+        let upgrade = req
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        let Some(key) = req
+            .headers()
+            .get(header::SEC_WEBSOCKET_KEY)
+            .filter(|_| upgrade)
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected a WebSocket handshake (Upgrade: websocket, Sec-WebSocket-Key)",
+            );
+        };
+        let accept = derive_accept_key(key.as_bytes());
+        let switched = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            match switched.await {
+                Ok(io) => {
+                    let ws = WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, None)
+                        .await;
+                    self.socket(ws, user).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "demo backend: upgrade failed"),
+            }
+        });
+        let mut resp = Response::new(full(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = resp.headers_mut();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(v) = HeaderValue::from_str(&accept) {
+            headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        resp
+    }
+
+    /// One socket: client frames are JSON commands, answered in order;
+    /// pushes from the conversations it joined are sent as they come.
+    async fn socket(self: Arc<Self>, ws: WebSocketStream<TokioIo<Upgraded>>, user: String) {
+        let (mut sink, mut frames) = ws.split();
+        let (push, mut pushed) = mpsc::channel::<String>(PUSH_QUEUE);
+        let id = {
+            let mut st = self.lock();
+            st.stats.sockets += 1;
+            st.next_socket += 1;
+            st.next_socket
+        };
+        let mut joined = HashSet::new();
+        loop {
+            let out = tokio::select! {
+                frame = frames.next() => match frame {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        self.command(&text, &user, (id, &push), &mut joined).await
+                    }
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        json!({ "type": "error", "error": "binary frames are not understood; send JSON text" })
+                            .to_string()
+                    }
+                    // Pings are answered by the library; a close is echoed
+                    // when the sink is closed below.
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => continue,
+                },
+                Some(text) = pushed.recv() => text,
+                () = self.shutdown.wait() => {
+                    let bye = CloseFrame { code: CloseCode::Away, reason: "backend stopping".into() };
+                    let _ = sink.send(WsMessage::Close(Some(bye))).await;
+                    break;
+                }
+            };
+            if sink.send(WsMessage::text(out)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+        let mut st = self.lock();
+        for conversation in joined {
+            if let Some(members) = st.rooms.get_mut(&conversation) {
+                members.retain(|(socket, _)| *socket != id);
+            }
+        }
+    }
+
+    /// Handles one client frame; returns the answer to send back.
+    async fn command(
+        &self,
+        text: &str,
+        user: &str,
+        (socket, push): (u64, &mpsc::Sender<String>),
+        joined: &mut HashSet<String>,
+    ) -> String {
+        let fail = |message: &str| json!({ "type": "error", "error": message }).to_string();
+        // Each frame is work for a worker, as a request is.
+        let Some(_permit) = self.worker().await else {
+            return fail("overloaded: no worker free within the queue timeout");
+        };
+        let mut st = self.lock();
+        st.stats.socket_frames += 1;
+        let Ok(cmd) = serde_json::from_str::<Value>(text) else {
+            return fail("frames are JSON objects with a \"type\"");
+        };
+        let kind = cmd.get("type").and_then(Value::as_str).unwrap_or("");
+        let Some(conversation) = cmd.get("conversation").and_then(Value::as_str) else {
+            return fail("every command names a \"conversation\"");
+        };
+        if !st.conversations.contains_key(conversation) {
+            return fail("no such conversation");
+        }
+        match kind {
+            "join" => {
+                if joined.insert(conversation.to_string()) {
+                    st.rooms
+                        .entry(conversation.to_string())
+                        .or_default()
+                        .push((socket, push.clone()));
+                }
+                let members = st.rooms.get(conversation).map_or(0, Vec::len);
+                json!({ "type": "joined", "conversation": conversation, "members": members })
+                    .to_string()
+            }
+            "typing" => {
+                let event = json!({ "type": "typing", "conversation": conversation, "user": user });
+                let told = push_to(&mut st, conversation, Some(socket), &event);
+                json!({ "type": "typing_sent", "conversation": conversation, "told": told })
+                    .to_string()
+            }
+            "send" => {
+                let (Some(client_id), Some(text)) = (
+                    cmd.get("client_id").and_then(Value::as_str),
+                    cmd.get("text").and_then(Value::as_str),
+                ) else {
+                    return fail("send needs \"client_id\" and \"text\"");
+                };
+                // Idempotent on the client's id, as the PUT is.
+                let txn_key = (user.to_string(), client_id.to_string());
+                if let Some(id) = st.transactions.get(&txn_key).cloned() {
+                    st.stats.duplicate_sends_suppressed += 1;
+                    return json!({ "type": "ack", "client_id": client_id, "message_id": id })
+                        .to_string();
+                }
+                let message = self.new_message(user, text);
+                let id = message.id.clone();
+                st.transactions.insert(txn_key, id.clone());
+                store_message(&mut st, conversation, message, Some(socket));
+                json!({ "type": "ack", "client_id": client_id, "message_id": id }).to_string()
+            }
+            _ => fail("unknown type; use join, typing or send"),
+        }
+    }
+}
+
+/// Pushes queued per socket; a socket this far behind misses pushes.
+const PUSH_QUEUE: usize = 256;
+
+/// Stores a message and pushes it to the conversation's sockets (but the
+/// sender's).
+fn store_message(st: &mut State, conversation: &str, message: Message, from: Option<u64>) {
+    let event = json!({ "type": "message", "conversation": conversation, "message": message });
+    if let Some(c) = st.conversations.get_mut(conversation) {
+        c.messages.push(message);
+    }
+    st.stats.messages += 1;
+    push_to(st, conversation, from, &event);
+}
+
+/// Queues `event` for every socket in the conversation but `except`;
+/// returns how many were told.
+fn push_to(st: &mut State, conversation: &str, except: Option<u64>, event: &Value) -> usize {
+    let Some(members) = st.rooms.get(conversation) else {
+        return 0;
+    };
+    let text = event.to_string();
+    let told = members
+        .iter()
+        .filter(|(socket, _)| Some(*socket) != except)
+        .filter(|(_, queue)| queue.try_send(text.clone()).is_ok())
+        .count();
+    st.stats.pushes += told as u64;
+    told
 }
 
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {

@@ -3,9 +3,12 @@
 //!
 //! Each user logs in, opens a conversation, sends messages with think time
 //! (POST with an `Idempotency-Key`, one client retry of the same key, PUT
-//! with a client transaction id), pages the history with the server's
-//! cursors and streams a bot reply to the end. Every request's status is
-//! checked against what the script expects.
+//! with a client transaction id), opens a WebSocket to join the
+//! conversation, say it is typing and send a message there (the server
+//! acknowledges it with the message's id), marks the conversation read up
+//! to that id, pages the history with the server's cursors and streams a
+//! bot reply to the end. Every request's status, and every socket answer,
+//! is checked against what the script expects.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -183,38 +186,114 @@ impl Run<'_> {
     ) -> Option<Reply> {
         let label = format!("{method} {path}");
         let result = self.client.call(method, path, token, headers, body).await;
-        self.outcome.requests += 1;
-        let _ = self.progress.send(Progress::Request);
-        match result {
-            Ok(reply) if reply.status == expected => {
-                self.outcome.as_expected += 1;
-                Some(reply)
-            }
-            Ok(reply) => {
-                self.outcome.mismatches.push(Mismatch {
-                    user: self.user,
-                    request: label,
-                    expected: expected.as_u16(),
-                    got: Some(reply.status.as_u16()),
-                    detail: String::from_utf8_lossy(&reply.body)
-                        .chars()
-                        .take(200)
-                        .collect(),
-                });
-                None
-            }
-            Err(e) => {
-                self.outcome.mismatches.push(Mismatch {
-                    user: self.user,
-                    request: label,
-                    expected: expected.as_u16(),
-                    got: None,
-                    detail: e,
-                });
-                None
-            }
+        let got = result.as_ref().ok().map(|r| r.status.as_u16());
+        let detail = || match &result {
+            Ok(r) => String::from_utf8_lossy(&r.body).chars().take(200).collect(),
+            Err(e) => e.clone(),
+        };
+        if self.counted(&label, expected.as_u16(), got, detail) {
+            result.ok()
+        } else {
+            None
         }
     }
+
+    /// Counts a finished request (`got`: its status, `None` when it got no
+    /// answer); a mismatch unless it got `expected`. Returns whether it did.
+    fn counted(
+        &mut self,
+        label: &str,
+        expected: u16,
+        got: Option<u16>,
+        detail: impl FnOnce() -> String,
+    ) -> bool {
+        self.outcome.requests += 1;
+        let _ = self.progress.send(Progress::Request);
+        if got == Some(expected) {
+            self.outcome.as_expected += 1;
+            return true;
+        }
+        self.outcome.mismatches.push(Mismatch {
+            user: self.user,
+            request: label.to_string(),
+            expected,
+            got,
+            detail: detail(),
+        });
+        false
+    }
+}
+
+/// The socket part of a user's script: join the conversation, say it is
+/// typing, send a message and wait for its acknowledgement, close (1000).
+/// Returns the acknowledged message id; an error says which step failed.
+async fn chat_socket(
+    base: &str,
+    client: &ChatClient,
+    token: Option<&str>,
+    conversation: &str,
+    client_id: &str,
+    text: &str,
+) -> Result<String, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let url = format!("{}/api/ws", base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
+    let headers = request.headers_mut();
+    let mut add = |name: header::HeaderName, value: &str| {
+        if let Ok(v) = http::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    add(header::USER_AGENT, &client.user_agent);
+    if let Some(t) = token {
+        add(header::AUTHORIZATION, &format!("Bearer {t}"));
+    }
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let commands = [
+        json!({ "type": "join", "conversation": conversation }),
+        json!({ "type": "typing", "conversation": conversation }),
+        json!({ "type": "send", "conversation": conversation, "client_id": client_id, "text": text }),
+    ];
+    let mut answer = Value::Null;
+    for (command, expected) in commands.iter().zip(["joined", "typing_sent", "ack"]) {
+        socket
+            .send(Message::text(command.to_string()))
+            .await
+            .map_err(|e| format!("send {}: {e}", command["type"]))?;
+        answer = loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    break serde_json::from_str(&t).unwrap_or(Value::Null);
+                }
+                Some(Ok(_)) => continue,
+                other => return Err(format!("socket ended before `{expected}`: {other:?}")),
+            }
+        };
+        if answer["type"] != expected {
+            return Err(format!("expected `{expected}`, got {answer}"));
+        }
+    }
+    let bye = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    };
+    socket
+        .close(Some(bye))
+        .await
+        .map_err(|e| format!("close: {e}"))?;
+    // Read to the server's close.
+    while let Some(Ok(_)) = socket.next().await {}
+    answer["message_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("ack without a message_id: {answer}"))
 }
 
 fn think(rng: &mut StdRng, p: &Population) -> Duration {
@@ -325,6 +404,26 @@ async fn one_user(
             run.expect(StatusCode::OK, Method::PUT, &path, token, &[], Some(text))
                 .await;
         }
+    }
+    tokio::time::sleep(think(&mut rng, &population)).await;
+    let client_id = format!("cl_{:016x}", rng.random::<u64>());
+    let said = format!("typed live by {name}");
+    let label = "GET /api/ws";
+    let acked = match chat_socket(&base, &client, token, &conversation, &client_id, &said).await {
+        Ok(id) => run
+            .counted(label, 101, Some(101), String::new)
+            .then_some(id),
+        Err(e) => {
+            run.counted(label, 101, None, || e);
+            None
+        }
+    };
+    if let Some(id) = acked {
+        tokio::time::sleep(think(&mut rng, &population)).await;
+        let read = json!({ "message_id": id });
+        let path = format!("/api/conversations/{conversation}/read");
+        run.expect(StatusCode::OK, Method::POST, &path, token, &[], Some(read))
+            .await;
     }
     tokio::time::sleep(think(&mut rng, &population)).await;
     let mut page = format!("{messages_path}?limit=2");

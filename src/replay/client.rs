@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
+use super::rewrite::World;
 use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::proxy::Upstream;
@@ -153,7 +154,7 @@ impl ReplayClient {
 }
 
 impl Dispatch for ReplayClient {
-    async fn send(&self, ex: Arc<StoredExchange>) -> Sent {
+    async fn send(&self, ex: Arc<StoredExchange>, world: Option<Arc<World>>) -> Sent {
         // A recorded WebSocket: play its frames.
         if ex.status == Some(101) && !ex.ws_frames.is_empty() {
             let mut headers = self.overrides.clone();
@@ -166,7 +167,7 @@ impl Dispatch for ReplayClient {
                 headers,
                 timeout: self.timeout,
             };
-            return super::websocket::replay(&target, &ex).await;
+            return super::websocket::replay(&target, &ex, world).await;
         }
         let started = Instant::now();
         let req = match self.build(&ex) {

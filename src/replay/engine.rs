@@ -91,8 +91,15 @@ impl Sent {
 
 /// Sends one recorded request somewhere and measures it.
 pub trait Dispatch: Send + Sync + 'static {
-    /// Sends `ex` and waits for the whole response.
-    fn send(&self, ex: Arc<StoredExchange>) -> impl Future<Output = Sent> + Send;
+    /// Sends `ex` and waits for the whole response. With `world`, what
+    /// arrives before the end (a WebSocket's server frames) is learned into
+    /// it on the way, and later parts of the exchange (the client's frames)
+    /// use it.
+    fn send(
+        &self,
+        ex: Arc<StoredExchange>,
+        world: Option<Arc<World>>,
+    ) -> impl Future<Output = Sent> + Send;
 }
 
 /// Loads the recorded exchanges of a session.
@@ -401,7 +408,10 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
     let to_send_values = to_send.clone();
-    let sent = ctx.dispatch.send(to_send).await;
+    let sent = ctx
+        .dispatch
+        .send(to_send, ctx.correlate.then(|| world.clone()))
+        .await;
     ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
     let recorded_ok = recorded_status.is_some_and(|s| s < 400);
     let live_ok = sent.status.is_some_and(|s| s < 400);
@@ -613,7 +623,7 @@ mod tests {
     }
 
     impl Dispatch for Fake {
-        async fn send(&self, ex: Arc<StoredExchange>) -> Sent {
+        async fn send(&self, ex: Arc<StoredExchange>, _: Option<Arc<World>>) -> Sent {
             self.sends
                 .lock()
                 .expect("lock")

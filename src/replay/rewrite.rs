@@ -538,6 +538,113 @@ pub fn learn(
     pairs
 }
 
+impl World {
+    /// A JSON text with every string the world has a live value for
+    /// replaced; `None` when it is not JSON or nothing changed. Used for a
+    /// WebSocket client's frames at the moment they are sent, so that what
+    /// the server said earlier on the socket is used.
+    pub fn substitute_json(&self, text: &str) -> Option<String> {
+        let mut json = serde_json::from_str::<Value>(text).ok()?;
+        let state = self.lock();
+        let mut changed = false;
+        walk_strings(&mut json, &mut |s| {
+            let live = state.live.get(s).cloned();
+            changed |= live.is_some();
+            live
+        });
+        drop(state);
+        changed.then(|| json.to_string())
+    }
+}
+
+/// Pairs a replayed socket's server frames with the recorded ones, to learn
+/// from them: a live frame is aligned with the first recorded server frame
+/// not yet used that has the same shape (its top-level keys, the values of
+/// its top-level strings that are words such as `"type": "ack"`, and the
+/// keys of nested objects). Pushes that arrive in another order than
+/// recorded still find their counterpart.
+#[derive(Debug)]
+pub struct FrameAligner {
+    recorded: Vec<Option<(String, Value)>>,
+}
+
+impl FrameAligner {
+    /// The recorded server text frames of a socket.
+    pub fn new(ex: &StoredExchange) -> FrameAligner {
+        FrameAligner {
+            recorded: text_frames(ex, "server")
+                .map(|(_, json)| Some((shape(&json), json)))
+                .collect(),
+        }
+    }
+
+    /// Whether there is nothing to learn from.
+    pub fn is_empty(&self) -> bool {
+        self.recorded.is_empty()
+    }
+
+    /// Recorded → live pairs from one live server frame.
+    pub fn pairs(&mut self, live: &str) -> Vec<(String, String)> {
+        let Ok(live) = serde_json::from_str::<Value>(live) else {
+            return Vec::new();
+        };
+        let live_shape = shape(&live);
+        let Some(slot) = self
+            .recorded
+            .iter_mut()
+            .find(|r| r.as_ref().is_some_and(|(s, _)| *s == live_shape))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some((_, rec)) = slot.take() {
+            align(&rec, &live, &mut out);
+        }
+        out.retain(|(rec, live)| rec != live);
+        out
+    }
+}
+
+/// See [`FrameAligner`].
+fn shape(v: &Value) -> String {
+    fn keys(v: &Value, out: &mut String) {
+        if let Value::Object(map) = v {
+            let mut names: Vec<&String> = map.keys().filter(|k| !is_token(k)).collect();
+            names.sort();
+            for k in names {
+                out.push_str(k);
+                out.push('{');
+                keys(&map[k], out);
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    match v {
+        Value::Object(map) => {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            for k in names {
+                out.push_str(k);
+                match &map[k] {
+                    Value::String(s) if s.len() <= 32 && !is_token(s) => {
+                        out.push('=');
+                        out.push_str(s);
+                    }
+                    nested => {
+                        out.push('{');
+                        keys(nested, &mut out);
+                        out.push('}');
+                    }
+                }
+                out.push(';');
+            }
+        }
+        other => keys(other, &mut out),
+    }
+    out
+}
+
 /// The recorded response's values will never get live ones (its live
 /// response failed, or its request was skipped): requests that need them
 /// are skipped.
@@ -595,8 +702,24 @@ pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
     if let Ok(json) = serde_json::from_slice::<Value>(&ex.request_body) {
         json_leaves(&json, "$", &mut out);
     }
+    for (i, json) in text_frames(ex, "client") {
+        json_leaves(&json, &format!("frame {i} $"), &mut out);
+    }
     out.retain(|(_, v)| is_token(v));
     out
+}
+
+/// The JSON text frames one side of a recorded WebSocket sent, numbered
+/// among all the socket's frames.
+fn text_frames<'a>(
+    ex: &'a StoredExchange,
+    dir: &'a str,
+) -> impl Iterator<Item = (usize, Value)> + 'a {
+    ex.ws_frames
+        .iter()
+        .enumerate()
+        .filter(move |(_, f)| f.dir == dir && f.op == "text" && !f.truncated)
+        .filter_map(|(i, f)| Some((i, serde_json::from_str(&f.data).ok()?)))
 }
 
 fn json_leaves(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
@@ -613,10 +736,14 @@ fn json_leaves(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
 }
 
 /// Dynamic values a recorded response handed out: JSON strings and object
-/// keys, `Location` path segments, `Set-Cookie` values.
+/// keys (of the body, or of the server's text frames on a WebSocket),
+/// `Location` path segments, `Set-Cookie` values.
 pub fn response_values(ex: &StoredExchange) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(json) = serde_json::from_slice::<Value>(&ex.response_body) {
+        collect_json(&json, &mut out);
+    }
+    for (_, json) in text_frames(ex, "server") {
         collect_json(&json, &mut out);
     }
     if let Some(loc) = ex.response_header("location") {
@@ -1162,10 +1289,8 @@ pub(crate) mod tests {
         assert_eq!(percent_decode("%21a%3Ab"), "!a:b");
     }
 
-    #[test]
-    fn learned_ids_reach_the_json_text_frames_a_websocket_client_sends() {
-        use crate::capture::WsFrame;
-        let frame = |dir: &str, data: &str| WsFrame {
+    fn text_frame(dir: &str, data: &str) -> crate::capture::WsFrame {
+        crate::capture::WsFrame {
             t_us: 0,
             dir: dir.into(),
             op: "text".into(),
@@ -1174,7 +1299,12 @@ pub(crate) mod tests {
             data: data.into(),
             truncated: false,
             close_code: None,
-        };
+        }
+    }
+
+    #[test]
+    fn learned_ids_reach_the_json_text_frames_a_websocket_client_sends() {
+        let frame = text_frame;
         let mut socket = ex("GET", "/api/ws", &[], "", "");
         socket.status = Some(101);
         socket.ws_frames = vec![
@@ -1207,5 +1337,70 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(p.substitutions, ["correlated"]);
+    }
+
+    #[test]
+    fn server_frames_are_learned_from_by_shape_whatever_order_they_come_in() {
+        let mut socket = ex("GET", "/api/ws", &[], "", "");
+        socket.status = Some(101);
+        socket.ws_frames = vec![
+            text_frame("client", r#"{"type":"join","conversation":"c_9f8e7d6c"}"#),
+            text_frame(
+                "server",
+                r#"{"type":"joined","conversation":"c_9f8e7d6c","members":1}"#,
+            ),
+            text_frame(
+                "client",
+                r#"{"type":"send","client_id":"cl_00aa11bb22cc","text":"hi"}"#,
+            ),
+            text_frame(
+                "server",
+                r#"{"type":"message","message":{"id":"m_R3c0rded0ther","author":"user-01"}}"#,
+            ),
+            text_frame(
+                "server",
+                r#"{"type":"ack","client_id":"cl_00aa11bb22cc","message_id":"m_R3c0rdedAck1"}"#,
+            ),
+        ];
+        // The client id is sent once and handed out by nothing before:
+        // a nonce; the server's ids count as handed out.
+        let values = analyze(std::slice::from_ref(&socket));
+        assert!(values.nonces.contains("cl_00aa11bb22cc"), "{values:?}");
+        assert!(response_values(&socket).contains(&"m_R3c0rdedAck1".to_string()));
+
+        let mut aligner = FrameAligner::new(&socket);
+        // The ack comes before the push this time.
+        let ack = aligner
+            .pairs(r#"{"type":"ack","client_id":"cl_99ff88ee77dd","message_id":"m_L1veAck00001"}"#);
+        assert!(
+            ack.contains(&("m_R3c0rdedAck1".into(), "m_L1veAck00001".into())),
+            "{ack:?}"
+        );
+        let push = aligner
+            .pairs(r#"{"type":"message","message":{"id":"m_L1ve0ther001","author":"user-01-w2"}}"#);
+        assert!(
+            push.contains(&("m_R3c0rded0ther".into(), "m_L1ve0ther001".into())),
+            "{push:?}"
+        );
+        // Each recorded frame is used once; a frame of no recorded shape
+        // teaches nothing.
+        assert!(
+            aligner
+                .pairs(r#"{"type":"ack","client_id":"cl_1","message_id":"m_L1veAck00002"}"#)
+                .is_empty()
+        );
+        assert!(aligner.pairs(r#"{"type":"typing","user":"x"}"#).is_empty());
+        assert!(aligner.pairs("not json").is_empty());
+
+        // What was learned reaches the next client frame when it is sent.
+        let world = World::default();
+        world.absorb(&ack);
+        assert_eq!(
+            world
+                .substitute_json(r#"{"type":"read","message_id":"m_R3c0rdedAck1"}"#)
+                .as_deref(),
+            Some(r#"{"type":"read","message_id":"m_L1veAck00001"}"#)
+        );
+        assert_eq!(world.substitute_json(r#"{"type":"read"}"#), None);
     }
 }

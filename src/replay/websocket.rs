@@ -1,7 +1,8 @@
 //! Replaying a recorded WebSocket: the handshake goes to the target with
 //! the recorded headers (Sec-WebSocket-* made fresh), the client's frames
 //! are sent at their recorded offsets from the switch, the server's are
-//! read as they come. Measured: connect time (the handshake), round trips
+//! read as they come. Measured: connect time (the handshake, which is also
+//! the exchange's latency), round trips
 //! (a client frame to the next server frame), frames each way and the
 //! close code the server sent.
 
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use super::engine::{Sent, WsTiming};
+use super::rewrite::{FrameAligner, World};
 use crate::capture::{StoredExchange, WsFrame};
 use crate::proxy::Upstream;
 use crate::tls::ClientTls;
@@ -34,10 +36,17 @@ pub(crate) struct Target<'a> {
     pub timeout: Duration,
 }
 
-/// Plays one recorded socket against the target.
-pub(crate) async fn replay(target: &Target<'_>, ex: &Arc<StoredExchange>) -> Sent {
+/// Plays one recorded socket against the target. With `world`, the
+/// server's frames are learned from as they arrive (aligned with the
+/// recorded ones, see [`FrameAligner`]) and the client's JSON frames get
+/// the world's live values when they are sent.
+pub(crate) async fn replay(
+    target: &Target<'_>,
+    ex: &Arc<StoredExchange>,
+    world: Option<Arc<World>>,
+) -> Sent {
     match timeout(target.timeout, connect(target, ex)).await {
-        Ok(Ok((socket, ttfb))) => play(socket, ex, ttfb).await,
+        Ok(Ok((socket, ttfb))) => play(socket, ex, ttfb, world).await,
         Ok(Err(kind)) => Sent::failed(kind),
         Err(_) => Sent::failed("timeout"),
     }
@@ -111,7 +120,12 @@ async fn connect(
     Ok((socket, started.elapsed()))
 }
 
-async fn play(socket: Socket, ex: &StoredExchange, ttfb: Duration) -> Sent {
+async fn play(
+    socket: Socket,
+    ex: &StoredExchange,
+    ttfb: Duration,
+    world: Option<Arc<World>>,
+) -> Sent {
     let switched = Instant::now();
     let (mut sink, mut stream) = socket.split();
     let client: Vec<&WsFrame> = ex.ws_frames.iter().filter(|f| f.dir == "client").collect();
@@ -123,21 +137,39 @@ async fn play(socket: Socket, ex: &StoredExchange, ttfb: Duration) -> Sent {
         .max()
         .unwrap_or(0);
     // The server's frames, with when they arrived, read while we send.
+    let mut learning = world
+        .clone()
+        .map(|w| (w, FrameAligner::new(ex)))
+        .filter(|(_, aligner)| !aligner.is_empty());
     let reader = tokio::spawn(async move {
         let mut arrivals = Vec::new();
         let mut close_code = None;
         while let Some(Ok(msg)) = stream.next().await {
-            if let Message::Close(frame) = &msg {
-                close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
-            }
             arrivals.push(Instant::now());
+            match &msg {
+                Message::Close(frame) => {
+                    close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                }
+                Message::Text(text) => {
+                    if let Some((world, aligner)) = &mut learning {
+                        world.absorb(&aligner.pairs(text));
+                    }
+                }
+                _ => {}
+            }
         }
         (arrivals, close_code)
     });
     let mut sent_at = Vec::with_capacity(client.len());
     for frame in &client {
         sleep_until(switched + Duration::from_micros(frame.t_us)).await;
-        let Some(msg) = message(frame) else { continue };
+        let live = world
+            .as_ref()
+            .filter(|_| frame.op == "text")
+            .and_then(|w| w.substitute_json(&frame.data));
+        let Some(msg) = live.map(Message::text).or_else(|| message(frame)) else {
+            continue;
+        };
         if sink.send(msg).await.is_err() {
             break;
         }
@@ -161,7 +193,10 @@ async fn play(socket: Socket, ex: &StoredExchange, ttfb: Duration) -> Sent {
     sent.failure = None;
     sent.status = Some(101);
     sent.ttfb = Some(ttfb);
-    sent.finished = Instant::now();
+    // A socket's latency is its handshake: how long it lives is the
+    // recording's doing, not the backend's. Its frames' round trips are
+    // reported on their own.
+    sent.finished = switched;
     sent.ws = Some(WsTiming {
         connect: ttfb,
         rtts,

@@ -125,6 +125,28 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
         live.duplicate_sends_suppressed,
         5 * recorded.duplicate_sends_suppressed
     );
+    // Each user's socket send is acknowledged with a message id that only
+    // the socket hands out; the read mark after it names that id. Every
+    // world's read mark found its own world's message: the id was learned
+    // from a server frame.
+    assert_eq!((recorded.sockets, recorded.reads), (4, 4));
+    assert_eq!((live.sockets, live.reads), (20, 20));
+    let ws = s
+        .routes
+        .iter()
+        .find(|r| r.route == "GET /api/ws")
+        .and_then(|r| r.websocket.as_ref())
+        .expect("websocket route");
+    assert_eq!(
+        (ws.sockets, ws.frames_sent, ws.frames_received),
+        (20, 80, 80)
+    );
+    assert_eq!(
+        ws.close_codes.get("1000"),
+        Some(&20),
+        "{:?}",
+        ws.close_codes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -346,3 +346,170 @@ async fn garbage_input_gets_4xx_and_the_backend_keeps_serving() {
     assert!(v["error"].is_string());
     demo_login(&client, "still-up").await;
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn socket(backend: &DemoBackend, token: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/api/ws", backend.local_addr())
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    tokio_tungstenite::connect_async(request)
+        .await
+        .expect("handshake")
+        .0
+}
+
+async fn say(socket: &mut Socket, command: Value) -> Value {
+    use futures_util::SinkExt;
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            command.to_string(),
+        ))
+        .await
+        .expect("send");
+    heard(socket).await
+}
+
+async fn heard(socket: &mut Socket) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match socket.next().await {
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("json frame"),
+            Some(Ok(Message::Close(frame))) => {
+                return json!({ "closed": frame.map(|f| u16::from(f.code)) });
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_joins_pushes_typing_and_messages_and_acks_sends_once() {
+    let (backend, client) = start(BackendConfig::default()).await;
+    let ann = demo_login(&client, "ann").await;
+    let bob = demo_login(&client, "bob").await;
+    let room = conversation(&client, &ann).await;
+
+    // The handshake needs a token, and is a handshake.
+    let url = format!("ws://{}/api/ws", backend.local_addr());
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED)
+        }
+        other => panic!("expected a 401 handshake, got {other:?}"),
+    }
+    let r = client
+        .call(Method::GET, "/api/ws", Some(&ann), &[], None)
+        .await
+        .expect("call");
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&r.body).contains("Upgrade: websocket"));
+
+    let mut a = socket(&backend, &ann).await;
+    let mut b = socket(&backend, &bob).await;
+    let join = json!({"type": "join", "conversation": room});
+    assert_eq!(say(&mut a, join.clone()).await["members"], 1);
+    assert_eq!(say(&mut b, join).await["members"], 2);
+
+    let typing = say(&mut a, json!({"type": "typing", "conversation": room})).await;
+    assert_eq!(
+        (&typing["type"], &typing["told"]),
+        (&json!("typing_sent"), &json!(1))
+    );
+    let pushed = heard(&mut b).await;
+    assert_eq!(
+        (&pushed["type"], &pushed["user"]),
+        (&json!("typing"), &json!("ann"))
+    );
+
+    let send = json!({"type": "send", "conversation": room, "client_id": "cl_1", "text": "hello"});
+    let ack = say(&mut a, send.clone()).await;
+    assert_eq!(
+        (&ack["type"], &ack["client_id"]),
+        (&json!("ack"), &json!("cl_1"))
+    );
+    let id = ack["message_id"].as_str().expect("message id").to_string();
+    let pushed = heard(&mut b).await;
+    assert_eq!(
+        (&pushed["type"], &pushed["message"]["id"]),
+        (&json!("message"), &json!(id))
+    );
+    // The same client id again: the same message, stored once, no push.
+    assert_eq!(say(&mut a, send).await["message_id"], json!(id));
+
+    // A message sent over REST reaches the sockets of the conversation.
+    let r = client
+        .call(
+            Method::POST,
+            &format!("/api/conversations/{room}/messages"),
+            Some(&bob),
+            &[],
+            Some(json!({"text": "from rest"})),
+        )
+        .await
+        .expect("post");
+    assert_eq!(r.status, StatusCode::CREATED);
+    for s in [&mut a, &mut b] {
+        assert_eq!(heard(s).await["message"]["text"], "from rest");
+    }
+
+    // Errors are frames; the socket keeps serving.
+    for (bad, says) in [
+        (
+            json!({"type": "join", "conversation": "c_nope"}),
+            "no such conversation",
+        ),
+        (
+            json!({"type": "dance", "conversation": room}),
+            "unknown type",
+        ),
+        (json!({"type": "send", "conversation": room}), "client_id"),
+        (json!("not an object"), "conversation"),
+    ] {
+        let answer = say(&mut a, bad).await;
+        assert_eq!(answer["type"], "error");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{answer}"
+        );
+    }
+
+    // Read marks take an id the conversation holds.
+    let read_path = format!("/api/conversations/{room}/read");
+    let read = |id: &str| {
+        client.call(
+            Method::POST,
+            &read_path,
+            Some(&ann),
+            &[],
+            Some(json!({"message_id": id})),
+        )
+    };
+    let r = read(&id).await.expect("read");
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["unread"], 1);
+    assert_eq!(
+        read("m_stale").await.expect("read").status,
+        StatusCode::NOT_FOUND
+    );
+
+    let s = stats(&client).await;
+    assert_eq!((s.sockets, s.messages, s.reads), (2, 2, 1));
+    assert_eq!(s.duplicate_sends_suppressed, 1);
+    // typing to b, ann's message to b, the REST message to both.
+    assert_eq!(s.pushes, 4);
+    assert_eq!(s.socket_frames, 2 + 1 + 2 + 4);
+
+    // Stopping the backend closes open sockets with 1001 (going away).
+    let stopping = tokio::spawn(backend.stop());
+    assert_eq!(heard(&mut a).await["closed"], 1001);
+    stopping.await.expect("stopped");
+}
