@@ -505,9 +505,14 @@ pub struct ReplayArgs {
     /// credential (first-seen order) is replaced by the Nth token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Play a deterministic share of the VUs: K/N (1-based).
+    /// Play a deterministic share of the VUs: K/N, K from 0 to N-1 (whole
+    /// VUs, balanced by planned requests).
     #[arg(long)]
     pub shard: Option<String>,
+    /// Start at this UTC time (RFC 3339, e.g. 2026-11-22T23:00:00Z), so
+    /// that shards begin together; past it, start at once with a warning.
+    #[arg(long, value_parser = parse_start_at)]
+    pub start_at: Option<std::time::SystemTime>,
     /// SLO: highest p95 latency in ms (every stage).
     #[arg(long)]
     pub slo_p95_ms: Option<f64>,
@@ -616,7 +621,7 @@ impl ReplayArgs {
             Some(text) => {
                 let (k, n) = text
                     .split_once('/')
-                    .with_context(|| format!("--shard {text}: expected K/N, e.g. 2/4"))?;
+                    .with_context(|| format!("--shard {text}: expected K/N, e.g. 0/4"))?;
                 let (k, n): (u32, u32) = (
                     k.trim()
                         .parse()
@@ -625,8 +630,8 @@ impl ReplayArgs {
                         .parse()
                         .with_context(|| format!("--shard {text}: N is not a number"))?,
                 );
-                if n == 0 || k == 0 || k > n {
-                    bail!("--shard {text}: K must be from 1 to N");
+                if k >= n {
+                    bail!("--shard {text}: K counts from 0 and must be below N (0/3, 1/3, 2/3)");
                 }
                 Some((k, n))
             }
@@ -690,6 +695,7 @@ impl ReplayArgs {
                 tls: client_tls(self.ca_file, self.insecure_skip_verify)?,
                 http2: self.http2,
                 headers,
+                start_at: self.start_at,
             },
             capture: self.capture,
             report,
@@ -723,4 +729,9 @@ pub enum ReportCommand {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+}
+
+fn parse_start_at(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("{e}: expected a UTC time in RFC 3339, e.g. 2026-11-22T23:00:00Z"))
 }

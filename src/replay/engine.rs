@@ -127,8 +127,7 @@ pub struct StageRun {
     pub seed: u64,
     /// Send only safe methods (GET, HEAD, OPTIONS).
     pub read_only: bool,
-    /// This shard's share: VU `k` (in plan order) belongs to shard
-    /// `k % count == index - 1`.
+    /// This shard's share (`index` from 0, `count`): see [`ShardSplit`].
     pub shard: Option<(u32, u32)>,
     /// Learn live values and rewrite requests (DESIGN.md "Dynamic values").
     pub correlate: bool,
@@ -343,9 +342,10 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
     let vu_slots = Arc::new(Semaphore::new(
         stage.max_vus.clamp(1, Semaphore::MAX_PERMITS),
     ));
-    for (k, vu) in schedule.enumerate() {
-        if let Some((index, count)) = stage.shard
-            && k as u64 % u64::from(count) != u64::from(index - 1)
+    let mut split = stage.shard.map(ShardSplit::new);
+    for vu in schedule {
+        if let Some(split) = &mut split
+            && !split.mine(sessions[vu.session].requests)
         {
             continue;
         }
@@ -381,6 +381,41 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
     }
     while vus.join_next().await.is_some() {}
     origin
+}
+
+/// Which VUs a shard plays: whole VUs, each (in plan order) to the shard
+/// with the fewest planned requests so far, the lowest index on a tie.
+/// Every shard derives the same plan from the same seed, so every shard
+/// makes the same split, and the shards' requests differ by at most one
+/// session's.
+#[derive(Debug)]
+pub struct ShardSplit {
+    index: usize,
+    planned: Vec<u64>,
+}
+
+impl ShardSplit {
+    /// The split for shard `index` (from 0) of `count`.
+    pub fn new((index, count): (u32, u32)) -> ShardSplit {
+        ShardSplit {
+            index: index as usize,
+            planned: vec![0; count.max(1) as usize],
+        }
+    }
+
+    /// Assigns the next VU (with `requests` planned); whether it is ours.
+    pub fn mine(&mut self, requests: u64) -> bool {
+        let (to, _) = self
+            .planned
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, n)| (**n, *i))
+            .unwrap_or((0, &0));
+        if let Some(n) = self.planned.get_mut(to) {
+            *n += requests;
+        }
+        to == self.index
+    }
 }
 
 /// Sends one request (after the in-flight cap), learns from its response
@@ -824,5 +859,30 @@ mod tests {
         }];
         let loaded = LoadedSession::new(vec![socket], 2.0, None);
         assert_eq!(loaded.exchanges[0].ws_frames[0].t_us, 1_500_000);
+    }
+
+    #[test]
+    fn shards_take_whole_vus_balanced_by_planned_requests() {
+        // A skewed population: one long session among short ones.
+        let vus: Vec<u64> = (0..40)
+            .map(|k| if k % 13 == 0 { 60 } else { 1 + k % 7 })
+            .collect();
+        let count = 3;
+        let mut owner = vec![None; vus.len()];
+        let mut load = vec![0u64; count];
+        for (index, load) in load.iter_mut().enumerate() {
+            let mut split = ShardSplit::new((index as u32, count as u32));
+            for (k, requests) in vus.iter().enumerate() {
+                if split.mine(*requests) {
+                    assert_eq!(owner[k], None, "VU {k} in two shards");
+                    owner[k] = Some(index);
+                    *load += requests;
+                }
+            }
+        }
+        assert!(owner.iter().all(Option::is_some), "every VU has a shard");
+        assert_eq!(load.iter().sum::<u64>(), vus.iter().sum::<u64>());
+        let spread = load.iter().max().unwrap_or(&0) - load.iter().min().unwrap_or(&0);
+        assert!(spread <= 60, "loads {load:?}");
     }
 }

@@ -74,7 +74,7 @@ pub struct ReplayConfig {
     pub read_only: bool,
     /// Send `X-Tapedeck-Replay`.
     pub replay_header: bool,
-    /// This shard's share (`index`, `count`), 1-based.
+    /// This shard's share (`index` from 0, `count`).
     pub shard: Option<(u32, u32)>,
     /// Only sessions in these inclusive ranges of session numbers.
     pub sessions: Option<Vec<(i64, i64)>>,
@@ -89,6 +89,9 @@ pub struct ReplayConfig {
     pub credentials: Arc<rewrite::Credentials>,
     /// Headers set on every replayed request (`--header`).
     pub headers: Vec<(String, String)>,
+    /// Start the first stage at this wall-clock time (`--start-at`), so
+    /// that shards started apart begin together.
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl ReplayConfig {
@@ -110,6 +113,7 @@ impl ReplayConfig {
             tls: crate::tls::ClientTls::default(),
             http2: false,
             credentials: Arc::default(),
+            start_at: None,
             headers: Vec::new(),
         }
     }
@@ -149,6 +153,35 @@ pub fn profile_fingerprint(profile: &Profile) -> String {
         profile.stages, profile.slo, profile.safety, profile.long_poll_routes, profile.rules
     );
     blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// See [`CaptureRef::fingerprint`].
+fn capture_fingerprint(
+    runs: &[crate::capture::RunSummary],
+    exchanges: u64,
+    sessions: usize,
+) -> String {
+    let mut basis = format!("{exchanges}|{sessions}");
+    for r in runs {
+        basis.push_str(&format!("|{}@{}", r.id, r.started_at_us));
+    }
+    blake3::hash(basis.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// Waits until `at`; past it, starts at once and says how late.
+async fn wait_for_start(at: std::time::SystemTime) {
+    let stamp = humantime::format_rfc3339_seconds(at);
+    match at.duration_since(std::time::SystemTime::now()) {
+        Ok(wait) => {
+            tracing::info!(start_at = %stamp, wait = ?wait, "waiting for --start-at");
+            tokio::time::sleep(wait).await;
+        }
+        Err(late) => tracing::warn!(
+            start_at = %stamp,
+            late = %humantime::format_duration(Duration::from_millis(late.duration().as_millis() as u64)),
+            "--start-at has passed; starting at once, behind the other shards"
+        ),
+    }
 }
 
 /// Replays the capture in `store` as `config` says, reporting live counters
@@ -221,6 +254,9 @@ pub async fn run(
     });
     let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
 
+    if let Some(at) = config.start_at {
+        wait_for_start(at).await;
+    }
     let started_at_us = now_epoch_us();
     let mut stages = Vec::new();
     let mut aborted = false;
@@ -297,6 +333,7 @@ pub async fn run(
             run: run_label,
             exchanges,
             sessions: sessions.len() as u64,
+            fingerprint: capture_fingerprint(&runs, exchanges, sessions.len()),
         },
         target: config.target.as_str().to_string(),
         profile: ProfileRef {

@@ -123,10 +123,18 @@ pub fn merge(
             path: path.clone(),
             reason,
         };
-        if r.capture.path != first.capture.path || r.capture.run != first.capture.run {
+        let (a, b) = (&r.capture, &first.capture);
+        let same_capture = if a.fingerprint.is_empty() || b.fingerprint.is_empty() {
+            a.path == b.path
+        } else {
+            a.fingerprint == b.fingerprint
+        };
+        if !same_capture || a.run != b.run {
             return Err(mismatch(format!(
-                "capture {} run {} differs from {} run {}",
-                r.capture.path, r.capture.run, first.capture.path, first.capture.run
+                "it replayed capture {} run {} ({} exchanges in {} sessions), not {} run {} \
+                 ({} exchanges in {} sessions) like the first report; merge only the shard \
+                 reports of one replay",
+                a.path, a.run, a.exchanges, a.sessions, b.path, b.run, b.exchanges, b.sessions
             )));
         }
         if r.profile.fingerprint != first.profile.fingerprint {

@@ -53,6 +53,11 @@ pub struct CaptureRef {
     pub exchanges: u64,
     /// Recorded sessions per world.
     pub sessions: u64,
+    /// Hash of the replayed runs' identity (start times, counts): equal for
+    /// copies of one capture wherever they lie, different for other
+    /// captures. Empty in reports written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fingerprint: String,
 }
 
 /// Which profile drove the replay.
@@ -67,7 +72,7 @@ pub struct ProfileRef {
 /// The share of VUs one report covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
-    /// 1-based index.
+    /// Index, from 0 (as a Kubernetes Indexed Job numbers its pods).
     pub index: u32,
     /// Number of shards.
     pub count: u32,
@@ -832,6 +837,7 @@ pub(crate) fn test_report(stages: Vec<StageReport>) -> Report {
             run: "1".into(),
             exchanges: 1,
             sessions: 1,
+            fingerprint: String::new(),
         },
         target: "http://t".into(),
         profile: ProfileRef {

@@ -69,6 +69,7 @@ fn report(stages: Vec<StageData>, target: &str) -> Report {
             run: "1".into(),
             exchanges: 400,
             sessions: 20,
+            fingerprint: String::new(),
         },
         target: target.into(),
         profile: ProfileRef {

@@ -6,6 +6,7 @@ mod support;
 mod binary;
 mod correlation;
 mod demo_backend;
+mod distributed;
 mod golden;
 mod html;
 mod proxy;

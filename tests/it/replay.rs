@@ -304,11 +304,11 @@ async fn the_report_has_every_contract_key_and_shards_add_up_to_the_whole() {
     assert_eq!(back, whole);
 
     let one = replay_with(&store, &upstream.url(), Profile::single(3, 4.0), |c| {
-        c.shard = Some((1, 2))
+        c.shard = Some((0, 2))
     })
     .await;
     let two = replay_with(&store, &upstream.url(), Profile::single(3, 4.0), |c| {
-        c.shard = Some((2, 2))
+        c.shard = Some((1, 2))
     })
     .await;
     let merged = tapedeck::report::merge(
