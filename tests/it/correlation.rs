@@ -8,28 +8,15 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::json;
 use tapedeck::capture::Store;
-use tapedeck::demo::backend::{BackendConfig, DemoBackend, Stats};
-use tapedeck::demo::script::{self, ChatClient, Population};
+use tapedeck::demo::backend::DemoBackend;
+use tapedeck::demo::script::{ChatClient, Population};
 use tapedeck::profile::Profile;
-use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::proxy::{Recording, Upstream};
 use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::report::Report;
-use tapedeck::shutdown::Shutdown;
-use tokio::net::TcpListener;
 
-async fn backend() -> DemoBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    DemoBackend::start(listener, BackendConfig::default(), Shutdown::new()).expect("backend")
-}
-
-async fn stats(b: &DemoBackend) -> Stats {
-    let r = ChatClient::new(&b.url(), "test")
-        .call(Method::GET, "/api/stats", None, &[], None)
-        .await
-        .expect("stats");
-    serde_json::from_slice(&r.body).expect("stats json")
-}
+use crate::support::{demo_backend, demo_recording, demo_stats, record_population};
 
 /// A proxy in front of `upstream` recording into `dir/capture.db`.
 async fn recording(
@@ -38,13 +25,7 @@ async fn recording(
     keep_credentials: bool,
 ) -> (Recording, PathBuf) {
     let capture = dir.path().join("capture.db");
-    let store = Store::create(&capture).await.expect("capture");
-    let mut config = RecordConfig::new(Upstream::parse(&upstream.url()).expect("url"));
-    config.redaction.keep_credentials = keep_credentials;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let rec = Recording::start(listener, store, config, Shutdown::new())
-        .await
-        .expect("record");
+    let rec = demo_recording(upstream, &capture, keep_credentials).await;
     (rec, capture)
 }
 
@@ -53,7 +34,7 @@ async fn record_demo(
     dir: &tempfile::TempDir,
     keep_credentials: bool,
 ) -> PathBuf {
-    let (rec, capture) = recording(upstream, dir, keep_credentials).await;
+    let capture = dir.path().join("capture.db");
     let population = Population {
         users: 4,
         messages_per_user: 4,
@@ -61,10 +42,7 @@ async fn record_demo(
         think: (Duration::from_millis(5), Duration::from_millis(20)),
         seed: 3,
     };
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let outcome = script::drive(rec.local_addr(), population, tx).await;
-    assert!(outcome.mismatches.is_empty(), "{:?}", outcome.mismatches);
-    rec.stop().await.expect("stop");
+    record_population(upstream, &capture, population, keep_credentials).await;
     capture
 }
 
@@ -88,11 +66,11 @@ async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recorded_on = backend().await;
+    let recorded_on = demo_backend().await;
     let capture = record_demo(&recorded_on, &dir, false).await;
-    let recorded = stats(&recorded_on).await;
+    let recorded = demo_stats(&recorded_on).await;
 
-    let fresh = backend().await;
+    let fresh = demo_backend().await;
     let report = replay_5x(&capture, &fresh, true, 4.0).await;
     let s = &report.stages[0];
     assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
@@ -110,7 +88,7 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
             s.substitutions_by_kind
         );
     }
-    let live = stats(&fresh).await;
+    let live = demo_stats(&fresh).await;
     assert_eq!(live.logins, 5 * recorded.logins);
     assert_eq!(live.conversations, 5 * recorded.conversations);
     assert_eq!(
@@ -152,16 +130,16 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verbatim_replay_is_deduplicated_live_and_rejected_fresh() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recorded_on = backend().await;
+    let recorded_on = demo_backend().await;
     let capture = record_demo(&recorded_on, &dir, true).await;
-    let before = stats(&recorded_on).await;
+    let before = demo_stats(&recorded_on).await;
 
     // Against the backend that was recorded (tokens and ids still valid):
     // the sends succeed, but the backend deduplicates them.
     let report = replay_5x(&capture, &recorded_on, false, 4.0).await;
     let s = &report.stages[0];
     assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
-    let after = stats(&recorded_on).await;
+    let after = demo_stats(&recorded_on).await;
     assert_eq!(after.messages, before.messages, "no new message was stored");
     assert!(
         after.duplicate_sends_suppressed
@@ -185,7 +163,7 @@ async fn verbatim_replay_is_deduplicated_live_and_rejected_fresh() {
     );
 
     // Verbatim against a fresh backend: stale tokens and ids.
-    let fresh = backend().await;
+    let fresh = demo_backend().await;
     let report = replay_5x(&capture, &fresh, false, 4.0).await;
     let s = &report.stages[0];
     assert!(s.error_kinds["http_4xx"] > 0, "{:?}", s.status_counts);
@@ -195,7 +173,7 @@ async fn verbatim_replay_is_deduplicated_live_and_rejected_fresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recorded_on = backend().await;
+    let recorded_on = demo_backend().await;
     let (rec, capture) = recording(&recorded_on, &dir, false).await;
     let base = format!("http://{}", rec.local_addr());
     let (alice, bob) = (
@@ -234,11 +212,11 @@ async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to()
     assert_eq!(sent.status, StatusCode::CREATED);
     rec.stop().await.expect("stop");
 
-    let fresh = backend().await;
+    let fresh = demo_backend().await;
     let report = replay_5x(&capture, &fresh, true, 1.0).await;
     let s = &report.stages[0];
     assert_eq!(s.errors, 0, "{:?}", s.status_counts);
-    let live = stats(&fresh).await;
+    let live = demo_stats(&fresh).await;
     assert_eq!((live.conversations, live.messages), (5, 5));
     assert_eq!(
         live.conversations_with_messages, 5,
@@ -249,7 +227,7 @@ async fn the_room_one_user_creates_is_the_room_the_others_of_its_world_post_to()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_replies_are_timed_chunk_by_chunk_when_recorded_and_replayed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recorded_on = backend().await;
+    let recorded_on = demo_backend().await;
     let capture = record_demo(&recorded_on, &dir, false).await;
     let store = Store::open(&capture).await.expect("open");
     let run = store.run(None).await.expect("run");
@@ -275,7 +253,7 @@ async fn streamed_replies_are_timed_chunk_by_chunk_when_recorded_and_replayed() 
             .all(|e| e.response_chunks.is_empty())
     );
 
-    let fresh = backend().await;
+    let fresh = demo_backend().await;
     let report = replay_5x(&capture, &fresh, true, 4.0).await;
     let routes = &report.stages[0].routes;
     let reply = routes

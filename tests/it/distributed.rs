@@ -3,41 +3,17 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use http::Method;
-use tapedeck::capture::Store;
-use tapedeck::demo::backend::{BackendConfig, DemoBackend, Stats};
-use tapedeck::demo::script::{self, ChatClient, Population};
-use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::demo::backend::DemoBackend;
+use tapedeck::demo::script::Population;
 use tapedeck::report::Report;
 use tapedeck::report::histogram::LatencyHistogram;
 use tapedeck::report::model::Percentiles;
-use tapedeck::shutdown::Shutdown;
-use tokio::net::TcpListener;
 
-use crate::support::output;
-
-async fn backend() -> DemoBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    DemoBackend::start(listener, BackendConfig::default(), Shutdown::new()).expect("backend")
-}
-
-async fn stats(b: &DemoBackend) -> Stats {
-    let r = ChatClient::new(&b.url(), "test")
-        .call(Method::GET, "/api/stats", None, &[], None)
-        .await
-        .expect("stats");
-    serde_json::from_slice(&r.body).expect("stats json")
-}
+use crate::support::{demo_backend, demo_stats, output, record_population};
 
 /// Six demo users recorded through the proxy.
 async fn record(capture: &Path) {
-    let upstream = backend().await;
-    let store = Store::create(capture).await.expect("capture");
-    let config = RecordConfig::new(Upstream::parse(&upstream.url()).expect("url"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let rec = Recording::start(listener, store, config, Shutdown::new())
-        .await
-        .expect("record");
+    let upstream = demo_backend().await;
     let population = Population {
         users: 6,
         messages_per_user: 2,
@@ -45,10 +21,7 @@ async fn record(capture: &Path) {
         think: (Duration::from_millis(5), Duration::from_millis(30)),
         seed: 5,
     };
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let outcome = script::drive(rec.local_addr(), population, tx).await;
-    assert!(outcome.mismatches.is_empty(), "{:?}", outcome.mismatches);
-    rec.stop().await.expect("stop");
+    record_population(&upstream, capture, population, false).await;
     upstream.stop().await;
 }
 
@@ -86,14 +59,14 @@ async fn three_shards_started_together_send_one_runs_requests_and_merge_exactly(
     record(&capture).await;
 
     // One unsharded run: what the backend must see in all.
-    let whole_target = backend().await;
+    let whole_target = demo_backend().await;
     let whole_path = dir.path().join("whole.json");
     replay(&capture, &whole_target, &whole_path, &[]).await;
     let whole = load(&whole_path);
-    let whole_seen = stats(&whole_target).await;
+    let whole_seen = demo_stats(&whole_target).await;
 
     // Three shards as three processes, one start time for all.
-    let target = backend().await;
+    let target = demo_backend().await;
     let start_at = SystemTime::now() + Duration::from_secs(3);
     let stamp = humantime::format_rfc3339_millis(start_at).to_string();
     let paths: Vec<_> = (0..3)
@@ -116,7 +89,7 @@ async fn three_shards_started_together_send_one_runs_requests_and_merge_exactly(
         async move { replay(&capture, target, path, &args).await }
     });
     futures_util::future::join_all(runs).await;
-    let seen = stats(&target).await;
+    let seen = demo_stats(&target).await;
     assert_eq!(
         (
             seen.requests,

@@ -460,6 +460,58 @@ pub fn tapedeck() -> tokio::process::Command {
     cmd
 }
 
+/// A demo backend with the default configuration on an ephemeral port.
+pub async fn demo_backend() -> tapedeck::demo::backend::DemoBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    tapedeck::demo::backend::DemoBackend::start(
+        listener,
+        tapedeck::demo::backend::BackendConfig::default(),
+        Shutdown::new(),
+    )
+    .expect("backend")
+}
+
+/// What a demo backend says it did (`GET /api/stats`).
+pub async fn demo_stats(
+    b: &tapedeck::demo::backend::DemoBackend,
+) -> tapedeck::demo::backend::Stats {
+    let r = tapedeck::demo::script::ChatClient::new(&b.url(), "test")
+        .call(Method::GET, "/api/stats", None, &[], None)
+        .await
+        .expect("stats");
+    serde_json::from_slice(&r.body).expect("stats json")
+}
+
+/// A recording proxy in front of a demo backend, into `capture`.
+pub async fn demo_recording(
+    upstream: &tapedeck::demo::backend::DemoBackend,
+    capture: &std::path::Path,
+    keep_credentials: bool,
+) -> Recording {
+    let store = Store::create(capture).await.expect("capture");
+    let mut config = RecordConfig::new(Upstream::parse(&upstream.url()).expect("url"));
+    config.redaction.keep_credentials = keep_credentials;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    Recording::start(listener, store, config, Shutdown::new())
+        .await
+        .expect("record")
+}
+
+/// Drives `population` through a recording proxy in front of `upstream`
+/// into `capture`; every scripted request must get its expected answer.
+pub async fn record_population(
+    upstream: &tapedeck::demo::backend::DemoBackend,
+    capture: &std::path::Path,
+    population: tapedeck::demo::script::Population,
+    keep_credentials: bool,
+) {
+    let rec = demo_recording(upstream, capture, keep_credentials).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let outcome = tapedeck::demo::script::drive(rec.local_addr(), population, tx).await;
+    assert!(outcome.mismatches.is_empty(), "{:?}", outcome.mismatches);
+    rec.stop().await.expect("stop");
+}
+
 /// Runs the binary to the end: (exit code, stdout, stderr).
 pub async fn output(args: &[&str]) -> (i32, String, String) {
     let out = tapedeck().args(args).output().await.expect("run tapedeck");
