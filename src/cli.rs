@@ -292,7 +292,7 @@ impl RecordArgs {
 pub enum CapturesCommand {
     /// List the recording runs in a capture.
     List {
-        /// Capture file.
+        /// Capture file, or postgres://USER@HOST/DB.
         path: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -300,7 +300,7 @@ pub enum CapturesCommand {
     },
     /// Show one run: counters, routes, sessions.
     Show {
-        /// Capture file.
+        /// Capture file, or postgres://USER@HOST/DB.
         path: PathBuf,
         /// Run id [default: the latest].
         #[arg(long)]
@@ -311,6 +311,14 @@ pub enum CapturesCommand {
         /// Most routes and sessions listed in text output.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Copy every run of a capture into another, SQLite or PostgreSQL
+    /// either way (a staging PostgreSQL capture into a laptop file).
+    Copy {
+        /// The capture to read.
+        from: PathBuf,
+        /// The capture to add the runs to (created when missing).
+        to: PathBuf,
     },
 }
 

@@ -106,7 +106,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
         "tapedeck: recording {scheme}://{} -> {} into {} (run {})",
         recording.local_addr(),
         upstream,
-        plan.capture.display(),
+        store.path().display(),
         recording.run_id()
     );
     if let Some(l) = admin_listener {
@@ -119,7 +119,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     println!(
         "tapedeck: stopped; {} -> {}",
         render::run_line(&run),
-        plan.capture.display()
+        store.path().display()
     );
     Ok(0)
 }
@@ -132,7 +132,7 @@ async fn captures(cmd: CapturesCommand) -> anyhow::Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
-                println!("{} holds no recording run yet", path.display());
+                println!("{} holds no recording run yet", store.path().display());
             } else {
                 print!("{}", render::runs_table(&runs));
             }
@@ -153,6 +153,38 @@ async fn captures(cmd: CapturesCommand) -> anyhow::Result<u8> {
             } else {
                 print!("{}", render::run_details(&run, &sessions, &routes, limit));
             }
+        }
+        CapturesCommand::Copy { from, to } => {
+            let source = Store::open(&from).await?;
+            let target = Store::create(&to).await?;
+            if source.path() == target.path() {
+                anyhow::bail!(
+                    "{} and {} are the same capture: copying it onto itself would store every run twice; \
+                     name another file or database",
+                    from.display(),
+                    target.path().display()
+                );
+            }
+            let runs = source.runs().await?;
+            let total: i64 = runs.iter().map(|r| r.exchanges).sum();
+            let bar = counting_bar(
+                total.max(0) as u64,
+                "{spinner} {elapsed:>3} exchanges copied {pos}/{len} {wide_bar}",
+            );
+            let copied = source.copy_into(&target, |n| bar.inc(n)).await?;
+            bar.finish_and_clear();
+            let sessions: i64 = runs.iter().map(|r| r.sessions).sum();
+            println!(
+                "copied {} runs, {total} exchanges in {sessions} sessions: {} -> {}",
+                copied.len(),
+                source.path().display(),
+                target.path().display()
+            );
+            for (from_id, to_id) in copied {
+                println!("  run {from_id} -> run {to_id}");
+            }
+            source.close().await;
+            target.close().await;
         }
     }
     Ok(0)
@@ -176,19 +208,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         out.join("capture.db").display()
     );
 
-    let bar = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(args.users as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {elapsed:>3} users done {pos}/{len} {wide_bar} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = counting_bar(
+        args.users as u64,
+        "{spinner} {elapsed:>3} users done {pos}/{len} {wide_bar} {msg}",
+    );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let bar_task = {
         let bar = bar.clone();
@@ -411,7 +434,21 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// A live line on a TTY (stage, elapsed, rps, p95, errors, in flight);
+/// A bar counting to `len` on a terminal; hidden otherwise, so output
+/// stays parseable.
+fn counting_bar(len: u64, template: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
+}
+
+/// A live line on a terminal (stage, requests, rate, p95, errors, in flight);
 /// nothing otherwise, so output stays parseable.
 fn progress_line(live: Arc<LiveStats>, stages: Vec<String>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -1,24 +1,58 @@
 #!/usr/bin/env bash
-# The test command. The HTML report checks drive a real headless Chromium;
-# when none is installed, this installs Debian's chromium package (as root
-# or through sudo), then runs every test. Arguments go to `cargo test`.
+# The test command. What the tests need beyond cargo is set up here:
+# - Chromium for the HTML report checks (TAPEDECK_CHROMIUM names another);
+# - PostgreSQL for the PostgreSQL capture-store tests: a throwaway cluster
+#   on a free loopback port, stopped and deleted when the tests end
+#   (TAPEDECK_TEST_PG=postgres://… uses a server of your own instead).
+# Missing Debian packages (chromium, postgresql) are installed as root or
+# through sudo. Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+need=()
 if [ -z "${TAPEDECK_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     && ! command -v chromium-browser >/dev/null 2>&1; then
+  need+=(chromium)
+fi
+if [ -z "${TAPEDECK_TEST_PG:-}" ] && [ -z "$(pg_bin)" ]; then
+  need+=(postgresql)
+fi
+if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     sudo=()
   elif command -v sudo >/dev/null 2>&1; then
     sudo=(sudo)
   else
-    echo "tests/run.sh: the HTML checks need Chromium; install the chromium package," >&2
-    echo "or set TAPEDECK_CHROMIUM to a Chromium binary, and run again" >&2
+    echo "tests/run.sh: the tests need ${need[*]}; install the Debian package(s), or set" >&2
+    echo "TAPEDECK_CHROMIUM / TAPEDECK_TEST_PG to ones you have, and run again" >&2
     exit 2
   fi
-  echo "tests/run.sh: installing chromium for the HTML report checks" >&2
+  echo "tests/run.sh: installing ${need[*]}" >&2
   "${sudo[@]}" apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-exec cargo test --locked "$@"
+if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
+  bin=$(pg_bin)
+  pgdir=$(mktemp -d)
+  as_pg=()
+  if [ "$(id -u)" = 0 ]; then
+    # initdb refuses to run as root; the package made a postgres user.
+    chown postgres "$pgdir"
+    as_pg=(runuser -u postgres --)
+  fi
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "${as_pg[@]}" "$bin/initdb" -D "$pgdir/data" -U tapedeck -A trust --no-sync >/dev/null
+  stop_pg() {
+    "${as_pg[@]}" "$bin/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$pgdir"
+  }
+  trap stop_pg EXIT
+  "${as_pg[@]}" "$bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdir -c fsync=off -c max_connections=200" start >/dev/null
+  export TAPEDECK_TEST_PG="postgres://tapedeck@127.0.0.1:$port/postgres"
+fi
+
+cargo test --locked "$@"

@@ -2,44 +2,22 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::Method;
 use tapedeck::capture::Store;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Notify;
 
-use crate::support::{self, TestProxy, TestUpstream, output, send, tapedeck};
+use crate::support::{self, TestProxy, TestUpstream, output, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_keeps_every_answered_request_in_a_clean_capture() {
     let upstream = TestUpstream::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let capture = dir.path().join("nested/run.db");
-    let mut child = tapedeck()
-        .args([
-            "record",
-            "--upstream",
-            &upstream.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--capture",
-        ])
-        .arg(&capture)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn record");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let banner = lines.next_line().await.expect("read").expect("banner line");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_string();
+    let (mut child, addr, mut lines) =
+        support::record_process(&upstream.url(), capture.as_os_str()).await;
 
     let answered = Arc::new(Mutex::new(HashSet::new()));
     let enough = Arc::new(Notify::new());
@@ -84,17 +62,11 @@ async fn sigterm_under_load_keeps_every_answered_request_in_a_clean_capture() {
         })
         .collect();
     enough.notified().await;
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().await.expect("wait");
+    let code = support::terminate(&mut child).await;
     for w in workers {
         w.await.expect("worker");
     }
-    assert_eq!(status.code(), Some(0), "record exits 0 after SIGTERM");
+    assert_eq!(code, Some(0), "record exits 0 after SIGTERM");
     let mut rest = Vec::new();
     while let Ok(Some(line)) = lines.next_line().await {
         rest.push(line);

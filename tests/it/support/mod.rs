@@ -512,6 +512,76 @@ pub async fn record_population(
     rec.stop().await.expect("stop");
 }
 
+/// A `tapedeck record` process on an ephemeral loopback port: the child,
+/// the address it listens on (from its banner) and the rest of its stdout.
+pub async fn record_process(
+    upstream: &str,
+    capture: &std::ffi::OsStr,
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tapedeck()
+        .args([
+            "record",
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--capture",
+        ])
+        .arg(capture)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn record");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner = lines.next_line().await.expect("read").expect("banner line");
+    let addr = banner
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"))
+        .to_string();
+    (child, addr, lines)
+}
+
+/// Sends SIGTERM and waits for the exit code.
+pub async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    child.wait().await.expect("wait").code()
+}
+
+/// A fresh, empty PostgreSQL database on the test server, as a capture
+/// URL. The server comes from `TAPEDECK_TEST_PG` (`bash tests/run.sh` starts
+/// one); without it the test fails and says so.
+pub async fn pg_capture() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("TAPEDECK_TEST_PG").unwrap_or_else(|_| {
+        panic!(
+            "the PostgreSQL tests need a server: set TAPEDECK_TEST_PG=postgres://USER@127.0.0.1:PORT/DB, \
+             or run `bash tests/run.sh`, which starts a throwaway one"
+        )
+    });
+    let name = format!("tapedeck_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach TAPEDECK_TEST_PG {admin}: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+    format!("{base}/{name}")
+}
+
 /// Runs the binary to the end: (exit code, stdout, stderr).
 pub async fn output(args: &[&str]) -> (i32, String, String) {
     let out = tapedeck().args(args).output().await.expect("run tapedeck");

@@ -1,0 +1,172 @@
+//! The PostgreSQL capture store: proxy replicas writing one capture at
+//! once, replay from it, and copies between SQLite and PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use tapedeck::capture::Store;
+use tapedeck::demo::script::{self, Population};
+
+use crate::support::{demo_backend, demo_stats, output, pg_capture, record_process, terminate};
+
+/// Every exchange of every run, content only (row and run ids left out),
+/// hashed: equal hashes, equal captures.
+async fn exchange_hashes(capture: &str) -> Vec<Vec<String>> {
+    let store = Store::open(Path::new(capture)).await.expect("open");
+    let mut runs = Vec::new();
+    for run in store.runs().await.expect("runs") {
+        let hashes = store
+            .exchanges(run.id)
+            .await
+            .expect("exchanges")
+            .into_iter()
+            .map(|mut e| {
+                e.id = 0;
+                blake3::hash(format!("{e:?}").as_bytes())
+                    .to_hex()
+                    .to_string()
+            })
+            .collect();
+        runs.push(hashes);
+    }
+    store.close().await;
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copies() {
+    let capture = pg_capture().await;
+    let backend = demo_backend().await;
+
+    // Two proxy replicas in front of one backend, one PostgreSQL capture,
+    // each driven by its own population at once.
+    // (Their stdout stays open until they have printed their summaries.)
+    let (mut a, addr_a, _out_a) = record_process(&backend.url(), capture.as_ref()).await;
+    let (mut b, addr_b, _out_b) = record_process(&backend.url(), capture.as_ref()).await;
+    let population = |seed| Population {
+        users: 10,
+        messages_per_user: 4,
+        ramp: Duration::from_millis(100),
+        think: (Duration::from_millis(2), Duration::from_millis(10)),
+        seed,
+    };
+    let drive = |addr: String, seed| async move {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let addr = addr.parse().expect("addr");
+        script::drive(addr, population(seed), tx).await
+    };
+    let (out_a, out_b) = tokio::join!(drive(addr_a, 1), drive(addr_b, 2));
+    assert!(out_a.mismatches.is_empty(), "{:?}", out_a.mismatches);
+    assert!(out_b.mismatches.is_empty(), "{:?}", out_b.mismatches);
+    assert_eq!(terminate(&mut a).await, Some(0));
+    assert_eq!(terminate(&mut b).await, Some(0));
+
+    let store = Store::open(Path::new(&capture)).await.expect("open");
+    let runs = store.runs().await.expect("runs");
+    assert_eq!(runs.len(), 2, "one run per replica");
+    let mut written: Vec<i64> = runs.iter().map(|r| r.exchanges).collect();
+    written.sort_unstable();
+    let mut sent = vec![out_a.requests as i64, out_b.requests as i64];
+    sent.sort_unstable();
+    assert_eq!(written, sent, "every exchange from both replicas is there");
+    let mut keys = Vec::new();
+    for run in &runs {
+        assert_eq!((run.sessions, run.dropped), (10, 0));
+        assert!(run.stopped_at_us.is_some(), "each replica closed its run");
+        let sessions = store.sessions(run.id).await.expect("sessions");
+        // Each session is one user's whole script, in order.
+        for s in &sessions {
+            let exchanges = store
+                .session_exchanges(run.id, s.session_no)
+                .await
+                .expect("ex");
+            let seqs: Vec<i64> = exchanges.iter().map(|e| e.seq).collect();
+            assert_eq!(seqs, (1..=exchanges.len() as i64).collect::<Vec<_>>());
+            assert_eq!(exchanges[0].uri, "/api/login");
+            assert_eq!(exchanges.len() as i64, s.exchanges);
+        }
+        keys.push(sessions.into_iter().map(|s| s.key).collect::<BTreeSet<_>>());
+    }
+    // The session key comes from the request and the shared redaction
+    // key, not from the replica: the same users got the same keys.
+    assert_eq!(keys[0], keys[1]);
+    let total: i64 = runs.iter().map(|r| r.exchanges).sum();
+    store.close().await;
+
+    // Replay from PostgreSQL: both runs on one timeline.
+    let target = demo_backend().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("pg.json");
+    let (code, out, err) = output(&[
+        "replay",
+        &capture,
+        "--run",
+        "all",
+        "--target",
+        &target.url(),
+        "--speed",
+        "4",
+        "--report",
+        report.to_str().expect("utf8"),
+    ])
+    .await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let r: tapedeck::report::Report =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(
+        (r.stages[0].requests, r.stages[0].errors),
+        (total as u64, 0)
+    );
+    assert_eq!(demo_stats(&target).await.logins, 20);
+
+    // SQLite -> PostgreSQL -> SQLite keeps every exchange as it was.
+    let first = dir.path().join("first.db");
+    let second = dir.path().join("second.db");
+    let again = pg_capture().await;
+    for (from, to) in [
+        (capture.as_str(), first.to_str().expect("utf8")),
+        (first.to_str().expect("utf8"), again.as_str()),
+        (again.as_str(), second.to_str().expect("utf8")),
+    ] {
+        let (code, out, err) = output(&["captures", "copy", from, to]).await;
+        assert_eq!(code, 0, "copy {from} {to}\nstdout:\n{out}\nstderr:\n{err}");
+        assert!(out.contains(&format!("{total} exchanges")), "{out}");
+    }
+    let original = exchange_hashes(&capture).await;
+    assert_eq!(original.iter().map(Vec::len).sum::<usize>() as i64, total);
+    assert_eq!(
+        exchange_hashes(first.to_str().expect("utf8")).await,
+        original
+    );
+    assert_eq!(exchange_hashes(&again).await, original);
+    assert_eq!(
+        exchange_hashes(second.to_str().expect("utf8")).await,
+        original
+    );
+
+    // A copy into a capture that already holds runs adds to it; copying a
+    // capture onto itself is refused.
+    let (code, _, err) = output(&["captures", "copy", &capture, &capture]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("same capture"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_postgres_capture_is_a_clear_error() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let url = format!("postgres://tapedeck:s3cret@127.0.0.1:{port}/nowhere");
+    let (code, _, err) = output(&["captures", "list", &url]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is the server running"), "{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the password is never printed: {err}"
+    );
+    assert!(err.contains("tapedeck:***@"), "{err}");
+}
