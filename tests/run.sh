@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+. tests/postgres.sh
 
 need=()
 if [ -z "${TAPEDECK_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
@@ -35,24 +35,8 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
-  bin=$(pg_bin)
-  pgdir=$(mktemp -d)
-  as_pg=()
-  if [ "$(id -u)" = 0 ]; then
-    # initdb refuses to run as root; the package made a postgres user.
-    chown postgres "$pgdir"
-    as_pg=(runuser -u postgres --)
-  fi
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  "${as_pg[@]}" "$bin/initdb" -D "$pgdir/data" -U tapedeck -A trust --no-sync >/dev/null
-  stop_pg() {
-    "${as_pg[@]}" "$bin/pg_ctl" -D "$pgdir/data" -m fast -w stop >/dev/null 2>&1 || true
-    rm -rf "$pgdir"
-  }
-  trap stop_pg EXIT
-  "${as_pg[@]}" "$bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/server.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $pgdir -c fsync=off -c max_connections=200" start >/dev/null
-  export TAPEDECK_TEST_PG="postgres://tapedeck@127.0.0.1:$port/postgres"
+  PG_EXTRA_OPTS="-c fsync=off" start_postgres
+  export TAPEDECK_TEST_PG="$POSTGRES_URL"
 fi
 
 cargo test --locked "$@"
