@@ -4,8 +4,10 @@
 # - PostgreSQL for the PostgreSQL capture-store tests: a throwaway cluster
 #   on a free loopback port, stopped and deleted when the tests end
 #   (TAPEDECK_TEST_PG=postgres://… uses a server of your own instead).
+# - kubernetes-validate (PyPI, with its offline schemas) for the
+#   deploy/kubernetes checks.
 # Missing Debian packages (chromium, postgresql) are installed as root or
-# through sudo. Arguments go to `cargo test`.
+# through sudo, kubernetes-validate with pip. Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +34,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}" >&2
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing kubernetes-validate" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
 fi
 
 if [ -z "${TAPEDECK_TEST_PG:-}" ]; then

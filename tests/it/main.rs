@@ -9,6 +9,7 @@ mod demo_backend;
 mod distributed;
 mod golden;
 mod html;
+mod kubernetes;
 mod postgres;
 mod proxy;
 mod replay;

@@ -34,6 +34,30 @@ async fn exchange_hashes(capture: &str) -> Vec<Vec<String>> {
     runs
 }
 
+/// `replay --run all` of a capture against a fresh demo backend at speed
+/// 4; the stage's report, after checking that every world logged in.
+async fn replay_all(capture: &str, report: &Path) -> tapedeck::report::StageReport {
+    let target = demo_backend().await;
+    let (code, out, err) = output(&[
+        "replay",
+        capture,
+        "--run",
+        "all",
+        "--target",
+        &target.url(),
+        "--speed",
+        "4",
+        "--report",
+        report.to_str().expect("utf8"),
+    ])
+    .await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(demo_stats(&target).await.logins, 20);
+    let r: tapedeck::report::Report =
+        serde_json::from_str(&std::fs::read_to_string(report).expect("report")).expect("json");
+    r.stages.into_iter().next().expect("one stage")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copies() {
     let capture = pg_capture().await;
@@ -95,32 +119,12 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
     store.close().await;
 
     // Replay from PostgreSQL: both runs on one timeline.
-    let target = demo_backend().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let report = dir.path().join("pg.json");
-    let (code, out, err) = output(&[
-        "replay",
-        &capture,
-        "--run",
-        "all",
-        "--target",
-        &target.url(),
-        "--speed",
-        "4",
-        "--report",
-        report.to_str().expect("utf8"),
-    ])
-    .await;
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    let r: tapedeck::report::Report =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
-    assert_eq!(
-        (r.stages[0].requests, r.stages[0].errors),
-        (total as u64, 0)
-    );
-    assert_eq!(demo_stats(&target).await.logins, 20);
+    let from_pg = replay_all(&capture, &dir.path().join("pg.json")).await;
+    assert_eq!((from_pg.requests, from_pg.errors), (total as u64, 0));
 
-    // SQLite -> PostgreSQL -> SQLite keeps every exchange as it was.
+    // PostgreSQL -> SQLite -> PostgreSQL -> SQLite keeps every exchange
+    // as it was.
     let first = dir.path().join("first.db");
     let second = dir.path().join("second.db");
     let again = pg_capture().await;
@@ -133,6 +137,17 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
         assert_eq!(code, 0, "copy {from} {to}\nstdout:\n{out}\nstderr:\n{err}");
         assert!(out.contains(&format!("{total} exchanges")), "{out}");
     }
+    // The SQLite copy replays like the PostgreSQL capture did.
+    let from_file = replay_all(first.to_str().expect("utf8"), &dir.path().join("file.json")).await;
+    assert_eq!(
+        (
+            from_file.requests,
+            from_file.errors,
+            &from_file.status_counts
+        ),
+        (from_pg.requests, from_pg.errors, &from_pg.status_counts)
+    );
+
     let original = exchange_hashes(&capture).await;
     assert_eq!(original.iter().map(Vec::len).sum::<usize>() as i64, total);
     assert_eq!(
