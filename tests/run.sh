@@ -5,7 +5,7 @@
 #   on a free loopback port, stopped and deleted when the tests end
 #   (TAPEDECK_TEST_PG=postgres://… uses a server of your own instead).
 # - kubernetes-validate (PyPI, with its offline schemas) for the
-#   deploy/kubernetes checks.
+#   deploy/kubernetes checks, installed into target/pydeps.
 # Missing Debian packages (chromium, postgresql) are installed as root or
 # through sudo, kubernetes-validate with pip. Arguments go to `cargo test`.
 set -euo pipefail
@@ -36,9 +36,11 @@ if [ "${#need[@]}" -gt 0 ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# kubernetes-validate goes into target/pydeps, apart from the system's Python.
+export PYTHONPATH="$PWD/target/pydeps${PYTHONPATH:+:$PYTHONPATH}"
 if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
-  echo "tests/run.sh: installing kubernetes-validate" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubernetes-validate
+  echo "tests/run.sh: installing kubernetes-validate into target/pydeps" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/pydeps kubernetes-validate
 fi
 
 if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
