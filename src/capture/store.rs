@@ -492,21 +492,8 @@ impl Store {
     /// # Errors
     /// On a store failure.
     pub async fn begin_run(&self, run: &NewRun<'_>) -> Result<i64, CaptureError> {
-        let id = on_pool!(self, p => {
-            sqlx::query_scalar(
-                "INSERT INTO captures (upstream, listen, tool_version, started_at_us, max_body_bytes, redaction) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-            )
-            .bind(run.upstream)
-            .bind(run.listen)
-            .bind(env!("CARGO_PKG_VERSION"))
-            .bind(now_epoch_us())
-            .bind(i64::try_from(run.max_body_bytes).unwrap_or(i64::MAX))
-            .bind(run.redaction)
-            .fetch_one(p)
-            .await?
-        });
-        Ok(id)
+        self.begin_run_at(run, env!("CARGO_PKG_VERSION"), now_epoch_us())
+            .await
     }
 
     /// Records the dropped count of a run (called as it changes).
@@ -1127,6 +1114,8 @@ const RUN_SELECT: &str = "SELECT c.id, c.upstream, c.listen, c.tool_version, c.s
     (SELECT count(*) FROM sessions s WHERE s.capture_id = c.id) AS sessions \
     FROM captures c";
 
+// The row readers are generic over the database; Rust wants every column
+// type's decoding spelled out as a bound.
 fn run_from_row<R>(r: &R) -> Result<RunSummary, CaptureError>
 where
     R: Row,
