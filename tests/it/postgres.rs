@@ -10,6 +10,10 @@ use tapedeck::demo::script::{self, Population};
 
 use crate::support::{demo_backend, demo_stats, output, pg_capture, record_process, terminate};
 
+/// Load clients per replica, and requests each.
+const LOAD_CLIENTS: usize = 8;
+const LOAD_REQUESTS: usize = 150;
+
 /// Every exchange of every run, content only (row and run ids left out),
 /// hashed: equal hashes, equal captures.
 async fn exchange_hashes(capture: &str) -> Vec<Vec<String>> {
@@ -80,7 +84,34 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
         let addr = addr.parse().expect("addr");
         script::drive(addr, population(seed), tx).await
     };
-    let (out_a, out_b) = tokio::join!(drive(addr_a, 1), drive(addr_b, 2));
+    // Beside the users, load: 8 clients per replica sending back to back.
+    let load = |addr: String| async move {
+        let client = crate::support::client();
+        let workers = (0..LOAD_CLIENTS).map(|w| {
+            let (client, addr) = (client.clone(), addr.clone());
+            async move {
+                let session = format!("load-{w}");
+                for _ in 0..LOAD_REQUESTS {
+                    let (status, _, _) = crate::support::send(
+                        &client,
+                        http::Method::GET,
+                        &format!("http://{addr}/api/stats"),
+                        &[("x-session-id", session.as_str())],
+                        bytes::Bytes::new(),
+                    )
+                    .await;
+                    assert_eq!(status, http::StatusCode::OK);
+                }
+            }
+        });
+        futures_util::future::join_all(workers).await;
+    };
+    let (out_a, out_b, (), ()) = tokio::join!(
+        drive(addr_a.clone(), 1),
+        drive(addr_b.clone(), 2),
+        load(addr_a),
+        load(addr_b)
+    );
     assert!(out_a.mismatches.is_empty(), "{:?}", out_a.mismatches);
     assert!(out_b.mismatches.is_empty(), "{:?}", out_b.mismatches);
     assert_eq!(terminate(&mut a).await, Some(0));
@@ -91,15 +122,20 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
     assert_eq!(runs.len(), 2, "one run per replica");
     let mut written: Vec<i64> = runs.iter().map(|r| r.exchanges).collect();
     written.sort_unstable();
-    let mut sent = vec![out_a.requests as i64, out_b.requests as i64];
+    let loaded = (LOAD_CLIENTS * LOAD_REQUESTS) as i64;
+    let mut sent = vec![
+        out_a.requests as i64 + loaded,
+        out_b.requests as i64 + loaded,
+    ];
     sent.sort_unstable();
     assert_eq!(written, sent, "every exchange from both replicas is there");
     let mut keys = Vec::new();
     for run in &runs {
-        assert_eq!((run.sessions, run.dropped), (10, 0));
+        assert_eq!((run.sessions, run.dropped), (10 + LOAD_CLIENTS as i64, 0));
         assert!(run.stopped_at_us.is_some(), "each replica closed its run");
         let sessions = store.sessions(run.id).await.expect("sessions");
-        // Each session is one user's whole script, in order.
+        // Each user's session is its whole script in order, each load
+        // client's session its requests.
         for s in &sessions {
             let exchanges = store
                 .session_exchanges(run.id, s.session_no)
@@ -107,8 +143,12 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
                 .expect("ex");
             let seqs: Vec<i64> = exchanges.iter().map(|e| e.seq).collect();
             assert_eq!(seqs, (1..=exchanges.len() as i64).collect::<Vec<_>>());
-            assert_eq!(exchanges[0].uri, "/api/login");
             assert_eq!(exchanges.len() as i64, s.exchanges);
+            if s.key_kind == "header" {
+                assert_eq!(s.exchanges, LOAD_REQUESTS as i64, "{}", s.key);
+            } else {
+                assert_eq!(exchanges[0].uri, "/api/login");
+            }
         }
         keys.push(sessions.into_iter().map(|s| s.key).collect::<BTreeSet<_>>());
     }
