@@ -45,7 +45,7 @@ fi
 
 if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
   PG_EXTRA_OPTS="-c fsync=off" start_postgres
-  export TAPEDECK_TEST_PG="$POSTGRES_URL"
+  export TAPEDECK_TEST_PG="$POSTGRES_URL" TAPEDECK_TEST_PG_CA="$POSTGRES_CA"
 fi
 
 cargo test --locked "$@"

@@ -244,6 +244,19 @@ impl StoredExchange {
         }
     }
 
+    /// How long the exchange lasted as its client saw it, µs: a WebSocket
+    /// until its last frame (the relay notices the close a little later,
+    /// and a request the client sends right after the close must still
+    /// count as after the socket), anything else to the end of the
+    /// response.
+    pub fn client_duration_us(&self) -> i64 {
+        match self.ws_frames.iter().map(|f| f.t_us).max() {
+            Some(last) => (self.ttfb_us.unwrap_or(0) + i64::try_from(last).unwrap_or(i64::MAX))
+                .min(self.duration_us),
+            None => self.duration_us,
+        }
+    }
+
     /// The first value of a request header (names compare without case).
     pub fn request_header(&self, name: &str) -> Option<&str> {
         header_in(&self.request_headers, name)

@@ -225,7 +225,7 @@ impl LoadedSession {
     ) -> LoadedSession {
         let recorded: Vec<(i64, i64)> = exchanges
             .iter()
-            .map(|e| (e.offset_us, e.duration_us))
+            .map(|e| (e.offset_us, e.client_duration_us()))
             .collect();
         let values = match credentials {
             Some(c) => rewrite::analyze_with(&exchanges, c),
@@ -859,6 +859,29 @@ mod tests {
         }];
         let loaded = LoadedSession::new(vec![socket], 2.0, None);
         assert_eq!(loaded.exchanges[0].ws_frames[0].t_us, 1_500_000);
+    }
+
+    #[test]
+    fn a_request_sent_after_a_sockets_last_frame_waits_for_the_socket() {
+        // The socket switched 5 ms in, its close frame passed at 200 ms
+        // (195 ms after the switch); the relay finished at 260 ms. The
+        // client's next request went at 230 ms: after the socket, as the
+        // client saw it.
+        let mut socket = exchange(1, 1, 0, 260);
+        socket.ttfb_us = Some(5_000);
+        socket.ws_frames = vec![crate::capture::WsFrame {
+            t_us: 195_000,
+            dir: "server".into(),
+            op: "close".into(),
+            fin: true,
+            len: 2,
+            data: String::new(),
+            truncated: false,
+            close_code: Some(1000),
+        }];
+        let next = exchange(1, 2, 230, 10);
+        let loaded = LoadedSession::new(vec![socket, next], 1.0, None);
+        assert_eq!(loaded.planned[1].after, vec![0]);
     }
 
     #[test]

@@ -38,8 +38,9 @@ async fn exchange_hashes(capture: &str) -> Vec<Vec<String>> {
     runs
 }
 
-/// `replay --run all` of a capture against a fresh demo backend at speed
-/// 4; the stage's report, after checking that every world logged in.
+/// `replay --run all` of a capture against a fresh demo backend, at the
+/// recorded pace (the load clients went as fast as this machine let them);
+/// the stage's report, after checking that every world logged in.
 async fn replay_all(capture: &str, report: &Path) -> tapedeck::report::StageReport {
     let target = demo_backend().await;
     let (code, out, err) = output(&[
@@ -49,8 +50,6 @@ async fn replay_all(capture: &str, report: &Path) -> tapedeck::report::StageRepo
         "all",
         "--target",
         &target.url(),
-        "--speed",
-        "4",
         "--report",
         report.to_str().expect("utf8"),
     ])
@@ -161,7 +160,18 @@ async fn two_record_replicas_write_one_postgres_capture_and_it_replays_and_copie
     // Replay from PostgreSQL: both runs on one timeline.
     let dir = tempfile::tempdir().expect("tempdir");
     let from_pg = replay_all(&capture, &dir.path().join("pg.json")).await;
-    assert_eq!((from_pg.requests, from_pg.errors), (total as u64, 0));
+    assert_eq!(
+        (from_pg.requests, from_pg.errors),
+        (total as u64, 0),
+        "{:?} {:?}",
+        from_pg.error_kinds,
+        from_pg
+            .routes
+            .iter()
+            .filter(|r| r.errors > 0)
+            .map(|r| (&r.route, r.errors))
+            .collect::<Vec<_>>()
+    );
 
     // PostgreSQL -> SQLite -> PostgreSQL -> SQLite keeps every exchange
     // as it was.
@@ -224,4 +234,50 @@ async fn an_unreachable_postgres_capture_is_a_clear_error() {
         "the password is never printed: {err}"
     );
     assert!(err.contains("tapedeck:***@"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_capture_can_require_a_verified_tls_connection() {
+    use sqlx::Connection;
+    let ca = std::env::var("TAPEDECK_TEST_PG_CA").unwrap_or_else(|_| {
+        panic!("set TAPEDECK_TEST_PG_CA to the test server's CA certificate (tests/run.sh does)")
+    });
+    let capture = pg_capture().await;
+    let database = capture.rsplit('/').next().expect("database").to_string();
+    let verified = format!("{capture}?sslmode=verify-full&sslrootcert={ca}");
+    let store = Store::create(Path::new(&verified))
+        .await
+        .expect("TLS capture");
+    store.runs().await.expect("reads over TLS");
+    // The server says tapedeck's connections are encrypted.
+    let admin = std::env::var("TAPEDECK_TEST_PG").expect("TAPEDECK_TEST_PG");
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
+    let (connections, encrypted): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), coalesce(bool_and(s.ssl), false) FROM pg_stat_ssl s \
+         JOIN pg_stat_activity a ON a.pid = s.pid \
+         WHERE a.application_name = 'tapedeck' AND a.datname = $1",
+    )
+    .bind(&database)
+    .fetch_one(&mut conn)
+    .await
+    .expect("pg_stat_ssl");
+    assert!(
+        connections > 0 && encrypted,
+        "{connections} connections, all TLS: {encrypted}"
+    );
+    store.close().await;
+
+    // A CA that did not sign the server's certificate: refused, and said.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, other.cert.pem()).expect("write");
+    let url = format!(
+        "{capture}?sslmode=verify-full&sslrootcert={}",
+        wrong.display()
+    );
+    let err = Store::open(Path::new(&url))
+        .await
+        .expect_err("an untrusted server");
+    assert!(err.to_string().contains("certificate"), "{err}");
 }
