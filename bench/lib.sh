@@ -15,6 +15,12 @@ DUR=${DUR:-10s}               # wrk/oha/hey duration per run
 ROUNDS=${ROUNDS:-3}           # repetitions; summaries report the median
 NGX_PROXY_WORKERS=${NGX_PROXY_WORKERS:-1}
 HAP_THREADS=${HAP_THREADS:-1}
+# TD_WORKERS=N runs tapedeck with N tokio worker threads (tokio reads
+# TOKIO_WORKER_THREADS); unset, tokio starts one per core, as in production.
+# TD_WORKERS=1 gives tapedeck the one worker nginx and haproxy get here.
+if [ -n "${TD_WORKERS:-}" ]; then
+  export TOKIO_WORKER_THREADS=$TD_WORKERS
+fi
 PYTHON=${PYTHON:-python3}
 
 SCRIPT_NAME="$(basename "$0" .sh)"
