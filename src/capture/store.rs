@@ -1310,16 +1310,12 @@ fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (authority, tail) = rest.split_once('/').map_or((rest, ""), |(a, t)| (a, t));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let path = &rest[authority.len()..];
     match authority.rsplit_once('@') {
-        Some((user_pass, host)) if user_pass.contains(':') => {
-            let user = user_pass.split(':').next().unwrap_or_default();
-            let sep = if tail.is_empty() && !rest.contains('/') {
-                ""
-            } else {
-                "/"
-            };
-            format!("{scheme}://{user}:***@{host}{sep}{tail}")
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
         }
         _ => url.to_string(),
     }
@@ -1360,6 +1356,24 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::headers_json;
+
+    #[test]
+    fn database_urls_are_shown_without_their_password() {
+        use super::without_password as shown;
+        assert_eq!(
+            shown("postgres://tapedeck:s3cret@db:5432/captures?sslmode=require"),
+            "postgres://tapedeck:***@db:5432/captures?sslmode=require"
+        );
+        assert_eq!(
+            shown("postgres://tapedeck:s3cret@db"),
+            "postgres://tapedeck:***@db"
+        );
+        assert_eq!(
+            shown("postgres://tapedeck@db/c"),
+            "postgres://tapedeck@db/c"
+        );
+        assert_eq!(shown("captures/a.db"), "captures/a.db");
+    }
     use http::{HeaderMap, HeaderValue};
 
     #[test]
