@@ -18,8 +18,10 @@ if [ -z "${TAPEDECK_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     && ! command -v chromium-browser >/dev/null 2>&1; then
   need+=(chromium)
 fi
-if [ -z "${TAPEDECK_TEST_PG:-}" ] && [ -z "$(pg_bin)" ]; then
-  need+=(postgresql)
+if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
+  [ -n "$(pg_bin)" ] || need+=(postgresql)
+  # The test server's TLS certificates are made with openssl.
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
