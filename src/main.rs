@@ -102,26 +102,36 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     };
     let recording =
         Recording::start(listener, store.clone(), plan.config, shutdown.clone()).await?;
-    println!(
+    status_line(format_args!(
         "tapedeck: recording {scheme}://{} -> {} into {} (run {})",
         recording.local_addr(),
         upstream,
         store.path().display(),
         recording.run_id()
-    );
+    ));
     if let Some(l) = admin_listener {
         let addr = l.local_addr().context("admin listener address")?;
-        println!("tapedeck: admin on http://{addr} (/healthz, /metrics)");
+        status_line(format_args!(
+            "tapedeck: admin on http://{addr} (/healthz, /metrics)"
+        ));
         tokio::spawn(admin::serve(l, recording.metrics(), shutdown.clone()));
     }
     let run = recording.finished().await?;
     store.close().await;
-    println!(
+    status_line(format_args!(
         "tapedeck: stopped; {} -> {}",
         render::run_line(&run),
         store.path().display()
-    );
+    ));
     Ok(0)
+}
+
+/// A status line of the long-running proxy. Its stdout may be gone (a
+/// supervisor that stopped reading): the proxy keeps recording and stops
+/// cleanly all the same, so a failed write is not an error.
+fn status_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 async fn captures(cmd: CapturesCommand) -> anyhow::Result<u8> {

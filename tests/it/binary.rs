@@ -453,3 +453,26 @@ async fn a_token_file_gives_each_recorded_user_one_live_token_in_first_seen_orde
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_keeps_recording_and_stops_cleanly_when_its_stdout_is_gone() {
+    let upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    let (mut child, addr, lines) =
+        support::record_process(&upstream.url(), capture.as_os_str()).await;
+    // Whoever read the proxy's stdout went away.
+    drop(lines);
+    let (status, _, _) = send(
+        &support::client(),
+        Method::GET,
+        &format!("http://{addr}/api/me"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(support::terminate(&mut child).await, Some(0));
+    let store = Store::open(&capture).await.expect("capture");
+    assert_eq!(store.run(None).await.expect("run").exchanges, 1);
+}
