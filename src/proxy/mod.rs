@@ -28,6 +28,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use crate::capture::redact::{RedactionConfig, Redactor};
 use crate::capture::store::NewRun;
@@ -445,28 +446,12 @@ async fn accept_loop(
             hyper::service::service_fn(move |req| forward::handle(state.clone(), peer, local, req));
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let served = match tls {
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
+            let io = match tls {
+                None => Either::Left(stream),
                 Some(config) => {
                     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                        Ok(Ok(tls)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
+                        Ok(Ok(tls)) => Either::Right(tls),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
                             return;
@@ -478,6 +463,13 @@ async fn accept_loop(
                     }
                 }
             };
+            let served = watcher
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
+                        .into_owned(),
+                )
+                .await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

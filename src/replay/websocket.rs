@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
+use tokio_util::either::Either;
 
 use super::engine::{Sent, WsTiming};
 use super::rewrite::{FrameAligner, World};
@@ -52,10 +53,9 @@ pub(crate) async fn replay(
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
-
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+type Socket = tokio_tungstenite::WebSocketStream<
+    Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>,
+>;
 
 async fn connect(
     target: &Target<'_>,
@@ -100,7 +100,7 @@ async fn connect(
     );
     let tcp = TcpStream::connect(&addr).await.map_err(|_| "connect")?;
     let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = if target.upstream.is_https() {
+    let io = if target.upstream.is_https() {
         let mut config = target.tls.config().map_err(|_| "tls")?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name =
@@ -110,9 +110,9 @@ async fn connect(
             .connect(name, tcp)
             .await
             .map_err(|_| "tls")?;
-        Box::new(tls)
+        Either::Right(tls)
     } else {
-        Box::new(tcp)
+        Either::Left(tcp)
     };
     let (socket, _) = tokio_tungstenite::client_async(request, io)
         .await
