@@ -283,33 +283,29 @@ fn overlay_charts(name: &str, base: &StageReport, cand: &StageReport) -> Vec<Str
             .map(|w| (w.t_s, w.requests as f64))
             .collect()
     };
-    [
+    let overlay = |what: &str, x: XAxis, unit: &str, b: Vec<(f64, f64)>, c: Vec<(f64, f64)>| {
         charts::line_chart(
-            &format!("{name}: latency distribution, both runs"),
+            &format!("{name}: {what}, both runs"),
+            x,
+            unit,
+            &[series("base", BASE, b), series("candidate", P95, c)],
+        )
+    };
+    [
+        overlay(
+            "latency distribution",
             XAxis::Nines,
             "ms",
-            &[
-                series("base", BASE, distribution(&base.hdr)),
-                series("candidate", P95, distribution(&cand.hdr)),
-            ],
+            distribution(&base.hdr),
+            distribution(&cand.hdr),
         ),
-        charts::line_chart(
-            &format!("{name}: p99 over time, both runs"),
-            XAxis::Seconds,
-            "ms",
-            &[
-                series("base", BASE, p99(base)),
-                series("candidate", P95, p99(cand)),
-            ],
-        ),
-        charts::line_chart(
-            &format!("{name}: throughput, both runs"),
+        overlay("p99 over time", XAxis::Seconds, "ms", p99(base), p99(cand)),
+        overlay(
+            "throughput",
             XAxis::Seconds,
             "requests/s",
-            &[
-                series("base", BASE, rps(base)),
-                series("candidate", P95, rps(cand)),
-            ],
+            rps(base),
+            rps(cand),
         ),
     ]
     .into_iter()
