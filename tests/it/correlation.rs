@@ -2,7 +2,6 @@
 //! replayed against demo backends, checked on the server side.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -11,12 +10,10 @@ use tapedeck::capture::Store;
 use tapedeck::demo::backend::DemoBackend;
 use tapedeck::demo::script::{ChatClient, Population};
 use tapedeck::profile::Profile;
-use tapedeck::proxy::{Recording, Upstream};
-use tapedeck::replay::outcome::LiveStats;
-use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::proxy::Recording;
 use tapedeck::report::Report;
 
-use crate::support::{demo_backend, demo_recording, demo_stats, record_population};
+use crate::support::{demo_backend, demo_recording, demo_stats, record_population, replay_with};
 
 /// A proxy in front of `upstream` recording into `dir/capture.db`.
 async fn recording(
@@ -48,19 +45,11 @@ async fn record_demo(
 
 async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed: f64) -> Report {
     let store = Store::open(capture).await.expect("open");
-    let config = ReplayConfig {
-        seed: Some(11),
-        correlate,
-        ..ReplayConfig::new(
-            Upstream::parse(&target.url()).expect("url"),
-            Profile::single(5, speed),
-            capture.display().to_string(),
-        )
-    };
-    replay::run(&store, config, Arc::new(LiveStats::default()))
-        .await
-        .expect("replay")
-        .report
+    replay_with(&store, &target.url(), Profile::single(5, speed), |c| {
+        c.seed = Some(11);
+        c.correlate = correlate;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

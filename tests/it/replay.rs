@@ -8,35 +8,12 @@ use std::time::Duration;
 use tapedeck::capture::Store;
 use tapedeck::profile::Profile;
 use tapedeck::proxy::Upstream;
-use tapedeck::replay::outcome::LiveStats;
-use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::report::Report;
 
-use crate::support::{Rec, Seen, TestUpstream, synthetic_capture};
+use crate::support::{Rec, Seen, TestUpstream, replay_with, synthetic_capture};
 
 fn get(offset_ms: u64, duration_ms: u64, uri: &str) -> Rec {
     (offset_ms, duration_ms, "GET", uri.to_string(), 200)
-}
-
-async fn replay_with(
-    store: &Store,
-    target: &str,
-    profile: Profile,
-    tweak: impl FnOnce(&mut ReplayConfig),
-) -> Report {
-    let mut config = ReplayConfig {
-        seed: Some(7),
-        ..ReplayConfig::new(
-            Upstream::parse(target).expect("target"),
-            profile,
-            store.path().display().to_string(),
-        )
-    };
-    tweak(&mut config);
-    replay::run(store, config, Arc::new(LiveStats::default()))
-        .await
-        .expect("replay runs")
-        .report
 }
 
 fn by_id(seen: &[Seen]) -> HashMap<String, Vec<&Seen>> {

@@ -15,14 +15,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tapedeck::capture::Store;
 use tapedeck::profile::Profile;
-use tapedeck::proxy::Upstream;
-use tapedeck::replay::outcome::LiveStats;
-use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::report::Report;
 use tapedeck::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
-use crate::support::{TestProxy, client, send};
+use crate::support::{TestProxy, client, replay_with, send};
 
 /// The one device the items API knows.
 const DEVICE: &str = "dev-8f3k2m9q";
@@ -163,19 +160,11 @@ fn profile(rules: &str) -> Profile {
 
 async fn replay_5x(capture: &Path, target: &str, profile: Profile, correlate: bool) -> Report {
     let store = Store::open(capture).await.expect("open");
-    let config = ReplayConfig {
-        seed: Some(5),
-        correlate,
-        ..ReplayConfig::new(
-            Upstream::parse(target).expect("url"),
-            profile,
-            capture.display().to_string(),
-        )
-    };
-    replay::run(&store, config, Arc::new(LiveStats::default()))
-        .await
-        .expect("replay")
-        .report
+    replay_with(&store, target, profile, |c| {
+        c.seed = Some(5);
+        c.correlate = correlate;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

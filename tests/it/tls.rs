@@ -302,19 +302,16 @@ async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() 
     assert!(exchanges.iter().all(|e| e.http_version == "HTTP/2"));
     upstream.drain();
 
-    let config = ReplayConfig {
-        seed: Some(1),
-        http2: true,
-        ..ReplayConfig::new(
-            Upstream::parse(&upstream.url()).expect("target"),
-            tapedeck::profile::Profile::single(1, 1.0),
-            proxy.capture.display().to_string(),
-        )
-    };
-    let report = replay::run(&proxy.store, config, Arc::new(LiveStats::default()))
-        .await
-        .expect("replay")
-        .report;
+    let report = crate::support::replay_with(
+        &proxy.store,
+        &upstream.url(),
+        tapedeck::profile::Profile::single(1, 1.0),
+        |c| {
+            c.seed = Some(1);
+            c.http2 = true;
+        },
+    )
+    .await;
     assert_eq!((report.stages[0].requests, report.stages[0].errors), (3, 0));
     let seen = upstream.drain();
     assert_eq!(seen.len(), 3);

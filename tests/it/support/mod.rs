@@ -582,6 +582,34 @@ pub async fn pg_capture() -> String {
     format!("{base}/{name}")
 }
 
+/// Replays `store` in process against `target` (seed 7, the documented
+/// defaults otherwise; `tweak` changes what a test needs) and returns the
+/// report.
+pub async fn replay_with(
+    store: &Store,
+    target: &str,
+    profile: tapedeck::profile::Profile,
+    tweak: impl FnOnce(&mut tapedeck::replay::ReplayConfig),
+) -> tapedeck::report::Report {
+    let mut config = tapedeck::replay::ReplayConfig {
+        seed: Some(7),
+        ..tapedeck::replay::ReplayConfig::new(
+            Upstream::parse(target).expect("target"),
+            profile,
+            store.path().display().to_string(),
+        )
+    };
+    tweak(&mut config);
+    tapedeck::replay::run(
+        store,
+        config,
+        Arc::new(tapedeck::replay::outcome::LiveStats::default()),
+    )
+    .await
+    .expect("replay runs")
+    .report
+}
+
 /// Runs the binary to the end: (exit code, stdout, stderr).
 pub async fn output(args: &[&str]) -> (i32, String, String) {
     let out = tapedeck().args(args).output().await.expect("run tapedeck");
