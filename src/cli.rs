@@ -14,7 +14,7 @@ use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
 use tapedeck::demo::backend::BackendConfig;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
 use tapedeck::proxy::{PathFilter, RecordConfig, Upstream};
-use tapedeck::tls::ClientTls;
+use tapedeck::tls::{ClientIdentity, ClientTls};
 
 /// Record real chat-backend traffic, replay it at scale, compare the reports.
 #[derive(Debug, Parser)]
@@ -69,12 +69,24 @@ pub struct CompareArgs {
     pub markdown: bool,
 }
 
-/// How https:// upstreams and targets are verified; checked now, so a bad
-/// `--ca-file` stops the command at start.
-fn client_tls(ca_file: Option<PathBuf>, insecure_skip_verify: bool) -> anyhow::Result<ClientTls> {
+/// How https:// upstreams and targets are verified, and the client
+/// certificate shown to them; checked now, so a bad `--ca-file` or
+/// `--client-cert` stops the command at start.
+fn client_tls(
+    ca_file: Option<PathBuf>,
+    insecure_skip_verify: bool,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+) -> anyhow::Result<ClientTls> {
+    let identity = match (client_cert, client_key) {
+        (Some(cert), Some(key)) => Some(ClientIdentity { cert, key }),
+        (None, None) => None,
+        _ => bail!("--client-cert and --client-key go together: pass both, or neither"),
+    };
     let tls = ClientTls {
         ca_file,
         insecure_skip_verify,
+        identity,
     };
     tls.config().map_err(anyhow::Error::msg)?;
     Ok(tls)
@@ -107,6 +119,10 @@ pub struct RecordArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Require clients to present a certificate signed by this PEM CA
+    /// (mutual TLS); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// Also trust this PEM CA certificate for an https:// upstream.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -114,6 +130,13 @@ pub struct RecordArgs {
     #[arg(long)]
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// Present this PEM certificate chain to an https:// upstream that asks
+    /// for one (mutual TLS).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Largest body stored per request or response; bodies are always
     /// forwarded whole [default: 1MiB]. Accepts 512KiB, 4MiB, 1000000.
     #[arg(long)]
@@ -233,14 +256,24 @@ impl RecordArgs {
         config.upstream_tls = client_tls(
             self.ca_file.or(file.ca_file),
             self.insecure_skip_verify || file.insecure_skip_verify,
+            self.client_cert.or(file.client_cert),
+            self.client_key.or(file.client_key),
         )?;
+        let client_ca = self.tls_client_ca.or(file.tls_client_ca);
         match (
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
         ) {
             (Some(cert), Some(key)) => {
-                config.tls =
-                    Some(tapedeck::tls::server_config(&cert, &key).map_err(anyhow::Error::msg)?);
+                config.tls = Some(
+                    tapedeck::tls::server_config(&cert, &key, client_ca.as_deref())
+                        .map_err(anyhow::Error::msg)?,
+                );
+            }
+            (None, None) if client_ca.is_some() => {
+                bail!(
+                    "--tls-client-ca needs --tls-cert and --tls-key: client certificates are a TLS listener's"
+                )
             }
             (None, None) => {}
             _ => bail!("--tls-cert and --tls-key go together: pass both, or neither"),
@@ -499,6 +532,13 @@ pub struct ReplayArgs {
     /// Accept any target certificate (self-signed staging; warned once).
     #[arg(long)]
     pub insecure_skip_verify: bool,
+    /// Present this PEM certificate chain to an https:// target that asks
+    /// for one (mutual TLS).
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// TOML file with clear values for redacted credentials: `[markers]`
     /// (marker = value) and `[users]` (user = password for their logins).
     #[arg(long)]
@@ -700,7 +740,12 @@ impl ReplayArgs {
                 sessions,
                 correlate: !self.no_correlation,
                 credentials: std::sync::Arc::new(credentials),
-                tls: client_tls(self.ca_file, self.insecure_skip_verify)?,
+                tls: client_tls(
+                    self.ca_file,
+                    self.insecure_skip_verify,
+                    self.client_cert,
+                    self.client_key,
+                )?,
                 http2: self.http2,
                 headers,
                 start_at: self.start_at,

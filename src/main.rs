@@ -42,8 +42,11 @@ fn main() -> ExitCode {
         Command::Record(_) | Command::DemoBackend(_) => "info",
         _ => "warn",
     };
+    // rustls warns once per connection about clients (wrk, curl with an IP
+    // URL) that send an IP address as SNI; the proxy logs handshake failures
+    // itself.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("tapedeck={default_level},warn"))
+        tracing_subscriber::EnvFilter::new(format!("tapedeck={default_level},warn,rustls=error"))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

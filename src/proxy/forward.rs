@@ -351,7 +351,8 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ExchangeFailure {
         return ExchangeFailure {
             kind: "upstream_tls",
             message: format!(
-                "TLS to the upstream failed: {tls}; trust its CA with --ca-file, or pass --insecure-skip-verify for a self-signed staging upstream"
+                "TLS to the upstream failed: {tls}; {}",
+                crate::tls::remedy(&tls)
             ),
         };
     }

@@ -11,23 +11,28 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
 use tapedeck::capture::Store;
 use tapedeck::proxy::{RecordConfig, Recording, Upstream};
 use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::shutdown::Shutdown;
-use tapedeck::tls::ClientTls;
+use tapedeck::tls::{ClientIdentity, ClientTls};
 use tokio::net::TcpListener;
 
 use crate::support::output;
 
-/// A CA and a `localhost` certificate it signed, as PEM files.
+/// A CA, a `localhost` server certificate and a client certificate it
+/// signed, as PEM files.
 struct Pki {
     _dir: tempfile::TempDir,
     ca: PathBuf,
     cert: PathBuf,
     key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
 }
 
 impl Pki {
@@ -42,6 +47,10 @@ impl Pki {
             .expect("params")
             .signed_by(&key, &ca)
             .expect("cert");
+        let client_key = KeyPair::generate().expect("client key");
+        let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client = client.signed_by(&client_key, &ca).expect("client cert");
         let write = |name: &str, text: String| {
             let path = dir.path().join(name);
             std::fs::write(&path, text).expect("write pem");
@@ -51,6 +60,8 @@ impl Pki {
             ca: write("ca.pem", ca.pem()),
             cert: write("cert.pem", cert.pem()),
             key: write("key.pem", key.serialize_pem()),
+            client_cert: write("client.pem", client.pem()),
+            client_key: write("client-key.pem", client_key.serialize_pem()),
             _dir: dir,
         }
     }
@@ -58,14 +69,32 @@ impl Pki {
     fn trusting(&self) -> ClientTls {
         ClientTls {
             ca_file: Some(self.ca.clone()),
-            insecure_skip_verify: false,
+            ..ClientTls::default()
+        }
+    }
+
+    /// Trusting the CA and showing the client certificate.
+    fn with_identity(&self) -> ClientTls {
+        ClientTls {
+            identity: Some(ClientIdentity {
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+            }),
+            ..self.trusting()
         }
     }
 }
 
-/// An HTTPS upstream answering `{"path": …, "alpn": …}`.
-async fn https_upstream(pki: &Pki) -> (String, Shutdown) {
-    let config = tapedeck::tls::server_config(&pki.cert, &pki.key).expect("server config");
+/// An HTTPS upstream answering `{"path": …, "alpn": …, "client_cert": …}`;
+/// with `mutual`, it refuses clients without a certificate the CA signed,
+/// and speaks HTTP/1.1 only (see below).
+async fn https_upstream(pki: &Pki, mutual: bool) -> (String, Shutdown) {
+    let client_ca = mutual.then_some(pki.ca.as_path());
+    let mut config =
+        tapedeck::tls::server_config(&pki.cert, &pki.key, client_ca).expect("server config");
+    if mutual {
+        Arc::make_mut(&mut config).alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!(
@@ -85,14 +114,17 @@ async fn https_upstream(pki: &Pki) -> (String, Shutdown) {
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let alpn = tls
-                    .get_ref()
-                    .1
+                let session = tls.get_ref().1;
+                let alpn = session
                     .alpn_protocol()
                     .map(|p| String::from_utf8_lossy(p).into_owned())
                     .unwrap_or_default();
+                let client_cert = session.peer_certificates().is_some();
                 let service = hyper::service::service_fn(move |req: Request<_>| {
-                    let body = format!(r#"{{"path":"{}","alpn":"{alpn}"}}"#, req.uri().path());
+                    let body = format!(
+                        r#"{{"path":"{}","alpn":"{alpn}","client_cert":{client_cert}}}"#,
+                        req.uri().path()
+                    );
                     async move {
                         Ok::<_, Infallible>(
                             Response::builder()
@@ -111,29 +143,39 @@ async fn https_upstream(pki: &Pki) -> (String, Shutdown) {
     (url, stop)
 }
 
-async fn get(tls: &ClientTls, url: &str) -> (StatusCode, String) {
+async fn try_get(
+    tls: &ClientTls,
+    url: &str,
+) -> Result<(StatusCode, String), hyper_util::client::legacy::Error> {
     let connector = tls
         .connector(std::time::Duration::from_secs(5))
         .expect("connector");
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let resp = client
         .request(Request::get(url).body(Full::default()).expect("request"))
-        .await
-        .expect("response");
+        .await?;
     let status = resp.status();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
+async fn get(tls: &ClientTls, url: &str) -> (StatusCode, String) {
+    try_get(tls, url).await.expect("response")
+}
+
+/// A recording proxy serving HTTPS; with `mutual`, its clients must show a
+/// certificate the CA signed.
 async fn proxy(
     pki: &Pki,
     upstream: &str,
     upstream_tls: ClientTls,
+    mutual: bool,
     dir: &Path,
 ) -> (Recording, Store) {
     let store = Store::create(&dir.join("c.db")).await.expect("capture");
     let mut config = RecordConfig::new(Upstream::parse(upstream).expect("upstream"));
-    config.tls = Some(tapedeck::tls::server_config(&pki.cert, &pki.key).expect("tls"));
+    let client_ca = mutual.then_some(pki.ca.as_path());
+    config.tls = Some(tapedeck::tls::server_config(&pki.cert, &pki.key, client_ca).expect("tls"));
     config.upstream_tls = upstream_tls;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let rec = Recording::start(listener, store.clone(), config, Shutdown::new())
@@ -145,9 +187,9 @@ async fn proxy(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_in_https_out_recorded_and_replayed_over_https() {
     let pki = Pki::new();
-    let (upstream, stop) = https_upstream(&pki).await;
+    let (upstream, stop) = https_upstream(&pki, false).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rec, store) = proxy(&pki, &upstream, pki.trusting(), dir.path()).await;
+    let (rec, store) = proxy(&pki, &upstream, pki.trusting(), false, dir.path()).await;
     let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
     let (status, body) = get(&pki.trusting(), &url).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -195,9 +237,9 @@ async fn https_in_https_out_recorded_and_replayed_over_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_upstream_certificate_is_a_502_that_says_why() {
     let pki = Pki::new();
-    let (upstream, stop) = https_upstream(&pki).await;
+    let (upstream, stop) = https_upstream(&pki, false).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (rec, _store) = proxy(&pki, &upstream, ClientTls::default(), dir.path()).await;
+    let (rec, _store) = proxy(&pki, &upstream, ClientTls::default(), false, dir.path()).await;
     let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
     let (status, body) = get(&pki.trusting(), &url).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -209,13 +251,66 @@ async fn an_untrusted_upstream_certificate_is_a_502_that_says_why() {
     rec.stop().await.expect("stop");
     // --insecure-skip-verify gets through.
     let insecure = ClientTls {
-        ca_file: None,
         insecure_skip_verify: true,
+        ..ClientTls::default()
     };
-    let (rec, _store) = proxy(&pki, &upstream, insecure, &dir.path().join("b")).await;
+    let (rec, _store) = proxy(&pki, &upstream, insecure, false, &dir.path().join("b")).await;
     let url = format!("https://localhost:{}/x", rec.local_addr().port());
     assert_eq!(get(&pki.trusting(), &url).await.0, StatusCode::OK);
     rec.stop().await.expect("stop");
+    stop.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_by_the_proxy_and_shown_to_upstream_and_target() {
+    let pki = Pki::new();
+    let (upstream, stop) = https_upstream(&pki, true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    // The upstream asks for a certificate and the proxy has none: a 502.
+    // In TLS 1.3 the refusal is an alert after the client's side of the
+    // handshake is done. Mostly the request is on the connection by then
+    // and the 502 names the alert and `--client-cert` (the words are unit
+    // tested in tls.rs); when the alert ends the connection first, the
+    // client library reports only a canceled request, or the request
+    // meets a reset (over h2 that happens more often, so this upstream
+    // speaks HTTP/1.1). Either way nothing gets through.
+    let (rec, _store) = proxy(&pki, &upstream, pki.trusting(), true, &dir.path().join("a")).await;
+    let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
+    let (status, body) = get(&pki.with_identity(), &url).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        (body.contains("upstream_tls") && body.contains("--client-cert"))
+            || body.contains("upstream_reset"),
+        "{body}"
+    );
+    rec.stop().await.expect("stop");
+
+    let (rec, store) = proxy(&pki, &upstream, pki.with_identity(), true, dir.path()).await;
+    let url = format!("https://localhost:{}/api/me", rec.local_addr().port());
+    let (status, body) = get(&pki.with_identity(), &url).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(r#""client_cert":true"#), "{body}");
+    // A client without a certificate does not get past the handshake, and
+    // nothing of it is recorded.
+    assert!(try_get(&pki.trusting(), &url).await.is_err());
+    let run = rec.stop().await.expect("stop");
+    assert_eq!((run.exchanges, run.dropped), (1, 0));
+
+    let replay = |tls: ClientTls| {
+        crate::support::replay_with(
+            &store,
+            &upstream,
+            tapedeck::profile::Profile::single(3, 1.0),
+            move |c| c.tls = tls,
+        )
+    };
+    let s = &replay(pki.with_identity()).await.stages[0];
+    assert_eq!((s.requests, s.errors), (3, 0), "{:?}", s.error_kinds);
+    let s = &replay(pki.trusting()).await.stages[0];
+    let refused = s.error_kinds.get("tls").copied().unwrap_or(0);
+    let reset = s.error_kinds.get("reset").copied().unwrap_or(0);
+    assert!(refused >= 1 && refused + reset == 3, "{:?}", s.error_kinds);
     stop.trigger();
 }
 
@@ -266,9 +361,24 @@ async fn bad_certificate_or_key_paths_stop_record_at_start() {
     .await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--tls-key"), "{err}");
-    let (code, _, err) = run(vec!["--ca-file".into(), missing]).await;
+    let (code, _, err) = run(vec!["--ca-file".into(), missing.clone()]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--ca-file"), "{err}");
+    let (code, _, err) = run(vec![
+        "--client-cert".into(),
+        missing.clone(),
+        "--client-key".into(),
+        key,
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--client-cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let (code, _, err) = run(vec!["--tls-client-ca".into(), missing]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-cert"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
