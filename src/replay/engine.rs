@@ -467,7 +467,16 @@ async fn send_one<D: Dispatch, S: SessionSource>(
             .rules
             .extract(route, ex, &sent.headers, &sent.body, &world);
         world.absorb(&extracted);
-        let mut pairs = rewrite::learned_pairs(ex, &sent.headers, &sent.body);
+        // Sessions analyzed for correlation hold their parsed responses.
+        let parsed;
+        let recorded_json = match session.values.responses.get(index) {
+            Some(json) => json.as_ref(),
+            None => {
+                parsed = rewrite::response_json(ex);
+                parsed.as_ref()
+            }
+        };
+        let mut pairs = rewrite::learned_pairs(ex, recorded_json, &sent.headers, &sent.body);
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
         pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));
@@ -565,9 +574,15 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         } else {
             ex.clone()
         };
-        tokio::select! {
-            () = sleep_until(due) => {}
-            () = ctx.abort.wait() => break,
+        // A send that is already due (a VU behind its plan) goes at once,
+        // without a timer entry.
+        if due > Instant::now() {
+            tokio::select! {
+                () = sleep_until(due) => {}
+                () = ctx.abort.wait() => break,
+            }
+        } else if ctx.abort.is_triggered() {
+            break;
         }
         // A VU that fell behind stops at the end of the stage.
         if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
