@@ -174,7 +174,7 @@ pub struct RouteCount {
 }
 
 /// One stored exchange, as read back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StoredExchange {
     /// Row id.
     pub id: i64,

@@ -167,7 +167,9 @@ impl Dispatch for ReplayClient {
                 headers,
                 timeout: self.timeout,
             };
-            return super::websocket::replay(&target, &ex, world).await;
+            // Boxed: a socket's future is large, and every VU's request
+            // future would otherwise be as large as it.
+            return Box::pin(super::websocket::replay(&target, &ex, world)).await;
         }
         let started = Instant::now();
         let req = match self.build(&ex) {
@@ -257,5 +259,30 @@ impl Dispatch for ReplayClient {
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every VU that waits holds a request future, so its size is memory
+    /// per VU (100,000 VUs by default): a socket's much larger future
+    /// stays boxed out of it.
+    #[tokio::test]
+    async fn a_request_future_stays_small() {
+        let target = Upstream::parse("http://127.0.0.1:9").expect("target");
+        let client = ReplayClient::new(
+            target,
+            Duration::from_secs(1),
+            None,
+            &ClientTls::default(),
+            false,
+        )
+        .expect("client");
+        let ex = Arc::new(StoredExchange::default());
+        let send = client.send(ex, None);
+        let size = std::mem::size_of_val(&send);
+        assert!(size < 2048, "a request future takes {size} bytes");
     }
 }
