@@ -168,22 +168,48 @@ impl ClientTls {
     }
 
     /// A connector for http:// and https:// URLs; TCP_NODELAY on, connect
-    /// timeout `connect_timeout`.
+    /// timeout `connect_timeout`; ALPN offers h2 and http/1.1.
     ///
     /// # Errors
     /// As [`ClientTls::config`].
     pub fn connector(&self, connect_timeout: std::time::Duration) -> Result<Connector, String> {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.enforce_http(false);
-        Ok(HttpsConnectorBuilder::new()
-            .with_tls_config(self.config()?)
-            .https_or_http()
+        Ok(self
+            .builder()?
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http))
+            .wrap_connector(http_connector(connect_timeout)))
     }
+
+    /// [`ClientTls::connector`] offering http/1.1 alone: for protocol
+    /// upgrades (WebSocket), which HTTP/2 connections cannot carry.
+    ///
+    /// # Errors
+    /// As [`ClientTls::config`].
+    pub fn http1_connector(
+        &self,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Connector, String> {
+        Ok(self
+            .builder()?
+            .enable_http1()
+            .wrap_connector(http_connector(connect_timeout)))
+    }
+
+    fn builder(
+        &self,
+    ) -> Result<HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>, String> {
+        Ok(HttpsConnectorBuilder::new()
+            .with_tls_config(self.config()?)
+            .https_or_http())
+    }
+}
+
+fn http_connector(connect_timeout: std::time::Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.enforce_http(false);
+    http
 }
 
 /// `--insecure-skip-verify`: every certificate is accepted; signatures are

@@ -1,6 +1,7 @@
 //! One client request in, one upstream request out.
 //!
-//! Refuses what a reverse proxy must not do (CONNECT, absolute-form targets
+//! Refuses what a reverse proxy must not do (CONNECT other than RFC 8441's
+//! WebSocket over h2, absolute-form targets
 //! for other hosts), strips hop-by-hop headers (RFC 9110 §7.6.1), adds
 //! `X-Forwarded-*`, rewrites Host unless told to keep it, and answers 502
 //! (upstream unreachable or failing) and 504 (upstream too slow) itself
@@ -132,7 +133,8 @@ pub(crate) async fn handle(
     state.metrics.requests.inc();
     let upstream = &state.config.upstream;
 
-    if req.method() == Method::CONNECT {
+    let h2_socket = websocket_over_h2(&req);
+    if req.method() == Method::CONNECT && !h2_socket {
         state.metrics.refused.inc();
         let mut resp = json_answer(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -169,9 +171,25 @@ pub(crate) async fn handle(
     // A protocol upgrade (WebSocket): the client's side of the switched
     // connection, and the protocol it asks for.
     let mut req = req;
-    let upgrade =
-        upgrade_request(req.headers()).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
+    let protocol = match h2_socket {
+        true => Some(HeaderValue::from_static("websocket")),
+        false => upgrade_request(req.headers()),
+    };
+    let upgrade = protocol.map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
     let (mut parts, body) = req.into_parts();
+    if h2_socket {
+        // RFC 8441: the h2 stream becomes the socket. The upstream gets
+        // (and the capture keeps) the HTTP/1.1 handshake it knows, which
+        // h2 clients send without a key.
+        parts.method = Method::GET;
+        if !parts.headers.contains_key(header::SEC_WEBSOCKET_KEY) {
+            use base64::Engine;
+            let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+            if let Ok(key) = HeaderValue::from_str(&key) {
+                parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+            }
+        }
+    }
     let recorded = state.config.filter.records(parts.uri.path());
     let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -260,11 +278,12 @@ pub(crate) async fn handle(
         RequestBody::new(body, request_capture, state.config.max_body),
     );
 
-    let outcome = tokio::time::timeout(
-        state.config.upstream_timeout,
-        state.client.request(upstream_req),
-    )
-    .await;
+    let client = match upgrade {
+        Some(_) => &state.upgrade_client,
+        None => &state.client,
+    };
+    let outcome =
+        tokio::time::timeout(state.config.upstream_timeout, client.request(upstream_req)).await;
     let failure = match outcome {
         Ok(Ok(mut resp)) => {
             strip_hop_by_hop(resp.headers_mut());
@@ -292,6 +311,22 @@ pub(crate) async fn handle(
                     pending.take(),
                     state.shutdown.clone(),
                 ));
+                if h2_socket {
+                    // An h2 stream is switched by a 2xx with no body.
+                    let (mut head, _) = resp.into_parts();
+                    head.status = StatusCode::OK;
+                    for name in [
+                        header::CONNECTION,
+                        header::UPGRADE,
+                        header::SEC_WEBSOCKET_ACCEPT,
+                    ] {
+                        head.headers.remove(name);
+                    }
+                    return Ok(Response::from_parts(
+                        head,
+                        ProxyBody::Local(Full::default()),
+                    ));
+                }
             }
             let cap = state.config.max_body;
             return Ok(resp.map(|b| ProxyBody::Upstream(ResponseBody::new(b, cap, pending))));
@@ -330,6 +365,15 @@ pub(crate) async fn handle(
         p.complete(captured, Some(failure));
     }
     Ok(resp.map(ProxyBody::Local))
+}
+
+/// An RFC 8441 extended CONNECT: a WebSocket over an h2 stream.
+fn websocket_over_h2(req: &Request<Incoming>) -> bool {
+    req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
 }
 
 /// The protocol a request asks to switch to (`Connection: upgrade` with an

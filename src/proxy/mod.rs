@@ -238,6 +238,9 @@ impl RecordConfig {
 pub(crate) struct ProxyState {
     config: RecordConfig,
     client: Client<Connector, RequestBody>,
+    /// HTTP/1.1 only, for protocol upgrades: an upstream that offers h2
+    /// cannot switch an h2 stream to WebSocket with `Upgrade`.
+    upgrade_client: Client<Connector, RequestBody>,
     pub(crate) sink: CaptureSink,
     pub(crate) redactor: Redactor,
     pub(crate) sessions: SessionTracker,
@@ -338,18 +341,26 @@ impl Recording {
         let (sink, writer) =
             writer::spawn(store, run_id, config.writer.clone(), metrics.writer.clone());
 
-        let connector = config
-            .upstream_tls
-            .connector(config.upstream_timeout)
-            .map_err(ProxyError::Config)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let tls = &config.upstream_tls;
+        let pooled = |connector| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new())
+                .build(connector)
+        };
+        let client = pooled(
+            tls.connector(config.upstream_timeout)
+                .map_err(ProxyError::Config)?,
+        );
+        let upgrade_client = pooled(
+            tls.http1_connector(config.upstream_timeout)
+                .map_err(ProxyError::Config)?,
+        );
         let state = Arc::new(ProxyState {
             sessions: SessionTracker::new(config.session.clone(), metrics.live_sessions.clone()),
             config,
             client,
+            upgrade_client,
             sink,
             redactor,
             metrics: metrics.clone(),
@@ -419,8 +430,10 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(state.config.max_header_bytes.max(8192));
+    // RFC 8441: WebSockets over h2 streams (extended CONNECT).
     builder
         .http2()
+        .enable_connect_protocol()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(state.config.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();

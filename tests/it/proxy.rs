@@ -697,3 +697,106 @@ async fn websocket_frames_are_recorded_both_ways_with_secrets_redacted() {
     );
     assert!(ex.ws_frames.windows(2).all(|w| w[0].t_us <= w[1].t_us));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_h2_streams_are_relayed_recorded_and_replayed() {
+    use futures_util::{SinkExt, StreamExt};
+    use http::{Request, StatusCode};
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let (upstream, sockets) = crate::support::ws_echo_upstream().await;
+    let mut proxy = TestProxy::start(&upstream).await;
+    let tcp = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .expect("h2c");
+    tokio::spawn(conn);
+    // A plain CONNECT is still refused. Its answer also means the proxy's
+    // SETTINGS (which enable extended CONNECT) have arrived.
+    let plain = Request::connect("127.0.0.1:1")
+        .body(Empty::new())
+        .expect("request");
+    let resp = sender.send_request(plain).await.expect("answer");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+
+    let mut req = Request::connect(format!("http://{}/api/ws", proxy.addr))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .expect("request");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = sender.send_request(req).await.expect("extended CONNECT");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let io = hyper::upgrade::on(&mut resp).await.expect("switched");
+    let mut ws =
+        tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Client, None)
+            .await;
+    for text in ["hello", "again"] {
+        ws.send(Message::text(text)).await.expect("send");
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), text.to_uppercase()),
+            other => panic!("expected an echo, got {other:?}"),
+        }
+    }
+    ws.close(None).await.expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let run = proxy.stop().await;
+    assert_eq!(
+        run.exchanges, 1,
+        "the socket; a refused CONNECT is not recorded"
+    );
+    let (_, exchanges) = crate::support::first_session(&proxy.store, run.id).await;
+    let socket = &exchanges[0];
+    assert_eq!(socket.status, Some(101));
+    // Recorded as the upstream saw it: an HTTP/1.1 handshake, from an h2
+    // client.
+    assert_eq!(
+        (socket.method.as_str(), socket.uri.as_str()),
+        ("GET", "/api/ws")
+    );
+    assert_eq!(socket.http_version, "HTTP/2");
+    let frames: Vec<(&str, &str)> = socket
+        .ws_frames
+        .iter()
+        .filter(|f| f.op == "text")
+        .map(|f| (f.dir.as_str(), f.data.as_str()))
+        .collect();
+    assert_eq!(
+        frames,
+        [
+            ("client", "hello"),
+            ("server", "HELLO"),
+            ("client", "again"),
+            ("server", "AGAIN")
+        ]
+    );
+    // Replayed like any recorded socket.
+    let report = crate::support::replay_with(
+        &proxy.store,
+        &upstream,
+        tapedeck::profile::Profile::single(2, 1.0),
+        |_| {},
+    )
+    .await;
+    let sent_sockets = sockets.lock().expect("log").clone();
+    assert_eq!(sent_sockets.len(), 3, "{sent_sockets:?}");
+    assert!(
+        sent_sockets[1..]
+            .iter()
+            .all(|s| *s == ["hello".to_string(), "again".to_string()]),
+        "{sent_sockets:?}"
+    );
+    let stage = &report.stages[0];
+    assert_eq!(
+        (stage.requests, stage.errors),
+        (2, 0),
+        "{:?}",
+        stage.error_kinds
+    );
+}

@@ -431,3 +431,57 @@ async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() 
     let first_answer = seen.iter().map(|s| s.answered_at).min().expect("answers");
     assert!(seen.iter().all(|s| s.at < first_answer), "{seen:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_reach_an_https_upstream_that_offers_h2() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let pki = Pki::new();
+    // ALPN h2 and http/1.1, like an ingress with h2 on: the proxy's pooled
+    // connections to it speak h2, which cannot carry an Upgrade, so the
+    // handshake needs a connection of its own.
+    let tls = tapedeck::tls::server_config(&pki.cert, &pki.key, None).expect("tls");
+    let (upstream, sockets) = crate::support::ws_echo_upstream_with(Some(tls)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rec, store) = proxy(&pki, &upstream, pki.trusting(), false, dir.path()).await;
+    let port = rec.local_addr().port();
+
+    let config = pki.trusting().config().expect("client config");
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("tls");
+    let url = format!("wss://localhost:{port}/api/ws");
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello")).await.expect("send");
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "HELLO"),
+        other => panic!("expected an echo, got {other:?}"),
+    }
+    ws.close(None).await.expect("close");
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let run = rec.stop().await.expect("stop");
+    assert_eq!(run.exchanges, 1);
+    assert_eq!(*sockets.lock().expect("log"), [vec!["hello".to_string()]]);
+    let (_, exchanges) = crate::support::first_session(&store, run.id).await;
+    let socket = &exchanges[0];
+    assert_eq!((socket.uri.as_str(), socket.status), ("/api/ws", Some(101)));
+    assert!(
+        socket
+            .ws_frames
+            .iter()
+            .any(|f| f.dir == "server" && f.data == "HELLO"),
+        "{:?}",
+        socket.ws_frames
+    );
+}

@@ -627,16 +627,28 @@ pub type SocketLog = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
 /// A WebSocket upstream on 127.0.0.1:0 that echoes text frames upper-cased
 /// and logs each socket's client text frames; returns its URL and the log.
 pub async fn ws_echo_upstream() -> (String, SocketLog) {
+    ws_echo_upstream_with(None).await
+}
+
+/// [`ws_echo_upstream`], over TLS with `tls` (then its URL is
+/// `https://localhost:PORT`, and ALPN is as `tls` offers it).
+pub async fn ws_echo_upstream_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, SocketLog) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let port = listener.local_addr().expect("addr").port();
+    let url = match tls {
+        Some(_) => format!("https://localhost:{port}"),
+        None => format!("http://127.0.0.1:{port}"),
+    };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let log: SocketLog = Arc::default();
     let sockets = log.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let sockets = sockets.clone();
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let sockets = sockets.clone();
@@ -682,9 +694,22 @@ pub async fn ws_echo_upstream() -> (String, SocketLog) {
                         )
                     }
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+                let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = match acceptor {
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(stream).await else {
+                            return;
+                        };
+                        server
+                            .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                            .await
+                    }
+                    None => {
+                        server
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                };
             });
         }
     });
