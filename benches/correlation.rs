@@ -76,13 +76,7 @@ fn substitution_cost(sessions: &[Vec<StoredExchange>]) -> (f64, u64) {
                 let p = rewrite::prepare(ex, i, &values, &world, &rules, true);
                 substitutions += p.substitutions.len();
                 let body = Bytes::copy_from_slice(&ex.response_body);
-                let recorded = values.responses[i].as_ref();
-                world.absorb(&rewrite::learned_pairs(
-                    ex,
-                    recorded,
-                    &ex.response_headers,
-                    &body,
-                ));
+                world.absorb(&rewrite::learned_pairs(ex, &ex.response_headers, &body));
                 requests += 1;
             }
         }

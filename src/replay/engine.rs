@@ -467,16 +467,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
             .rules
             .extract(route, ex, &sent.headers, &sent.body, &world);
         world.absorb(&extracted);
-        // Sessions analyzed for correlation hold their parsed responses.
-        let parsed;
-        let recorded_json = match session.values.responses.get(index) {
-            Some(json) => json.as_ref(),
-            None => {
-                parsed = rewrite::response_json(ex);
-                parsed.as_ref()
-            }
-        };
-        let mut pairs = rewrite::learned_pairs(ex, recorded_json, &sent.headers, &sent.body);
+        let mut pairs = rewrite::learned_pairs(ex, &sent.headers, &sent.body);
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
         pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));

@@ -177,9 +177,6 @@ pub struct SessionValues {
     /// Per request: the password of the user its body names, from the
     /// credentials file.
     pub secrets: Vec<Option<String>>,
-    /// Per request: its recorded response body as JSON, parsed once for
-    /// every VU that plays the session.
-    pub responses: Vec<Option<Value>>,
 }
 
 /// Finds the nonces and handed-out values of a session.
@@ -194,7 +191,6 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
     let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
     let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
     let mut handed_out = Vec::with_capacity(exchanges.len());
-    let responses: Vec<Option<Value>> = exchanges.iter().map(response_json).collect();
     for (i, ex) in exchanges.iter().enumerate() {
         let template = route::normalize(&ex.method, &ex.uri);
         let mut mine = HashSet::new();
@@ -218,7 +214,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             }
         }
         handed_out.push(mine);
-        seen_in_responses.extend(response_values_of(ex, responses[i].as_ref()));
+        seen_in_responses.extend(response_values(ex));
     }
     let nonces = nonce_candidates
         .into_iter()
@@ -246,13 +242,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
         nonces,
         handed_out,
         secrets,
-        responses,
     }
-}
-
-/// The recorded response body as JSON, if it is JSON.
-pub fn response_json(ex: &StoredExchange) -> Option<Value> {
-    serde_json::from_slice(&ex.response_body).ok()
 }
 
 /// A recorded request made ready to send in one world.
@@ -475,19 +465,17 @@ impl Rewriter<'_> {
 
 /// Recorded → live pairs found by aligning a live response with the
 /// recorded response to the same request.
-///
-/// `recorded_json` is the recorded body as [`response_json`] parsed it.
 pub fn learned_pairs(
     recorded: &StoredExchange,
-    recorded_json: Option<&Value>,
     live_headers: &[(String, String)],
     live_body: &Bytes,
 ) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    if let Some(rec) = recorded_json
-        && let Ok(live) = serde_json::from_slice::<Value>(live_body)
-    {
-        align(rec, &live, &mut pairs);
+    if let (Ok(rec), Ok(live)) = (
+        serde_json::from_slice::<Value>(&recorded.response_body),
+        serde_json::from_slice::<Value>(live_body),
+    ) {
+        align(&rec, &live, &mut pairs);
     }
     if let (Some(rec), Some(live)) = (
         recorded.response_header("location"),
@@ -545,12 +533,7 @@ pub fn learn(
     live_body: &Bytes,
     world: &World,
 ) -> Vec<(String, String)> {
-    let pairs = learned_pairs(
-        recorded,
-        response_json(recorded).as_ref(),
-        live_headers,
-        live_body,
-    );
+    let pairs = learned_pairs(recorded, live_headers, live_body);
     world.absorb(&pairs);
     pairs
 }
@@ -756,14 +739,9 @@ fn json_leaves(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
 /// keys (of the body, or of the server's text frames on a WebSocket),
 /// `Location` path segments, `Set-Cookie` values.
 pub fn response_values(ex: &StoredExchange) -> Vec<String> {
-    response_values_of(ex, response_json(ex).as_ref())
-}
-
-/// [`response_values`], with the body already parsed ([`response_json`]).
-fn response_values_of(ex: &StoredExchange, json: Option<&Value>) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(json) = json {
-        collect_json(json, &mut out);
+    if let Ok(json) = serde_json::from_slice::<Value>(&ex.response_body) {
+        collect_json(&json, &mut out);
     }
     for (_, json) in text_frames(ex, "server") {
         collect_json(&json, &mut out);
