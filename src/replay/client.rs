@@ -52,8 +52,9 @@ pub struct ReplayClient {
     kept_headers: Vec<HeaderName>,
     /// Keep bodies of any type, not only JSON.
     keep_all_bodies: bool,
-    /// How wss:// targets are verified (WebSockets connect on their own).
-    tls: ClientTls,
+    /// TLS for sockets to an https:// target (they connect on their own,
+    /// ALPN http/1.1), made once.
+    socket_tls: Arc<rustls::ClientConfig>,
 }
 
 impl ReplayClient {
@@ -72,6 +73,8 @@ impl ReplayClient {
         http2: bool,
     ) -> Result<Self, String> {
         let connector = tls.connector(timeout)?;
+        let mut socket_tls = tls.config()?;
+        socket_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let client = Client::builder(TokioExecutor::new())
             .http2_only(http2)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -88,7 +91,7 @@ impl ReplayClient {
             overrides: Vec::new(),
             kept_headers: Vec::new(),
             keep_all_bodies: false,
-            tls: tls.clone(),
+            socket_tls: Arc::new(socket_tls),
         })
     }
 
@@ -163,7 +166,7 @@ impl Dispatch for ReplayClient {
             }
             let target = super::websocket::Target {
                 upstream: &self.target,
-                tls: &self.tls,
+                tls: &self.socket_tls,
                 headers,
                 timeout: self.timeout,
             };

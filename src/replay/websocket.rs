@@ -23,7 +23,6 @@ use super::engine::{Sent, WsTiming};
 use super::rewrite::{FrameAligner, World};
 use crate::capture::{StoredExchange, WsFrame};
 use crate::proxy::Upstream;
-use crate::tls::ClientTls;
 
 /// How long to wait for the server to close after the client's last frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -31,7 +30,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// What the socket needs besides the recorded exchange.
 pub(crate) struct Target<'a> {
     pub upstream: &'a Upstream,
-    pub tls: &'a ClientTls,
+    pub tls: &'a Arc<rustls::ClientConfig>,
     /// Headers to set on the handshake (overrides, replay id).
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub timeout: Duration,
@@ -101,12 +100,10 @@ async fn connect(
     let tcp = TcpStream::connect(&addr).await.map_err(|_| "connect")?;
     let _ = tcp.set_nodelay(true);
     let io = if target.upstream.is_https() {
-        let mut config = target.tls.config().map_err(|_| "tls")?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let name =
             rustls_pki_types::ServerName::try_from(target.upstream.authority().host().to_string())
                 .map_err(|_| "tls")?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let tls = tokio_rustls::TlsConnector::from(target.tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|_| "tls")?;

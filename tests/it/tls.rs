@@ -433,7 +433,7 @@ async fn concurrent_h2_streams_are_separate_exchanges_and_replay_concurrently() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websockets_reach_an_https_upstream_that_offers_h2() {
+async fn websockets_reach_an_https_upstream_that_offers_h2_and_replay_over_wss() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     let pki = Pki::new();
@@ -484,4 +484,20 @@ async fn websockets_reach_an_https_upstream_that_offers_h2() {
         "{:?}",
         socket.ws_frames
     );
+    // Replayed over wss:// to the same upstream, trusting its CA.
+    let report = crate::support::replay_with(
+        &store,
+        &upstream,
+        tapedeck::profile::Profile::single(2, 1.0),
+        |c| c.tls = pki.trusting(),
+    )
+    .await;
+    let stage = &report.stages[0];
+    assert_eq!(
+        (stage.requests, stage.errors),
+        (2, 0),
+        "{:?}",
+        stage.error_kinds
+    );
+    assert_eq!(sockets.lock().expect("log").len(), 3);
 }
