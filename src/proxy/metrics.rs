@@ -20,6 +20,8 @@ pub struct ProxyMetrics {
     pub requests: Counter,
     /// Requests the proxy refused itself (CONNECT, foreign absolute-form).
     pub refused: Counter,
+    /// Client TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
     /// Upstream failures by kind.
     pub upstream_errors: Family<ErrorLabels, Counter>,
     /// Time from request arrival to the end of the response, seconds.
@@ -35,6 +37,7 @@ impl Default for ProxyMetrics {
         let mut registry = Registry::with_prefix("tapedeck");
         let requests = Counter::default();
         let refused = Counter::default();
+        let tls_handshake_failures = Counter::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
         // 100 µs .. ~105 s
         let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
@@ -49,6 +52,11 @@ impl Default for ProxyMetrics {
             "requests_refused",
             "Requests refused by the proxy (CONNECT, other hosts)",
             refused.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Client TLS handshakes that failed or timed out (no or an untrusted client certificate, a client that does not trust the proxy's)",
+            tls_handshake_failures.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -84,6 +92,7 @@ impl Default for ProxyMetrics {
             registry,
             requests,
             refused,
+            tls_handshake_failures,
             upstream_errors,
             latency,
             live_sessions,

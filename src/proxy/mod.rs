@@ -454,6 +454,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let tls = state.config.tls.clone();
+        let metrics = state.metrics.clone();
         let state = state.clone();
         let service =
             hyper::service::service_fn(move |req| forward::handle(state.clone(), peer, local, req));
@@ -465,12 +466,20 @@ async fn accept_loop(
                     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(Duration::from_secs(10), handshake).await {
                         Ok(Ok(tls)) => Either::Right(tls),
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
+                        failed => {
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "timed out".to_string(),
+                            };
+                            // The first failure is a warning (a client
+                            // without the certificate --tls-client-ca asks
+                            // for, a client that does not trust ours); the
+                            // rest are counted.
+                            if metrics.tls_handshake_failures.inc() == 0 {
+                                tracing::warn!(%peer, %error, "a client's TLS handshake failed; further failures are counted in tapedeck_tls_handshake_failures_total");
+                            } else {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                            }
                             return;
                         }
                     }

@@ -291,9 +291,20 @@ async fn client_certificates_are_required_by_the_proxy_and_shown_to_upstream_and
     let (status, body) = get(&pki.with_identity(), &url).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains(r#""client_cert":true"#), "{body}");
-    // A client without a certificate does not get past the handshake, and
-    // nothing of it is recorded.
+    // A client without a certificate does not get past the handshake, is
+    // counted, and nothing of it is recorded.
+    assert_eq!(rec.metrics().tls_handshake_failures.get(), 0);
     assert!(try_get(&pki.trusting(), &url).await.is_err());
+    // The proxy counts it right after sending its alert, which the client
+    // may have read first: wait for the count.
+    let counted = async {
+        while rec.metrics().tls_handshake_failures.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), counted)
+        .await
+        .expect("the failed handshake is counted");
     let run = rec.stop().await.expect("stop");
     assert_eq!((run.exchanges, run.dropped), (1, 0));
 
