@@ -98,6 +98,10 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     let shutdown = Shutdown::new();
     shutdown.on_signals();
     let upstream = plan.config.upstream.as_str().to_string();
+    let probe = (
+        plan.config.upstream.clone(),
+        plan.config.upstream_tls.clone(),
+    );
     let scheme = if plan.config.tls.is_some() {
         "https"
     } else {
@@ -112,6 +116,17 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
         store.path().display(),
         recording.run_id()
     ));
+    // Recording starts either way (the upstream may come up later), but a
+    // wrong address or CA is said now rather than by the first 502s.
+    tokio::spawn(async move {
+        let (upstream, tls) = probe;
+        if let Err(e) = upstream.probe(Some(&tls), Duration::from_secs(5)).await {
+            tracing::warn!(
+                upstream = upstream.as_str(),
+                "the upstream does not answer yet: {e}; requests get 502 until it does"
+            );
+        }
+    });
     if let Some(l) = admin_listener {
         let addr = l.local_addr().context("admin listener address")?;
         status_line(format_args!(

@@ -127,6 +127,49 @@ impl Upstream {
             .unwrap_or(if self.is_https() { 443 } else { 80 })
     }
 
+    /// Connects once, sending no request: a TCP connect, and with `tls` for
+    /// an https:// upstream the TLS handshake too. A wrong address, CA or
+    /// missing client certificate then shows when a command starts, not as
+    /// the first answers.
+    ///
+    /// # Errors
+    /// What failed, in words that name the option that fixes it.
+    pub async fn probe(&self, tls: Option<&ClientTls>, timeout: Duration) -> Result<(), String> {
+        let host = self.authority.host();
+        let connect = tokio::net::TcpStream::connect((host, self.port()));
+        let tcp = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => {
+                return Err(format!(
+                    "no answer to a TCP connect within {}",
+                    humantime::format_duration(timeout)
+                ));
+            }
+        };
+        let Some(tls) = tls.filter(|_| self.is_https()) else {
+            return Ok(());
+        };
+        let name = rustls_pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+        let handshake =
+            tokio_rustls::TlsConnector::from(Arc::new(tls.config()?)).connect(name, tcp);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let failure = crate::tls::failure(&e).unwrap_or_else(|| e.to_string());
+                Err(format!(
+                    "TLS handshake failed: {failure}; {}",
+                    crate::tls::remedy(&failure)
+                ))
+            }
+            Err(_) => Err(format!(
+                "no TLS handshake within {}",
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
+
     /// The upstream URI for a request target (`/path?query`), with the
     /// upstream's path prefix in front.
     ///

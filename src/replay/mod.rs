@@ -354,19 +354,11 @@ pub async fn run(
 /// A TCP connect to the target: no HTTP request, so the target sees only
 /// planned requests.
 async fn check_reachable(target: &Upstream) -> Result<(), ReplayError> {
-    let authority = target.authority();
-    let host = authority.host();
-    let port = authority.port_u16().unwrap_or(80);
-    let connect = tokio::net::TcpStream::connect((host, port));
-    match tokio::time::timeout(Duration::from_secs(5), connect).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(ReplayError::Unreachable {
+    target
+        .probe(None, Duration::from_secs(5))
+        .await
+        .map_err(|reason| ReplayError::Unreachable {
             target: target.as_str().to_string(),
-            reason: e.to_string(),
-        }),
-        Err(_) => Err(ReplayError::Unreachable {
-            target: target.as_str().to_string(),
-            reason: "no answer to a TCP connect within 5 s".into(),
-        }),
-    }
+            reason,
+        })
 }

@@ -512,3 +512,34 @@ async fn websockets_reach_an_https_upstream_that_offers_h2_and_replay_over_wss()
     );
     assert_eq!(sockets.lock().expect("log").len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_probe_names_what_to_fix() {
+    let pki = Pki::new();
+    let (upstream, stop) = https_upstream(&pki, false).await;
+    let upstream = Upstream::parse(&upstream).expect("upstream");
+    let wait = std::time::Duration::from_secs(5);
+    assert_eq!(upstream.probe(Some(&pki.trusting()), wait).await, Ok(()));
+    let untrusted = upstream
+        .probe(Some(&ClientTls::default()), wait)
+        .await
+        .expect_err("an untrusted certificate");
+    assert!(
+        untrusted.contains("UnknownIssuer") && untrusted.contains("--ca-file"),
+        "{untrusted}"
+    );
+    // Without TLS settings, a TCP connect is all (what replay checks).
+    assert_eq!(upstream.probe(None, wait).await, Ok(()));
+    stop.trigger();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let gone = Upstream::parse(&format!("https://{closed}")).expect("upstream");
+    let refused = gone
+        .probe(Some(&pki.trusting()), wait)
+        .await
+        .expect_err("nothing listens");
+    assert!(refused.contains("refused"), "{refused}");
+}
