@@ -128,9 +128,10 @@ impl Upstream {
     }
 
     /// Connects once, sending no request: a TCP connect, and with `tls` for
-    /// an https:// upstream the TLS handshake too. A wrong address, CA or
-    /// missing client certificate then shows when a command starts, not as
-    /// the first answers.
+    /// an https:// upstream the TLS handshake too. A wrong address or CA
+    /// then shows when a command starts, not as the first answers. (A TLS
+    /// 1.3 server refuses a missing client certificate only after the
+    /// handshake, so that does not show here.)
     ///
     /// # Errors
     /// What failed, in words that name the option that fixes it.
