@@ -151,10 +151,7 @@ impl Upstream {
         let Some(tls) = tls.filter(|_| self.is_https()) else {
             return Ok(());
         };
-        let name = rustls_pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-        let handshake =
-            tokio_rustls::TlsConnector::from(Arc::new(tls.config()?)).connect(name, tcp);
+        let handshake = self.tls_handshake(Arc::new(tls.config()?), tcp);
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
@@ -169,6 +166,28 @@ impl Upstream {
                 humantime::format_duration(timeout)
             )),
         }
+    }
+
+    /// The TLS handshake on a connection to the upstream, naming the
+    /// upstream's host as the server.
+    ///
+    /// # Errors
+    /// When the host is no TLS server name, or the handshake fails.
+    pub async fn tls_handshake(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let host = self.authority.host();
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{host} is not a TLS server name: {e}"),
+            )
+        })?;
+        tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
     }
 
     /// The upstream URI for a request target (`/path?query`), with the

@@ -100,11 +100,9 @@ async fn connect(
     let tcp = TcpStream::connect(&addr).await.map_err(|_| "connect")?;
     let _ = tcp.set_nodelay(true);
     let io = if target.upstream.is_https() {
-        let name =
-            rustls_pki_types::ServerName::try_from(target.upstream.authority().host().to_string())
-                .map_err(|_| "tls")?;
-        let tls = tokio_rustls::TlsConnector::from(target.tls.clone())
-            .connect(name, tcp)
+        let tls = target
+            .upstream
+            .tls_handshake(target.tls.clone(), tcp)
             .await
             .map_err(|_| "tls")?;
         Either::Right(tls)
