@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -396,6 +397,11 @@ pub struct DemoBackendArgs {
     /// Pause between streamed tokens.
     #[arg(long, default_value = "15ms")]
     pub token_interval: String,
+    /// Only these accounts log in: the `[users]` table (user = password) of
+    /// a credentials file, the one `replay --credentials-file` reads
+    /// [default: any user and password log in].
+    #[arg(long)]
+    pub accounts: Option<PathBuf>,
 }
 
 impl DemoBackendArgs {
@@ -414,6 +420,21 @@ impl DemoBackendArgs {
             rate_limit: self.rate_limit,
             reply_tokens: self.reply_tokens,
             token_interval: parse_duration(&self.token_interval).context("--token-interval")?,
+            accounts: match &self.accounts {
+                Some(path) => {
+                    let users = tapedeck::replay::rewrite::Credentials::load(path)
+                        .map_err(anyhow::Error::msg)?
+                        .users;
+                    if users.is_empty() {
+                        bail!(
+                            "--accounts {}: no account; list them as `\"user\" = \"password\"` under `[users]`",
+                            path.display()
+                        );
+                    }
+                    Some(Arc::new(users))
+                }
+                None => None,
+            },
         })
     }
 }

@@ -223,11 +223,20 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         anyhow::bail!("--users must be at least 1");
     }
     let out = args.out.unwrap_or_else(script::default_out_dir);
+    let population = Population {
+        users: args.users,
+        seed: args.seed,
+        ..Population::default()
+    };
     let listener = TcpListener::bind(("127.0.0.1", 0))
         .await
         .context("binding a loopback port for the demo backend")?;
     let backend_shutdown = Shutdown::new();
-    let backend = DemoBackend::start(listener, BackendConfig::default(), backend_shutdown.clone())
+    let config = BackendConfig {
+        accounts: Some(Arc::new(population.accounts())),
+        ..BackendConfig::default()
+    };
+    let backend = DemoBackend::start(listener, config, backend_shutdown.clone())
         .context("starting the demo backend")?;
     println!("tapedeck demo: chat backend on {}", backend.url());
     println!(
@@ -256,12 +265,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
             }
         })
     };
-    let population = Population {
-        users: args.users,
-        seed: args.seed,
-        ..Population::default()
-    };
-    let recorded = tapedeck::demo::record(&backend.url(), &out, population, tx).await?;
+    let recorded = tapedeck::demo::record(&backend.url(), &out, population.clone(), tx).await?;
     let _ = bar_task.await;
     bar.finish_and_clear();
 
@@ -285,21 +289,29 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         "{}",
         render::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
     );
+    let credentials = tapedeck::demo::write_credentials(&out, &population)
+        .with_context(|| format!("writing the credentials file into {}", out.display()))?;
+    println!(
+        "passwords of the scripted users (redacted in the capture) {}",
+        credentials.display()
+    );
     println!();
     println!(
-        "replaying the capture with the capacity profile (1x, 5x, 10x) against a fresh demo backend \
-         with 4 workers and 20 ms service time"
+        "replaying the capture with the capacity profile (1x, 5x, 10x) and the credentials file \
+         against a fresh demo backend with 4 workers and 20 ms service time"
     );
     let report_path = out.join("replay.json");
     let report = demo_replay(
         &recorded.capture,
-        tapedeck::demo::constrained_backend(Duration::from_millis(20)),
+        &credentials,
+        tapedeck::demo::constrained_backend(Duration::from_millis(20), &population),
         tapedeck::demo::capacity_profile()?,
         &report_path,
     )
     .await?;
     print!("{}", render::stages_table(&report));
     print!("{}", render::capacity(&report));
+    print!("{}", render::warnings_text(&report));
     let page_path = out.join("replay.html");
     write_page(&page_path, html::report_page(&report))?;
     println!(
@@ -314,12 +326,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     let next_path = out.join("replay-next.json");
     let next = demo_replay(
         &recorded.capture,
-        tapedeck::demo::constrained_backend(Duration::from_millis(30)),
+        &credentials,
+        tapedeck::demo::constrained_backend(Duration::from_millis(30), &population),
         tapedeck::profile::Profile::single(5, 1.0),
         &next_path,
     )
     .await?;
     print!("{}", render::stages_table(&next));
+    print!("{}", render::warnings_text(&next));
     let diff = tapedeck::report::compare::compare(&report, &next, &Default::default());
     let compare_path = out.join("compare.json");
     std::fs::write(&compare_path, serde_json::to_string_pretty(&diff)? + "\n")
@@ -450,6 +464,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     }
     println!();
     print!("{}", render::capacity(&run.report));
+    print!("{}", render::warnings_text(&run.report));
     println!(
         "verdict: {} — report {}",
         run.report.verdict,
@@ -548,6 +563,7 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
             }
             println!();
             print!("{}", render::capacity(&r));
+            print!("{}", render::warnings_text(&r));
             println!("verdict: {}", r.verdict);
         }
     }
@@ -589,6 +605,7 @@ fn write_page(path: &std::path::Path, page: Result<String, String>) -> anyhow::R
 /// One of the demo's replays, with the live progress line.
 async fn demo_replay(
     capture: &std::path::Path,
+    credentials: &std::path::Path,
     backend: tapedeck::demo::backend::BackendConfig,
     profile: tapedeck::profile::Profile,
     report: &std::path::Path,
@@ -596,7 +613,7 @@ async fn demo_replay(
     let live = Arc::new(LiveStats::default());
     let stages = profile.stages.iter().map(|s| s.name.clone()).collect();
     let progress = progress_line(live.clone(), stages);
-    let result = tapedeck::demo::replay(capture, backend, profile, report, live).await;
+    let result = tapedeck::demo::replay(capture, credentials, backend, profile, report, live).await;
     progress.abort();
     Ok(result?)
 }

@@ -132,7 +132,7 @@ pub fn stages_table(report: &crate::report::Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>5} {:>5} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  slo",
+        "{:<10} {:>5} {:>5} {:>5} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  {:<8}  slo",
         "stage",
         "mult",
         "speed",
@@ -144,7 +144,8 @@ pub fn stages_table(report: &crate::report::Report) -> String {
         "p95 ms",
         "p99 ms",
         "corr p99",
-        "late"
+        "late",
+        "capacity"
     );
     for s in &report.stages {
         let slo = match failed_slos(s) {
@@ -154,7 +155,7 @@ pub fn stages_table(report: &crate::report::Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<10} {:>4}x {:>5} {:>5} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6}  {}",
+            "{:<10} {:>4}x {:>5} {:>5} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6}  {:<8}  {}",
             s.name,
             s.multiplier,
             s.speed,
@@ -167,6 +168,10 @@ pub fn stages_table(report: &crate::report::Report) -> String {
             s.latency_ms.p99,
             s.corrected_latency_ms.p99,
             s.late_requests,
+            match report.capacity.role(s.multiplier) {
+                "" => "-",
+                role => role,
+            },
             slo
         );
     }
@@ -260,6 +265,46 @@ pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String 
     out
 }
 
+/// What makes a stage's load not what it claims: sends a deduplicating
+/// backend likely swallowed, requests not sent, recorded values that went
+/// out as recorded. One line each; none for a faithful replay.
+pub fn warnings(report: &crate::report::Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &report.stages {
+        for r in s.routes.iter().filter(|r| r.suspected_dedup > 0) {
+            out.push(format!(
+                "{}: {} of {} sends of {} got back a server-made id that another copy of the same \
+                 recorded write already got: the backend likely deduplicated them, so that load \
+                 never happened (a resent idempotency key or client id? see `replay --explain`)",
+                s.name, r.suspected_dedup, r.requests, r.route
+            ));
+        }
+        if s.dependent_skipped > 0 {
+            out.push(format!(
+                "{}: {} requests not sent: they needed a value from a response that failed",
+                s.name, s.dependent_skipped
+            ));
+        }
+        if s.unresolved_values > 0 {
+            out.push(format!(
+                "{}: {} recorded ids, tokens or redaction markers had no live value and went out \
+                 as recorded (`replay --explain` names them; a redacted password needs \
+                 --credentials-file)",
+                s.name, s.unresolved_values
+            ));
+        }
+    }
+    out
+}
+
+/// [`warnings`] for the terminal, one `warning:` line each.
+pub fn warnings_text(report: &crate::report::Report) -> String {
+    warnings(report)
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect()
+}
+
 /// The capacity verdict in sentences.
 pub fn capacity(report: &crate::report::Report) -> String {
     let c = &report.capacity;
@@ -289,6 +334,7 @@ pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> 
             Change::Regression => format!("REGRESSION{p}"),
             Change::Improvement => format!("improvement{p}"),
             Change::WithinNoise => format!("within noise{p}"),
+            Change::TooFewRequests => "too few requests to judge".to_string(),
             Change::Unchanged => "-".to_string(),
         }
     };
@@ -402,9 +448,9 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
     );
     let _ = writeln!(
         out,
-        "| stage | multiplier | requests | errors | req/s | p50 ms | p95 ms | p99 ms | SLO |"
+        "| stage | multiplier | requests | errors | req/s | p50 ms | p95 ms | p99 ms | SLO | capacity |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for s in &report.stages {
         let slo = match failed_slos(s) {
             None => "–".to_string(),
@@ -413,7 +459,7 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {}x | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {}x | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
             s.name,
             s.multiplier,
             s.requests,
@@ -422,7 +468,11 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
             s.latency_ms.p50,
             s.latency_ms.p95,
             s.latency_ms.p99,
-            slo
+            slo,
+            match report.capacity.role(s.multiplier) {
+                "" => "–",
+                role => role,
+            }
         );
     }
     let c = &report.capacity;
@@ -437,6 +487,9 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
     for n in &c.notes {
         let _ = writeln!(out, "- {n}");
     }
+    for w in warnings(report) {
+        let _ = writeln!(out, "- **Warning:** {w}");
+    }
     out
 }
 
@@ -447,6 +500,7 @@ pub fn comparison_markdown(d: &crate::report::compare::ReportDiff) -> String {
         Change::Regression => "**regression**",
         Change::Improvement => "improvement",
         Change::WithinNoise => "within noise",
+        Change::TooFewRequests => "too few requests to judge",
         Change::Unchanged => "–",
     };
     let mut out = String::new();

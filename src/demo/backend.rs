@@ -10,7 +10,8 @@
 //! each request (and each socket frame) holding one for `service_time`
 //! (plus streaming time), a 503
 //! after `queue_timeout` in the queue, an optional per-token rate limit
-//! (429). State lives in memory; `GET /api/stats` tells tests what really
+//! (429), and optionally a fixed set of accounts whose passwords a login
+//! must give. State lives in memory; `GET /api/stats` tells tests what really
 //! happened. Every input error is a 4xx; nothing a client sends can stop it.
 
 use std::collections::{HashMap, HashSet};
@@ -62,6 +63,10 @@ pub struct BackendConfig {
     pub reply_tokens: usize,
     /// Pause between two streamed tokens.
     pub token_interval: Duration,
+    /// Registered accounts, user → password: a login must name one of them
+    /// with its password (401 otherwise). `None`: open sign-up, any
+    /// non-empty user and password log in.
+    pub accounts: Option<Arc<HashMap<String, String>>>,
 }
 
 impl Default for BackendConfig {
@@ -73,6 +78,7 @@ impl Default for BackendConfig {
             rate_limit: None,
             reply_tokens: 12,
             token_interval: Duration::from_millis(15),
+            accounts: None,
         }
     }
 }
@@ -432,6 +438,15 @@ impl Backend {
         };
         if user.is_empty() || password.is_empty() {
             return error(StatusCode::UNAUTHORIZED, "empty user or password");
+        }
+        if let Some(accounts) = &self.config.accounts {
+            match accounts.get(user) {
+                None => return error(StatusCode::UNAUTHORIZED, "no such user"),
+                Some(known) if known != password => {
+                    return error(StatusCode::UNAUTHORIZED, "wrong password");
+                }
+                Some(_) => {}
+            }
         }
         let token = random_id("tok_", 32);
         let mut st = self.lock();

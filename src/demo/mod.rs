@@ -20,6 +20,7 @@ use crate::capture::{RunSummary, SessionSummary, Store, store::RouteCount};
 use crate::profile::Profile;
 use crate::proxy::{ProxyError, RecordConfig, Recording, Upstream};
 use crate::replay::outcome::LiveStats;
+use crate::replay::rewrite::Credentials;
 use crate::replay::{ReplayConfig, ReplayError};
 use crate::report::Report;
 use crate::shutdown::Shutdown;
@@ -79,13 +80,50 @@ pub async fn record(
 
 /// The replay target of the demo: a demo backend with a small capacity
 /// (4 workers, `service_time` each: 200 requests/s at 20 ms), so that 10x
-/// of the scripted population bends it.
-pub fn constrained_backend(service_time: Duration) -> BackendConfig {
+/// of the scripted population bends it, and the scripted users' accounts.
+pub fn constrained_backend(service_time: Duration, population: &Population) -> BackendConfig {
     BackendConfig {
         workers: 4,
         service_time,
+        accounts: Some(Arc::new(population.accounts())),
         ..BackendConfig::default()
     }
+}
+
+/// Writes `out/credentials.toml` (mode 0600): the scripted users'
+/// passwords as the `[users]` table of a credentials file, which `replay
+/// --credentials-file` reads and `demo-backend --accounts` serves. The
+/// capture holds the passwords redacted, so a replay needs them.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_credentials(out: &Path, population: &Population) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    #[derive(serde::Serialize)]
+    struct File {
+        users: std::collections::BTreeMap<String, String>,
+    }
+    let text = toml::to_string(&File {
+        users: population.accounts().into_iter().collect(),
+    })
+    .map_err(std::io::Error::other)?;
+    let path = out.join("credentials.toml");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?
+        .write_all(
+            format!(
+                "# The demo users' passwords (redacted in capture.db), for\n\
+                 # tapedeck replay --credentials-file and demo-backend --accounts.\n{text}"
+            )
+            .as_bytes(),
+        )?;
+    Ok(path)
 }
 
 /// Errors of the demo's replay part.
@@ -105,19 +143,22 @@ pub enum DemoError {
     Report(#[from] crate::report::ReportError),
 }
 
-/// Replays `capture` with `profile` against a fresh demo backend configured
-/// as `backend`, and writes the report to `report`.
+/// Replays `capture` with `profile` and the credentials file `credentials`
+/// against a fresh demo backend configured as `backend`, and writes the
+/// report to `report`.
 ///
 /// # Errors
-/// When the backend cannot start, the capture cannot be read, or the
-/// report cannot be written.
+/// When the credentials file cannot be read, the backend cannot start, the
+/// capture cannot be read, or the report cannot be written.
 pub async fn replay(
     capture: &Path,
+    credentials: &Path,
     backend: BackendConfig,
     profile: Profile,
     report: &Path,
     live: Arc<LiveStats>,
 ) -> Result<Report, DemoError> {
+    let credentials = Arc::new(Credentials::load(credentials).map_err(DemoError::Setup)?);
     let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| {
         DemoError::Setup(format!(
             "cannot bind a loopback port for the replay target: {e}"
@@ -126,12 +167,13 @@ pub async fn replay(
     let target = DemoBackend::start(listener, backend, Shutdown::new())
         .map_err(|e| DemoError::Setup(format!("cannot start the replay target: {e}")))?;
     let store = Store::open(capture).await?;
-    let config = ReplayConfig::new(
+    let mut config = ReplayConfig::new(
         crate::proxy::Upstream::parse(&target.url())
             .map_err(|e| DemoError::Setup(e.to_string()))?,
         profile,
         capture.display().to_string(),
     );
+    config.credentials = credentials;
     let result = crate::replay::run(&store, config, live).await;
     target.stop().await;
     store.close().await;

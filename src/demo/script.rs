@@ -10,6 +10,7 @@
 //! bot reply to the end. Every request's status, and every socket answer,
 //! is checked against what the script expects.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,27 @@ impl Default for Population {
             seed: 7,
         }
     }
+}
+
+impl Population {
+    /// The scripted users' accounts, user name → password: what a backend
+    /// with these `accounts` lets log in, and what a credentials file for
+    /// replaying their capture holds (the capture keeps the passwords
+    /// redacted).
+    pub fn accounts(&self) -> HashMap<String, String> {
+        (0..self.users)
+            .map(|user| (user_name(user), self.password(user)))
+            .collect()
+    }
+
+    fn password(&self, user: usize) -> String {
+        let mut rng = StdRng::seed_from_u64(self.seed ^ ((user as u64) << 32) ^ 0x7077);
+        format!("pw-{user:02}-{:08x}", rng.random::<u32>())
+    }
+}
+
+fn user_name(user: usize) -> String {
+    format!("user-{user:02}")
 }
 
 /// A scripted request that got another status than expected.
@@ -333,9 +355,8 @@ async fn one_user(
     };
     tokio::time::sleep(start_at).await;
 
-    let name = format!("user-{user:02}");
-    let login =
-        json!({ "user": name, "password": format!("pw-{user:02}-{}", rng.random::<u32>()) });
+    let name = user_name(user);
+    let login = json!({ "user": name, "password": population.password(user) });
     let Some(reply) = run
         .expect(
             StatusCode::OK,

@@ -471,15 +471,31 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
         pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));
+        // What a write hands out, less what this world already knew (the
+        // user id its login returned) and the accounts of the credentials
+        // file, which are the same in every world: only those can be
+        // another world's ids handed out again.
+        let mut handed_out: Vec<(String, String)> = if is_write(&ex.method) {
+            pairs
+                .iter()
+                .filter(|(rec, live)| {
+                    !ctx.credentials.users.contains_key(rec)
+                        && world.live(rec).as_deref() != Some(live.as_str())
+                })
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         if ctx.correlate {
             world.absorb(&pairs);
         }
-        if is_write(&ex.method) {
+        if !handed_out.is_empty() {
             // Echoes of what the request itself carried (a room id every
             // world posts to) are not the backend's answer.
             let carried = rewrite::request_values(&to_send_values);
-            pairs.retain(|(_, live)| !carried.contains(live));
-            suspected_dedup = ctx.suspected_dedup(ex.id, who, &pairs);
+            handed_out.retain(|(_, live)| !carried.contains(live));
+            suspected_dedup = ctx.suspected_dedup(ex.id, who, &handed_out);
         }
     }
     let _ = ctx.events.send(Event::Outcome(Outcome {

@@ -9,7 +9,8 @@
 //! corrected) at 5%. Fewer than 5 windows on a side gives no estimate: the
 //! thresholds alone decide, and the comparison says so. The error rate uses
 //! a two-proportion z-test. Routes have no timeline of their own, so their
-//! latency is judged by the thresholds (with at least 20 requests a side).
+//! latency is judged by the thresholds, and only with at least 20 requests
+//! a side.
 //! Pure: reports in, a [`ReportDiff`] out.
 
 use std::collections::BTreeMap;
@@ -96,6 +97,9 @@ pub enum Change {
     Improvement,
     /// Past the threshold, but within the runs' noise.
     WithinNoise,
+    /// Past the threshold on a route with fewer than
+    /// [`MIN_ROUTE_REQUESTS`] requests on a side: too few to judge.
+    TooFewRequests,
     /// Within the threshold.
     Unchanged,
 }
@@ -329,7 +333,7 @@ fn stage_diff(b: &StageReport, c: &StageReport, t: &Thresholds) -> StageDiff {
                 .map(|(m, x, y, thr)| {
                     let mut d = latency_metric(m, x, y, Some(thr), None, None);
                     if !enough && d.change != Change::Unchanged {
-                        d.change = Change::WithinNoise;
+                        d.change = Change::TooFewRequests;
                     }
                     d
                 })
@@ -753,6 +757,28 @@ mod shape_tests {
             "{routes:?}"
         );
         assert!(!d.regression, "a missing route is listed, not a regression");
+    }
+
+    #[test]
+    fn a_route_with_few_requests_is_not_judged() {
+        let few = |ms: u64| {
+            let mut s = stage("1x", 1, &["GET /a", "GET /rare"], 10, 0);
+            let rare = s.routes.iter_mut().find(|r| r.route == "GET /rare");
+            let rare = rare.expect("route");
+            rare.requests = MIN_ROUTE_REQUESTS - 1;
+            (rare.latency_ms.p95, rare.latency_ms.p99) = (ms as f64, ms as f64);
+            report(vec![s])
+        };
+        let d = compare(&few(10), &few(50), &Thresholds::default());
+        let rare = d.stages[0].routes.iter().find(|r| r.route == "GET /rare");
+        let changes: Vec<Change> = rare
+            .expect("route")
+            .metrics
+            .iter()
+            .map(|m| m.change)
+            .collect();
+        assert_eq!(changes, [Change::TooFewRequests, Change::TooFewRequests]);
+        assert!(!d.regression, "{d:?}");
     }
 
     #[test]

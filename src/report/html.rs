@@ -92,15 +92,7 @@ fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
             errors: s.errors,
             error_pct: error_pct(s.errors, s.requests),
             slo: slo_text(s),
-            capacity: if c.breaking_multiplier == Some(s.multiplier) {
-                "breaking"
-            } else if c.safe_multiplier == Some(s.multiplier) {
-                "safe"
-            } else if c.peak_multiplier == Some(s.multiplier) {
-                "peak"
-            } else {
-                ""
-            },
+            capacity: c.role(s.multiplier),
         })
         .collect()
 }
@@ -228,6 +220,7 @@ fn metric_view(m: &MetricDiff) -> MetricView<'_> {
         Change::Regression => ("regression", "regression"),
         Change::Improvement => ("improvement", "improvement"),
         Change::WithinNoise => ("noise", "within noise"),
+        Change::TooFewRequests => ("noise", "too few requests to judge"),
         Change::Unchanged => ("", "–"),
     };
     let noise = match (m.change, m.p_value) {

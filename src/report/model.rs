@@ -415,6 +415,23 @@ pub struct Capacity {
     pub notes: Vec<String>,
 }
 
+impl Capacity {
+    /// What the stage at `multiplier` is in the verdict: `breaking`,
+    /// `safe` or `peak` (in that order when one stage is several), or
+    /// `""`.
+    pub fn role(&self, multiplier: u32) -> &'static str {
+        if self.breaking_multiplier == Some(multiplier) {
+            "breaking"
+        } else if self.safe_multiplier == Some(multiplier) {
+            "safe"
+        } else if self.peak_multiplier == Some(multiplier) {
+            "peak"
+        } else {
+            ""
+        }
+    }
+}
+
 /// A whole replay report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {

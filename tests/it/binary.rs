@@ -1,6 +1,7 @@
 //! The real `tapedeck` binary: signals, exit codes, commands' output.
 
 use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -212,6 +213,45 @@ async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_statu
         "the capture path is named:\n{out}"
     );
     assert_capture_has_sessions(&capture, numbers[0]).await;
+
+    // The passwords are redacted in the capture and handed to the replays in
+    // a private credentials file; with it every world's login succeeds.
+    let credentials = out_dir.join("credentials.toml");
+    let mode = std::fs::metadata(&credentials)
+        .expect("credentials.toml")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let credentials = tapedeck::replay::rewrite::Credentials::load(&credentials).expect("loads");
+    assert_eq!(credentials.users.len(), 20);
+    let stored = std::fs::read(&capture).expect("capture bytes");
+    for password in credentials.users.values() {
+        assert!(
+            !stored
+                .windows(password.len())
+                .any(|w| w == password.as_bytes()),
+            "{password} is stored in clear"
+        );
+    }
+    let report = tapedeck::report::load(&out_dir.join("replay.json")).expect("report");
+    for s in &report.stages {
+        assert!(
+            s.status_counts.keys().all(|k| !k.starts_with('4')),
+            "{}: {:?}",
+            s.name,
+            s.status_counts
+        );
+        assert_eq!(
+            (s.unresolved_values, s.suspected_dedup),
+            (0, 0),
+            "{}",
+            s.name
+        );
+    }
+    assert!(
+        !out.contains("deduplicated") && !out.contains("went out as recorded"),
+        "{out}"
+    );
 }
 
 async fn assert_capture_has_sessions(capture: &Path, requests: u64) {

@@ -2,18 +2,22 @@
 //! replayed against demo backends, checked on the server side.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use serde_json::json;
 use tapedeck::capture::Store;
-use tapedeck::demo::backend::DemoBackend;
+use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{ChatClient, Population};
 use tapedeck::profile::Profile;
 use tapedeck::proxy::Recording;
+use tapedeck::replay::rewrite::Credentials;
 use tapedeck::report::Report;
 
-use crate::support::{demo_backend, demo_recording, demo_stats, record_population, replay_with};
+use crate::support::{
+    demo_backend, demo_backend_with, demo_recording, demo_stats, record_population, replay_with,
+};
 
 /// A proxy in front of `upstream` recording into `dir/capture.db`.
 async fn recording(
@@ -26,28 +30,52 @@ async fn recording(
     (rec, capture)
 }
 
+fn population() -> Population {
+    Population {
+        users: 4,
+        messages_per_user: 4,
+        ramp: Duration::from_millis(50),
+        think: (Duration::from_millis(5), Duration::from_millis(20)),
+        seed: 3,
+    }
+}
+
 async fn record_demo(
     upstream: &DemoBackend,
     dir: &tempfile::TempDir,
     keep_credentials: bool,
 ) -> PathBuf {
     let capture = dir.path().join("capture.db");
-    let population = Population {
-        users: 4,
-        messages_per_user: 4,
-        ramp: Duration::from_millis(50),
-        think: (Duration::from_millis(5), Duration::from_millis(20)),
-        seed: 3,
-    };
-    record_population(upstream, &capture, population, keep_credentials).await;
+    record_population(upstream, &capture, population(), keep_credentials).await;
     capture
 }
 
 async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed: f64) -> Report {
+    replay_5x_with(capture, target, correlate, speed, Credentials::default()).await
+}
+
+async fn replay_5x_with(
+    capture: &Path,
+    target: &DemoBackend,
+    correlate: bool,
+    speed: f64,
+    credentials: Credentials,
+) -> Report {
     let store = Store::open(capture).await.expect("open");
     replay_with(&store, &target.url(), Profile::single(5, speed), |c| {
         c.seed = Some(11);
         c.correlate = correlate;
+        c.credentials = Arc::new(credentials);
+    })
+    .await
+}
+
+/// A demo backend where only the scripted users log in, with their
+/// passwords.
+async fn backend_with_accounts() -> DemoBackend {
+    demo_backend_with(BackendConfig {
+        accounts: Some(Arc::new(population().accounts())),
+        ..BackendConfig::default()
     })
     .await
 }
@@ -55,14 +83,39 @@ async fn replay_5x(capture: &Path, target: &DemoBackend, correlate: bool, speed:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let recorded_on = demo_backend().await;
+    let recorded_on = backend_with_accounts().await;
     let capture = record_demo(&recorded_on, &dir, false).await;
     let recorded = demo_stats(&recorded_on).await;
 
-    let fresh = demo_backend().await;
-    let report = replay_5x(&capture, &fresh, true, 4.0).await;
+    // The capture holds the passwords redacted: without them every world's
+    // login is refused, and nothing that needs its token is sent.
+    let refusing = backend_with_accounts().await;
+    let report = replay_5x(&capture, &refusing, true, 4.0).await;
+    let s = &report.stages[0];
+    assert_eq!(
+        s.status_counts,
+        [("401".to_string(), 20)].into(),
+        "only the logins went out"
+    );
+    let exchanges = Store::open(&capture)
+        .await
+        .expect("open")
+        .run(None)
+        .await
+        .expect("run")
+        .exchanges as u64;
+    assert_eq!(s.dependent_skipped, 5 * (exchanges - 4));
+    assert_eq!(demo_stats(&refusing).await.logins, 0);
+
+    let fresh = backend_with_accounts().await;
+    let credentials = Credentials {
+        users: population().accounts(),
+        ..Credentials::default()
+    };
+    let report = replay_5x_with(&capture, &fresh, true, 4.0, credentials).await;
     let s = &report.stages[0];
     assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
+    assert_eq!(s.unresolved_values, 0, "every recorded value had a source");
     assert_eq!(s.status_mismatches, 0, "{:?}", s.status_counts);
     assert!(
         s.status_counts.keys().all(|k| !k.starts_with('4')),
@@ -79,6 +132,10 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
     }
     let live = demo_stats(&fresh).await;
     assert_eq!(live.logins, 5 * recorded.logins);
+    assert_eq!(
+        live.users, recorded.users,
+        "a user of the credentials file stays one account in every world"
+    );
     assert_eq!(live.conversations, 5 * recorded.conversations);
     assert_eq!(
         live.messages,

@@ -1,5 +1,6 @@
 //! The demo chat backend's API contract.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -77,6 +78,37 @@ async fn login_hands_out_distinct_tokens_and_other_routes_need_one() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let s = stats(&client).await;
     assert_eq!((s.users, s.logins), (1, 2));
+}
+
+#[tokio::test]
+async fn with_accounts_only_their_users_log_in_and_only_with_their_passwords() {
+    let accounts = [("ann".to_string(), "pw-ann".to_string())].into();
+    let (_backend, client) = start(BackendConfig {
+        accounts: Some(Arc::new(accounts)),
+        ..BackendConfig::default()
+    })
+    .await;
+    let login = |user: &str, password: &str| {
+        client.call(
+            Method::POST,
+            "/api/login",
+            None,
+            &[],
+            Some(json!({"user": user, "password": password})),
+        )
+    };
+    let r = login("ann", "pw-ann").await.expect("call");
+    assert_eq!(r.status, StatusCode::OK);
+    for (user, password, why) in [
+        ("ann", "redacted:0123456789abcdef", "wrong password"),
+        ("bob", "pw-ann", "no such user"),
+    ] {
+        let r = login(user, password).await.expect("call");
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{user}");
+        assert_eq!(r.json()["error"], why);
+    }
+    let s = stats(&client).await;
+    assert_eq!((s.users, s.logins), (1, 1));
 }
 
 #[tokio::test]

@@ -108,12 +108,19 @@ fn check(name: &str, actual: &str) {
 
 #[test]
 fn report_renderings_match_their_golden_files() {
+    // 10x also has what the warnings name: sends a backend deduplicated,
+    // requests skipped after failures, values without a live source.
+    let mut broke = stage("10x", 10, 600.0, 40);
+    if let Some(route) = broke
+        .routes
+        .get_mut("POST /api/conversations/{id}/messages")
+    {
+        route.suspected_dedup = 12;
+    }
+    broke.dependent_skipped = 30;
+    broke.unresolved_values = 4;
     let r = report(
-        vec![
-            stage("1x", 1, 40.0, 0),
-            stage("5x", 5, 120.0, 0),
-            stage("10x", 10, 600.0, 40),
-        ],
+        vec![stage("1x", 1, 40.0, 0), stage("5x", 5, 120.0, 0), broke],
         "http://chat-next:8000",
     );
     assert_eq!(r.verdict, Verdict::Fail);
@@ -124,6 +131,7 @@ fn report_renderings_match_their_golden_files() {
     }
     text.push('\n');
     text.push_str(&render::capacity(&r));
+    text.push_str(&render::warnings_text(&r));
     check("report.txt", &text);
     check("report.md", &render::report_markdown(&r));
 }

@@ -462,13 +462,15 @@ pub fn tapedeck() -> tokio::process::Command {
 
 /// A demo backend with the default configuration on an ephemeral port.
 pub async fn demo_backend() -> tapedeck::demo::backend::DemoBackend {
+    demo_backend_with(tapedeck::demo::backend::BackendConfig::default()).await
+}
+
+/// A demo backend configured as `config` on an ephemeral port.
+pub async fn demo_backend_with(
+    config: tapedeck::demo::backend::BackendConfig,
+) -> tapedeck::demo::backend::DemoBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    tapedeck::demo::backend::DemoBackend::start(
-        listener,
-        tapedeck::demo::backend::BackendConfig::default(),
-        Shutdown::new(),
-    )
-    .expect("backend")
+    tapedeck::demo::backend::DemoBackend::start(listener, config, Shutdown::new()).expect("backend")
 }
 
 /// What a demo backend says it did (`GET /api/stats`).
