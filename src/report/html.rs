@@ -249,7 +249,25 @@ struct RouteView<'a> {
     p99: Option<MetricView<'a>>,
     changed: bool,
     regression: bool,
-    metrics: Vec<MetricView<'a>>,
+    /// The metrics' verdicts, once when they agree.
+    verdict: String,
+}
+
+/// The verdict cell of a route: `p95_ms regression; p99_ms within noise`,
+/// or one verdict when every judged metric has the same one.
+fn route_verdict(metrics: &[MetricView<'_>]) -> String {
+    let judged: Vec<&MetricView<'_>> = metrics.iter().filter(|m| !m.class.is_empty()).collect();
+    match judged.as_slice() {
+        [] => String::new(),
+        [first, rest @ ..] if rest.iter().all(|m| m.verdict == first.verdict) => {
+            first.verdict.clone()
+        }
+        _ => judged
+            .iter()
+            .map(|m| format!("{} {}", m.metric, m.verdict))
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -346,7 +364,9 @@ pub fn compare_page(
                                 matches!(m.change, Change::Regression | Change::Improvement)
                             }),
                             regression: r.metrics.iter().any(|m| m.change == Change::Regression),
-                            metrics: r.metrics.iter().map(metric_view).collect(),
+                            verdict: route_verdict(
+                                &r.metrics.iter().map(metric_view).collect::<Vec<_>>(),
+                            ),
                         })
                         .collect(),
                     charts,

@@ -221,4 +221,10 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
         dom.contains(">base<") && dom.contains(">candidate<"),
         "both runs in the legends"
     );
+    // Each route has 6 to 18 requests a side: past the threshold, but too
+    // few to judge, and said so once per route.
+    assert!(
+        dom.contains(">too few requests to judge</td>"),
+        "route verdicts"
+    );
 }
