@@ -19,6 +19,7 @@
 //! proxy.
 
 pub mod capture;
+pub mod codec;
 pub mod demo;
 pub mod profile;
 pub mod proxy;

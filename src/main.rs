@@ -436,7 +436,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             let exchanges = store
                 .session_exchanges(span.run_id, span.session_no)
                 .await?;
-            explanation.add_session(&exchanges, &plan.config.credentials);
+            explanation.add_session(exchanges, &plan.config.credentials);
         }
         print!("{}", explanation.render());
         return Ok(0);

@@ -11,7 +11,9 @@
 //! (plus streaming time), a 503
 //! after `queue_timeout` in the queue, an optional per-token rate limit
 //! (429), and optionally a fixed set of accounts whose passwords a login
-//! must give. State lives in memory; `GET /api/stats` tells tests what really
+//! must give. JSON responses are gzip-encoded for clients that accept it
+//! (as the web server in front of a real backend does), and encoded
+//! request bodies are read. State lives in memory; `GET /api/stats` tells tests what really
 //! happened. Every input error is a 4xx; nothing a client sends can stop it.
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +45,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
+use crate::codec::Coding;
 use crate::shutdown::Shutdown;
 
 /// Largest request body the backend reads.
@@ -292,6 +295,14 @@ impl Backend {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if accepts_gzip(req.headers()) {
+            gzipped(self.answer(req).await).await
+        } else {
+            self.answer(req).await
+        }
+    }
+
+    async fn answer(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         if path == "/api/stats" && req.method() == Method::GET {
             let st = self.lock();
@@ -867,14 +878,77 @@ fn push_to(st: &mut State, conversation: &str, except: Option<u64>, event: &Valu
     told
 }
 
+/// The request body, decoded when it is content-encoded (gzip, deflate,
+/// br; 415 for another coding).
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(_) => Err(Box::new(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body larger than 1 MiB or unreadable",
-        ))),
+    let coding = match req.headers().get(header::CONTENT_ENCODING) {
+        Some(v) => Coding::parse(v.as_bytes()).map_err(|_| {
+            Box::new(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Encoding must be gzip, deflate or br",
+            ))
+        })?,
+        None => None,
+    };
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            return Err(Box::new(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than 1 MiB or unreadable",
+            )));
+        }
+    };
+    match coding {
+        None => Ok(bytes),
+        Some(c) => c.decode(&bytes).map(Bytes::from).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "body does not decode as its Content-Encoding says",
+            ))
+        }),
     }
+}
+
+/// Whether an `Accept-Encoding` value takes gzip (not `gzip;q=0`).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    value.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    })
+}
+
+/// A JSON response gzip-encoded, as a web server in front of a backend
+/// does for clients that accept it; other responses as they are.
+async fn gzipped(resp: Response<Body>) -> Response<Body> {
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = body.collect().await.map(|c| c.to_bytes());
+    parts
+        .headers
+        .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    parts
+        .headers
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    Response::from_parts(parts, full(Coding::Gzip.encode(&bytes)))
 }
 
 async fn read_json(req: Request<Incoming>) -> Result<Value, Box<Response<Body>>> {

@@ -158,10 +158,12 @@ impl ChatClient {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Reply, String> {
+        // Like a browser: compressed responses welcome.
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{}", self.base, path))
-            .header(header::USER_AGENT, &self.user_agent);
+            .header(header::USER_AGENT, &self.user_agent)
+            .header(header::ACCEPT_ENCODING, "gzip");
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -178,12 +180,22 @@ impl ChatClient {
         let req = req.body(body).map_err(|e| e.to_string())?;
         let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status();
+        let coding = resp.headers().get(header::CONTENT_ENCODING).cloned();
         let body = resp
             .into_body()
             .collect()
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
+        let body = match crate::codec::decoded(coding.as_ref().map(|v| v.as_bytes()), &body) {
+            Some(std::borrow::Cow::Owned(decoded)) => Bytes::from(decoded),
+            Some(std::borrow::Cow::Borrowed(_)) => body,
+            None => {
+                return Err(format!(
+                    "a body in an unreadable Content-Encoding ({coding:?})"
+                ));
+            }
+        };
         Ok(Reply { status, body })
     }
 }

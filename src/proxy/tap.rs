@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::ProxyState;
 use super::session::set_cookies;
-use crate::capture::redact::is_scannable;
+use crate::capture::redact::scannable;
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -190,18 +190,16 @@ impl Pending {
             None => CapturedBody::default(),
         };
         let mut response_body = response_body;
-        let response_scannable = is_scannable(&self.response_headers);
+        let response = scannable(&self.response_headers, &response_body.bytes);
 
         if self.status.is_some_and(|s| (200..300).contains(&s)) {
-            let b = &response_body.bytes;
-            let tokens: Vec<&[u8]> = if response_scannable {
-                redactor
+            let tokens: Vec<&[u8]> = match &response {
+                Some((b, _)) => redactor
                     .secret_ranges(b)
                     .into_iter()
                     .map(|r| &b[r])
-                    .collect()
-            } else {
-                Vec::new()
+                    .collect(),
+                None => Vec::new(),
             };
             let cookies = set_cookies(&self.response_headers);
             state
@@ -214,12 +212,14 @@ impl Pending {
         if !redactor.keeps_credentials() {
             redactor.redact_headers(&mut request_headers);
             redactor.redact_headers(&mut response_headers);
-            if is_scannable(&request_headers)
-                && let Some(b) = redactor.redact_body(&request_body.bytes)
+            if let Some((content, coding)) = scannable(&request_headers, &request_body.bytes)
+                && let Some(b) = redactor.redact_content(&content, coding)
             {
                 request_body.bytes = b;
             }
-            if response_scannable && let Some(b) = redactor.redact_body(&response_body.bytes) {
+            if let Some((content, coding)) = response
+                && let Some(b) = redactor.redact_content(&content, coding)
+            {
                 response_body.bytes = b;
             }
             for frame in self.ws_frames.iter_mut().filter(|f| f.op == "text") {

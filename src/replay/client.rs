@@ -19,6 +19,7 @@ use super::engine::{Dispatch, Sent};
 use super::rewrite::World;
 use super::rules::Rules;
 use crate::capture::StoredExchange;
+use crate::codec;
 use crate::proxy::Upstream;
 use crate::proxy::forward::HOP_BY_HOP;
 use crate::tls::{ClientTls, Connector};
@@ -130,7 +131,12 @@ impl ReplayClient {
             .target
             .join(&ex.uri)
             .map_err(|e| format!("uri {}: {e}", ex.uri))?;
-        let mut req = Request::new(Full::new(Bytes::copy_from_slice(&ex.request_body)));
+        // Bodies were decoded to substitute values; encode as recorded.
+        let body = match codec::coding_of(&ex.request_headers) {
+            Ok(Some(coding)) => Bytes::from(coding.encode(&ex.request_body)),
+            _ => Bytes::copy_from_slice(&ex.request_body),
+        };
+        let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         let headers = req.headers_mut();
@@ -223,6 +229,10 @@ impl Dispatch for ReplayClient {
                         .windows(4)
                         .any(|w| w.eq_ignore_ascii_case(b"json"))
                 });
+            let coding = resp
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .map(|v| codec::Coding::parse(v.as_bytes()));
             let mut kept = BytesMut::new();
             let mut body = resp.into_body();
             let head = Instant::now();
@@ -246,19 +256,31 @@ impl Dispatch for ReplayClient {
                 }
             }
             let stream = stream.map(|(_, timing)| timing);
-            Ok::<_, &'static str>((status, ttfb, headers, kept.freeze(), stream))
+            Ok::<_, &'static str>((status, ttfb, headers, (kept.freeze(), coding), stream))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok((status, ttfb, headers, body, stream))) => Sent {
-                status: Some(status),
-                ttfb: Some(ttfb),
-                failure: None,
-                finished: Instant::now(),
-                headers,
-                body,
-                stream,
-                ws: None,
-            },
+            Ok(Ok((status, ttfb, headers, (body, coding), stream))) => {
+                let finished = Instant::now();
+                // Correlation reads the content: an encoded body is decoded,
+                // after the clock stopped.
+                let body = match coding {
+                    Some(Ok(Some(c))) if !body.is_empty() => {
+                        c.decode(&body).map(Bytes::from).unwrap_or_default()
+                    }
+                    Some(Err(_)) => Bytes::new(),
+                    _ => body,
+                };
+                Sent {
+                    status: Some(status),
+                    ttfb: Some(ttfb),
+                    failure: None,
+                    finished,
+                    headers,
+                    body,
+                    stream,
+                    ws: None,
+                }
+            }
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),
         }

@@ -219,10 +219,11 @@ impl<D, S: SessionSource> Ctx<D, S> {
 
 impl LoadedSession {
     fn new(
-        exchanges: Vec<StoredExchange>,
+        mut exchanges: Vec<StoredExchange>,
         speed: f64,
         credentials: Option<&Credentials>,
     ) -> LoadedSession {
+        exchanges.iter_mut().for_each(rewrite::decode_bodies);
         let recorded: Vec<(i64, i64)> = exchanges
             .iter()
             .map(|e| (e.offset_us, e.client_duration_us()))

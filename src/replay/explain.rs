@@ -36,7 +36,9 @@ impl Explanation {
     }
 
     /// Adds one recorded session.
-    pub fn add_session(&mut self, exchanges: &[StoredExchange], credentials: &Credentials) {
+    pub fn add_session(&mut self, mut exchanges: Vec<StoredExchange>, credentials: &Credentials) {
+        exchanges.iter_mut().for_each(rewrite::decode_bodies);
+        let exchanges = &exchanges[..];
         let values = rewrite::analyze_with(exchanges, credentials);
         // The route of the response that first handed out each value.
         let mut source: HashMap<String, String> = HashMap::new();

@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::rules::{Decision, Rules};
 use crate::capture::StoredExchange;
 use crate::capture::redact::MARKER_PREFIX;
+use crate::codec;
 use crate::route;
 
 /// Headers whose values are never dynamic.
@@ -177,6 +178,25 @@ pub struct SessionValues {
     /// Per request: the password of the user its body names, from the
     /// credentials file.
     pub secrets: Vec<Option<String>>,
+}
+
+/// Makes a recorded exchange's bodies readable: a content-encoded request
+/// or response body (gzip, deflate, br) is decoded in place. Its headers
+/// stay as recorded; the client encodes the request body again as its
+/// Content-Encoding says when it sends it. A request body that does not
+/// decode cannot be sent as recorded, and is marked truncated (never sent).
+pub fn decode_bodies(ex: &mut StoredExchange) {
+    if let Ok(Some(coding)) = codec::coding_of(&ex.request_headers) {
+        match coding.decode(&ex.request_body) {
+            Some(body) => ex.request_body = body,
+            None => ex.request_truncated = true,
+        }
+    }
+    if let Ok(Some(coding)) = codec::coding_of(&ex.response_headers)
+        && let Some(body) = coding.decode(&ex.response_body)
+    {
+        ex.response_body = body;
+    }
 }
 
 /// Finds the nonces and handed-out values of a session.

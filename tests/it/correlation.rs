@@ -87,6 +87,30 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
     let capture = record_demo(&recorded_on, &dir, false).await;
     let recorded = demo_stats(&recorded_on).await;
 
+    // The backend gzips its JSON for the script, as a web server does; the
+    // capture keeps the login's answer gzip-encoded, with the token inside
+    // redacted.
+    let store = Store::open(&capture).await.expect("open");
+    let run = store.run(None).await.expect("run");
+    let login = store
+        .session_exchanges(run.id, 1)
+        .await
+        .expect("session")
+        .into_iter()
+        .find(|e| e.uri == "/api/login")
+        .expect("a login");
+    assert_eq!(login.response_header("content-encoding"), Some("gzip"));
+    let body = tapedeck::codec::Coding::Gzip
+        .decode(&login.response_body)
+        .expect("gzip");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert!(
+        body["token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("redacted:")),
+        "{body}"
+    );
+
     // The capture holds the passwords redacted: without them every world's
     // login is refused, and nothing that needs its token is sent.
     let refusing = backend_with_accounts().await;
@@ -97,13 +121,7 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
         [("401".to_string(), 20)].into(),
         "only the logins went out"
     );
-    let exchanges = Store::open(&capture)
-        .await
-        .expect("open")
-        .run(None)
-        .await
-        .expect("run")
-        .exchanges as u64;
+    let exchanges = run.exchanges as u64;
     assert_eq!(s.dependent_skipped, 5 * (exchanges - 4));
     assert_eq!(demo_stats(&refusing).await.logins, 0);
 
@@ -319,4 +337,73 @@ async fn streamed_replies_are_timed_chunk_by_chunk_when_recorded_and_replayed() 
             .filter(|r| !r.route.ends_with("/reply"))
             .all(|r| r.stream.is_none())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_encoded_bodies_are_decoded_to_correlate_and_encoded_again() {
+    use tapedeck::codec::Coding;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recorded_on = demo_backend().await;
+    let (rec, capture) = recording(&recorded_on, &dir, false).await;
+    let base = format!("http://{}", rec.local_addr());
+    // The script's client takes gzip: the login, the room and the send come
+    // back gzip-encoded.
+    let app = ChatClient::new(&base, "br-app");
+    let token = crate::support::demo_login(&app, "carol-01").await;
+    let call = |path: String, body: serde_json::Value| {
+        let (app, token) = (&app, &token);
+        async move {
+            let r = app
+                .call(Method::POST, &path, Some(token), &[], Some(body))
+                .await
+                .expect("call");
+            assert!(r.status.is_success(), "{path}: {}", r.status);
+            r.json()
+        }
+    };
+    let room = call("/api/conversations".into(), json!({"title": "t"})).await["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let sent = call(
+        format!("/api/conversations/{room}/messages"),
+        json!({"text": "hi"}),
+    )
+    .await;
+    let message = sent["message"]["id"].as_str().or(sent["id"].as_str());
+    let message = message.expect("message id").to_string();
+    // The read mark goes out with a brotli-encoded body naming the message.
+    let body = Coding::Brotli.encode(json!({ "message_id": message }).to_string().as_bytes());
+    let bearer = format!("Bearer {token}");
+    let (status, _, _) = crate::support::send(
+        &crate::support::client(),
+        Method::POST,
+        &format!("{base}/api/conversations/{room}/read"),
+        &[
+            ("user-agent", "br-app"),
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ],
+        body.into(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    rec.stop().await.expect("stop");
+
+    let fresh = demo_backend().await;
+    let store = Store::open(&capture).await.expect("open");
+    let report = replay_with(&store, &fresh.url(), Profile::single(3, 4.0), |_| {}).await;
+    let s = &report.stages[0];
+    assert_eq!((s.requests, s.errors), (12, 0), "{:?}", s.status_counts);
+    assert_eq!(
+        s.unresolved_values, 3,
+        "only the redacted password, per world"
+    );
+    // Each world's read mark named its own world's message: the recorded id
+    // was found in the decoded body, replaced, and the body sent brotli
+    // again (the backend answers 400 to a body that does not decode).
+    let live = demo_stats(&fresh).await;
+    assert_eq!((live.messages, live.reads), (3, 3));
 }

@@ -239,7 +239,7 @@ fn explain_output_matches_its_golden_file() {
         ),
     ];
     let mut explanation = tapedeck::replay::explain::Explanation::default();
-    explanation.add_session(&session, &Default::default());
-    explanation.add_session(&session, &Default::default());
+    explanation.add_session(session.clone(), &Default::default());
+    explanation.add_session(session, &Default::default());
     check("explain.txt", &explanation.render());
 }
