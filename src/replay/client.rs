@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
-use super::rewrite::World;
+use super::rewrite::{self, World};
 use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::codec;
@@ -200,9 +200,11 @@ impl Dispatch for ReplayClient {
             })?;
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
-            // Only what correlation reads is kept: Location, Set-Cookie and
-            // JSON bodies up to a cap, and what extract rules read.
-            // Everything else is read and dropped.
+            // Only what correlation reads is kept: Location, Set-Cookie,
+            // the headers in which the recorded answer may have handed out
+            // a value, JSON bodies up to a cap, and what extract rules
+            // read. Everything else is read and dropped.
+            let correlating = world.is_some();
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
@@ -210,6 +212,9 @@ impl Dispatch for ReplayClient {
                     *k == header::LOCATION
                         || *k == header::SET_COOKIE
                         || self.kept_headers.contains(k)
+                        || correlating
+                            && rewrite::may_hand_out(k.as_str())
+                            && ex.response_header(k.as_str()).is_some()
                 })
                 .map(|(k, v)| {
                     (

@@ -472,16 +472,16 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
         pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));
-        // What a write hands out, less what this world already knew (the
-        // user id its login returned) and the accounts of the credentials
-        // file, which are the same in every world: only those can be
-        // another world's ids handed out again.
+        // The ids a write hands out, less the accounts of the credentials
+        // file (the same in every world) and, when correlating, values
+        // that came back as recorded (a fresh backend never hands out the
+        // recorded id again: those are constants like a version): only
+        // the rest can be another world's ids handed out again.
         let mut handed_out: Vec<(String, String)> = if is_write(&ex.method) {
             pairs
                 .iter()
                 .filter(|(rec, live)| {
-                    !ctx.credentials.users.contains_key(rec)
-                        && world.live(rec).as_deref() != Some(live.as_str())
+                    !(ctx.credentials.users.contains_key(rec) || ctx.correlate && rec == live)
                 })
                 .cloned()
                 .collect()
@@ -490,6 +490,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         };
         if ctx.correlate {
             world.absorb(&pairs);
+            world.absorb(&rewrite::header_pairs(ex, &sent.headers));
         }
         if !handed_out.is_empty() {
             // Echoes of what the request itself carried (a room id every

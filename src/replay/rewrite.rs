@@ -46,6 +46,54 @@ const STATIC_HEADERS: [&str; 16] = [
     "x-tapedeck-replay",
 ];
 
+/// Response headers that never hand out an id or token. Location and
+/// Set-Cookie are read on their own; `sec-websocket-accept` derives from
+/// the client's key.
+const PLAIN_RESPONSE_HEADERS: [&str; 27] = [
+    "location",
+    "set-cookie",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "content-security-policy",
+    "date",
+    "server",
+    "vary",
+    "cache-control",
+    "pragma",
+    "expires",
+    "last-modified",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "accept-ranges",
+    "age",
+    "via",
+    "alt-svc",
+    "retry-after",
+    "strict-transport-security",
+    "referrer-policy",
+    "upgrade",
+    "sec-websocket-accept",
+];
+
+/// Whether a response header may hand out an id or token that later
+/// requests send (`X-Auth-Token`, `X-Session-Id`): any but Location and
+/// Set-Cookie (read on their own) and those that never do (`Date`,
+/// `Server`, `X-Content-Type-Options`, `Access-Control-*`).
+pub fn may_hand_out(name: &str) -> bool {
+    let plain = |n: &str| name.eq_ignore_ascii_case(n);
+    !(PLAIN_RESPONSE_HEADERS.iter().any(|n| plain(n))
+        || name
+            .get(..15)
+            .is_some_and(|p| p.eq_ignore_ascii_case("access-control-"))
+        || plain("x-content-type-options")
+        || plain("x-frame-options")
+        || plain("x-xss-protection"))
+}
+
 /// Whether a recorded value looks like an id, token, cursor or key the
 /// client invented (strict: nonces are regenerated only when this holds).
 pub fn is_dynamic(v: &str) -> bool {
@@ -546,6 +594,27 @@ impl World {
     }
 }
 
+/// Recorded → live pairs from the other response headers that may hand
+/// out a value ([`may_hand_out`]): the same header of the live response.
+/// Kept apart from [`learned_pairs`]: headers such as `X-Powered-By` repeat
+/// one value in every answer, so they say nothing about deduplication.
+pub fn header_pairs(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+) -> Vec<(String, String)> {
+    recorded
+        .response_headers
+        .iter()
+        .filter(|(k, v)| may_hand_out(k) && is_token(v))
+        .filter_map(|(name, rec)| {
+            live_headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, live)| (rec.clone(), live.clone()))
+        })
+        .collect()
+}
+
 /// Learns from a live response into the world; returns the pairs learned.
 pub fn learn(
     recorded: &StoredExchange,
@@ -553,7 +622,8 @@ pub fn learn(
     live_body: &Bytes,
     world: &World,
 ) -> Vec<(String, String)> {
-    let pairs = learned_pairs(recorded, live_headers, live_body);
+    let mut pairs = learned_pairs(recorded, live_headers, live_body);
+    pairs.extend(header_pairs(recorded, live_headers));
     world.absorb(&pairs);
     pairs
 }
@@ -769,6 +839,12 @@ pub fn response_values(ex: &StoredExchange) -> Vec<String> {
     if let Some(loc) = ex.response_header("location") {
         out.extend(path_of(loc).split('/').map(percent_decode));
     }
+    out.extend(
+        ex.response_headers
+            .iter()
+            .filter(|(k, _)| may_hand_out(k))
+            .map(|(_, v)| v.trim().to_string()),
+    );
     out.extend(
         ex.response_headers
             .iter()
@@ -1143,6 +1219,54 @@ pub(crate) mod tests {
             other_post.exchange.request_header("idempotency-key"),
             Some(key.as_str())
         );
+    }
+
+    #[test]
+    fn a_token_handed_out_in_a_response_header_is_learned_and_sent() {
+        let mut login = ex("POST", "/api/session", &[], "{}", "{}");
+        login.response_headers.extend([
+            (
+                "date".to_string(),
+                "Mon, 23 Nov 2026 02:00:00 GMT".to_string(),
+            ),
+            ("x-auth-token".to_string(), "hdr_Rec0rded77Tok".to_string()),
+        ]);
+        let me = ex(
+            "GET",
+            "/api/me",
+            &[("x-auth-token", "hdr_Rec0rded77Tok")],
+            "",
+            "{}",
+        );
+        let session = vec![login, me.clone(), me];
+        let values = analyze(&session);
+        assert!(
+            values.handed_out[1].contains("hdr_Rec0rded77Tok"),
+            "the header handed it out: not a nonce"
+        );
+        let world = World::default();
+        let live = [
+            (
+                "date".to_string(),
+                "Mon, 23 Nov 2026 03:00:00 GMT".to_string(),
+            ),
+            ("x-auth-token".to_string(), "hdr_L1veL1ve42Tok".to_string()),
+        ];
+        assert_eq!(
+            header_pairs(&session[0], &live),
+            [(
+                "hdr_Rec0rded77Tok".to_string(),
+                "hdr_L1veL1ve42Tok".to_string()
+            )],
+            "the date is not learned"
+        );
+        learn(&session[0], &live, &Bytes::new(), &world);
+        let me = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+        assert_eq!(
+            me.exchange.request_header("x-auth-token"),
+            Some("hdr_L1veL1ve42Tok")
+        );
+        assert!(!may_hand_out("Access-Control-Allow-Origin") && may_hand_out("X-Request-Id"));
     }
 
     #[test]
