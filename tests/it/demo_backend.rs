@@ -379,6 +379,51 @@ async fn garbage_input_gets_4xx_and_the_backend_keeps_serving() {
     demo_login(&client, "still-up").await;
 }
 
+#[tokio::test]
+async fn json_is_gzipped_for_clients_that_take_it_and_encoded_bodies_are_read() {
+    use tapedeck::codec::Coding;
+
+    let (backend, _) = start(BackendConfig::default()).await;
+    let http = crate::support::client();
+    let url = format!("{}/api/login", backend.url());
+    let login = json!({"user": "ann", "password": "pw"}).to_string();
+    let post = |accept: &'static str, encoding: &'static str, body: Vec<u8>| {
+        let (http, url) = (&http, &url);
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            headers.extend([("accept-encoding", accept), ("content-encoding", encoding)]);
+            crate::support::send(http, Method::POST, url, &headers, body.into()).await
+        }
+    };
+
+    // Asked for gzip: gzip, and Vary says it depends on the asking.
+    let (status, headers, body) = post("gzip, br", "identity", login.clone().into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["vary"], "accept-encoding");
+    let body = Coding::Gzip.decode(&body).expect("gzip");
+    let answer: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(answer["user"], "ann");
+
+    // gzip refused with q=0: plain JSON.
+    let (_, headers, body) = post("gzip;q=0", "identity", login.clone().into()).await;
+    assert!(!headers.contains_key("content-encoding"));
+    assert!(serde_json::from_slice::<Value>(&body).is_ok());
+
+    // Request bodies in gzip, deflate or br are read; others are refused.
+    for coding in ["gzip", "deflate", "br"] {
+        let c = Coding::parse(coding.as_bytes())
+            .expect("known")
+            .expect("a coding");
+        let (status, ..) = post("identity", coding, c.encode(login.as_bytes())).await;
+        assert_eq!(status, StatusCode::OK, "{coding}");
+    }
+    let (status, ..) = post("identity", "zstd", login.clone().into()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, ..) = post("identity", "gzip", login.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not gzip at all");
+}
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
