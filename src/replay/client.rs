@@ -201,9 +201,9 @@ impl Dispatch for ReplayClient {
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
             // Only what correlation reads is kept: Location, Set-Cookie,
-            // the headers in which the recorded answer may have handed out
-            // a value, JSON bodies up to a cap, and what extract rules
-            // read. Everything else is read and dropped.
+            // headers that may hand out a value (none of what a plain web
+            // server sends), JSON bodies up to a cap, and what extract
+            // rules read. Everything else is read and dropped.
             let correlating = world.is_some();
             let headers: Vec<(String, String)> = resp
                 .headers()
@@ -212,9 +212,7 @@ impl Dispatch for ReplayClient {
                     *k == header::LOCATION
                         || *k == header::SET_COOKIE
                         || self.kept_headers.contains(k)
-                        || correlating
-                            && rewrite::may_hand_out(k.as_str())
-                            && ex.response_header(k.as_str()).is_some()
+                        || correlating && rewrite::may_hand_out(k.as_str())
                 })
                 .map(|(k, v)| {
                     (

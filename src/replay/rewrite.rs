@@ -554,12 +554,7 @@ pub fn learned_pairs(
             .find(|(k, _)| k.eq_ignore_ascii_case("location"))
             .map(|(_, v)| v.as_str()),
     ) {
-        for (a, b) in path_of(rec).split('/').zip(path_of(live).split('/')) {
-            let (a, b) = (percent_decode(a), percent_decode(b));
-            if a != b && is_token(&a) {
-                pairs.push((a, b));
-            }
-        }
+        align_urls(rec, live, &mut pairs);
     }
     let live_cookies: HashMap<String, String> = live_headers
         .iter()
@@ -604,17 +599,27 @@ pub fn header_pairs(
     recorded: &StoredExchange,
     live_headers: &[(String, String)],
 ) -> Vec<(String, String)> {
-    recorded
+    let mut pairs = Vec::new();
+    for (name, rec) in recorded
         .response_headers
         .iter()
-        .filter(|(k, v)| may_hand_out(k) && is_token(v))
-        .filter_map(|(name, rec)| {
-            live_headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, live)| (rec.clone(), live.clone()))
-        })
-        .collect()
+        .filter(|(k, _)| may_hand_out(k))
+    {
+        let Some((_, live)) = live_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("link") {
+            for (a, b) in link_urls(rec).zip(link_urls(live)) {
+                align_urls(a, b, &mut pairs);
+            }
+        } else if is_token(rec) {
+            pairs.push((rec.clone(), live.clone()));
+        }
+    }
+    pairs
 }
 
 /// Learns from a live response into the world; returns the pairs learned.
@@ -769,7 +774,7 @@ pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
     }
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if let Some((k, v)) = pair.split_once('=') {
-            out.push((format!("query {k}"), percent_decode(&v.replace('+', " "))));
+            out.push((format!("query {k}"), decode_query_value(v)));
         }
     }
     for (name, value) in &ex.request_headers {
@@ -838,15 +843,15 @@ pub fn response_values(ex: &StoredExchange) -> Vec<String> {
     for (_, json) in text_frames(ex, "server") {
         collect_json(&json, &mut out);
     }
-    if let Some(loc) = ex.response_header("location") {
-        out.extend(path_of(loc).split('/').map(percent_decode));
+    for (name, value) in &ex.response_headers {
+        if name.eq_ignore_ascii_case("location") {
+            out.extend(url_parts(value));
+        } else if name.eq_ignore_ascii_case("link") {
+            out.extend(link_urls(value).flat_map(url_parts));
+        } else if may_hand_out(name) {
+            out.push(value.trim().to_string());
+        }
     }
-    out.extend(
-        ex.response_headers
-            .iter()
-            .filter(|(k, _)| may_hand_out(k))
-            .map(|(_, v)| v.trim().to_string()),
-    );
     out.extend(
         ex.response_headers
             .iter()
@@ -859,7 +864,11 @@ pub fn response_values(ex: &StoredExchange) -> Vec<String> {
 
 fn collect_json(v: &Value, out: &mut Vec<String>) {
     match v {
-        Value::String(s) => out.push(s.clone()),
+        Value::String(s) => {
+            // A next-page link hands out the cursor inside it.
+            out.extend(url_parts(s));
+            out.push(s.clone());
+        }
         Value::Array(items) => items.iter().for_each(|i| collect_json(i, out)),
         Value::Object(map) => {
             for (k, v) in map {
@@ -880,6 +889,8 @@ fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) {
         (Value::String(a), Value::String(b)) if is_token(a) => {
             out.push((a.clone(), b.clone()));
         }
+        // `"next": "https://…/messages?cursor=…"`: the parts of a link.
+        (Value::String(a), Value::String(b)) => align_urls(a, b, out),
         (Value::Array(a), Value::Array(b)) => a.iter().zip(b).for_each(|(x, y)| align(x, y, out)),
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
@@ -943,7 +954,7 @@ fn rewrite_uri(uri: &str, f: &mut impl FnMut(&str) -> Option<String>) -> String 
             }
             match pair.split_once('=') {
                 Some((k, v)) => {
-                    let decoded = percent_decode(&v.replace('+', " "));
+                    let decoded = decode_query_value(v);
                     match f(&decoded) {
                         Some(live) => {
                             out.push_str(k);
@@ -960,11 +971,84 @@ fn rewrite_uri(uri: &str, f: &mut impl FnMut(&str) -> Option<String>) -> String 
     out
 }
 
-fn path_of(location: &str) -> &str {
-    let no_scheme = location.split_once("://").map_or(location, |(_, rest)| {
-        rest.find('/').map_or("", |i| &rest[i..])
-    });
-    no_scheme.split(['?', '#']).next().unwrap_or("")
+/// A link's raw path segments and query pairs.
+struct Link<'a> {
+    path: Vec<&'a str>,
+    query: Vec<(&'a str, &'a str)>,
+}
+
+/// A link — an http(s) URL or an absolute path, as in a Location or a
+/// `next` page — taken apart; `None` for any other string (free text is
+/// never taken apart).
+fn link_of(link: &str) -> Option<Link<'_>> {
+    let link = link.trim();
+    let rest = match link.split_once("://") {
+        Some((scheme, rest))
+            if ["http", "https", "ws", "wss"]
+                .iter()
+                .any(|s| scheme.eq_ignore_ascii_case(s)) =>
+        {
+            &rest[rest.find('/').unwrap_or(rest.len())..]
+        }
+        Some(_) => return None,
+        None if link.starts_with('/') && !link.starts_with("//") => link,
+        None => return None,
+    };
+    if rest.contains(char::is_whitespace) {
+        return None;
+    }
+    let rest = rest.split('#').next().unwrap_or("");
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    Some(Link {
+        path: path.split('/').collect(),
+        query: query.split('&').filter_map(|p| p.split_once('=')).collect(),
+    })
+}
+
+fn decode_query_value(v: &str) -> String {
+    percent_decode(&v.replace('+', " "))
+}
+
+/// The path segments and query values of a link ([`link_of`]),
+/// percent-decoded.
+fn url_parts(link: &str) -> Vec<String> {
+    link_of(link).map_or_else(Vec::new, |l| {
+        l.path
+            .into_iter()
+            .map(percent_decode)
+            .chain(l.query.into_iter().map(|(_, v)| decode_query_value(v)))
+            .collect()
+    })
+}
+
+/// Pairs the parts of a recorded and a live link: path segments in order
+/// when there are as many, query values by name.
+fn align_urls(rec: &str, live: &str, out: &mut Vec<(String, String)>) {
+    let (Some(rec), Some(live)) = (link_of(rec), link_of(live)) else {
+        return;
+    };
+    let mut push = |a: String, b: String| {
+        if a != b && is_token(&a) {
+            out.push((a, b));
+        }
+    };
+    if rec.path.len() == live.path.len() {
+        for (a, b) in rec.path.into_iter().zip(live.path) {
+            push(percent_decode(a), percent_decode(b));
+        }
+    }
+    for (k, a) in rec.query {
+        if let Some((_, b)) = live.query.iter().find(|(lk, _)| *lk == k) {
+            push(decode_query_value(a), decode_query_value(b));
+        }
+    }
+}
+
+/// The URLs of a `Link` header, in order: `<url>; rel="next", <url>; …`.
+fn link_urls(link: &str) -> impl Iterator<Item = &str> {
+    link.split('<')
+        .skip(1)
+        .filter_map(|part| part.split_once('>').map(|(url, _)| url))
 }
 
 fn cookie_pair(set_cookie: &str) -> Option<(String, String)> {
@@ -1269,6 +1353,67 @@ pub(crate) mod tests {
             Some("hdr_L1veL1ve42Tok")
         );
         assert!(!may_hand_out("Access-Control-Allow-Origin") && may_hand_out("X-Request-Id"));
+    }
+
+    #[test]
+    fn cursors_inside_next_page_links_are_handed_out_and_learned() {
+        let feed = |token: &str| {
+            format!(
+                r#"{{"items":[],"links":{{"next":"https://chat.example/api/feed?limit=2&page_token={token}"}}}}"#
+            )
+        };
+        let first = ex(
+            "GET",
+            "/api/feed?limit=2",
+            &[],
+            "",
+            &feed("pt_R3c0rdedPage1"),
+        );
+        let mut second = ex(
+            "GET",
+            "/api/feed?limit=2&page_token=pt_R3c0rdedPage1",
+            &[],
+            "",
+            "{}",
+        );
+        second.response_headers.push((
+            "link".into(),
+            r#"</api/threads?after=ta_R3c0rdedAfter9>; rel="next""#.into(),
+        ));
+        let third = ex("GET", "/api/threads?after=ta_R3c0rdedAfter9", &[], "", "{}");
+        let session = vec![first, second, third];
+        let values = analyze(&session);
+        for cursor in ["pt_R3c0rdedPage1", "ta_R3c0rdedAfter9"] {
+            assert!(
+                !values.nonces.contains(cursor),
+                "{cursor} was handed out in a link"
+            );
+        }
+        let world = World::default();
+        learn(
+            &session[0],
+            &[],
+            &Bytes::from(feed("pt_L1vePage1xyz")),
+            &world,
+        );
+        let page = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+        assert_eq!(
+            page.exchange.uri,
+            "/api/feed?limit=2&page_token=pt_L1vePage1xyz"
+        );
+        let link = r#"<https://chat.example/api/threads?after=ta_L1veAfter77>; rel="next""#;
+        learn(
+            &session[1],
+            &[("link".into(), link.into())],
+            &Bytes::new(),
+            &world,
+        );
+        let threads = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+        assert_eq!(threads.exchange.uri, "/api/threads?after=ta_L1veAfter77");
+        // Free text that mentions a path is not a link.
+        let mut pairs = Vec::new();
+        align_urls("see /api/m/m_Rec12345", "see /api/m/m_Live6789", &mut pairs);
+        assert!(pairs.is_empty());
     }
 
     #[test]

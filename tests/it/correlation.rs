@@ -407,3 +407,156 @@ async fn content_encoded_bodies_are_decoded_to_correlate_and_encoded_again() {
     let live = demo_stats(&fresh).await;
     assert_eq!((live.messages, live.reads), (3, 3));
 }
+
+/// What the paging API saw.
+#[derive(Default)]
+struct Paging {
+    /// Tokens and cursors handed out and not used yet.
+    issued: std::collections::HashSet<String>,
+    sessions: u64,
+    pages: u64,
+    refused: u64,
+}
+
+/// `POST /session` hands out a token in `X-Auth-Token`; `GET /feed` and
+/// `GET /threads` need it, and page with single-use cursors handed out in a
+/// `next` link (`links.next`, an absolute URL) and in a `Link` header.
+fn paging_api(
+    req: &http::Request<hyper::body::Incoming>,
+    state: &std::sync::Mutex<Paging>,
+) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut s = state.lock().expect("state");
+    let fresh = |prefix: &str| format!("{prefix}{:016x}", rand::random::<u64>());
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let mut resp = http::Response::builder().header("content-type", "application/json");
+    let query: std::collections::HashMap<&str, &str> = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .collect();
+    let take = |s: &mut Paging, v: Option<&str>| v.is_some_and(|v| s.issued.remove(v));
+    let authorized = req
+        .headers()
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| s.issued.contains(t));
+    let (status, body) = match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/session") => {
+            let token = fresh("at_");
+            s.issued.insert(token.clone());
+            s.sessions += 1;
+            resp = resp.header("x-auth-token", token);
+            (StatusCode::OK, "{}".to_string())
+        }
+        (_, "/feed" | "/threads") if !authorized => (StatusCode::UNAUTHORIZED, "{}".into()),
+        ("GET", "/feed") => match query.get("page_token") {
+            None => {
+                let next = fresh("pt_");
+                s.issued.insert(next.clone());
+                s.pages += 1;
+                let link = format!("http://{host}/feed?limit=2&page_token={next}");
+                (
+                    StatusCode::OK,
+                    json!({"items": [1, 2], "links": {"next": link}}).to_string(),
+                )
+            }
+            Some(t) if take(&mut s, Some(t)) => {
+                s.pages += 1;
+                (
+                    StatusCode::OK,
+                    json!({"items": [3], "links": {"next": null}}).to_string(),
+                )
+            }
+            Some(_) => (StatusCode::BAD_REQUEST, "{}".into()),
+        },
+        ("GET", "/threads") => match query.get("after") {
+            None => {
+                let after = fresh("ta_");
+                s.issued.insert(after.clone());
+                s.pages += 1;
+                resp = resp.header("link", format!("</threads?after={after}>; rel=\"next\""));
+                (StatusCode::OK, "[]".into())
+            }
+            Some(t) if take(&mut s, Some(t)) => {
+                s.pages += 1;
+                (StatusCode::OK, "[]".into())
+            }
+            Some(_) => (StatusCode::BAD_REQUEST, "{}".into()),
+        },
+        _ => (StatusCode::NOT_FOUND, "{}".into()),
+    };
+    if !status.is_success() {
+        s.refused += 1;
+    }
+    resp.status(status)
+        .body(http_body_util::Full::new(body.into()))
+        .expect("response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_in_headers_and_cursors_in_next_links_are_learned() {
+    use crate::support::{TestProxy, client, send, serve};
+    use std::sync::Mutex;
+
+    let start = || async {
+        let state = Arc::new(Mutex::new(Paging::default()));
+        let st = state.clone();
+        (serve(move |req| paging_api(req, &st)).await, state)
+    };
+    let (recorded_on, _) = start().await;
+    let mut proxy = TestProxy::start(&recorded_on.url).await;
+    let http = client();
+    let (_, headers, _) = send(
+        &http,
+        Method::POST,
+        &proxy.url("/session"),
+        &[],
+        Default::default(),
+    )
+    .await;
+    let token = headers["x-auth-token"].to_str().expect("token").to_string();
+    let get = |path: String| {
+        let (http, url, token) = (&http, proxy.url(&path), token.clone());
+        async move {
+            let (status, headers, body) = send(
+                http,
+                Method::GET,
+                &url,
+                &[("x-auth-token", &token)],
+                Default::default(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{url}");
+            (headers, body)
+        }
+    };
+    let (_, body) = get("/feed?limit=2".into()).await;
+    let next: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let next = next["links"]["next"]
+        .as_str()
+        .expect("next link")
+        .to_string();
+    let path = &next[next.find("/feed").expect("path")..];
+    get(path.to_string()).await;
+    let (headers, _) = get("/threads".into()).await;
+    let link = headers["link"].to_str().expect("link").to_string();
+    get(link[1..link.find('>').expect("<url>")].to_string()).await;
+    proxy.stop().await;
+
+    let (fresh, state) = start().await;
+    let store = Store::open(&proxy.capture).await.expect("open");
+    let report = replay_with(&store, &fresh.url, Profile::single(3, 4.0), |_| {}).await;
+    let s = &report.stages[0];
+    assert_eq!((s.requests, s.errors), (15, 0), "{:?}", s.status_counts);
+    let st = state.lock().expect("state");
+    // Every world used its own token (from a header) and its own
+    // single-use cursors (from a JSON link and a Link header).
+    assert_eq!((st.sessions, st.pages, st.refused), (3, 12, 0));
+}

@@ -4,7 +4,6 @@
 //! API, replayed at 5x against a fresh one, checked on the server side.
 
 use std::collections::HashSet;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -12,14 +11,11 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tapedeck::capture::Store;
 use tapedeck::profile::Profile;
 use tapedeck::report::Report;
-use tapedeck::shutdown::Shutdown;
-use tokio::net::TcpListener;
 
-use crate::support::{TestProxy, client, replay_with, send};
+use crate::support::{Served, TestProxy, client, replay_with, send, serve};
 
 /// The one device the items API knows.
 const DEVICE: &str = "dev-8f3k2m9q";
@@ -41,45 +37,23 @@ struct Items {
 struct ItemsApi {
     url: String,
     state: Arc<Mutex<Items>>,
-    stop: Shutdown,
+    _served: Served,
 }
 
 impl ItemsApi {
     async fn start() -> ItemsApi {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(Mutex::new(Items::default()));
-        let stop = Shutdown::new();
-        let (st, halt) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                    () = halt.wait() => break,
-                };
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let st = st.clone();
-                        async move { Ok::<_, Infallible>(answer(&req, &st)) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        ItemsApi { url, state, stop }
+        let st = state.clone();
+        let served = serve(move |req| answer(req, &st)).await;
+        ItemsApi {
+            url: served.url.clone(),
+            state,
+            _served: served,
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Items> {
         self.state.lock().expect("state")
-    }
-}
-
-impl Drop for ItemsApi {
-    fn drop(&mut self) {
-        self.stop.trigger();
     }
 }
 

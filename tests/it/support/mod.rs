@@ -460,6 +460,50 @@ pub fn tapedeck() -> tokio::process::Command {
     cmd
 }
 
+/// An in-process HTTP/1.1 and h2c server on an ephemeral loopback port
+/// answering every request with `answer`; stopped when dropped.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Shutdown,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
+}
+
+/// Serves `answer` (see [`Served`]).
+pub async fn serve(
+    answer: impl Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+) -> Served {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let stop = Shutdown::new();
+    let halt = stop.clone();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
+                () = halt.wait() => break,
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(&req)) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Served { url, stop }
+}
+
 /// A demo backend with the default configuration on an ephemeral port.
 pub async fn demo_backend() -> tapedeck::demo::backend::DemoBackend {
     demo_backend_with(tapedeck::demo::backend::BackendConfig::default()).await
