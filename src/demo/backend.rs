@@ -879,13 +879,13 @@ fn push_to(st: &mut State, conversation: &str, except: Option<u64>, event: &Valu
 }
 
 /// The request body, decoded when it is content-encoded (gzip, deflate,
-/// br; 415 for another coding).
+/// br, zstd; 415 for another coding).
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {
     let coding = match req.headers().get(header::CONTENT_ENCODING) {
         Some(v) => Coding::parse(v.as_bytes()).map_err(|_| {
             Box::new(error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "Content-Encoding must be gzip, deflate or br",
+                "Content-Encoding must be gzip, deflate, br or zstd",
             ))
         })?,
         None => None,

@@ -231,7 +231,7 @@ pub struct SessionValues {
 }
 
 /// Makes a recorded exchange's bodies readable: a content-encoded request
-/// or response body (gzip, deflate, br) is decoded in place. Its headers
+/// or response body (gzip, deflate, br, zstd) is decoded in place. Its headers
 /// stay as recorded; the client encodes the request body again as its
 /// Content-Encoding says when it sends it. A request body that does not
 /// decode cannot be sent as recorded, and is marked truncated (never sent).
