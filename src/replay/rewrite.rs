@@ -301,11 +301,14 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             if credentials.users.is_empty() {
                 return None;
             }
-            let body: Value = serde_json::from_slice(&ex.request_body).ok()?;
+            let user = |field: &str| match serde_json::from_slice::<Value>(&ex.request_body) {
+                Ok(body) => body.get(field).and_then(Value::as_str).map(str::to_string),
+                Err(_) => form_fields(ex).find(|(k, _)| k == field).map(|(_, v)| v),
+            };
             USER_FIELDS
                 .iter()
-                .filter_map(|f| body.get(*f).and_then(Value::as_str))
-                .find_map(|user| credentials.users.get(user).cloned())
+                .filter_map(|f| user(f))
+                .find_map(|user| credentials.users.get(&user).cloned())
         })
         .collect();
     SessionValues {
@@ -501,6 +504,18 @@ impl Rewriter<'_> {
         }
         if let Some(body) = self.rewrite_json(&ex.request_body) {
             out.request_body = body;
+        } else if is_form(ex) {
+            let mut changed = false;
+            let body = String::from_utf8_lossy(&ex.request_body);
+            let mut form = String::with_capacity(body.len());
+            rewrite_pairs(&body, &mut form, &mut |v| {
+                let live = self.subst(v);
+                changed |= live.is_some();
+                live
+            });
+            if changed {
+                out.request_body = form.into_bytes();
+            }
         }
         // A WebSocket's JSON text frames from the client (a join naming a
         // conversation, a message to it).
@@ -798,6 +813,8 @@ pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
     }
     if let Ok(json) = serde_json::from_slice::<Value>(&ex.request_body) {
         json_leaves(&json, "$", &mut out);
+    } else if is_form(ex) {
+        out.extend(form_fields(ex).map(|(k, v)| (format!("form {k}"), v)));
     }
     for (i, json) in text_frames(ex, "client") {
         json_leaves(&json, &format!("frame {i} $"), &mut out);
@@ -948,27 +965,51 @@ fn rewrite_uri(uri: &str, f: &mut impl FnMut(&str) -> Option<String>) -> String 
     }
     if let Some(q) = query {
         out.push('?');
-        for (i, pair) in q.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            match pair.split_once('=') {
-                Some((k, v)) => {
-                    let decoded = decode_query_value(v);
-                    match f(&decoded) {
-                        Some(live) => {
-                            out.push_str(k);
-                            out.push('=');
-                            out.push_str(&percent_encode(&live));
-                        }
-                        None => out.push_str(pair),
-                    }
-                }
-                None => out.push_str(pair),
-            }
-        }
+        rewrite_pairs(q, &mut out, f);
     }
     out
+}
+
+/// `k=v&k=v` (a query, a form body) into `out`, each value that `f` has a
+/// live value for replaced (percent-encoded), the rest byte for byte.
+fn rewrite_pairs(pairs: &str, out: &mut String, f: &mut impl FnMut(&str) -> Option<String>) {
+    for (i, pair) in pairs.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, v)) => match f(&decode_query_value(v)) {
+                Some(live) => {
+                    out.push_str(k);
+                    out.push('=');
+                    out.push_str(&percent_encode(&live));
+                }
+                None => out.push_str(pair),
+            },
+            None => out.push_str(pair),
+        }
+    }
+}
+
+/// Whether a request's body is a form (`application/x-www-form-urlencoded`).
+fn is_form(ex: &StoredExchange) -> bool {
+    ex.request_header("content-type").is_some_and(|ct| {
+        ct.trim_start()
+            .get(..33)
+            .is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    })
+}
+
+/// The fields of a form body, values decoded; none for other bodies.
+fn form_fields(ex: &StoredExchange) -> impl Iterator<Item = (String, String)> + '_ {
+    let body = if is_form(ex) {
+        std::str::from_utf8(&ex.request_body).unwrap_or("")
+    } else {
+        ""
+    };
+    body.split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode_query_value(k), decode_query_value(v)))
 }
 
 /// A link's raw path segments and query pairs.
@@ -1414,6 +1455,74 @@ pub(crate) mod tests {
         let mut pairs = Vec::new();
         align_urls("see /api/m/m_Rec12345", "see /api/m/m_Live6789", &mut pairs);
         assert!(pairs.is_empty());
+    }
+
+    #[test]
+    fn form_bodies_are_read_and_rewritten_like_json_ones() {
+        const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+        let auth = ("authorization", "Bearer xoxb-R3c0rded-T0ken");
+        let session = vec![
+            ex(
+                "POST",
+                "/api/auth.login",
+                &[FORM],
+                &format!("username=ann%40example.com&password={MARK}"),
+                r#"{"ok":true,"token":"xoxb-R3c0rded-T0ken"}"#,
+            ),
+            ex(
+                "POST",
+                "/api/conversations.create",
+                &[FORM, auth],
+                "name=general",
+                r#"{"channel":{"id":"C0R3C0RD3D"}}"#,
+            ),
+            ex(
+                "POST",
+                "/api/chat.postMessage",
+                &[FORM, auth],
+                "channel=C0R3C0RD3D&text=hello+there&client_msg_id=cm_9f8e7d6c5b4a",
+                r#"{"ok":true}"#,
+            ),
+        ];
+        let credentials = Credentials {
+            users: [("ann@example.com".to_string(), "hunter 2".to_string())].into(),
+            ..Credentials::default()
+        };
+        let values = analyze_with(&session, &credentials);
+        assert!(values.nonces.contains("cm_9f8e7d6c5b4a"));
+        let world = World::seeded(&credentials);
+        let login = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
+        assert_eq!(
+            login.exchange.request_body, b"username=ann%40example.com&password=hunter%202",
+            "the user is kept and the password comes from the credentials file"
+        );
+        let live = |body: &'static [u8]| Bytes::from_static(body);
+        learn(
+            &session[0],
+            &[],
+            &live(br#"{"ok":true,"token":"xoxb-L1ve-T0ken99"}"#),
+            &world,
+        );
+        learn(
+            &session[1],
+            &[],
+            &live(br#"{"channel":{"id":"C0L1VE0001"}}"#),
+            &world,
+        );
+        let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+        let body = String::from_utf8(post.exchange.request_body.clone()).expect("utf8");
+        assert!(
+            body.starts_with("channel=C0L1VE0001&text=hello+there&client_msg_id=cm_"),
+            "{body}"
+        );
+        assert!(
+            !body.ends_with("cm_9f8e7d6c5b4a"),
+            "a fresh client id per world"
+        );
+        assert_eq!(
+            post.exchange.request_header("authorization"),
+            Some("Bearer xoxb-L1ve-T0ken99")
+        );
     }
 
     #[test]
