@@ -146,6 +146,8 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 65s;
   client_body_buffer_size 16k;
+  # JSON gzipped for clients that ask (wrk does only when told to).
+  gzip on; gzip_types application/json; gzip_min_length 20; gzip_comp_level 1;
   server {
     listen 127.0.0.1:$PORT_UP backlog=4096;
     location = /nginx_status { stub_status; }

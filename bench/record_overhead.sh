@@ -6,7 +6,9 @@
 #   nginxproxy    nginx as a plain reverse proxy (upstream keepalive)
 #   tapedeck      `tapedeck record`, recording every exchange
 #   tapedeckfwd   `tapedeck record --exclude '/*'`: the same proxy, nothing recorded
-# for GET and for POST with a 500-byte JSON body. Every tapedeck run gets a
+# for GET, for POST with a 500-byte JSON body, and for GET with
+# `Accept-Encoding: gzip` (gzip: nginx gzips the JSON, so recording decodes
+# it to scan for secrets and tokens). Every tapedeck run gets a
 # fresh capture and is stopped with SIGTERM; its capture must then hold
 # between wrk's completed requests and that plus wrk's connection count
 # (requests in flight when wrk stopped), with 0 dropped.
@@ -66,8 +68,12 @@ wrk -t1 -c8 -d2s "http://127.0.0.1:$PORT_UP$URL_GET" >/dev/null
 wrk -t1 -c8 -d2s "http://127.0.0.1:$PORT_NGX$URL_GET" >/dev/null
 
 for r in $(seq 1 "$ROUNDS"); do
-  for method in get post; do
-    if [ $method = get ]; then path=$URL_GET; extra=(); else path=$URL_POST; extra=(-s "$POST_LUA"); fi
+  for method in get post gzip; do
+    case $method in
+      get) path=$URL_GET; extra=() ;;
+      post) path=$URL_POST; extra=(-s "$POST_LUA") ;;
+      gzip) path=$URL_GET; extra=(-H "Accept-Encoding: gzip") ;;
+    esac
     args=(-t1 -c$CONNS -d "$DUR" "${extra[@]}")
     PROXY_PID="" run_load "direct_$method" "$r" wrk "http://127.0.0.1:$PORT_UP$path" "${args[@]}"
     PROXY_PID=$NGX_PID run_load "nginxproxy_$method" "$r" wrk "http://127.0.0.1:$PORT_NGX$path" "${args[@]}"
@@ -89,7 +95,7 @@ echo "|---|---|---|---|---|---|"
 cat "$CHECKS"
 echo
 ratios=()
-for m in get post; do
+for m in get post gzip; do
   ratios+=(--ratio "tapedeck/nginxproxy $m=tapedeck_$m/nginxproxy_$m")
   ratios+=(--ratio "tapedeckfwd/nginxproxy $m=tapedeckfwd_$m/nginxproxy_$m")
   ratios+=(--ratio "tapedeck/tapedeckfwd $m=tapedeck_$m/tapedeckfwd_$m")
