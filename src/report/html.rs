@@ -196,6 +196,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             title => format!("tapedeck replay: {}", report.profile.name),
             report => Value::from(Serde(report)),
             capacity_rows => Value::from(Serde(capacity_rows(report))),
+            warnings => crate::render::warnings(report),
             stages => Value::from(Serde(stages)),
             min_abs_ms => MIN_LATENCY_DELTA_MS,
             min_windows => MIN_WINDOWS,

@@ -183,6 +183,12 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
         ];
         let (code, out, err) = output(&args).await;
         assert!(code == 0 || code == 1, "{out}{err}");
+        // The passwords are redacted and no credentials file is given: the
+        // summary warns and names the fix.
+        assert!(
+            out.contains("warning:") && out.contains("--credentials-file"),
+            "{out}"
+        );
         target.stop().await;
         reports.push((report, page));
     }
@@ -190,6 +196,10 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
     let dom = check_page(&reports[0].1, "report.png").await;
     assert_eq!(dom.matches("<svg").count(), 6, "three charts per stage");
     assert!(dom.contains(r#"id="capacity""#) && dom.contains(r#"id="verdict""#));
+    assert!(
+        dom.contains(r#"id="warnings""#) && dom.contains("--credentials-file"),
+        "the page carries the summary's warnings"
+    );
     assert_eq!(dom.matches(r#"class="sortable routes""#).count(), 2);
     assert!(dom.contains("POST /api/conversations/{id}/messages"));
     // The script sorted the route table by p99, highest first.
