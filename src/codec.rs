@@ -3,8 +3,9 @@
 //! correlation at replay — decodes gzip, deflate, br and zstd first, and
 //! encodes again what it changed.
 
-use std::borrow::Cow;
 use std::io::{Read, Write};
+
+use bytes::Bytes;
 
 /// Most bytes a body is decoded to; the rest is left unread, so a
 /// decompression bomb costs at most this much.
@@ -126,12 +127,13 @@ pub fn coding_of(headers: &[(String, String)]) -> Result<Option<Coding>, Unsuppo
         .map_or(Ok(None), |(_, v)| Coding::parse(v.as_bytes()))
 }
 
-/// `body` as its content reads: borrowed when it is not encoded, decoded
-/// when it is, `None` when its coding cannot be read.
-pub fn decoded<'a>(content_encoding: Option<&[u8]>, body: &'a [u8]) -> Option<Cow<'a, [u8]>> {
+/// A received `body` as its content reads, given its Content-Encoding:
+/// the same bytes when it is not encoded, decoded when it is, `None` when
+/// its coding cannot be read or it does not decode.
+pub fn decoded(content_encoding: Option<&[u8]>, body: Bytes) -> Option<Bytes> {
     match content_encoding.map_or(Ok(None), Coding::parse) {
-        Ok(None) => Some(Cow::Borrowed(body)),
-        Ok(Some(c)) => c.decode(body).map(Cow::Owned),
+        Ok(None) => Some(body),
+        Ok(Some(c)) => c.decode(&body).map(Bytes::from),
         Err(Unsupported) => None,
     }
 }
@@ -177,7 +179,10 @@ mod tests {
         assert_eq!(Coding::parse(b"zstd"), Ok(Some(Coding::Zstd)));
         assert_eq!(Coding::parse(b"compress"), Err(Unsupported));
         assert_eq!(Coding::parse(b"gzip, br"), Err(Unsupported));
-        assert!(matches!(decoded(None, JSON), Some(Cow::Borrowed(_))));
-        assert_eq!(decoded(Some(b"compress"), JSON), None);
+        let json = Bytes::from_static(JSON);
+        assert_eq!(decoded(None, json.clone()), Some(json.clone()));
+        let gz = Bytes::from(Coding::Gzip.encode(JSON));
+        assert_eq!(decoded(Some(b"gzip"), gz), Some(json.clone()));
+        assert_eq!(decoded(Some(b"compress"), json), None);
     }
 }

@@ -168,10 +168,7 @@ pub fn stages_table(report: &crate::report::Report) -> String {
             s.latency_ms.p99,
             s.corrected_latency_ms.p99,
             s.late_requests,
-            match report.capacity.role(s.multiplier) {
-                "" => "-",
-                role => role,
-            },
+            report.capacity.role(s.multiplier).unwrap_or("-"),
             slo
         );
     }
@@ -469,10 +466,7 @@ pub fn report_markdown(report: &crate::report::Report) -> String {
             s.latency_ms.p95,
             s.latency_ms.p99,
             slo,
-            match report.capacity.role(s.multiplier) {
-                "" => "–",
-                role => role,
-            }
+            report.capacity.role(s.multiplier).unwrap_or("–")
         );
     }
     let c = &report.capacity;

@@ -1342,8 +1342,8 @@ fn classify_open_error(path: &Path, e: sqlx::Error) -> CaptureError {
 
 /// Creates the file with mode 0600 if it is missing; tightens an existing
 /// file to 0600 (a capture may hold request bodies and, on request, clear
-/// credentials).
-fn create_private_file(path: &Path) -> std::io::Result<()> {
+/// credentials; the demo's credentials file holds passwords).
+pub(crate) fn create_private_file(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::OpenOptions::new()
         .create(true)

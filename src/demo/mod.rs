@@ -98,9 +98,6 @@ pub fn constrained_backend(service_time: Duration, population: &Population) -> B
 /// # Errors
 /// When the file cannot be written.
 pub fn write_credentials(out: &Path, population: &Population) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-
     #[derive(serde::Serialize)]
     struct File {
         users: std::collections::BTreeMap<String, String>,
@@ -110,19 +107,14 @@ pub fn write_credentials(out: &Path, population: &Population) -> std::io::Result
     })
     .map_err(std::io::Error::other)?;
     let path = out.join("credentials.toml");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?
-        .write_all(
-            format!(
-                "# The demo users' passwords (redacted in capture.db), for\n\
-                 # tapedeck replay --credentials-file and demo-backend --accounts.\n{text}"
-            )
-            .as_bytes(),
-        )?;
+    crate::capture::store::create_private_file(&path)?;
+    std::fs::write(
+        &path,
+        format!(
+            "# The demo users' passwords (redacted in capture.db), for\n\
+             # tapedeck replay --credentials-file and demo-backend --accounts.\n{text}"
+        ),
+    )?;
     Ok(path)
 }
 

@@ -187,15 +187,8 @@ impl ChatClient {
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        let body = match crate::codec::decoded(coding.as_ref().map(|v| v.as_bytes()), &body) {
-            Some(std::borrow::Cow::Owned(decoded)) => Bytes::from(decoded),
-            Some(std::borrow::Cow::Borrowed(_)) => body,
-            None => {
-                return Err(format!(
-                    "a body in an unreadable Content-Encoding ({coding:?})"
-                ));
-            }
-        };
+        let body = crate::codec::decoded(coding.as_ref().map(|v| v.as_bytes()), body)
+            .ok_or_else(|| format!("a body in an unreadable Content-Encoding ({coding:?})"))?;
         Ok(Reply { status, body })
     }
 }

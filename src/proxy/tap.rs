@@ -190,9 +190,14 @@ impl Pending {
             None => CapturedBody::default(),
         };
         let mut response_body = response_body;
-        let response = scannable(&self.response_headers, &response_body.bytes);
+        let succeeded = self.status.is_some_and(|s| (200..300).contains(&s));
+        // Read (decoded when encoded) only when a token may be bound or a
+        // secret redacted.
+        let response = (succeeded || !redactor.keeps_credentials())
+            .then(|| scannable(&self.response_headers, &response_body.bytes))
+            .flatten();
 
-        if self.status.is_some_and(|s| (200..300).contains(&s)) {
+        if succeeded {
             let tokens: Vec<&[u8]> = match &response {
                 Some((b, _)) => redactor
                     .secret_ranges(b)

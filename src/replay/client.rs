@@ -232,10 +232,7 @@ impl Dispatch for ReplayClient {
                         .windows(4)
                         .any(|w| w.eq_ignore_ascii_case(b"json"))
                 });
-            let coding = resp
-                .headers()
-                .get(header::CONTENT_ENCODING)
-                .map(|v| codec::Coding::parse(v.as_bytes()));
+            let coding = resp.headers().get(header::CONTENT_ENCODING).cloned();
             let mut kept = BytesMut::new();
             let mut body = resp.into_body();
             let head = Instant::now();
@@ -266,13 +263,8 @@ impl Dispatch for ReplayClient {
                 let finished = Instant::now();
                 // Correlation reads the content: an encoded body is decoded,
                 // after the clock stopped.
-                let body = match coding {
-                    Some(Ok(Some(c))) if !body.is_empty() => {
-                        c.decode(&body).map(Bytes::from).unwrap_or_default()
-                    }
-                    Some(Err(_)) => Bytes::new(),
-                    _ => body,
-                };
+                let body =
+                    codec::decoded(coding.as_ref().map(|v| v.as_bytes()), body).unwrap_or_default();
                 Sent {
                     status: Some(status),
                     ttfb: Some(ttfb),

@@ -92,7 +92,7 @@ fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
             errors: s.errors,
             error_pct: error_pct(s.errors, s.requests),
             slo: slo_text(s),
-            capacity: c.role(s.multiplier),
+            capacity: c.role(s.multiplier).unwrap_or_default(),
         })
         .collect()
 }

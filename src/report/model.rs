@@ -417,18 +417,15 @@ pub struct Capacity {
 
 impl Capacity {
     /// What the stage at `multiplier` is in the verdict: `breaking`,
-    /// `safe` or `peak` (in that order when one stage is several), or
-    /// `""`.
-    pub fn role(&self, multiplier: u32) -> &'static str {
-        if self.breaking_multiplier == Some(multiplier) {
-            "breaking"
-        } else if self.safe_multiplier == Some(multiplier) {
-            "safe"
-        } else if self.peak_multiplier == Some(multiplier) {
-            "peak"
-        } else {
-            ""
-        }
+    /// `safe` or `peak` (in that order when one stage is several).
+    pub fn role(&self, multiplier: u32) -> Option<&'static str> {
+        [
+            (self.breaking_multiplier, "breaking"),
+            (self.safe_multiplier, "safe"),
+            (self.peak_multiplier, "peak"),
+        ]
+        .into_iter()
+        .find_map(|(m, role)| (m == Some(multiplier)).then_some(role))
     }
 }
 
