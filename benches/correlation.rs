@@ -26,12 +26,13 @@ use tapedeck::codec;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population};
 use tapedeck::profile::Profile;
-use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::proxy::{RecordConfig, Recording};
 use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::rewrite::{self, World};
 use tapedeck::replay::rules::Rules;
 use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::shutdown::Shutdown;
+use tapedeck::upstream::Upstream;
 use tokio::net::TcpListener;
 
 const WORLDS: u32 = 5;

@@ -14,8 +14,9 @@ use tapedeck::capture::RunChoice;
 use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
 use tapedeck::demo::backend::BackendConfig;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
-use tapedeck::proxy::{PathFilter, RecordConfig, Upstream};
+use tapedeck::proxy::{PathFilter, RecordConfig};
 use tapedeck::tls::{ClientIdentity, ClientTls};
+use tapedeck::upstream::Upstream;
 
 /// Record real chat-backend traffic, replay it at scale, compare the reports.
 #[derive(Debug, Parser)]

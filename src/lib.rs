@@ -29,3 +29,4 @@ pub mod report;
 pub mod route;
 pub mod shutdown;
 pub mod tls;
+pub mod upstream;

@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use crate::capture::{RunSummary, SessionSummary, Store, store::RouteCount};
 use crate::profile::Profile;
-use crate::proxy::{ProxyError, RecordConfig, Recording, Upstream};
+use crate::proxy::{ProxyError, RecordConfig, Recording};
 use crate::replay::outcome::LiveStats;
 use crate::replay::rewrite::Credentials;
 use crate::replay::{ReplayConfig, ReplayError};
 use crate::report::Report;
 use crate::shutdown::Shutdown;
+use crate::upstream::Upstream;
 use backend::{BackendConfig, DemoBackend};
 use script::{Population, Progress, ScriptOutcome};
 
@@ -160,8 +161,7 @@ pub async fn replay(
         .map_err(|e| DemoError::Setup(format!("cannot start the replay target: {e}")))?;
     let store = Store::open(capture).await?;
     let mut config = ReplayConfig::new(
-        crate::proxy::Upstream::parse(&target.url())
-            .map_err(|e| DemoError::Setup(e.to_string()))?,
+        Upstream::parse(&target.url()).map_err(|e| DemoError::Setup(e.to_string()))?,
         profile,
         capture.display().to_string(),
     );

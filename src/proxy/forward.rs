@@ -67,17 +67,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-pub(crate) const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
@@ -90,7 +79,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in crate::upstream::HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -151,7 +140,7 @@ pub(crate) async fn handle(
     if req.version() < Version::HTTP_2
         && let Some(authority) = req.uri().authority()
     {
-        let ours = authority == &upstream.authority
+        let ours = authority == upstream.authority()
             || local.is_some_and(|l| authority.as_str() == l.to_string());
         if !ours {
             state.metrics.refused.inc();
@@ -267,7 +256,7 @@ pub(crate) async fn handle(
         if let Some(host) = client_host {
             headers.insert(header::HOST, host);
         }
-    } else if let Ok(v) = HeaderValue::from_str(upstream.authority.as_str()) {
+    } else if let Ok(v) = HeaderValue::from_str(upstream.authority().as_str()) {
         headers.insert(header::HOST, v);
     }
     parts.uri = target;

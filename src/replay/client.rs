@@ -20,9 +20,8 @@ use super::rewrite::{self, World};
 use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::codec;
-use crate::proxy::Upstream;
-use crate::proxy::forward::HOP_BY_HOP;
 use crate::tls::{ClientTls, Connector};
+use crate::upstream::{HOP_BY_HOP, Upstream};
 
 /// Largest response body kept for correlation.
 const MAX_KEPT_BODY: usize = 1024 * 1024;

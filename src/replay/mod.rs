@@ -23,10 +23,10 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
-use crate::proxy::Upstream;
 use crate::report::collect::{self, AbortRule, Collector};
 use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageData};
 use crate::shutdown::Shutdown;
+use crate::upstream::Upstream;
 use client::ReplayClient;
 use engine::{SessionSource, StageRun};
 use outcome::LiveStats;

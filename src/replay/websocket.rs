@@ -22,7 +22,7 @@ use tokio_util::either::Either;
 use super::engine::{Sent, WsTiming};
 use super::rewrite::{FrameAligner, World};
 use crate::capture::{StoredExchange, WsFrame};
-use crate::proxy::Upstream;
+use crate::upstream::{HOP_BY_HOP, Upstream};
 
 /// How long to wait for the server to close after the client's last frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -77,7 +77,7 @@ async fn connect(
     for (name, value) in &ex.request_headers {
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("sec-websocket-")
-            || crate::proxy::forward::HOP_BY_HOP.contains(&lower.as_str())
+            || HOP_BY_HOP.contains(&lower.as_str())
             || lower == "host"
         {
             continue;

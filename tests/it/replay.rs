@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tapedeck::capture::Store;
 use tapedeck::profile::Profile;
-use tapedeck::proxy::Upstream;
 use tapedeck::report::Report;
+use tapedeck::upstream::Upstream;
 
 use crate::support::{Rec, Seen, TestUpstream, replay_with, synthetic_capture};
 

@@ -15,11 +15,12 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
 use tapedeck::capture::Store;
-use tapedeck::proxy::{RecordConfig, Recording, Upstream};
+use tapedeck::proxy::{RecordConfig, Recording};
 use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::shutdown::Shutdown;
 use tapedeck::tls::{ClientIdentity, ClientTls};
+use tapedeck::upstream::Upstream;
 use tokio::net::TcpListener;
 
 use crate::support::output;
