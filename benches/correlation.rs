@@ -27,9 +27,8 @@ use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population};
 use tapedeck::profile::Profile;
 use tapedeck::proxy::{RecordConfig, Recording};
+use tapedeck::replay::correlate::{self, Rules, World};
 use tapedeck::replay::outcome::LiveStats;
-use tapedeck::replay::rewrite::{self, World};
-use tapedeck::replay::rules::Rules;
 use tapedeck::replay::{self, ReplayConfig};
 use tapedeck::shutdown::Shutdown;
 use tapedeck::upstream::Upstream;
@@ -72,7 +71,7 @@ fn substitution_cost(sessions: &[Vec<StoredExchange>]) -> (f64, u64) {
         .iter()
         .map(|s| {
             let mut s = s.clone();
-            s.iter_mut().for_each(rewrite::decode_bodies);
+            s.iter_mut().for_each(correlate::decode_bodies);
             s
         })
         .collect();
@@ -82,9 +81,9 @@ fn substitution_cost(sessions: &[Vec<StoredExchange>]) -> (f64, u64) {
     for _ in 0..WORLDS {
         let world = World::default();
         for (exchanges, raw) in decoded.iter().zip(sessions) {
-            let values = rewrite::analyze(exchanges);
+            let values = correlate::analyze(exchanges);
             for (i, (ex, raw)) in exchanges.iter().zip(raw).enumerate() {
-                let p = rewrite::prepare(ex, i, &values, &world, &rules, true);
+                let p = correlate::prepare(ex, i, &values, &world, &rules, true);
                 substitutions += p.substitutions.len();
                 // The live answer arrives encoded like the recorded one, and
                 // the client decodes it.
@@ -93,7 +92,7 @@ fn substitution_cost(sessions: &[Vec<StoredExchange>]) -> (f64, u64) {
                     _ => raw.response_body.clone(),
                 };
                 let body = Bytes::from(live);
-                world.absorb(&rewrite::learned_pairs(ex, &ex.response_headers, &body));
+                world.absorb(&correlate::learned_pairs(ex, &ex.response_headers, &body));
                 requests += 1;
             }
         }

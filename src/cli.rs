@@ -423,7 +423,7 @@ impl DemoBackendArgs {
             token_interval: parse_duration(&self.token_interval).context("--token-interval")?,
             accounts: match &self.accounts {
                 Some(path) => {
-                    let users = tapedeck::replay::rewrite::Credentials::load(path)
+                    let users = tapedeck::replay::correlate::Credentials::load(path)
                         .map_err(anyhow::Error::msg)?
                         .users;
                     if users.is_empty() {
@@ -727,7 +727,7 @@ impl ReplayArgs {
         }
         let credentials = match &self.credentials_file {
             Some(path) => {
-                tapedeck::replay::rewrite::Credentials::load(path).map_err(anyhow::Error::msg)?
+                tapedeck::replay::correlate::Credentials::load(path).map_err(anyhow::Error::msg)?
             }
             None => Default::default(),
         };

@@ -422,7 +422,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|r| r.id)
             .collect();
-        let rules = tapedeck::replay::rules::Rules::compile(&plan.config.profile.rules)
+        let rules = tapedeck::replay::correlate::Rules::compile(&plan.config.profile.rules)
             .map_err(tapedeck::replay::ReplayError::Rules)?;
         let mut explanation = tapedeck::replay::explain::Explanation::with_rules(rules);
         for span in store.session_spans(&runs).await?.0 {

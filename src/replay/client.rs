@@ -14,10 +14,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
+use super::correlate::{AnswerNeeds, World};
 use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
-use super::rewrite::{self, World};
-use super::rules::Rules;
 use crate::capture::StoredExchange;
 use crate::codec;
 use crate::tls::{ClientTls, Connector};
@@ -48,10 +47,8 @@ pub struct ReplayClient {
     timeout: Duration,
     replay_id: Option<HeaderValue>,
     overrides: Vec<(HeaderName, HeaderValue)>,
-    /// Response headers kept besides `Location` and `Set-Cookie`.
-    kept_headers: Vec<HeaderName>,
-    /// Keep bodies of any type, not only JSON.
-    keep_all_bodies: bool,
+    /// The parts of answers correlation reads; the rest is dropped.
+    needs: AnswerNeeds,
     /// TLS for sockets to an https:// target (they connect on their own,
     /// ALPN http/1.1), made once.
     socket_tls: Arc<rustls::ClientConfig>,
@@ -89,21 +86,15 @@ impl ReplayClient {
             timeout,
             replay_id: replay_id.and_then(|id| HeaderValue::from_str(id).ok()),
             overrides: Vec::new(),
-            kept_headers: Vec::new(),
-            keep_all_bodies: false,
+            needs: AnswerNeeds::default(),
             socket_tls: Arc::new(socket_tls),
         })
     }
 
-    /// Also keeps what the profile's extract rules read: their headers,
-    /// and non-JSON bodies when a rule searches one.
-    pub fn keeping(mut self, rules: &Rules) -> Self {
-        let (headers, text_bodies) = rules.response_needs();
-        self.kept_headers = headers
-            .iter()
-            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
-            .collect();
-        self.keep_all_bodies = text_bodies;
+    /// Keeps of each answer what correlation reads (by default
+    /// `Location`, `Set-Cookie` and JSON bodies).
+    pub fn keeping(mut self, needs: AnswerNeeds) -> Self {
+        self.needs = needs;
         self
     }
 
@@ -199,20 +190,12 @@ impl Dispatch for ReplayClient {
             })?;
             let ttfb = started.elapsed();
             let status = resp.status().as_u16();
-            // Only what correlation reads is kept: Location, Set-Cookie,
-            // headers that may hand out a value (none of what a plain web
-            // server sends), JSON bodies up to a cap, and what extract
-            // rules read. Everything else is read and dropped.
-            let correlating = world.is_some();
+            // Only what correlation reads is kept (bodies up to a cap);
+            // everything else is read and dropped.
             let headers: Vec<(String, String)> = resp
                 .headers()
                 .iter()
-                .filter(|(k, _)| {
-                    *k == header::LOCATION
-                        || *k == header::SET_COOKIE
-                        || self.kept_headers.contains(k)
-                        || correlating && rewrite::may_hand_out(k.as_str())
-                })
+                .filter(|(k, _)| self.needs.keeps_header(k))
                 .map(|(k, v)| {
                     (
                         k.as_str().to_string(),
@@ -225,12 +208,9 @@ impl Dispatch for ReplayClient {
                     .get(header::CONTENT_TYPE)
                     .map(|v| v.as_bytes()),
             );
-            let keep_body = self.keep_all_bodies
-                || resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-                    v.as_bytes()
-                        .windows(4)
-                        .any(|w| w.eq_ignore_ascii_case(b"json"))
-                });
+            let keep_body = self
+                .needs
+                .keeps_body(resp.headers().get(header::CONTENT_TYPE));
             let coding = resp.headers().get(header::CONTENT_ENCODING).cloned();
             let mut kept = BytesMut::new();
             let mut body = resp.into_body();

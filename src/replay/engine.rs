@@ -16,10 +16,9 @@ use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
+use super::correlate::{Answer, Correlation, SessionValues, World};
 use super::outcome::{Event, LiveStats, Outcome};
 use super::plan::{self, SessionSpan, VuSchedule};
-use super::rewrite::{self, Credentials, SessionValues, World};
-use super::rules::Rules;
 use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
@@ -129,14 +128,11 @@ pub struct StageRun {
     pub read_only: bool,
     /// This shard's share (`index` from 0, `count`): see [`ShardSplit`].
     pub shard: Option<(u32, u32)>,
-    /// Learn live values and rewrite requests (DESIGN.md "Dynamic values").
-    pub correlate: bool,
     /// Most VUs alive at once.
     pub max_vus: usize,
-    /// Clear values for redacted credentials.
-    pub credentials: Arc<Credentials>,
-    /// The profile's explicit rules.
-    pub rules: Arc<Rules>,
+    /// Dynamic values (DESIGN.md "Dynamic values"): every decision about
+    /// what a request carries and what an answer hands out.
+    pub correlation: Arc<Correlation>,
 }
 
 /// A VU's identity for the dedup detector: (world, pass).
@@ -157,9 +153,7 @@ struct Ctx<D, S> {
     deadline: Option<Instant>,
     speed: f64,
     read_only: bool,
-    correlate: bool,
-    credentials: Arc<Credentials>,
-    rules: Arc<Rules>,
+    correlation: Arc<Correlation>,
     worlds: Mutex<HashMap<(u32, u32), Arc<World>>>,
     /// (recorded exchange, recorded value) → (VU identity, live value) of
     /// the first replay of a write that handed out a live value.
@@ -204,7 +198,7 @@ impl<D, S: SessionSource> Ctx<D, S> {
                 Ok(exchanges) => Some(Arc::new(LoadedSession::new(
                     exchanges,
                     self.speed,
-                    self.correlate.then_some(&*self.credentials),
+                    &self.correlation,
                 ))),
                 Err(e) => {
                     tracing::warn!(run_id, session_no, error = %e, "cannot read a session from the capture; skipped");
@@ -221,17 +215,13 @@ impl LoadedSession {
     fn new(
         mut exchanges: Vec<StoredExchange>,
         speed: f64,
-        credentials: Option<&Credentials>,
+        correlation: &Correlation,
     ) -> LoadedSession {
-        exchanges.iter_mut().for_each(rewrite::decode_bodies);
+        let values = correlation.session(&mut exchanges);
         let recorded: Vec<(i64, i64)> = exchanges
             .iter()
             .map(|e| (e.offset_us, e.client_duration_us()))
             .collect();
-        let values = match credentials {
-            Some(c) => rewrite::analyze_with(&exchanges, c),
-            None => SessionValues::default(),
-        };
         // Requests of one route share one string.
         let mut distinct: HashMap<String, Arc<str>> = HashMap::new();
         let routes = exchanges
@@ -263,20 +253,11 @@ impl LoadedSession {
 }
 
 impl<D, S> Ctx<D, S> {
-    /// `ex`'s response failed or was never asked for: what it would have
-    /// handed out will not come, and the requests that need it are skipped.
-    fn lost(&self, ex: &StoredExchange, world: &World) {
-        if self.correlate {
-            rewrite::poison(ex, world);
-        }
-        self.rules.fail(ex, world);
-    }
-
     fn world(&self, world: u32, pass: u32) -> Arc<World> {
         let mut worlds = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
         worlds
             .entry((world, pass))
-            .or_insert_with(|| Arc::new(World::seeded(&self.credentials)))
+            .or_insert_with(|| Arc::new(self.correlation.world()))
             .clone()
     }
 
@@ -323,9 +304,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         deadline: stage.duration.map(|d| origin + d),
         speed: stage.speed,
         read_only: stage.read_only,
-        correlate: stage.correlate,
-        credentials: stage.credentials.clone(),
-        rules: stage.rules.clone(),
+        correlation: stage.correlation.clone(),
         worlds: Mutex::new(HashMap::new()),
         writes: Mutex::new(HashMap::new()),
         sessions: Mutex::new(HashMap::new()),
@@ -419,8 +398,8 @@ impl ShardSplit {
     }
 }
 
-/// Sends one request (after the in-flight cap), learns from its response
-/// and reports the outcome.
+/// Sends one request (after the in-flight cap), has correlation learn
+/// from its answer and reports the outcome.
 async fn send_one<D: Dispatch, S: SessionSource>(
     ctx: Arc<Ctx<D, S>>,
     session: Arc<LoadedSession>,
@@ -443,63 +422,25 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     let sent_at = Instant::now();
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
-    let to_send_values = to_send.clone();
     let sent = ctx
         .dispatch
-        .send(to_send, ctx.correlate.then(|| world.clone()))
+        .send(
+            to_send.clone(),
+            ctx.correlation.enabled().then(|| world.clone()),
+        )
         .await;
     ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
-    let recorded_ok = recorded_status.is_some_and(|s| s < 400);
-    let live_ok = sent.status.is_some_and(|s| s < 400);
-    let mut suspected_dedup = false;
-    if recorded_ok && !live_ok {
-        tracing::debug!(
-            exchange = ex.id,
-            session = ex.session_no,
-            seq = ex.seq,
-            recorded = %ex.uri,
-            status = ?sent.status,
-            failure = ?sent.failure,
-            "a request the recording got through failed"
-        );
-        ctx.lost(ex, &world);
-    } else if live_ok && (ctx.correlate || is_write(&ex.method) || !ctx.rules.is_empty()) {
-        let extracted = ctx
-            .rules
-            .extract(route, ex, &sent.headers, &sent.body, &world);
-        world.absorb(&extracted);
-        let mut pairs = rewrite::learned_pairs(ex, &sent.headers, &sent.body);
-        // Echoes of what the session itself sent (a user name, a
-        // regenerated key) say nothing about the backend's ids.
-        pairs.retain(|(rec, _)| !session.values.nonces.contains(rec));
-        // The ids a write hands out, less the accounts of the credentials
-        // file (the same in every world) and, when correlating, values
-        // that came back as recorded (a fresh backend never hands out the
-        // recorded id again: those are constants like a version): only
-        // the rest can be another world's ids handed out again.
-        let mut handed_out: Vec<(String, String)> = if is_write(&ex.method) {
-            pairs
-                .iter()
-                .filter(|(rec, live)| {
-                    !(ctx.credentials.users.contains_key(rec) || ctx.correlate && rec == live)
-                })
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if ctx.correlate {
-            world.absorb(&pairs);
-            world.absorb(&rewrite::header_pairs(ex, &sent.headers));
-        }
-        if !handed_out.is_empty() {
-            // Echoes of what the request itself carried (a room id every
-            // world posts to) are not the backend's answer.
-            let carried = rewrite::request_values(&to_send_values);
-            handed_out.retain(|(_, live)| !carried.contains(live));
-            suspected_dedup = ctx.suspected_dedup(ex.id, who, &handed_out);
-        }
-    }
+    let answer = Answer {
+        status: sent.status,
+        failure: sent.failure,
+        headers: &sent.headers,
+        body: &sent.body,
+    };
+    let learned = ctx
+        .correlation
+        .learn(route, ex, &to_send, answer, &session.values, &world);
+    let suspected_dedup =
+        !learned.handed_out.is_empty() && ctx.suspected_dedup(ex.id, who, &learned.handed_out);
     let _ = ctx.events.send(Event::Outcome(Outcome {
         route: route.clone(),
         planned: due,
@@ -514,10 +455,6 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         stream: sent.stream,
         ws: sent.ws,
     }));
-}
-
-fn is_write(method: &str) -> bool {
-    matches!(method, "POST" | "PUT" | "PATCH")
 }
 
 fn is_safe(method: &str) -> bool {
@@ -561,28 +498,10 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         }
         if ex.request_truncated {
             let _ = ctx.events.send(Event::TruncatedSkipped);
-            ctx.lost(&ex, &world);
+            ctx.correlation.lost(&ex, &world);
             handles.push(None);
             continue;
         }
-        let to_send = if ctx.correlate || !ctx.rules.is_empty() {
-            let prepared = rewrite::prepare(&ex, index, values, &world, &ctx.rules, ctx.correlate);
-            if prepared.skip {
-                let _ = ctx.events.send(Event::DependentSkipped);
-                ctx.lost(&ex, &world);
-                handles.push(None);
-                continue;
-            }
-            if !prepared.substitutions.is_empty() || prepared.unresolved > 0 {
-                let _ = ctx.events.send(Event::Substitutions {
-                    kinds: prepared.substitutions,
-                    unresolved: prepared.unresolved,
-                });
-            }
-            Arc::new(prepared.exchange)
-        } else {
-            ex.clone()
-        };
         // A send that is already due (a VU behind its plan) goes at once,
         // without a timer entry.
         if due > Instant::now() {
@@ -597,6 +516,26 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // Prepared at its due time, so it carries what the world learned
+        // until then (another session's create, a socket's push).
+        let to_send = match ctx.correlation.prepare(&ex, index, values, &world) {
+            None => ex.clone(),
+            Some(prepared) if prepared.skip => {
+                let _ = ctx.events.send(Event::DependentSkipped);
+                ctx.correlation.lost(&ex, &world);
+                handles.push(None);
+                continue;
+            }
+            Some(prepared) => {
+                if !prepared.substitutions.is_empty() || prepared.unresolved > 0 {
+                    let _ = ctx.events.send(Event::Substitutions {
+                        kinds: prepared.substitutions,
+                        unresolved: prepared.unresolved,
+                    });
+                }
+                Arc::new(prepared.exchange)
+            }
+        };
         let request = send_one(
             ctx.clone(),
             session.clone(),
@@ -772,10 +711,8 @@ mod tests {
             seed: 1,
             read_only: false,
             shard: None,
-            correlate: true,
             max_vus: 100_000,
-            credentials: Arc::default(),
-            rules: Arc::default(),
+            correlation: Arc::new(Correlation::new(true, Arc::default(), Arc::default())),
         }
     }
 
@@ -881,7 +818,7 @@ mod tests {
             truncated: false,
             close_code: None,
         }];
-        let loaded = LoadedSession::new(vec![socket], 2.0, None);
+        let loaded = LoadedSession::new(vec![socket], 2.0, &Correlation::default());
         assert_eq!(loaded.exchanges[0].ws_frames[0].t_us, 1_500_000);
     }
 
@@ -904,7 +841,7 @@ mod tests {
             close_code: Some(1000),
         }];
         let next = exchange(1, 2, 230, 10);
-        let loaded = LoadedSession::new(vec![socket, next], 1.0, None);
+        let loaded = LoadedSession::new(vec![socket, next], 1.0, &Correlation::default());
         assert_eq!(loaded.planned[1].after, vec![0]);
     }
 

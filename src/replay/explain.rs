@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
-use super::rewrite::{self, Credentials};
-use super::rules::Rules;
+use super::correlate::{self, Credentials, Rules};
 use crate::capture::StoredExchange;
 use crate::capture::redact::MARKER_PREFIX;
 use crate::route;
@@ -37,9 +36,9 @@ impl Explanation {
 
     /// Adds one recorded session.
     pub fn add_session(&mut self, mut exchanges: Vec<StoredExchange>, credentials: &Credentials) {
-        exchanges.iter_mut().for_each(rewrite::decode_bodies);
+        exchanges.iter_mut().for_each(correlate::decode_bodies);
         let exchanges = &exchanges[..];
-        let values = rewrite::analyze_with(exchanges, credentials);
+        let values = correlate::analyze_with(exchanges, credentials);
         // The route of the response that first handed out each value.
         let mut source: HashMap<String, String> = HashMap::new();
         for (i, ex) in exchanges.iter().enumerate() {
@@ -50,7 +49,7 @@ impl Explanation {
             for (at, what) in &ruled {
                 *entry.places.entry((at.clone(), what.clone())).or_insert(0) += 1;
             }
-            for (at, v) in rewrite::request_values_at(ex) {
+            for (at, v) in correlate::request_values_at(ex) {
                 if ruled.iter().any(|(place, _)| *place == at) {
                     continue;
                 }
@@ -75,7 +74,7 @@ impl Explanation {
                 };
                 *entry.places.entry((at, what)).or_insert(0) += 1;
             }
-            for v in rewrite::response_values(ex) {
+            for v in correlate::response_values(ex) {
                 source.entry(v).or_insert_with(|| route.clone());
             }
         }

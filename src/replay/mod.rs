@@ -7,12 +7,11 @@
 //! `capture::Store`; statistics are kept by `report::collect`.
 
 pub mod client;
+pub mod correlate;
 pub mod engine;
 pub mod explain;
 pub mod outcome;
 pub mod plan;
-pub mod rewrite;
-pub mod rules;
 mod websocket;
 
 use std::collections::HashSet;
@@ -28,9 +27,9 @@ use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageDat
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
 use client::ReplayClient;
+use correlate::{Correlation, Credentials, Rules};
 use engine::{SessionSource, StageRun};
 use outcome::LiveStats;
-use rules::Rules;
 
 /// Errors that stop a replay from starting.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +85,7 @@ pub struct ReplayConfig {
     /// Speak HTTP/2 to the target even without ALPN (h2c prior knowledge).
     pub http2: bool,
     /// Clear values for redacted credentials (`--credentials-file`).
-    pub credentials: Arc<rewrite::Credentials>,
+    pub credentials: Arc<Credentials>,
     /// Headers set on every replayed request (`--header`).
     pub headers: Vec<(String, String)>,
     /// Start the first stage at this wall-clock time (`--start-at`), so
@@ -212,7 +211,12 @@ pub async fn run(
     if sessions.is_empty() {
         return Err(ReplayError::EmptyRun(run_label));
     }
-    let rules = Arc::new(Rules::compile(&config.profile.rules).map_err(ReplayError::Rules)?);
+    let rules = Rules::compile(&config.profile.rules).map_err(ReplayError::Rules)?;
+    let correlation = Arc::new(Correlation::new(
+        config.correlate,
+        config.credentials.clone(),
+        Arc::new(rules),
+    ));
     check_reachable(&config.target).await?;
 
     let fingerprint = profile_fingerprint(&config.profile);
@@ -236,7 +240,7 @@ pub async fn run(
         )
         .map_err(ReplayError::Tls)?
         .with_headers(&config.headers)
-        .keeping(&rules),
+        .keeping(correlation.needs()),
     );
     let source = Arc::new(StoreSource {
         store: store.clone(),
@@ -287,10 +291,8 @@ pub async fn run(
             seed: seed ^ u64::from(stage.multiplier).rotate_left(32),
             read_only: config.read_only,
             shard: config.shard,
-            correlate: config.correlate,
             max_vus: config.profile.safety.max_vus,
-            credentials: config.credentials.clone(),
-            rules: rules.clone(),
+            correlation: correlation.clone(),
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();

@@ -19,8 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::either::Either;
 
+use super::correlate::{FrameLearner, World};
 use super::engine::{Sent, WsTiming};
-use super::rewrite::{FrameAligner, World};
 use crate::capture::{StoredExchange, WsFrame};
 use crate::upstream::{HOP_BY_HOP, Upstream};
 
@@ -38,7 +38,7 @@ pub(crate) struct Target<'a> {
 
 /// Plays one recorded socket against the target. With `world`, the
 /// server's frames are learned from as they arrive (aligned with the
-/// recorded ones, see [`FrameAligner`]) and the client's JSON frames get
+/// recorded ones, see [`FrameLearner`]) and the client's JSON frames get
 /// the world's live values when they are sent.
 pub(crate) async fn replay(
     target: &Target<'_>,
@@ -132,10 +132,7 @@ async fn play(
         .max()
         .unwrap_or(0);
     // The server's frames, with when they arrived, read while we send.
-    let mut learning = world
-        .clone()
-        .map(|w| (w, FrameAligner::new(ex)))
-        .filter(|(_, aligner)| !aligner.is_empty());
+    let mut learning = world.clone().and_then(|w| FrameLearner::new(ex, w));
     let reader = tokio::spawn(async move {
         let mut arrivals = Vec::new();
         let mut close_code = None;
@@ -146,8 +143,8 @@ async fn play(
                     close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                 }
                 Message::Text(text) => {
-                    if let Some((world, aligner)) = &mut learning {
-                        world.absorb(&aligner.pairs(text));
+                    if let Some(learner) = &mut learning {
+                        learner.server_frame(text);
                     }
                 }
                 _ => {}

@@ -222,7 +222,7 @@ async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_statu
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let credentials = tapedeck::replay::rewrite::Credentials::load(&credentials).expect("loads");
+    let credentials = tapedeck::replay::correlate::Credentials::load(&credentials).expect("loads");
     assert_eq!(credentials.users.len(), 20);
     let stored = std::fs::read(&capture).expect("capture bytes");
     for password in credentials.users.values() {

@@ -12,7 +12,7 @@ use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{ChatClient, Population};
 use tapedeck::profile::Profile;
 use tapedeck::proxy::Recording;
-use tapedeck::replay::rewrite::Credentials;
+use tapedeck::replay::correlate::Credentials;
 use tapedeck::report::Report;
 
 use crate::support::{

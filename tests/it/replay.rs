@@ -382,7 +382,7 @@ async fn a_credentials_file_restores_redacted_passwords_and_headers_are_overridd
     proxy.stop().await;
     upstream.drain();
 
-    let credentials: tapedeck::replay::rewrite::Credentials =
+    let credentials: tapedeck::replay::correlate::Credentials =
         toml::from_str("[users]\nann = \"hunter2\"\n").expect("valid credentials");
     let report = replay_with(
         &proxy.store,

@@ -11,14 +11,19 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::replay::rules::{RuleConfig, Rules};
+mod rules;
+
+pub use rules::{
+    ApplyRule, ExtractRule, GenerateKind, Place, RawRule, RouteMatch, RuleAction, RuleConfig,
+    RuleSet, Source, pointer,
+};
 
 /// The only profile format version so far.
 pub const VERSION: u32 = 1;
 
 /// The capacity profile shipped in replay-profiles/, built in so that
 /// `tapedeck demo` runs from anywhere.
-pub const CAPACITY: &str = include_str!("../replay-profiles/capacity.toml");
+pub const CAPACITY: &str = include_str!("../../replay-profiles/capacity.toml");
 
 /// A bad profile: which file, and what is wrong (key and problem).
 #[derive(Debug, thiserror::Error)]
@@ -278,7 +283,7 @@ impl Profile {
         if safety.abort_window.is_zero() {
             return Err("safety.abort_window is zero".into());
         }
-        Rules::compile(&self.rules)?;
+        self.rules.compile()?;
         Ok(())
     }
 }

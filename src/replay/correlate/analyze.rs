@@ -1,0 +1,208 @@
+//! What a recorded session says about its values, read once per loaded
+//! session and shared by every world that plays it: which values are
+//! nonces (sent once, or retried, and never handed out), which values each
+//! request carries that an earlier answer handed out, and which login
+//! names a user of the credentials file. Also what a recorded request
+//! carries and a recorded answer hands out, by place.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::values::{
+    STATIC_HEADERS, collect_json, cookie_pair, decode_query_value, form_fields, is_dynamic,
+    is_form, is_token, json_leaves, link_urls, may_hand_out, percent_decode, text_frames,
+    url_parts,
+};
+use super::world::Credentials;
+use crate::capture::StoredExchange;
+use crate::capture::redact::MARKER_PREFIX;
+use crate::codec;
+use crate::route;
+
+/// JSON fields of a login body that name the user.
+const USER_FIELDS: [&str; 5] = ["user", "username", "email", "login", "name"];
+
+/// What one session's recording says about its values.
+#[derive(Debug, Default, Clone)]
+pub struct SessionValues {
+    /// Values to regenerate per world.
+    pub nonces: HashSet<String>,
+    /// Per request: dynamic values that an earlier recorded response of the
+    /// session handed out.
+    pub handed_out: Vec<HashSet<String>>,
+    /// Per request: the password of the user its body names, from the
+    /// credentials file.
+    pub secrets: Vec<Option<String>>,
+}
+
+/// Makes a recorded exchange's bodies readable: a content-encoded request
+/// or response body (gzip, deflate, br, zstd) is decoded in place. Its headers
+/// stay as recorded; the client encodes the request body again as its
+/// Content-Encoding says when it sends it. A request body that does not
+/// decode cannot be sent as recorded, and is marked truncated (never sent).
+pub fn decode_bodies(ex: &mut StoredExchange) {
+    if let Ok(Some(coding)) = codec::coding_of(&ex.request_headers) {
+        match coding.decode(&ex.request_body) {
+            Some(body) => ex.request_body = body,
+            None => ex.request_truncated = true,
+        }
+    }
+    if let Ok(Some(coding)) = codec::coding_of(&ex.response_headers)
+        && let Some(body) = coding.decode(&ex.response_body)
+    {
+        ex.response_body = body;
+    }
+}
+
+/// Finds the nonces and handed-out values of a session.
+pub fn analyze(exchanges: &[StoredExchange]) -> SessionValues {
+    analyze_with(exchanges, &Credentials::default())
+}
+
+/// [`analyze`], with the users of a credentials file kept as recorded and
+/// their passwords ready for their logins.
+pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> SessionValues {
+    let mut seen_in_responses: HashSet<String> = HashSet::new();
+    let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
+    let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
+    let mut handed_out = Vec::with_capacity(exchanges.len());
+    for (i, ex) in exchanges.iter().enumerate() {
+        let template = route::normalize(&ex.method, &ex.uri);
+        let mut mine = HashSet::new();
+        for v in request_values(ex) {
+            if seen_in_responses.contains(&v) {
+                mine.insert(v.clone());
+                nonce_candidates.insert(v, false);
+                continue;
+            }
+            match first_use.get(&v) {
+                None => {
+                    first_use.insert(v.clone(), (i, template.clone()));
+                    nonce_candidates.entry(v).or_insert(true);
+                }
+                // Seen before: a nonce only if every use is the same request
+                // again (a client retry with the same key).
+                Some((_, t)) if *t == template => {}
+                Some(_) => {
+                    nonce_candidates.insert(v, false);
+                }
+            }
+        }
+        handed_out.push(mine);
+        seen_in_responses.extend(response_values(ex));
+    }
+    let nonces = nonce_candidates
+        .into_iter()
+        .filter(|(v, ok)| {
+            *ok && is_dynamic(v)
+                && !v.starts_with(MARKER_PREFIX)
+                && !credentials.users.contains_key(v)
+        })
+        .map(|(v, _)| v)
+        .collect();
+    let secrets = exchanges
+        .iter()
+        .map(|ex| {
+            if credentials.users.is_empty() {
+                return None;
+            }
+            let user = |field: &str| match serde_json::from_slice::<Value>(&ex.request_body) {
+                Ok(body) => body.get(field).and_then(Value::as_str).map(str::to_string),
+                Err(_) => form_fields(ex).find(|(k, _)| k == field).map(|(_, v)| v),
+            };
+            USER_FIELDS
+                .iter()
+                .filter_map(|f| user(f))
+                .find_map(|user| credentials.users.get(&user).cloned())
+        })
+        .collect();
+    SessionValues {
+        nonces,
+        handed_out,
+        secrets,
+    }
+}
+
+/// Dynamic values a request carries: path segments, query values, header
+/// values (credentials, cookies), JSON body strings.
+pub fn request_values(ex: &StoredExchange) -> Vec<String> {
+    request_values_at(ex).into_iter().map(|(_, v)| v).collect()
+}
+
+/// [`request_values`] with where each one sits: `path segment 3`,
+/// `query cursor`, `header idempotency-key`, `cookie sid`, `body $.text`.
+pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (path, query) = ex
+        .uri
+        .split_once('?')
+        .map_or((ex.uri.as_str(), ""), |(p, q)| (p, q));
+    for (i, seg) in path.split('/').enumerate() {
+        out.push((format!("path segment {i}"), percent_decode(seg)));
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if let Some((k, v)) = pair.split_once('=') {
+            out.push((format!("query {k}"), decode_query_value(v)));
+        }
+    }
+    for (name, value) in &ex.request_headers {
+        let lower = name.to_ascii_lowercase();
+        if STATIC_HEADERS.contains(&lower.as_str()) {
+            continue;
+        }
+        match lower.as_str() {
+            "authorization" | "proxy-authorization" => {
+                let credential = value
+                    .split_once(' ')
+                    .map_or(value.as_str(), |(_, c)| c.trim());
+                out.push((format!("header {lower}"), credential.to_string()));
+            }
+            "cookie" => out.extend(value.split(';').filter_map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (format!("cookie {}", k.trim()), v.trim().to_string()))
+            })),
+            _ => out.push((format!("header {lower}"), value.trim().to_string())),
+        }
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(&ex.request_body) {
+        json_leaves(&json, "$", &mut out);
+    } else if is_form(ex) {
+        out.extend(form_fields(ex).map(|(k, v)| (format!("form {k}"), v)));
+    }
+    for (i, json) in text_frames(ex, "client") {
+        json_leaves(&json, &format!("frame {i} $"), &mut out);
+    }
+    out.retain(|(_, v)| is_token(v));
+    out
+}
+
+/// Dynamic values a recorded response handed out: JSON strings and object
+/// keys (of the body, or of the server's text frames on a WebSocket),
+/// `Location` path segments, `Set-Cookie` values.
+pub fn response_values(ex: &StoredExchange) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(json) = serde_json::from_slice::<Value>(&ex.response_body) {
+        collect_json(&json, &mut out);
+    }
+    for (_, json) in text_frames(ex, "server") {
+        collect_json(&json, &mut out);
+    }
+    for (name, value) in &ex.response_headers {
+        if name.eq_ignore_ascii_case("location") {
+            out.extend(url_parts(value));
+        } else if name.eq_ignore_ascii_case("link") {
+            out.extend(link_urls(value).flat_map(url_parts));
+        } else if may_hand_out(name) {
+            out.push(value.trim().to_string());
+        }
+    }
+    out.extend(
+        ex.response_headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .filter_map(|(_, v)| cookie_pair(v).map(|(_, v)| v)),
+    );
+    out.retain(|v| is_token(v));
+    out
+}

@@ -1,0 +1,283 @@
+//! Learning from live answers: a live answer is aligned with the recorded
+//! answer to the same request (same JSON paths, JSON object keys paired as
+//! ids, `Location`, `Link` and other URL parts, `Set-Cookie`, headers that
+//! may hand out a value), and a replayed socket's server frames with the
+//! recorded frames of the same shape. What is learned goes into the world;
+//! what a failed answer would have handed out is marked as never coming.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::analyze::response_values;
+use super::values::{
+    cookie_pair, decode_query_value, is_token, link_of, link_urls, may_hand_out, percent_decode,
+    text_frames,
+};
+use super::world::World;
+use crate::capture::StoredExchange;
+
+/// Recorded → live pairs found by aligning a live response with the
+/// recorded response to the same request.
+pub fn learned_pairs(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    live_body: &Bytes,
+) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let (Ok(rec), Ok(live)) = (
+        serde_json::from_slice::<Value>(&recorded.response_body),
+        serde_json::from_slice::<Value>(live_body),
+    ) {
+        align(&rec, &live, &mut pairs);
+    }
+    if let (Some(rec), Some(live)) = (
+        recorded.response_header("location"),
+        live_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.as_str()),
+    ) {
+        align_urls(rec, live, &mut pairs);
+    }
+    let live_cookies: HashMap<String, String> = live_headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| cookie_pair(v))
+        .collect();
+    for (name, value) in recorded
+        .response_headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, v)| cookie_pair(v))
+    {
+        if let Some(live) = live_cookies.get(&name)
+            && *live != value
+            && is_token(&value)
+        {
+            pairs.push((value, live.clone()));
+        }
+    }
+    pairs
+}
+
+/// Recorded → live pairs from the other response headers that may hand
+/// out a value ([`may_hand_out`]): the same header of the live response.
+/// Kept apart from [`learned_pairs`]: headers such as `X-Powered-By` repeat
+/// one value in every answer, so they say nothing about deduplication.
+pub fn header_pairs(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for (name, rec) in recorded
+        .response_headers
+        .iter()
+        .filter(|(k, _)| may_hand_out(k))
+    {
+        let Some((_, live)) = live_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case("link") {
+            for (a, b) in link_urls(rec).zip(link_urls(live)) {
+                align_urls(a, b, &mut pairs);
+            }
+        } else if is_token(rec) {
+            pairs.push((rec.clone(), live.clone()));
+        }
+    }
+    pairs
+}
+
+/// Learns from a live response into the world; returns the pairs learned.
+pub fn learn(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    live_body: &Bytes,
+    world: &World,
+) -> Vec<(String, String)> {
+    let mut pairs = learned_pairs(recorded, live_headers, live_body);
+    pairs.extend(header_pairs(recorded, live_headers));
+    world.absorb(&pairs);
+    pairs
+}
+
+/// Pairs a replayed socket's server frames with the recorded ones, to learn
+/// from them: a live frame is aligned with the first recorded server frame
+/// not yet used that has the same shape (its top-level keys, the values of
+/// its top-level strings that are words such as `"type": "ack"`, and the
+/// keys of nested objects). Pushes that arrive in another order than
+/// recorded still find their counterpart.
+#[derive(Debug)]
+pub struct FrameAligner {
+    recorded: Vec<Option<(String, Value)>>,
+}
+
+impl FrameAligner {
+    /// The recorded server text frames of a socket.
+    pub fn new(ex: &StoredExchange) -> FrameAligner {
+        FrameAligner {
+            recorded: text_frames(ex, "server")
+                .map(|(_, json)| Some((shape(&json), json)))
+                .collect(),
+        }
+    }
+
+    /// Whether there is nothing to learn from.
+    pub fn is_empty(&self) -> bool {
+        self.recorded.is_empty()
+    }
+
+    /// Recorded → live pairs from one live server frame.
+    pub fn pairs(&mut self, live: &str) -> Vec<(String, String)> {
+        let Ok(live) = serde_json::from_str::<Value>(live) else {
+            return Vec::new();
+        };
+        let live_shape = shape(&live);
+        let Some(slot) = self
+            .recorded
+            .iter_mut()
+            .find(|r| r.as_ref().is_some_and(|(s, _)| *s == live_shape))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some((_, rec)) = slot.take() {
+            align(&rec, &live, &mut out);
+        }
+        out.retain(|(rec, live)| rec != live);
+        out
+    }
+}
+
+/// Learns from a replayed socket's server frames as they arrive, into the
+/// world its later frames and requests are sent in.
+#[derive(Debug)]
+pub struct FrameLearner {
+    world: Arc<World>,
+    aligner: FrameAligner,
+}
+
+impl FrameLearner {
+    /// A learner for the socket `ex` recorded; `None` when its recorded
+    /// server frames hold nothing to learn from.
+    pub fn new(ex: &StoredExchange, world: Arc<World>) -> Option<FrameLearner> {
+        let aligner = FrameAligner::new(ex);
+        (!aligner.is_empty()).then_some(FrameLearner { world, aligner })
+    }
+
+    /// One live server text frame.
+    pub fn server_frame(&mut self, text: &str) {
+        self.world.absorb(&self.aligner.pairs(text));
+    }
+}
+
+/// See [`FrameAligner`].
+fn shape(v: &Value) -> String {
+    fn keys(v: &Value, out: &mut String) {
+        if let Value::Object(map) = v {
+            let mut names: Vec<&String> = map.keys().filter(|k| !is_token(k)).collect();
+            names.sort();
+            for k in names {
+                out.push_str(k);
+                out.push('{');
+                keys(&map[k], out);
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    match v {
+        Value::Object(map) => {
+            let mut names: Vec<&String> = map.keys().collect();
+            names.sort();
+            for k in names {
+                out.push_str(k);
+                match &map[k] {
+                    Value::String(s) if s.len() <= 32 && !is_token(s) => {
+                        out.push('=');
+                        out.push_str(s);
+                    }
+                    nested => {
+                        out.push('{');
+                        keys(nested, &mut out);
+                        out.push('}');
+                    }
+                }
+                out.push(';');
+            }
+        }
+        other => keys(other, &mut out),
+    }
+    out
+}
+
+/// The recorded response's values will never get live ones (its live
+/// response failed, or its request was skipped): requests that need them
+/// are skipped.
+pub fn poison(recorded: &StoredExchange, world: &World) {
+    world.poison(response_values(recorded));
+}
+
+/// Pairs recorded and live values at the same JSON paths; for objects whose
+/// keys are ids, pairs the id keys in order.
+pub(super) fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) {
+    match (rec, live) {
+        // Equal pairs too: the dedup detector compares live ids across
+        // worlds even when a backend answered with the recorded one.
+        (Value::String(a), Value::String(b)) if is_token(a) => {
+            out.push((a.clone(), b.clone()));
+        }
+        // `"next": "https://…/messages?cursor=…"`: the parts of a link.
+        (Value::String(a), Value::String(b)) => align_urls(a, b, out),
+        (Value::Array(a), Value::Array(b)) => a.iter().zip(b).for_each(|(x, y)| align(x, y, out)),
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                if let Some(w) = b.get(k) {
+                    align(v, w, out);
+                }
+            }
+            let rec_ids: Vec<(&String, &Value)> = a
+                .iter()
+                .filter(|(k, _)| is_token(k) && !b.contains_key(*k))
+                .collect();
+            let live_ids: Vec<(&String, &Value)> = b
+                .iter()
+                .filter(|(k, _)| is_token(k) && !a.contains_key(*k))
+                .collect();
+            for ((rk, rv), (lk, lv)) in rec_ids.into_iter().zip(live_ids) {
+                out.push((rk.clone(), lk.clone()));
+                align(rv, lv, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pairs the parts of a recorded and a live link: path segments in order
+/// when there are as many, query values by name.
+pub(super) fn align_urls(rec: &str, live: &str, out: &mut Vec<(String, String)>) {
+    let (Some(rec), Some(live)) = (link_of(rec), link_of(live)) else {
+        return;
+    };
+    let mut push = |a: String, b: String| {
+        if a != b && is_token(&a) {
+            out.push((a, b));
+        }
+    };
+    if rec.path.len() == live.path.len() {
+        for (a, b) in rec.path.into_iter().zip(live.path) {
+            push(percent_decode(a), percent_decode(b));
+        }
+    }
+    for (k, a) in rec.query {
+        if let Some((_, b)) = live.query.iter().find(|(lk, _)| *lk == k) {
+            push(decode_query_value(a), decode_query_value(b));
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Dynamic values: what makes a 5x replay of a chat session measure the
+//! backend instead of 401s, 400s and deduplication (DESIGN.md, "Dynamic
+//! values"). Every decision about a value a replayed request carries is
+//! made here, behind the calls the engine makes around each send:
+//!
+//! ```text
+//!  recorded session ──> Correlation::session   (decode bodies, analyze: once per loaded session)
+//!  due request ───────> Correlation::prepare   (rules, then substitution, in the VU's world)
+//!                         │ the request to send, or "skip: a value it needs will never come"
+//!  live answer ───────> Correlation::learn     (rules' extracts, alignment with the recording)
+//!                         │ Learned: the ids a write handed out, for the engine's dedup check
+//!  failed answer ─────> Correlation::lost      (what it would have handed out never comes)
+//! ```
+//!
+//! A socket learns while it is open: its server frames through a
+//! [`FrameLearner`], its client frames through [`World::substitute_json`].
+//!
+//! Inside, dependencies point one way: `values` (how values sit in
+//! requests and answers; a leaf) ← `world` (what one world knows) ←
+//! `analyze` (one recorded session) ← `learn` / `rules` ← `substitute`;
+//! this face uses them all, and none of them uses it. Pure data work: no
+//! I/O, no clock. The engine schedules and measures; the client sends.
+
+mod analyze;
+mod learn;
+mod rules;
+mod substitute;
+mod values;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+
+use crate::capture::StoredExchange;
+
+pub use analyze::{
+    SessionValues, analyze, analyze_with, decode_bodies, request_values, request_values_at,
+    response_values,
+};
+pub use learn::{FrameAligner, FrameLearner, header_pairs, learn, learned_pairs, poison};
+pub use rules::Rules;
+pub use substitute::{Prepared, prepare};
+pub use values::{is_dynamic, is_token, may_hand_out, percent_decode, percent_encode, regenerate};
+pub use world::{Credentials, World};
+
+/// How a replay treats dynamic values: the heuristics on or off, the clear
+/// credentials, the profile's rules. One per replay, shared by every VU.
+#[derive(Debug, Default)]
+pub struct Correlation {
+    enabled: bool,
+    credentials: Arc<Credentials>,
+    rules: Arc<Rules>,
+}
+
+/// What a live answer said, as far as learning reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// Live status, if an answer came.
+    pub status: Option<u16>,
+    /// Transport failure kind, if the request failed.
+    pub failure: Option<&'static str>,
+    /// The headers the client kept ([`AnswerNeeds`]).
+    pub headers: &'a [(String, String)],
+    /// The body the client kept, decoded.
+    pub body: &'a Bytes,
+}
+
+/// What one live answer handed out.
+#[derive(Debug, Default)]
+pub struct Learned {
+    /// Recorded → live ids a write's answer handed out that can only be
+    /// the backend's own (not echoes of the request, not accounts of the
+    /// credentials file, not constants): if another world got the same
+    /// live id for the same recorded write, the backend deduplicated.
+    pub handed_out: Vec<(String, String)>,
+}
+
+/// Which parts of a live answer the client keeps for learning; the rest is
+/// read and dropped.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerNeeds {
+    /// Headers the profile's extract rules read.
+    rule_headers: Vec<HeaderName>,
+    /// Headers that may hand out a value (when correlating).
+    handed_out_headers: bool,
+    /// Bodies of any type, not only JSON (a rule searches one).
+    all_bodies: bool,
+}
+
+impl AnswerNeeds {
+    /// Whether to keep this answer header: `Location` and `Set-Cookie`
+    /// always, what rules read, and (correlating) any header that may
+    /// hand out a value — none of what a plain web server sends.
+    pub fn keeps_header(&self, name: &HeaderName) -> bool {
+        *name == header::LOCATION
+            || *name == header::SET_COOKIE
+            || self.rule_headers.contains(name)
+            || self.handed_out_headers && may_hand_out(name.as_str())
+    }
+
+    /// Whether to keep an answer body of this content type: JSON, or any
+    /// when a rule searches bodies.
+    pub fn keeps_body(&self, content_type: Option<&HeaderValue>) -> bool {
+        self.all_bodies
+            || content_type.is_some_and(|v| {
+                v.as_bytes()
+                    .windows(4)
+                    .any(|w| w.eq_ignore_ascii_case(b"json"))
+            })
+    }
+}
+
+impl Correlation {
+    /// `enabled` switches the heuristics (off: `--no-correlation`); the
+    /// rules apply either way.
+    pub fn new(enabled: bool, credentials: Arc<Credentials>, rules: Arc<Rules>) -> Correlation {
+        Correlation {
+            enabled,
+            credentials,
+            rules,
+        }
+    }
+
+    /// Whether the heuristics run (a socket then learns from its frames).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// What the client must keep of each answer for [`Correlation::learn`].
+    pub fn needs(&self) -> AnswerNeeds {
+        let (headers, all_bodies) = self.rules.response_needs();
+        AnswerNeeds {
+            rule_headers: headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
+            handed_out_headers: self.enabled,
+            all_bodies,
+        }
+    }
+
+    /// A fresh world: it starts out knowing the credentials file's markers.
+    pub fn world(&self) -> World {
+        World::seeded(&self.credentials)
+    }
+
+    /// Makes a recorded session ready to play in every world: bodies
+    /// decoded (the client encodes request bodies again as recorded), and
+    /// when correlating, what its values are.
+    pub fn session(&self, exchanges: &mut [StoredExchange]) -> SessionValues {
+        exchanges.iter_mut().for_each(decode_bodies);
+        if self.enabled {
+            analyze_with(exchanges, &self.credentials)
+        } else {
+            SessionValues::default()
+        }
+    }
+
+    /// Request `index` of a session made ready to send in `world`, at its
+    /// due time (so it uses everything the world learned until then).
+    /// `None`: nothing to decide, send it as recorded.
+    pub fn prepare(
+        &self,
+        ex: &StoredExchange,
+        index: usize,
+        values: &SessionValues,
+        world: &World,
+    ) -> Option<Prepared> {
+        (self.enabled || !self.rules.is_empty())
+            .then(|| prepare(ex, index, values, world, &self.rules, self.enabled))
+    }
+
+    /// Learns from the live answer to `sent` (request `recorded` of its
+    /// session, on `route`) into `world`. A failed answer to a request the
+    /// recording got through is [`Correlation::lost`].
+    pub fn learn(
+        &self,
+        route: &str,
+        recorded: &StoredExchange,
+        sent: &StoredExchange,
+        answer: Answer<'_>,
+        values: &SessionValues,
+        world: &World,
+    ) -> Learned {
+        let recorded_ok = recorded
+            .status
+            .and_then(|s| u16::try_from(s).ok())
+            .is_some_and(|s| s < 400);
+        let live_ok = answer.status.is_some_and(|s| s < 400);
+        let write = matches!(recorded.method.as_str(), "POST" | "PUT" | "PATCH");
+        if recorded_ok && !live_ok {
+            tracing::debug!(
+                exchange = recorded.id,
+                session = recorded.session_no,
+                seq = recorded.seq,
+                recorded = %recorded.uri,
+                status = ?answer.status,
+                failure = ?answer.failure,
+                "a request the recording got through failed"
+            );
+            self.lost(recorded, world);
+            return Learned::default();
+        }
+        if !(live_ok && (self.enabled || write || !self.rules.is_empty())) {
+            return Learned::default();
+        }
+        let extracted = self
+            .rules
+            .extract(route, recorded, answer.headers, answer.body, world);
+        world.absorb(&extracted);
+        let mut pairs = learned_pairs(recorded, answer.headers, answer.body);
+        // Echoes of what the session itself sent (a user name, a
+        // regenerated key) say nothing about the backend's ids.
+        pairs.retain(|(rec, _)| !values.nonces.contains(rec));
+        // The ids a write hands out, less the accounts of the credentials
+        // file (the same in every world) and, when correlating, values
+        // that came back as recorded (a fresh backend never hands out the
+        // recorded id again: those are constants like a version): only
+        // the rest can be another world's ids handed out again.
+        let mut handed_out: Vec<(String, String)> = if write {
+            pairs
+                .iter()
+                .filter(|(rec, live)| {
+                    !(self.credentials.users.contains_key(rec) || self.enabled && rec == live)
+                })
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if self.enabled {
+            world.absorb(&pairs);
+            world.absorb(&header_pairs(recorded, answer.headers));
+        }
+        if !handed_out.is_empty() {
+            // Echoes of what the request itself carried (a room id every
+            // world posts to) are not the backend's answer.
+            let carried = request_values(sent);
+            handed_out.retain(|(_, live)| !carried.contains(live));
+        }
+        Learned { handed_out }
+    }
+
+    /// `ex`'s answer failed or was never asked for: what it would have
+    /// handed out will not come, and the requests that need it are skipped.
+    pub fn lost(&self, ex: &StoredExchange, world: &World) {
+        if self.enabled {
+            poison(ex, world);
+        }
+        self.rules.fail(ex, world);
+    }
+}

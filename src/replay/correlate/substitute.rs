@@ -1,0 +1,248 @@
+//! Substitution: a recorded request made ready to send in one world. The
+//! profile's rules decide first; then (when correlating) every path
+//! segment, query value, dynamic header, JSON or form value and client
+//! WebSocket frame gets the world's live value, a nonce's fresh copy or a
+//! credential; a request that needs a value whose answer failed is marked
+//! to be skipped.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::analyze::SessionValues;
+use super::rules::{Decision, RequestPlace, Rules};
+use super::values::{
+    STATIC_HEADERS, is_dynamic, is_form, regenerate, rewrite_pairs, rewrite_uri, walk_strings,
+};
+use super::world::World;
+use crate::capture::StoredExchange;
+use crate::capture::redact::MARKER_PREFIX;
+use crate::route;
+
+/// A recorded request made ready to send in one world.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request to send.
+    pub exchange: StoredExchange,
+    /// Substitutions by kind (`correlated`, `credential`, `nonce`).
+    pub substitutions: Vec<&'static str>,
+    /// Handed-out values with no live value.
+    pub unresolved: u64,
+    /// A value it needs came from a response that failed: do not send.
+    pub skip: bool,
+}
+
+struct Rewriter<'a> {
+    world: &'a World,
+    session: &'a SessionValues,
+    index: usize,
+    substitutions: Vec<&'static str>,
+    unresolved: u64,
+    skip: bool,
+    cache: HashMap<String, Option<(String, &'static str)>>,
+}
+
+impl Rewriter<'_> {
+    /// The live value for a recorded one, if any; every replaced
+    /// occurrence counts as a substitution of its kind.
+    fn subst(&mut self, v: &str) -> Option<String> {
+        let decided = match self.cache.get(v) {
+            Some(done) => done.clone(),
+            None if v.len() < 6 => return None,
+            None => {
+                let done = self.decide(v);
+                self.cache.insert(v.to_string(), done.clone());
+                done
+            }
+        };
+        let (live, kind) = decided?;
+        self.substitutions.push(kind);
+        Some(live)
+    }
+
+    /// What to send for a recorded value, decided once per request.
+    fn decide(&mut self, v: &str) -> Option<(String, &'static str)> {
+        if let Some(live) = self.world.live(v) {
+            let kind = if v.starts_with(MARKER_PREFIX) {
+                "credential"
+            } else {
+                "correlated"
+            };
+            return Some((live, kind));
+        }
+        if v.starts_with(MARKER_PREFIX)
+            && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten()
+        {
+            return Some((secret, "credential"));
+        }
+        if is_dynamic(v) && self.session.nonces.contains(v) {
+            let fresh = self.world.live_or_insert(v, || regenerate(v));
+            return Some((fresh, "nonce"));
+        }
+        if self.world.is_poisoned(v) {
+            self.skip = true;
+            return None;
+        }
+        let handed_out = self
+            .session
+            .handed_out
+            .get(self.index)
+            .is_some_and(|h| h.contains(v));
+        if handed_out || v.starts_with(MARKER_PREFIX) {
+            tracing::debug!(
+                value = v,
+                "no live value for a recorded one; sent as recorded"
+            );
+            self.unresolved += 1;
+        }
+        None
+    }
+}
+
+/// Rewrites request `index` of a session for `world`: the profile's
+/// rules first, then (with `correlate`) the heuristics for everything the
+/// rules do not name.
+pub fn prepare(
+    ex: &StoredExchange,
+    index: usize,
+    session: &SessionValues,
+    world: &World,
+    rules: &Rules,
+    correlate: bool,
+) -> Prepared {
+    let mut r = Rewriter {
+        world,
+        session,
+        index,
+        substitutions: Vec::new(),
+        unresolved: 0,
+        skip: false,
+        cache: HashMap::new(),
+    };
+    let mut writes = Vec::new();
+    if !rules.is_empty() {
+        let route = route::normalize(&ex.method, &ex.uri);
+        for action in rules.actions(&route, ex, world) {
+            match action.decision {
+                // What a rule decides, the heuristics do not redecide.
+                Decision::Keep(v) => {
+                    r.cache.insert(v, None);
+                }
+                Decision::Set(live, kind) => {
+                    if let Some(v) = action.recorded {
+                        let same = v == live;
+                        r.cache.insert(v, (!same).then(|| (live.clone(), kind)));
+                    }
+                    writes.push((action.at, live, kind));
+                }
+                Decision::Skip => r.skip = true,
+                Decision::Missing => r.unresolved += 1,
+            }
+        }
+    }
+    let mut out = ex.request_copy();
+    if correlate {
+        r.rewrite(ex, &mut out);
+    }
+    // The rule's own place, also where the heuristics would not look (a
+    // number, a short value).
+    for (at, live, kind) in writes {
+        if at.read(&out).as_deref() != Some(live.as_str()) {
+            at.write(&mut out, &live);
+            r.substitutions.push(kind);
+        }
+    }
+    Prepared {
+        exchange: out,
+        substitutions: r.substitutions,
+        unresolved: r.unresolved,
+        skip: r.skip,
+    }
+}
+
+impl Rewriter<'_> {
+    /// The heuristics: every path segment, query value, dynamic header and
+    /// JSON string of the request.
+    fn rewrite(&mut self, ex: &StoredExchange, out: &mut StoredExchange) {
+        out.uri = rewrite_uri(&ex.uri, &mut |v| self.subst(v));
+        for (name, value) in out.request_headers.iter_mut() {
+            let lower = name.to_ascii_lowercase();
+            if STATIC_HEADERS.contains(&lower.as_str()) {
+                continue;
+            }
+            *value = match lower.as_str() {
+                "authorization" | "proxy-authorization" => match value.split_once(' ') {
+                    Some((scheme, cred)) => match self.subst(cred.trim()) {
+                        Some(live) => format!("{scheme} {live}"),
+                        None => continue,
+                    },
+                    None => match self.subst(value) {
+                        Some(live) => live,
+                        None => continue,
+                    },
+                },
+                "cookie" => value
+                    .split(';')
+                    .map(|pair| {
+                        let pair = pair.trim();
+                        match pair.split_once('=') {
+                            Some((k, v)) => match self.subst(v) {
+                                Some(live) => format!("{k}={live}"),
+                                None => pair.to_string(),
+                            },
+                            None => pair.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => match self.subst(value.trim()) {
+                    Some(live) => live,
+                    None => continue,
+                },
+            };
+        }
+        if let Some(body) = self.rewrite_json(&ex.request_body) {
+            out.request_body = body;
+        } else if is_form(ex) {
+            let mut changed = false;
+            let body = String::from_utf8_lossy(&ex.request_body);
+            let mut form = String::with_capacity(body.len());
+            rewrite_pairs(&body, &mut form, &mut |v| {
+                let live = self.subst(v);
+                changed |= live.is_some();
+                live
+            });
+            if changed {
+                out.request_body = form.into_bytes();
+            }
+        }
+        // A WebSocket's JSON text frames from the client (a join naming a
+        // conversation, a message to it).
+        for frame in out
+            .ws_frames
+            .iter_mut()
+            .filter(|f| f.dir == "client" && f.op == "text")
+        {
+            if let Some(text) = self.rewrite_json(frame.data.as_bytes()) {
+                frame.data = String::from_utf8_lossy(&text).into_owned();
+            }
+        }
+    }
+
+    /// A JSON document with its string values substituted; `None` when it
+    /// is not JSON or nothing changed.
+    fn rewrite_json(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let mut json = serde_json::from_slice::<Value>(bytes).ok()?;
+        let mut changed = false;
+        walk_strings(&mut json, &mut |s| {
+            let live = self.subst(s);
+            changed |= live.is_some();
+            live
+        });
+        if changed {
+            serde_json::to_vec(&json).ok()
+        } else {
+            None
+        }
+    }
+}

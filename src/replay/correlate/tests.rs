@@ -1,0 +1,637 @@
+//! Unit tests of correlation as a whole: analysis, substitution and
+//! learning over small recorded sessions.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::learn::align_urls;
+use super::*;
+use crate::capture::StoredExchange;
+
+/// A recorded exchange: request line, headers, body and response body.
+pub(crate) fn ex(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    resp: &str,
+) -> StoredExchange {
+    StoredExchange {
+        id: 1,
+        session_no: 1,
+        seq: 1,
+        started_at_us: 0,
+        offset_us: 0,
+        method: method.into(),
+        uri: uri.into(),
+        http_version: "HTTP/1.1".into(),
+        request_headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        request_body: body.as_bytes().to_vec(),
+        request_body_len: body.len() as i64,
+        request_truncated: false,
+        status: Some(200),
+        response_headers: vec![("content-type".into(), "application/json".into())],
+        response_body: resp.as_bytes().to_vec(),
+        response_body_len: resp.len() as i64,
+        response_truncated: false,
+        ttfb_us: Some(1),
+        duration_us: 1,
+        error_kind: None,
+        error_message: None,
+        response_chunks: Vec::new(),
+        ws_frames: Vec::new(),
+    }
+}
+
+const MARK: &str = "redacted:0123456789abcdef0123456789abcdef";
+
+fn chat_session() -> Vec<StoredExchange> {
+    let send = ex(
+        "POST",
+        "/api/conversations/c_Ab12Cd34Ef56/messages",
+        &[
+            ("authorization", &format!("Bearer {MARK}")),
+            ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
+        ],
+        r#"{"text":"hi"}"#,
+        r#"{"message":{"id":"m_Qw12Er34Ty56Ui78"}}"#,
+    );
+    vec![
+        ex(
+            "POST",
+            "/api/login",
+            &[],
+            r#"{"user":"user-07"}"#,
+            &format!(r#"{{"token":"{MARK}"}}"#),
+        ),
+        ex(
+            "POST",
+            "/api/conversations",
+            &[("authorization", &format!("Bearer {MARK}"))],
+            "{}",
+            r#"{"id":"c_Ab12Cd34Ef56"}"#,
+        ),
+        send.clone(),
+        // The client's retry of the same send: same key, same answer.
+        send,
+        ex(
+            "PUT",
+            "/api/conversations/c_Ab12Cd34Ef56/messages/txn0a1b2c3d4e5f",
+            &[("authorization", &format!("Bearer {MARK}"))],
+            r#"{"text":"yo"}"#,
+            r#"{"message_id":"m_Zx98Cv76Bn54Mm32"}"#,
+        ),
+        ex(
+            "GET",
+            "/api/conversations/c_Ab12Cd34Ef56/messages?limit=2&cursor=cur_Pq12Rs34Tu56Vw78Xy90",
+            &[("authorization", &format!("Bearer {MARK}"))],
+            "",
+            r#"{"messages":[],"next_cursor":null}"#,
+        ),
+    ]
+}
+
+#[test]
+fn nonces_are_values_sent_once_or_retried_and_never_handed_out() {
+    let s = analyze(&chat_session());
+    assert!(
+        s.nonces.contains("idem-4f2a9c01d3e5b7a8"),
+        "a retried idempotency key is a nonce"
+    );
+    assert!(
+        s.nonces.contains("txn0a1b2c3d4e5f"),
+        "a client transaction id in a PUT path is a nonce"
+    );
+    assert!(s.nonces.contains("user-07"));
+    assert!(
+        !s.nonces.contains("c_Ab12Cd34Ef56"),
+        "a server-made id is correlated, not regenerated"
+    );
+    assert!(!s.nonces.contains(MARK), "markers are credentials");
+    assert!(s.handed_out[2].contains("c_Ab12Cd34Ef56"));
+    assert!(s.handed_out[1].contains(MARK));
+}
+
+#[test]
+fn live_values_flow_into_later_requests_of_the_world() {
+    let session = chat_session();
+    let values = analyze(&session);
+    let world = World::default();
+    // Login: the live token is learned for the recorded marker.
+    let login = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        login.substitutions,
+        ["nonce"],
+        "the user name is regenerated per world"
+    );
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
+        &world,
+    );
+    let create = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        create.exchange.request_header("authorization"),
+        Some("Bearer tok_LIVE123456")
+    );
+    assert_eq!(create.substitutions, ["credential"]);
+    learn(
+        &session[1],
+        &[],
+        &Bytes::from_static(br#"{"id":"c_LiveConv9876"}"#),
+        &world,
+    );
+    let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        post.exchange.uri,
+        "/api/conversations/c_LiveConv9876/messages"
+    );
+    let key = post
+        .exchange
+        .request_header("idempotency-key")
+        .expect("key")
+        .to_string();
+    assert_ne!(key, "idem-4f2a9c01d3e5b7a8");
+    assert_eq!(key.len(), "idem-4f2a9c01d3e5b7a8".len());
+    let retry = prepare(&session[3], 3, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        retry.exchange.request_header("idempotency-key"),
+        Some(key.as_str()),
+        "one nonce per world"
+    );
+    let put = prepare(&session[4], 4, &values, &world, &Rules::default(), true);
+    assert!(
+        put.exchange
+            .uri
+            .starts_with("/api/conversations/c_LiveConv9876/messages/txn")
+    );
+    assert!(!put.exchange.uri.ends_with("txn0a1b2c3d4e5f"));
+    // Another world regenerates its own nonces.
+    let other = World::default();
+    let other_post = prepare(&session[2], 2, &values, &other, &Rules::default(), true);
+    assert_ne!(
+        other_post.exchange.request_header("idempotency-key"),
+        Some(key.as_str())
+    );
+}
+
+#[test]
+fn a_token_handed_out_in_a_response_header_is_learned_and_sent() {
+    let mut login = ex("POST", "/api/session", &[], "{}", "{}");
+    login.response_headers.extend([
+        (
+            "date".to_string(),
+            "Mon, 23 Nov 2026 02:00:00 GMT".to_string(),
+        ),
+        ("x-auth-token".to_string(), "hdr_Rec0rded77Tok".to_string()),
+    ]);
+    let me = ex(
+        "GET",
+        "/api/me",
+        &[("x-auth-token", "hdr_Rec0rded77Tok")],
+        "",
+        "{}",
+    );
+    let session = vec![login, me.clone(), me];
+    let values = analyze(&session);
+    assert!(
+        values.handed_out[1].contains("hdr_Rec0rded77Tok"),
+        "the header handed it out: not a nonce"
+    );
+    let world = World::default();
+    let live = [
+        (
+            "date".to_string(),
+            "Mon, 23 Nov 2026 03:00:00 GMT".to_string(),
+        ),
+        ("x-auth-token".to_string(), "hdr_L1veL1ve42Tok".to_string()),
+    ];
+    assert_eq!(
+        header_pairs(&session[0], &live),
+        [(
+            "hdr_Rec0rded77Tok".to_string(),
+            "hdr_L1veL1ve42Tok".to_string()
+        )],
+        "the date is not learned"
+    );
+    learn(&session[0], &live, &Bytes::new(), &world);
+    let me = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        me.exchange.request_header("x-auth-token"),
+        Some("hdr_L1veL1ve42Tok")
+    );
+    assert!(!may_hand_out("Access-Control-Allow-Origin") && may_hand_out("X-Request-Id"));
+}
+
+#[test]
+fn cursors_inside_next_page_links_are_handed_out_and_learned() {
+    let feed = |token: &str| {
+        format!(
+            r#"{{"items":[],"links":{{"next":"https://chat.example/api/feed?limit=2&page_token={token}"}}}}"#
+        )
+    };
+    let first = ex(
+        "GET",
+        "/api/feed?limit=2",
+        &[],
+        "",
+        &feed("pt_R3c0rdedPage1"),
+    );
+    let mut second = ex(
+        "GET",
+        "/api/feed?limit=2&page_token=pt_R3c0rdedPage1",
+        &[],
+        "",
+        "{}",
+    );
+    second.response_headers.push((
+        "link".into(),
+        r#"</api/threads?after=ta_R3c0rdedAfter9>; rel="next""#.into(),
+    ));
+    let third = ex("GET", "/api/threads?after=ta_R3c0rdedAfter9", &[], "", "{}");
+    let session = vec![first, second, third];
+    let values = analyze(&session);
+    for cursor in ["pt_R3c0rdedPage1", "ta_R3c0rdedAfter9"] {
+        assert!(
+            !values.nonces.contains(cursor),
+            "{cursor} was handed out in a link"
+        );
+    }
+    let world = World::default();
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from(feed("pt_L1vePage1xyz")),
+        &world,
+    );
+    let page = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        page.exchange.uri,
+        "/api/feed?limit=2&page_token=pt_L1vePage1xyz"
+    );
+    let link = r#"<https://chat.example/api/threads?after=ta_L1veAfter77>; rel="next""#;
+    learn(
+        &session[1],
+        &[("link".into(), link.into())],
+        &Bytes::new(),
+        &world,
+    );
+    let threads = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert_eq!(threads.exchange.uri, "/api/threads?after=ta_L1veAfter77");
+    // Free text that mentions a path is not a link.
+    let mut pairs = Vec::new();
+    align_urls("see /api/m/m_Rec12345", "see /api/m/m_Live6789", &mut pairs);
+    assert!(pairs.is_empty());
+}
+
+#[test]
+fn form_bodies_are_read_and_rewritten_like_json_ones() {
+    const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+    let auth = ("authorization", "Bearer xoxb-R3c0rded-T0ken");
+    let session = vec![
+        ex(
+            "POST",
+            "/api/auth.login",
+            &[FORM],
+            &format!("username=ann%40example.com&password={MARK}"),
+            r#"{"ok":true,"token":"xoxb-R3c0rded-T0ken"}"#,
+        ),
+        ex(
+            "POST",
+            "/api/conversations.create",
+            &[FORM, auth],
+            "name=general",
+            r#"{"channel":{"id":"C0R3C0RD3D"}}"#,
+        ),
+        ex(
+            "POST",
+            "/api/chat.postMessage",
+            &[FORM, auth],
+            "channel=C0R3C0RD3D&text=hello+there&client_msg_id=cm_9f8e7d6c5b4a",
+            r#"{"ok":true}"#,
+        ),
+    ];
+    let credentials = Credentials {
+        users: [("ann@example.com".to_string(), "hunter 2".to_string())].into(),
+        ..Credentials::default()
+    };
+    let values = analyze_with(&session, &credentials);
+    assert!(values.nonces.contains("cm_9f8e7d6c5b4a"));
+    let world = World::seeded(&credentials);
+    let login = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        login.exchange.request_body, b"username=ann%40example.com&password=hunter%202",
+        "the user is kept and the password comes from the credentials file"
+    );
+    let live = |body: &'static [u8]| Bytes::from_static(body);
+    learn(
+        &session[0],
+        &[],
+        &live(br#"{"ok":true,"token":"xoxb-L1ve-T0ken99"}"#),
+        &world,
+    );
+    learn(
+        &session[1],
+        &[],
+        &live(br#"{"channel":{"id":"C0L1VE0001"}}"#),
+        &world,
+    );
+    let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    let body = String::from_utf8(post.exchange.request_body.clone()).expect("utf8");
+    assert!(
+        body.starts_with("channel=C0L1VE0001&text=hello+there&client_msg_id=cm_"),
+        "{body}"
+    );
+    assert!(
+        !body.ends_with("cm_9f8e7d6c5b4a"),
+        "a fresh client id per world"
+    );
+    assert_eq!(
+        post.exchange.request_header("authorization"),
+        Some("Bearer xoxb-L1ve-T0ken99")
+    );
+}
+
+#[test]
+fn a_failed_response_skips_the_requests_that_need_its_values() {
+    let session = chat_session();
+    let values = analyze(&session);
+    let world = World::default();
+    poison(&session[1], &world);
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"token":"tok_LIVE123456"}"#),
+        &world,
+    );
+    let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert!(
+        post.skip,
+        "the conversation was never created in this world"
+    );
+}
+
+#[test]
+fn a_credentials_file_supplies_passwords_and_keeps_real_users() {
+    let session = chat_session();
+    let creds: Credentials = toml::from_str(
+        "[users]\n\"user-07\" = \"hunter2\"\n[markers]\n\"redacted:ffffffffffffffffffffffffffffffff\" = \"k\"\n",
+    )
+    .expect("valid");
+    let values = analyze_with(&session, &creds);
+    assert!(
+        !values.nonces.contains("user-07"),
+        "a listed user keeps its name"
+    );
+    let mut login = session[0].clone();
+    login.request_body =
+        br#"{"user":"user-07","password":"redacted:0123456789abcdef0123456789abcdef"}"#.to_vec();
+    let values = analyze_with(&[login.clone()], &creds);
+    let p = prepare(
+        &login,
+        0,
+        &values,
+        &World::seeded(&creds),
+        &Rules::default(),
+        true,
+    );
+    let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"user": "user-07", "password": "hunter2"})
+    );
+    assert_eq!(
+        World::seeded(&creds)
+            .live("redacted:ffffffffffffffffffffffffffffffff")
+            .as_deref(),
+        Some("k")
+    );
+}
+
+#[test]
+fn only_whole_values_are_replaced_and_short_or_common_ones_never_mapped() {
+    let world = World::default();
+    let recorded = ex(
+        "POST",
+        "/x",
+        &[],
+        "",
+        r#"{"id":"c_Ab12Cd34Ef56","n":"1","ok":"true","items":[{"id":"m_Zx98Cv76Bn54"}]}"#,
+    );
+    let pairs = learn(
+        &recorded,
+        &[],
+        &Bytes::from_static(
+            br#"{"id":"c_Live99Live99","n":"2","ok":"false","items":[{"id":"m_LiveNested12"}]}"#,
+        ),
+        &world,
+    );
+    let learned: Vec<&str> = pairs.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(
+        learned,
+        ["c_Ab12Cd34Ef56", "m_Zx98Cv76Bn54"],
+        "\"1\" and \"true\" are never mapped"
+    );
+    // The id inside a longer string stays; the whole value is replaced,
+    // in nested JSON, arrays, path segments and query values.
+    let send = ex(
+        "POST",
+        "/c/c_Ab12Cd34Ef56/m?ref=m_Zx98Cv76Bn54&q=1",
+        &[],
+        r#"{"text":"see c_Ab12Cd34Ef56 please","refs":["m_Zx98Cv76Bn54"],"n":"1"}"#,
+        "{}",
+    );
+    let p = prepare(
+        &send,
+        0,
+        &SessionValues::default(),
+        &world,
+        &Rules::default(),
+        true,
+    );
+    assert_eq!(p.exchange.uri, "/c/c_Live99Live99/m?ref=m_LiveNested12&q=1");
+    let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
+    assert_eq!(
+        body,
+        serde_json::json!({"text": "see c_Ab12Cd34Ef56 please", "refs": ["m_LiveNested12"], "n": "1"})
+    );
+}
+
+#[test]
+fn a_digitless_cursor_is_still_learned_but_never_invented() {
+    assert!(is_token("cur_mldrbMhhbcbmvmvlSScX"));
+    assert!(!is_token("messages") && !is_token("nextCursor") && !is_token("created_by"));
+    assert!(!is_dynamic("conversations"), "a path word is not a nonce");
+    let world = World::default();
+    let recorded = ex(
+        "GET",
+        "/m",
+        &[],
+        "",
+        r#"{"next_cursor":"cur_mldrbMhhbcbmvmvlSScX"}"#,
+    );
+    learn(
+        &recorded,
+        &[],
+        &Bytes::from_static(br#"{"next_cursor":"cur_LIVEabcdefghijklmn"}"#),
+        &world,
+    );
+    let next = ex(
+        "GET",
+        "/m?limit=2&cursor=cur_mldrbMhhbcbmvmvlSScX",
+        &[],
+        "",
+        "{}",
+    );
+    let p = prepare(
+        &next,
+        0,
+        &analyze(std::slice::from_ref(&next)),
+        &world,
+        &Rules::default(),
+        true,
+    );
+    assert_eq!(p.exchange.uri, "/m?limit=2&cursor=cur_LIVEabcdefghijklmn");
+}
+
+#[test]
+fn percent_encoded_ids_and_object_keys_are_matched() {
+    let world = World::default();
+    let recorded = ex(
+        "GET",
+        "/sync",
+        &[],
+        "",
+        r#"{"rooms":{"!abc123:host":{"n":1}}}"#,
+    );
+    learn(
+        &recorded,
+        &[],
+        &Bytes::from_static(br#"{"rooms":{"!live987:host":{"n":1}}}"#),
+        &world,
+    );
+    let values = SessionValues::default();
+    let send = ex("PUT", "/rooms/%21abc123%3Ahost/send/txn1", &[], "", "{}");
+    let p = prepare(&send, 0, &values, &world, &Rules::default(), true);
+    assert_eq!(p.exchange.uri, "/rooms/%21live987%3Ahost/send/txn1");
+    assert_eq!(percent_decode("%21a%3Ab"), "!a:b");
+}
+
+fn text_frame(dir: &str, data: &str) -> crate::capture::WsFrame {
+    crate::capture::WsFrame {
+        t_us: 0,
+        dir: dir.into(),
+        op: "text".into(),
+        fin: true,
+        len: data.len() as u64,
+        data: data.into(),
+        truncated: false,
+        close_code: None,
+    }
+}
+
+#[test]
+fn learned_ids_reach_the_json_text_frames_a_websocket_client_sends() {
+    let frame = text_frame;
+    let mut socket = ex("GET", "/api/ws", &[], "", "");
+    socket.status = Some(101);
+    socket.ws_frames = vec![
+        frame("client", r#"{"type":"join","conversation":"c_9f8e7d6c"}"#),
+        frame("server", r#"{"type":"joined","conversation":"c_9f8e7d6c"}"#),
+        frame("client", "c_9f8e7d6c is not JSON"),
+    ];
+    let world = World::default();
+    world.absorb(&[("c_9f8e7d6c".to_string(), "c_live1234".to_string())]);
+    let p = prepare(
+        &socket,
+        0,
+        &SessionValues::default(),
+        &world,
+        &Rules::default(),
+        true,
+    );
+    let data: Vec<&str> = p
+        .exchange
+        .ws_frames
+        .iter()
+        .map(|f| f.data.as_str())
+        .collect();
+    assert_eq!(
+        data,
+        [
+            r#"{"type":"join","conversation":"c_live1234"}"#,
+            r#"{"type":"joined","conversation":"c_9f8e7d6c"}"#,
+            "c_9f8e7d6c is not JSON",
+        ]
+    );
+    assert_eq!(p.substitutions, ["correlated"]);
+}
+
+#[test]
+fn server_frames_are_learned_from_by_shape_whatever_order_they_come_in() {
+    let mut socket = ex("GET", "/api/ws", &[], "", "");
+    socket.status = Some(101);
+    socket.ws_frames = vec![
+        text_frame("client", r#"{"type":"join","conversation":"c_9f8e7d6c"}"#),
+        text_frame(
+            "server",
+            r#"{"type":"joined","conversation":"c_9f8e7d6c","members":1}"#,
+        ),
+        text_frame(
+            "client",
+            r#"{"type":"send","client_id":"cl_00aa11bb22cc","text":"hi"}"#,
+        ),
+        text_frame(
+            "server",
+            r#"{"type":"message","message":{"id":"m_R3c0rded0ther","author":"user-01"}}"#,
+        ),
+        text_frame(
+            "server",
+            r#"{"type":"ack","client_id":"cl_00aa11bb22cc","message_id":"m_R3c0rdedAck1"}"#,
+        ),
+    ];
+    // The client id is sent once and handed out by nothing before:
+    // a nonce; the server's ids count as handed out.
+    let values = analyze(std::slice::from_ref(&socket));
+    assert!(values.nonces.contains("cl_00aa11bb22cc"), "{values:?}");
+    assert!(response_values(&socket).contains(&"m_R3c0rdedAck1".to_string()));
+
+    let mut aligner = FrameAligner::new(&socket);
+    // The ack comes before the push this time.
+    let ack = aligner
+        .pairs(r#"{"type":"ack","client_id":"cl_99ff88ee77dd","message_id":"m_L1veAck00001"}"#);
+    assert!(
+        ack.contains(&("m_R3c0rdedAck1".into(), "m_L1veAck00001".into())),
+        "{ack:?}"
+    );
+    let push = aligner
+        .pairs(r#"{"type":"message","message":{"id":"m_L1ve0ther001","author":"user-01-w2"}}"#);
+    assert!(
+        push.contains(&("m_R3c0rded0ther".into(), "m_L1ve0ther001".into())),
+        "{push:?}"
+    );
+    // Each recorded frame is used once; a frame of no recorded shape
+    // teaches nothing.
+    assert!(
+        aligner
+            .pairs(r#"{"type":"ack","client_id":"cl_1","message_id":"m_L1veAck00002"}"#)
+            .is_empty()
+    );
+    assert!(aligner.pairs(r#"{"type":"typing","user":"x"}"#).is_empty());
+    assert!(aligner.pairs("not json").is_empty());
+
+    // What was learned reaches the next client frame when it is sent.
+    let world = World::default();
+    world.absorb(&ack);
+    assert_eq!(
+        world
+            .substitute_json(r#"{"type":"read","message_id":"m_R3c0rdedAck1"}"#)
+            .as_deref(),
+        Some(r#"{"type":"read","message_id":"m_L1veAck00001"}"#)
+    );
+    assert_eq!(world.substitute_json(r#"{"type":"read"}"#), None);
+}

@@ -1,0 +1,151 @@
+//! Worlds: what one copy of the recorded population has learned. A world
+//! maps recorded values to live ones (learned from answers, regenerated
+//! nonces, clear credentials), knows which recorded values will never get
+//! a live one (their answer failed) and holds the profile rules'
+//! variables. Shared by the VUs of one world; every other part of
+//! correlation reads and writes it through these methods only.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use super::values::walk_strings;
+
+/// Clear values for redacted credentials (`--credentials-file`, TOML):
+///
+/// ```toml
+/// [markers]                      # a marker as stored in the capture -> its clear value
+/// "redacted:0123…" = "s3cret"
+/// [users]                        # a login whose body names this user -> its password
+/// "alice@example.com" = "hunter2"
+/// ```
+///
+/// A user listed here keeps its recorded name in every world (a real
+/// account), instead of getting a fresh one.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Marker → clear value.
+    #[serde(default)]
+    pub markers: HashMap<String, String>,
+    /// User name → password.
+    #[serde(default)]
+    pub users: HashMap<String, String>,
+}
+
+impl Credentials {
+    /// Reads a credentials file.
+    ///
+    /// # Errors
+    /// A message naming the file and the problem.
+    pub fn load(path: &std::path::Path) -> Result<Credentials, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", path.display(), e.to_string().trim_end()))
+    }
+}
+
+/// The recorded → live values of one world (one copy of the population in
+/// one pass).
+#[derive(Debug, Default)]
+pub struct World {
+    state: Mutex<WorldState>,
+}
+
+#[derive(Debug, Default)]
+struct WorldState {
+    live: HashMap<String, String>,
+    poisoned: HashSet<String>,
+    /// Rule variables: `None` once the response that hands one out failed.
+    vars: HashMap<String, Option<String>>,
+}
+
+impl World {
+    /// A world that starts out knowing the clear values of these markers.
+    pub fn seeded(credentials: &Credentials) -> World {
+        let world = World::default();
+        world.lock().live.extend(
+            credentials
+                .markers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        world
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WorldState> {
+        // A panic while holding the lock leaves plain maps; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live value learned for a recorded one.
+    pub fn live(&self, recorded: &str) -> Option<String> {
+        self.lock().live.get(recorded).cloned()
+    }
+
+    /// The live value for a recorded one, made now if there is none yet.
+    pub fn live_or_insert(&self, recorded: &str, make: impl FnOnce() -> String) -> String {
+        self.lock()
+            .live
+            .entry(recorded.to_string())
+            .or_insert_with(make)
+            .clone()
+    }
+
+    /// A rule variable: `Some(None)` when its response failed.
+    pub fn var(&self, name: &str) -> Option<Option<String>> {
+        self.lock().vars.get(name).cloned()
+    }
+
+    /// Sets a rule variable (`None`: its response failed).
+    pub fn set_var(&self, name: &str, value: Option<String>) {
+        self.lock().vars.insert(name.to_string(), value);
+    }
+
+    /// Whether a recorded value will never get a live one: the answer
+    /// that would have handed it out failed.
+    pub fn is_poisoned(&self, recorded: &str) -> bool {
+        self.lock().poisoned.contains(recorded)
+    }
+
+    /// Records learned pairs: later requests of the world use the live values.
+    pub fn absorb(&self, pairs: &[(String, String)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for (rec, live) in pairs.iter().filter(|(rec, live)| rec != live) {
+            state.poisoned.remove(rec);
+            state.live.insert(rec.clone(), live.clone());
+        }
+    }
+
+    /// Marks recorded values that have no live value yet as never coming.
+    pub fn poison(&self, recorded: impl IntoIterator<Item = String>) {
+        let mut state = self.lock();
+        for v in recorded {
+            if !state.live.contains_key(&v) {
+                state.poisoned.insert(v);
+            }
+        }
+    }
+
+    /// A JSON text with every string the world has a live value for
+    /// replaced; `None` when it is not JSON or nothing changed. Used for a
+    /// WebSocket client's frames at the moment they are sent, so that what
+    /// the server said earlier on the socket is used.
+    pub fn substitute_json(&self, text: &str) -> Option<String> {
+        let mut json = serde_json::from_str::<Value>(text).ok()?;
+        let state = self.lock();
+        let mut changed = false;
+        walk_strings(&mut json, &mut |s| {
+            let live = state.live.get(s).cloned();
+            changed |= live.is_some();
+            live
+        });
+        drop(state);
+        changed.then(|| json.to_string())
+    }
+}
