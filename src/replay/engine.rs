@@ -18,7 +18,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::correlate::{Answer, Correlation, SessionValues, World};
 use super::outcome::{Event, LiveStats, Outcome};
-use super::plan::{self, SessionSpan, VuSchedule};
+use super::plan::{self, SessionSpan, ShardSplit, VuSchedule};
 use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
@@ -361,41 +361,6 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
     }
     while vus.join_next().await.is_some() {}
     origin
-}
-
-/// Which VUs a shard plays: whole VUs, each (in plan order) to the shard
-/// with the fewest planned requests so far, the lowest index on a tie.
-/// Every shard derives the same plan from the same seed, so every shard
-/// makes the same split, and the shards' requests differ by at most one
-/// session's.
-#[derive(Debug)]
-pub struct ShardSplit {
-    index: usize,
-    planned: Vec<u64>,
-}
-
-impl ShardSplit {
-    /// The split for shard `index` (from 0) of `count`.
-    pub fn new((index, count): (u32, u32)) -> ShardSplit {
-        ShardSplit {
-            index: index as usize,
-            planned: vec![0; count.max(1) as usize],
-        }
-    }
-
-    /// Assigns the next VU (with `requests` planned); whether it is ours.
-    pub fn mine(&mut self, requests: u64) -> bool {
-        let (to, _) = self
-            .planned
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, n)| (**n, *i))
-            .unwrap_or((0, &0));
-        if let Some(n) = self.planned.get_mut(to) {
-            *n += requests;
-        }
-        to == self.index
-    }
 }
 
 /// Sends one request (after the in-flight cap), has correlation learn
@@ -843,30 +808,5 @@ mod tests {
         let next = exchange(1, 2, 230, 10);
         let loaded = LoadedSession::new(vec![socket, next], 1.0, &Correlation::default());
         assert_eq!(loaded.planned[1].after, vec![0]);
-    }
-
-    #[test]
-    fn shards_take_whole_vus_balanced_by_planned_requests() {
-        // A skewed population: one long session among short ones.
-        let vus: Vec<u64> = (0..40)
-            .map(|k| if k % 13 == 0 { 60 } else { 1 + k % 7 })
-            .collect();
-        let count = 3;
-        let mut owner = vec![None; vus.len()];
-        let mut load = vec![0u64; count];
-        for (index, load) in load.iter_mut().enumerate() {
-            let mut split = ShardSplit::new((index as u32, count as u32));
-            for (k, requests) in vus.iter().enumerate() {
-                if split.mine(*requests) {
-                    assert_eq!(owner[k], None, "VU {k} in two shards");
-                    owner[k] = Some(index);
-                    *load += requests;
-                }
-            }
-        }
-        assert!(owner.iter().all(Option::is_some), "every VU has a shard");
-        assert_eq!(load.iter().sum::<u64>(), vus.iter().sum::<u64>());
-        let spread = load.iter().max().unwrap_or(&0) - load.iter().min().unwrap_or(&0);
-        assert!(spread <= 60, "loads {load:?}");
     }
 }
