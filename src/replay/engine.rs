@@ -17,10 +17,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
 use super::outcome::{Event, LiveStats, Outcome};
-use super::plan::{self, SessionSpan, VuSchedule};
+use super::plan::{self, VuSchedule};
 use super::rewrite::{self, Credentials, SessionValues, World};
 use super::rules::Rules;
-use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
+use crate::capture::{CaptureError, SessionSpan, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
