@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue};
-use tapedeck::capture::store::NewRun;
-use tapedeck::capture::{CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind, Store};
+use tapedeck::capture::{CapturedBody, ExchangeRecord, NewRun, SessionInfo, SessionKeyKind, Store};
 
 fn main() {
     // cargo bench passes `--bench` first; skip flags.

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use tapedeck::capture::store::NewRun;
 use tapedeck::capture::writer::{self, WriterConfig, WriterMetrics};
 use tapedeck::capture::{
-    CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind, Store, now_epoch_us,
+    CapturedBody, ExchangeRecord, NewRun, SessionInfo, SessionKeyKind, Store, now_epoch_us,
 };
 
 fn record(

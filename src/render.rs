@@ -3,8 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::capture::store::RouteCount;
-use crate::capture::{RunSummary, SessionSummary};
+use crate::capture::{RouteCount, RunSummary, SessionSummary};
 
 /// `12.3 s` from microseconds.
 pub fn seconds(us: i64) -> String {

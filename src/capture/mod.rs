@@ -1,10 +1,15 @@
 //! The capture: what a recording run stores and how it gets there.
 //!
-//! Owns the plain data types ([`ExchangeRecord`], [`SessionInfo`],
-//! [`CapturedBody`]), the SQLite store (`store`, the only module that speaks
-//! SQL), the single writer task behind a byte-bounded queue (`writer`) and
-//! credential redaction (`redact`). Records come in from the proxy's tap;
-//! rows go out to SQLite. Nothing here speaks HTTP.
+//! Owns the plain data types: the records written ([`NewRun`],
+//! [`SessionInfo`], [`ExchangeRecord`] with its [`CapturedBody`] and
+//! [`WsFrame`]s) and the ones read back ([`RunSummary`], [`SessionSummary`],
+//! [`RouteCount`], [`SessionSpan`], [`StoredExchange`]); the store (`store`,
+//! SQLite or PostgreSQL, the only module that speaks SQL), the single writer
+//! task behind a byte-bounded queue (`writer`) and credential redaction
+//! (`redact`). Records come in from the proxy's tap; rows go out to the
+//! store and come back to `captures`, replay and the demo. Nothing here
+//! speaks HTTP, and nothing here uses replay, report, proxy, demo or
+//! profile: they depend on the capture, never the other way round.
 
 pub mod redact;
 pub mod store;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 
-pub use store::{RunSummary, SessionSummary, Store, StoredExchange};
+pub use store::Store;
 pub use writer::{CaptureSink, WriterConfig, WriterHandle};
 
 /// Errors of the capture store.
@@ -97,6 +102,19 @@ impl SessionKeyKind {
             SessionKeyKind::Client => "client",
         }
     }
+}
+
+/// Settings of a new recording run.
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    /// Upstream URL.
+    pub upstream: &'a str,
+    /// Listen address.
+    pub listen: &'a str,
+    /// Body cap in bytes.
+    pub max_body_bytes: u64,
+    /// Redaction description.
+    pub redaction: &'a str,
 }
 
 /// One user session of a recording run, as first seen.
@@ -234,6 +252,181 @@ impl ExchangeRecord {
                 .map(|f| f.data.len() + 64)
                 .sum::<usize>()
     }
+}
+
+/// One recording run as listed by `captures list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    /// Run id.
+    pub id: i64,
+    /// Upstream URL the proxy forwarded to.
+    pub upstream: String,
+    /// Address the proxy listened on.
+    pub listen: String,
+    /// tapedeck version that recorded it.
+    pub tool_version: String,
+    /// Start, µs since the Unix epoch.
+    pub started_at_us: i64,
+    /// Stop, µs since the Unix epoch; `None` while recording (or if the
+    /// recorder was killed).
+    pub stopped_at_us: Option<i64>,
+    /// Body cap in bytes.
+    pub max_body_bytes: i64,
+    /// What was redacted.
+    pub redaction: String,
+    /// Exchanges stored.
+    pub exchanges: i64,
+    /// Sessions stored.
+    pub sessions: i64,
+    /// Exchanges observed but not stored (full queue or store failure).
+    pub dropped: i64,
+}
+
+/// One session of a run, with its exchange count.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// Session number within the run.
+    pub session_no: i64,
+    /// `header`, `bearer`, `cookie` or `client`.
+    pub key_kind: String,
+    /// The session key (credentials as markers).
+    pub key: String,
+    /// Client address of the first request.
+    pub client_addr: String,
+    /// Exchanges stored for the session.
+    pub exchanges: i64,
+    /// Exchanges that failed (no response, upstream error).
+    pub failed: i64,
+    /// First arrival, µs from the run start.
+    pub first_offset_us: i64,
+    /// Last response end, µs from the run start.
+    pub last_end_us: i64,
+}
+
+/// Exchanges of one normalized route.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RouteCount {
+    /// `METHOD /path/{id}/...`
+    pub route: String,
+    /// Exchanges.
+    pub exchanges: u64,
+    /// Of which failed or answered 5xx.
+    pub errors: u64,
+}
+
+/// What the replay plan needs to know of a recorded session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSpan {
+    /// The recording run.
+    pub run_id: i64,
+    /// Session number in the run.
+    pub session_no: i64,
+    /// First request, µs from the first request replayed.
+    pub first_offset_us: i64,
+    /// Requests in the session.
+    pub requests: u64,
+}
+
+/// One stored exchange, as read back.
+#[derive(Debug, Clone, Default)]
+pub struct StoredExchange {
+    /// Row id.
+    pub id: i64,
+    /// Session number within the run.
+    pub session_no: i64,
+    /// Position in the session.
+    pub seq: i64,
+    /// Wall-clock arrival, µs since the Unix epoch.
+    pub started_at_us: i64,
+    /// Arrival, µs since the run start.
+    pub offset_us: i64,
+    /// Method.
+    pub method: String,
+    /// Origin-form request target.
+    pub uri: String,
+    /// HTTP version as recorded.
+    pub http_version: String,
+    /// Request headers, in order.
+    pub request_headers: Vec<(String, String)>,
+    /// Request body (maybe truncated).
+    pub request_body: Vec<u8>,
+    /// True request body length.
+    pub request_body_len: i64,
+    /// Whether the stored request body is truncated.
+    pub request_truncated: bool,
+    /// Response status.
+    pub status: Option<i64>,
+    /// Response headers, in order.
+    pub response_headers: Vec<(String, String)>,
+    /// Response body (maybe truncated).
+    pub response_body: Vec<u8>,
+    /// True response body length.
+    pub response_body_len: i64,
+    /// Whether the stored response body is truncated.
+    pub response_truncated: bool,
+    /// Time to the response head, µs.
+    pub ttfb_us: Option<i64>,
+    /// Time to the end of the response, µs.
+    pub duration_us: i64,
+    /// Failure kind, if any.
+    pub error_kind: Option<String>,
+    /// Failure detail, if any.
+    pub error_message: Option<String>,
+    /// Streamed responses: (µs since the response head, bytes) per chunk.
+    pub response_chunks: Vec<(i64, i64)>,
+    /// A WebSocket handshake: the socket's frames.
+    pub ws_frames: Vec<WsFrame>,
+}
+
+impl StoredExchange {
+    /// What a replay sends: the request side (and a WebSocket's frames),
+    /// without the recorded response's headers and body.
+    pub fn request_copy(&self) -> StoredExchange {
+        StoredExchange {
+            method: self.method.clone(),
+            uri: self.uri.clone(),
+            http_version: self.http_version.clone(),
+            request_headers: self.request_headers.clone(),
+            request_body: self.request_body.clone(),
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            error_kind: None,
+            error_message: None,
+            response_chunks: Vec::new(),
+            ws_frames: self.ws_frames.clone(),
+            ..*self
+        }
+    }
+
+    /// How long the exchange lasted as its client saw it, µs: a WebSocket
+    /// until its last frame (the relay notices the close a little later,
+    /// and a request the client sends right after the close must still
+    /// count as after the socket), anything else to the end of the
+    /// response.
+    pub fn client_duration_us(&self) -> i64 {
+        match self.ws_frames.iter().map(|f| f.t_us).max() {
+            Some(last) => (self.ttfb_us.unwrap_or(0) + i64::try_from(last).unwrap_or(i64::MAX))
+                .min(self.duration_us),
+            None => self.duration_us,
+        }
+    }
+
+    /// The first value of a request header (names compare without case).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        header_in(&self.request_headers, name)
+    }
+
+    /// The first value of a response header.
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        header_in(&self.response_headers, name)
+    }
+}
+
+fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// Microseconds since the Unix epoch, now.

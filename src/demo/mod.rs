@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{RunSummary, SessionSummary, Store, store::RouteCount};
+use crate::capture::{RouteCount, RunSummary, SessionSummary, Store};
 use crate::profile::Profile;
 use crate::proxy::{ProxyError, RecordConfig, Recording};
 use crate::replay::correlate::Credentials;

@@ -29,9 +29,8 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::capture::redact::{RedactionConfig, Redactor};
-use crate::capture::store::NewRun;
 use crate::capture::writer::{self, WriterConfig};
-use crate::capture::{CaptureError, CaptureSink, RunSummary, Store};
+use crate::capture::{CaptureError, CaptureSink, NewRun, RunSummary, Store};
 use crate::shutdown::Shutdown;
 use crate::tls::{ClientTls, Connector};
 use crate::upstream::{Upstream, UpstreamError};

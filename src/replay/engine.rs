@@ -18,8 +18,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::correlate::{Answer, Correlation, SessionValues, World};
 use super::outcome::{Event, LiveStats, Outcome};
-use super::plan::{self, SessionSpan, ShardSplit, VuSchedule};
-use crate::capture::{CaptureError, StoredExchange, now_epoch_us};
+use super::plan::{self, ShardSplit, VuSchedule};
+use crate::capture::{CaptureError, SessionSpan, StoredExchange, now_epoch_us};
 use crate::route;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;

@@ -17,18 +17,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-/// What the plan needs to know of a recorded session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionSpan {
-    /// The recording run.
-    pub run_id: i64,
-    /// Session number in the run.
-    pub session_no: i64,
-    /// First request, µs from the first request replayed.
-    pub first_offset_us: i64,
-    /// Requests in the session.
-    pub requests: u64,
-}
+use crate::capture::SessionSpan;
 
 /// One virtual user to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

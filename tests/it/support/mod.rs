@@ -383,8 +383,7 @@ pub async fn synthetic_runs(path: &std::path::Path, runs: &[(u64, Vec<Vec<Rec>>)
 
 async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessions: &[Vec<Rec>]) {
     use std::time::Duration;
-    use tapedeck::capture::store::NewRun;
-    use tapedeck::capture::{CapturedBody, ExchangeRecord, SessionInfo, SessionKeyKind};
+    use tapedeck::capture::{CapturedBody, ExchangeRecord, NewRun, SessionInfo, SessionKeyKind};
     let run = store
         .begin_run(&NewRun {
             upstream: "http://recorded",
