@@ -26,6 +26,7 @@ use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::proxy::{Recording, admin};
 use tapedeck::render;
 use tapedeck::replay::outcome::LiveStats;
+use tapedeck::replay::{explain, tokens};
 use tapedeck::report::{Verdict, html};
 use tapedeck::shutdown::Shutdown;
 
@@ -393,51 +394,17 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     let mut plan = args.into_plan()?;
     let store = Store::open(&plan.capture).await?;
     if !plan.tokens.is_empty() {
-        let mut recorded: Vec<String> = Vec::new();
-        for run in store.select_runs(plan.config.run).await? {
-            for credential in store.credentials_in_order(run.id).await? {
-                if !recorded.contains(&credential) {
-                    recorded.push(credential);
-                }
-            }
-        }
-        if recorded.len() > plan.tokens.len() {
-            tracing::warn!(
-                credentials = recorded.len(),
-                tokens = plan.tokens.len(),
-                "fewer tokens than recorded credentials: tokens are reused in turn"
-            );
-        }
-        let mut credentials = (*plan.config.credentials).clone();
-        for (i, credential) in recorded.into_iter().enumerate() {
-            let token = plan.tokens[i % plan.tokens.len()].clone();
-            credentials.markers.insert(credential, token);
-        }
+        let credentials = tokens::assign_tokens(
+            &store,
+            plan.config.run,
+            &plan.tokens,
+            &plan.config.credentials,
+        )
+        .await?;
         plan.config.credentials = Arc::new(credentials);
     }
     if plan.explain {
-        let runs: Vec<i64> = store
-            .select_runs(plan.config.run)
-            .await?
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        let rules = tapedeck::replay::rules::Rules::compile(&plan.config.profile.rules)
-            .map_err(tapedeck::replay::ReplayError::Rules)?;
-        let mut explanation = tapedeck::replay::explain::Explanation::with_rules(rules);
-        for span in store.session_spans(&runs).await?.0 {
-            if let Some(ranges) = &plan.config.sessions
-                && !ranges
-                    .iter()
-                    .any(|(a, b)| (*a..=*b).contains(&span.session_no))
-            {
-                continue;
-            }
-            let exchanges = store
-                .session_exchanges(span.run_id, span.session_no)
-                .await?;
-            explanation.add_session(exchanges, &plan.config.credentials);
-        }
+        let explanation = explain::explain(&store, &plan.config).await?;
         print!("{}", explanation.render());
         return Ok(0);
     }
