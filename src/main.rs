@@ -16,10 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use cli::{
-    CapturesCommand, Cli, Command, CompareArgs, DemoArgs, DemoBackendArgs, RecordArgs, ReplayArgs,
-    ReportCommand,
-};
+use cli::captures::CapturesCommand;
+use cli::demo::{DemoArgs, DemoBackendArgs};
+use cli::record::RecordArgs;
+use cli::replay::ReplayArgs;
+use cli::report::{CompareArgs, ReportCommand};
+use cli::{Cli, Command};
 use tapedeck::capture::Store;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population, Progress};
