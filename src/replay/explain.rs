@@ -1,14 +1,42 @@
 //! `tapedeck replay --explain`: what replay will substitute in each route's
 //! requests, and why, read from the capture alone — no traffic is sent.
-//! Pure: sessions in, a table out.
+//! [`explain`] reads the sessions a replay would play from the store;
+//! [`Explanation`] is pure: sessions in, a table out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use super::correlate::{self, Credentials, Rules};
-use crate::capture::StoredExchange;
+use super::{ReplayConfig, ReplayError};
 use crate::capture::redact::MARKER_PREFIX;
+use crate::capture::{Store, StoredExchange};
 use crate::route;
+
+/// The explanation of the sessions a replay with `config` would play: its
+/// runs, `--sessions`, the profile's rules and the credentials.
+///
+/// # Errors
+/// When the capture cannot be read or the profile's rules do not compile.
+pub async fn explain(store: &Store, config: &ReplayConfig) -> Result<Explanation, ReplayError> {
+    let runs: Vec<i64> = store
+        .select_runs(config.run)
+        .await?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let rules = Rules::compile(&config.profile.rules).map_err(ReplayError::Rules)?;
+    let mut explanation = Explanation::with_rules(rules);
+    for span in store.session_spans(&runs).await?.0 {
+        if !config.plays_session(span.session_no) {
+            continue;
+        }
+        let exchanges = store
+            .session_exchanges(span.run_id, span.session_no)
+            .await?;
+        explanation.add_session(exchanges, &config.credentials);
+    }
+    Ok(explanation)
+}
 
 /// Per route: requests seen, and (where, what happens) → count.
 #[derive(Debug, Default)]

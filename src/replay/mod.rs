@@ -12,6 +12,7 @@ pub mod engine;
 pub mod explain;
 pub mod outcome;
 pub mod plan;
+pub mod tokens;
 mod websocket;
 
 use std::collections::HashSet;
@@ -116,6 +117,14 @@ impl ReplayConfig {
             headers: Vec::new(),
         }
     }
+
+    /// Whether `--sessions` keeps the session numbered `session_no` (every
+    /// session without it).
+    pub fn plays_session(&self, session_no: i64) -> bool {
+        self.sessions
+            .as_ref()
+            .is_none_or(|ranges| ranges.iter().any(|(a, b)| (*a..=*b).contains(&session_no)))
+    }
 }
 
 /// What a finished replay tells its caller.
@@ -201,13 +210,7 @@ pub async fn run(
         _ => runs[0].id.to_string(),
     };
     let (mut sessions, span_us) = store.session_spans(&run_ids).await?;
-    if let Some(ranges) = &config.sessions {
-        sessions.retain(|s| {
-            ranges
-                .iter()
-                .any(|(a, b)| (*a..=*b).contains(&s.session_no))
-        });
-    }
+    sessions.retain(|s| config.plays_session(s.session_no));
     if sessions.is_empty() {
         return Err(ReplayError::EmptyRun(run_label));
     }

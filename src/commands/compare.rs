@@ -1,0 +1,39 @@
+//! `tapedeck compare`: loads a base and a candidate report, compares them
+//! with the `--threshold` rules, writes the JSON and HTML asked for and
+//! prints the comparison. Comparing and rendering are the library's.
+
+use anyhow::Context;
+
+use super::Exit;
+use super::output::write_page;
+use crate::cli::report::CompareArgs;
+use tapedeck::render;
+use tapedeck::report::compare::{self, Thresholds};
+use tapedeck::report::html;
+
+/// Runs `tapedeck compare`: [`Exit::Failed`] on a regression.
+pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
+    let thresholds = Thresholds::parse(&args.threshold)
+        .map_err(anyhow::Error::msg)
+        .context("--threshold")?;
+    let base = tapedeck::report::load(&args.base)?;
+    let candidate = tapedeck::report::load(&args.candidate)?;
+    let diff = compare::compare(&base, &candidate, &thresholds);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&diff)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.html {
+        write_page(path, html::compare_page(&base, &candidate, &diff))?;
+    }
+    if args.markdown {
+        print!("{}", render::comparison_markdown(&diff));
+    } else {
+        print!("{}", render::comparison(&diff, 10));
+    }
+    Ok(if diff.regression {
+        Exit::Failed
+    } else {
+        Exit::Success
+    })
+}
