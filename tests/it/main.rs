@@ -3,6 +3,7 @@
 
 mod support;
 
+mod architecture;
 mod binary;
 mod correlation;
 mod demo_backend;
