@@ -28,4 +28,5 @@ pub mod replay;
 pub mod report;
 pub mod route;
 pub mod shutdown;
+pub mod time;
 pub mod tls;

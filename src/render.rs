@@ -5,16 +5,11 @@ use std::fmt::Write;
 
 use crate::capture::store::RouteCount;
 use crate::capture::{RunSummary, SessionSummary};
+use crate::time::timestamp;
 
 /// `12.3 s` from microseconds.
 pub fn seconds(us: i64) -> String {
     format!("{:.1} s", us as f64 / 1e6)
-}
-
-/// An RFC 3339 UTC time from µs since the Unix epoch.
-pub fn timestamp(us: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// The one-line summary of a finished run.

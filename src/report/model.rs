@@ -634,7 +634,7 @@ impl StageData {
             name: self.name.clone(),
             multiplier: self.multiplier,
             speed: self.speed,
-            started_at: crate::render::timestamp(self.started_at_us),
+            started_at: crate::time::timestamp(self.started_at_us),
             started_at_us: self.started_at_us,
             duration_s: (duration_s * 1000.0).round() / 1000.0,
             vus: self.vus,
