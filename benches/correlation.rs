@@ -27,10 +27,10 @@ use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population};
 use tapedeck::profile::Profile;
 use tapedeck::proxy::{RecordConfig, Recording, Upstream};
-use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::rewrite::{self, World};
 use tapedeck::replay::rules::Rules;
 use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::report::outcome::LiveStats;
 use tapedeck::shutdown::Shutdown;
 use tokio::net::TcpListener;
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tapedeck::replay::outcome::{Event, LiveStats, Outcome};
 use tapedeck::report::collect::Collector;
 use tapedeck::report::model::{self, CaptureRef, ProfileRef, Shard};
+use tapedeck::report::outcome::{Event, LiveStats, Outcome};
 use tapedeck::report::{Report, StageData};
 use tapedeck::shutdown::Shutdown;
 

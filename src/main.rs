@@ -25,7 +25,7 @@ use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::proxy::{Recording, admin};
 use tapedeck::render;
-use tapedeck::replay::outcome::LiveStats;
+use tapedeck::report::outcome::LiveStats;
 use tapedeck::report::{Verdict, html};
 use tapedeck::shutdown::Shutdown;
 

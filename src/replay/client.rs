@@ -14,7 +14,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
 use super::rewrite::{self, World};
 use super::rules::Rules;
@@ -22,6 +21,7 @@ use crate::capture::StoredExchange;
 use crate::codec;
 use crate::proxy::Upstream;
 use crate::proxy::forward::HOP_BY_HOP;
+use crate::report::outcome::StreamTiming;
 use crate::tls::{ClientTls, Connector};
 
 /// Largest response body kept for correlation.

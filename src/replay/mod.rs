@@ -9,7 +9,6 @@
 pub mod client;
 pub mod engine;
 pub mod explain;
-pub mod outcome;
 pub mod plan;
 pub mod rewrite;
 pub mod rules;
@@ -26,10 +25,10 @@ use crate::profile::Profile;
 use crate::proxy::Upstream;
 use crate::report::collect::{self, AbortRule, Collector};
 use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageData};
+use crate::report::outcome::LiveStats;
 use crate::shutdown::Shutdown;
 use client::ReplayClient;
 use engine::{SessionSource, StageRun};
-use outcome::LiveStats;
 use rules::Rules;
 
 /// Errors that stop a replay from starting.

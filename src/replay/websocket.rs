@@ -19,10 +19,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::either::Either;
 
-use super::engine::{Sent, WsTiming};
+use super::engine::Sent;
 use super::rewrite::{FrameAligner, World};
 use crate::capture::{StoredExchange, WsFrame};
 use crate::proxy::Upstream;
+use crate::report::outcome::WsTiming;
 
 /// How long to wait for the server to close after the client's last frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);

@@ -10,6 +10,7 @@ pub mod compare;
 pub mod histogram;
 pub mod html;
 pub mod model;
+pub mod outcome;
 
 use std::path::{Path, PathBuf};
 
