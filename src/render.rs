@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::capture::store::RouteCount;
 use crate::capture::{RunSummary, SessionSummary};
+use crate::report::verdict::{failed_slos, warnings};
 use crate::time::timestamp;
 
 /// `12.3 s` from microseconds.
@@ -109,17 +110,6 @@ pub fn run_details(
         let _ = writeln!(out, "  … {} more sessions", sessions.len() - max_rows);
     }
     out
-}
-
-/// The names of the SLOs a stage failed; `None` when none applied.
-pub(crate) fn failed_slos(s: &crate::report::StageReport) -> Option<Vec<&str>> {
-    (!s.slo.is_empty()).then(|| {
-        s.slo
-            .iter()
-            .filter(|r| !r.pass)
-            .map(|r| r.name.as_str())
-            .collect()
-    })
 }
 
 /// The per-stage table of a report: one row per stage.
@@ -252,38 +242,6 @@ pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String 
                 st.gap_ms.p95,
                 st.total_ms.p95
             );
-        }
-    }
-    out
-}
-
-/// What makes a stage's load not what it claims: sends a deduplicating
-/// backend likely swallowed, requests not sent, recorded values that went
-/// out as recorded. One line each; none for a faithful replay.
-pub fn warnings(report: &crate::report::Report) -> Vec<String> {
-    let mut out = Vec::new();
-    for s in &report.stages {
-        for r in s.routes.iter().filter(|r| r.suspected_dedup > 0) {
-            out.push(format!(
-                "{}: {} of {} sends of {} got back a server-made id that another copy of the same \
-                 recorded write already got: the backend likely deduplicated them, so that load \
-                 never happened (a resent idempotency key or client id? see `replay --explain`)",
-                s.name, r.suspected_dedup, r.requests, r.route
-            ));
-        }
-        if s.dependent_skipped > 0 {
-            out.push(format!(
-                "{}: {} requests not sent: they needed a value from a response that failed",
-                s.name, s.dependent_skipped
-            ));
-        }
-        if s.unresolved_values > 0 {
-            out.push(format!(
-                "{}: {} recorded ids, tokens or redaction markers had no live value and went out \
-                 as recorded (`replay --explain` names them; a redacted password needs \
-                 --credentials-file)",
-                s.name, s.unresolved_values
-            ));
         }
     }
     out

@@ -23,9 +23,11 @@ use tokio::sync::{Semaphore, mpsc};
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
 use crate::proxy::Upstream;
+use crate::report::accumulate::StageData;
 use crate::report::collect::{self, AbortRule, Collector};
-use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageData};
+use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard};
 use crate::report::outcome::LiveStats;
+use crate::report::verdict;
 use crate::shutdown::Shutdown;
 use client::ReplayClient;
 use engine::{SessionSource, StageRun};
@@ -343,8 +345,8 @@ pub async fn run(
         seed,
         started_at: crate::time::timestamp(started_at_us),
         finished_at: crate::time::timestamp(finished_at_us),
-        verdict: crate::report::verdict(&stages, aborted),
-        capacity: model::capacity(&stages, config.profile.safety.abort_error_rate),
+        verdict: verdict::overall(&stages, aborted),
+        capacity: verdict::capacity(&stages, config.profile.safety.abort_error_rate),
         stages,
     };
     Ok(ReplayRun { report, aborted })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::model::StageData;
+use super::accumulate::StageData;
 use super::outcome::{Event, LiveStats, Outcome};
 use crate::shutdown::Shutdown;
 

@@ -10,6 +10,7 @@ use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
 use super::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
 use super::histogram::LatencyHistogram;
 use super::model::{Report, StageReport};
+use super::verdict::{failed_slos, warnings};
 
 const LAYOUT: &str = include_str!("templates/layout.html");
 const REPORT: &str = include_str!("templates/report.html");
@@ -70,7 +71,7 @@ fn error_pct(errors: u64, requests: u64) -> f64 {
 }
 
 fn slo_text(s: &StageReport) -> String {
-    match crate::render::failed_slos(s) {
+    match failed_slos(s) {
         None => "–".into(),
         Some(failed) if failed.is_empty() => "pass".into(),
         Some(failed) => format!("fail ({})", failed.join(", ")),
@@ -196,7 +197,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             title => format!("tapedeck replay: {}", report.profile.name),
             report => Value::from(Serde(report)),
             capacity_rows => Value::from(Serde(capacity_rows(report))),
-            warnings => crate::render::warnings(report),
+            warnings => warnings(report),
             stages => Value::from(Serde(stages)),
             min_abs_ms => MIN_LATENCY_DELTA_MS,
             min_windows => MIN_WINDOWS,

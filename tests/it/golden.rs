@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use tapedeck::profile::Slo;
 use tapedeck::render;
+use tapedeck::report::accumulate::{StageData, WindowData};
 use tapedeck::report::compare::{self, Thresholds};
-use tapedeck::report::model::{
-    self, CaptureRef, ProfileRef, Report, StageData, Verdict, WindowData,
-};
+use tapedeck::report::model::{self, CaptureRef, ProfileRef, Report, Verdict};
+use tapedeck::report::verdict;
 
 fn stage(name: &str, multiplier: u32, base_ms: f64, errors: u64) -> StageData {
     let mut d = StageData {
@@ -80,8 +80,8 @@ fn report(stages: Vec<StageData>, target: &str) -> Report {
         seed: 7,
         started_at: "2023-11-14T22:13:20Z".into(),
         finished_at: "2023-11-14T22:13:50Z".into(),
-        verdict: tapedeck::report::verdict(&stages, false),
-        capacity: model::capacity(&stages, Some(0.05)),
+        verdict: verdict::overall(&stages, false),
+        capacity: verdict::capacity(&stages, Some(0.05)),
         stages,
     }
 }
