@@ -23,7 +23,6 @@ pub mod codec;
 pub mod demo;
 pub mod profile;
 pub mod proxy;
-pub mod render;
 pub mod replay;
 pub mod report;
 pub mod route;

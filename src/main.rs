@@ -24,9 +24,9 @@ use tapedeck::capture::Store;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::proxy::{Recording, admin};
-use tapedeck::render;
+use tapedeck::report::Verdict;
 use tapedeck::report::outcome::LiveStats;
-use tapedeck::report::{Verdict, html};
+use tapedeck::report::render::{html, markdown, terminal};
 use tapedeck::shutdown::Shutdown;
 
 /// Failed thresholds or a regression.
@@ -138,7 +138,7 @@ async fn record(args: RecordArgs) -> anyhow::Result<u8> {
     store.close().await;
     status_line(format_args!(
         "tapedeck: stopped; {} -> {}",
-        render::run_line(&run),
+        terminal::run_line(&run),
         store.path().display()
     ));
     Ok(0)
@@ -162,7 +162,7 @@ async fn captures(cmd: CapturesCommand) -> anyhow::Result<u8> {
             } else if runs.is_empty() {
                 println!("{} holds no recording run yet", store.path().display());
             } else {
-                print!("{}", render::runs_table(&runs));
+                print!("{}", terminal::runs_table(&runs));
             }
         }
         CapturesCommand::Show {
@@ -179,7 +179,7 @@ async fn captures(cmd: CapturesCommand) -> anyhow::Result<u8> {
                 let doc = serde_json::json!({ "run": run, "routes": routes, "sessions": sessions });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render::run_details(&run, &sessions, &routes, limit));
+                print!("{}", terminal::run_details(&run, &sessions, &routes, limit));
             }
         }
         CapturesCommand::Copy { from, to } => {
@@ -287,7 +287,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     println!("capture {}", recorded.capture.display());
     print!(
         "{}",
-        render::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
+        terminal::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
     );
     let credentials = tapedeck::demo::write_credentials(&out, &population)
         .with_context(|| format!("writing the credentials file into {}", out.display()))?;
@@ -309,9 +309,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         &report_path,
     )
     .await?;
-    print!("{}", render::stages_table(&report));
-    print!("{}", render::capacity(&report));
-    print!("{}", render::warnings_text(&report));
+    print!("{}", terminal::stages_table(&report));
+    print!("{}", terminal::capacity(&report));
+    print!("{}", terminal::warnings_text(&report));
     let page_path = out.join("replay.html");
     write_page(&page_path, html::report_page(&report))?;
     println!(
@@ -332,8 +332,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
         &next_path,
     )
     .await?;
-    print!("{}", render::stages_table(&next));
-    print!("{}", render::warnings_text(&next));
+    print!("{}", terminal::stages_table(&next));
+    print!("{}", terminal::warnings_text(&next));
     let diff = tapedeck::report::compare::compare(&report, &next, &Default::default());
     let compare_path = out.join("compare.json");
     std::fs::write(&compare_path, serde_json::to_string_pretty(&diff)? + "\n")
@@ -341,7 +341,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<u8> {
     let compare_page = out.join("compare.html");
     write_page(&compare_page, html::compare_page(&report, &next, &diff))?;
     println!();
-    print!("{}", render::comparison(&diff, 5));
+    print!("{}", terminal::comparison(&diff, 5));
     println!(
         "comparison {} and {}",
         compare_path.display(),
@@ -457,14 +457,14 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<u8> {
     if let Some(path) = &plan.html {
         write_page(path, html::report_page(&run.report))?;
     }
-    print!("{}", render::stages_table(&run.report));
+    print!("{}", terminal::stages_table(&run.report));
     println!();
     for s in &run.report.stages {
-        print!("{}", render::stage_details(s, 10));
+        print!("{}", terminal::stage_details(s, 10));
     }
     println!();
-    print!("{}", render::capacity(&run.report));
-    print!("{}", render::warnings_text(&run.report));
+    print!("{}", terminal::capacity(&run.report));
+    print!("{}", terminal::warnings_text(&run.report));
     println!(
         "verdict: {} — report {}",
         run.report.verdict,
@@ -538,7 +538,7 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
             }
             let merged = tapedeck::report::merge(&reports, None)?;
             tapedeck::report::save(&merged, &output)?;
-            print!("{}", render::stages_table(&merged));
+            print!("{}", terminal::stages_table(&merged));
             println!("merged {} reports into {}", reports.len(), output.display());
         }
         ReportCommand::Render {
@@ -553,17 +553,17 @@ async fn report(cmd: ReportCommand) -> anyhow::Result<u8> {
                 return Ok(0);
             }
             if markdown {
-                print!("{}", render::report_markdown(&r));
+                print!("{}", markdown::report_markdown(&r));
                 return Ok(0);
             }
-            print!("{}", render::stages_table(&r));
+            print!("{}", terminal::stages_table(&r));
             println!();
             for s in &r.stages {
-                print!("{}", render::stage_details(s, 20));
+                print!("{}", terminal::stage_details(s, 20));
             }
             println!();
-            print!("{}", render::capacity(&r));
-            print!("{}", render::warnings_text(&r));
+            print!("{}", terminal::capacity(&r));
+            print!("{}", terminal::warnings_text(&r));
             println!("verdict: {}", r.verdict);
         }
     }
@@ -586,9 +586,9 @@ fn compare(args: CompareArgs) -> anyhow::Result<u8> {
         write_page(path, html::compare_page(&base, &candidate, &diff))?;
     }
     if args.markdown {
-        print!("{}", render::comparison_markdown(&diff));
+        print!("{}", markdown::comparison_markdown(&diff));
     } else {
-        print!("{}", render::comparison(&diff, 10));
+        print!("{}", terminal::comparison(&diff, 10));
     }
     Ok(if diff.regression { EXIT_FAILED } else { 0 })
 }

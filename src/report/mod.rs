@@ -1,17 +1,21 @@
-//! Reports: HDR histograms (`histogram`), the versioned JSON model and the
-//! exact per-stage accumulation (`model`), and merging shard reports.
+//! Reports: what replay emits (`outcome`), the collector that turns it into
+//! statistics (`collect`), the exact per-stage accumulation (`accumulate`,
+//! over the HDR histograms of `histogram`), the versioned JSON contract
+//! (`model`), the judgements on it (`verdict`), comparing two reports
+//! (`compare`) and every human rendering (`render`). This file reads,
+//! writes and merges report files.
 //!
-//! Input comes from replay's outcomes (through `StageData`) or from report
-//! files; output is JSON for tools and, through `crate::render`, text.
+//! Input comes from replay's outcomes or from report files; output is JSON
+//! for tools and, through `render`, text, Markdown and HTML. Nothing here
+//! depends on replay, the proxy or the demo.
 
 pub mod accumulate;
-pub mod charts;
 pub mod collect;
 pub mod compare;
 pub mod histogram;
-pub mod html;
 pub mod model;
 pub mod outcome;
+pub mod render;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

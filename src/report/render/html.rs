@@ -7,10 +7,10 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
-use super::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
-use super::histogram::LatencyHistogram;
-use super::model::{Report, StageReport};
-use super::verdict::{failed_slos, warnings};
+use crate::report::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
+use crate::report::histogram::LatencyHistogram;
+use crate::report::model::{Report, StageReport, Window};
+use crate::report::verdict::{failed_slos, warnings};
 
 const LAYOUT: &str = include_str!("templates/layout.html");
 const REPORT: &str = include_str!("templates/report.html");
@@ -127,10 +127,10 @@ fn series(name: &str, color: plotters::style::RGBColor, points: Vec<(f64, f64)>)
 }
 
 fn stage_charts(s: &StageReport) -> Vec<String> {
-    let over_time = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+    let over_time = |f: fn(&Window) -> f64| -> Vec<(f64, f64)> {
         s.timeline.iter().map(|w| (w.t_s, f(w))).collect()
     };
-    let with_requests = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+    let with_requests = |f: fn(&Window) -> f64| -> Vec<(f64, f64)> {
         s.timeline
             .iter()
             .filter(|w| w.requests > 0)

@@ -1,10 +1,14 @@
-//! Human-readable text for the terminal: the only module that formats
-//! output for people. The binary prints what these functions return.
+//! Text for the terminal: capture runs (`captures list`, `captures show`),
+//! a report's stage table, per-stage details, capacity and warnings, and a
+//! comparison. Input is the capture's summaries and the report model (with
+//! the judgements of [`crate::report::verdict`]); output is a `String` the
+//! binary prints. No I/O and no judgement of its own here.
 
 use std::fmt::Write;
 
 use crate::capture::store::RouteCount;
 use crate::capture::{RunSummary, SessionSummary};
+use crate::report::model::{Report, StageReport};
 use crate::report::verdict::{failed_slos, warnings};
 use crate::time::timestamp;
 
@@ -113,7 +117,7 @@ pub fn run_details(
 }
 
 /// The per-stage table of a report: one row per stage.
-pub fn stages_table(report: &crate::report::Report) -> String {
+pub fn stages_table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -161,7 +165,7 @@ pub fn stages_table(report: &crate::report::Report) -> String {
 }
 
 /// Routes of one stage, busiest first, with errors and the error kinds.
-pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String {
+pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
     let mut out = String::new();
     let kinds: Vec<String> = s
         .error_kinds
@@ -248,7 +252,7 @@ pub fn stage_details(s: &crate::report::StageReport, max_rows: usize) -> String 
 }
 
 /// [`warnings`] for the terminal, one `warning:` line each.
-pub fn warnings_text(report: &crate::report::Report) -> String {
+pub fn warnings_text(report: &Report) -> String {
     warnings(report)
         .iter()
         .map(|w| format!("warning: {w}\n"))
@@ -256,7 +260,7 @@ pub fn warnings_text(report: &crate::report::Report) -> String {
 }
 
 /// The capacity verdict in sentences.
-pub fn capacity(report: &crate::report::Report) -> String {
+pub fn capacity(report: &Report) -> String {
     let c = &report.capacity;
     let m = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |m| format!("{m}x"));
     let mut out = format!(
@@ -384,120 +388,5 @@ pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> 
             "no regression"
         }
     );
-    out
-}
-
-/// A report as Markdown for a pull request: the stage table, the capacity
-/// verdict and the error kinds.
-pub fn report_markdown(report: &crate::report::Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### tapedeck replay: {} against `{}` — {}\n",
-        report.profile.name, report.target, report.verdict
-    );
-    let _ = writeln!(
-        out,
-        "| stage | multiplier | requests | errors | req/s | p50 ms | p95 ms | p99 ms | SLO | capacity |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
-    for s in &report.stages {
-        let slo = match failed_slos(s) {
-            None => "–".to_string(),
-            Some(failed) if failed.is_empty() => "pass".to_string(),
-            Some(failed) => format!("**fail** ({})", failed.join(", ")),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {}x | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            s.name,
-            s.multiplier,
-            s.requests,
-            s.errors,
-            s.throughput_rps,
-            s.latency_ms.p50,
-            s.latency_ms.p95,
-            s.latency_ms.p99,
-            slo,
-            report.capacity.role(s.multiplier).unwrap_or("–")
-        );
-    }
-    let c = &report.capacity;
-    let m = |v: Option<u32>| v.map_or_else(|| "–".to_string(), |m| format!("{m}x"));
-    let _ = writeln!(
-        out,
-        "\n**Capacity:** safe {}, peak {}, breaking {}.",
-        m(c.safe_multiplier),
-        m(c.peak_multiplier),
-        m(c.breaking_multiplier)
-    );
-    for n in &c.notes {
-        let _ = writeln!(out, "- {n}");
-    }
-    for w in warnings(report) {
-        let _ = writeln!(out, "- **Warning:** {w}");
-    }
-    out
-}
-
-/// A comparison as Markdown for a pull request.
-pub fn comparison_markdown(d: &crate::report::compare::ReportDiff) -> String {
-    use crate::report::compare::Change;
-    let verdict = |c: Change| match c {
-        Change::Regression => "**regression**",
-        Change::Improvement => "improvement",
-        Change::WithinNoise => "within noise",
-        Change::TooFewRequests => "too few requests to judge",
-        Change::Unchanged => "–",
-    };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "### tapedeck compare: {}\n",
-        if d.regression {
-            "regression"
-        } else {
-            "no regression"
-        }
-    );
-    let _ = writeln!(out, "Base: {}  \nCandidate: {}\n", d.base, d.candidate);
-    for s in &d.stages {
-        if let Some(side) = &s.only_in {
-            let _ = writeln!(out, "Stage **{}**: only in the {side} report.\n", s.name);
-            continue;
-        }
-        let _ = writeln!(
-            out,
-            "Stage **{}** ({} / {} one-second windows)\n",
-            s.name, s.windows.0, s.windows.1
-        );
-        let _ = writeln!(
-            out,
-            "| metric | base | candidate | delta | change | verdict |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
-        for m in &s.metrics {
-            let _ = writeln!(
-                out,
-                "| {} | {:.1} | {:.1} | {:+.1} | {:+.1}% | {} |",
-                m.metric,
-                m.base,
-                m.candidate,
-                m.delta,
-                m.delta_rel * 100.0,
-                verdict(m.change)
-            );
-        }
-        let regressed: Vec<String> = s
-            .routes
-            .iter()
-            .filter(|r| r.metrics.iter().any(|m| m.change == Change::Regression))
-            .map(|r| format!("`{}`", r.route))
-            .collect();
-        if !regressed.is_empty() {
-            let _ = writeln!(out, "\nRoutes that regressed: {}.", regressed.join(", "));
-        }
-        let _ = writeln!(out);
-    }
     out
 }
