@@ -7,10 +7,11 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
+use super::table;
 use crate::report::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
 use crate::report::histogram::LatencyHistogram;
 use crate::report::model::{Report, StageReport, Window};
-use crate::report::verdict::{failed_slos, warnings};
+use crate::report::verdict::warnings;
 
 const LAYOUT: &str = include_str!("templates/layout.html");
 const REPORT: &str = include_str!("templates/report.html");
@@ -70,14 +71,6 @@ fn error_pct(errors: u64, requests: u64) -> f64 {
     }
 }
 
-fn slo_text(s: &StageReport) -> String {
-    match failed_slos(s) {
-        None => "–".into(),
-        Some(failed) if failed.is_empty() => "pass".into(),
-        Some(failed) => format!("fail ({})", failed.join(", ")),
-    }
-}
-
 fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
     let c = &report.capacity;
     report
@@ -92,7 +85,7 @@ fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
             p99: s.latency_ms.p99,
             errors: s.errors,
             error_pct: error_pct(s.errors, s.requests),
-            slo: slo_text(s),
+            slo: table::slo_cell(s, &table::HTML),
             capacity: c.role(s.multiplier).unwrap_or_default(),
         })
         .collect()

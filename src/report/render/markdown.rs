@@ -5,9 +5,16 @@
 
 use std::fmt::Write;
 
+use super::table::{self, Column, MARKDOWN, StageCell};
 use crate::report::compare::ReportDiff;
 use crate::report::model::Report;
-use crate::report::verdict::{failed_slos, warnings};
+use crate::report::verdict::warnings;
+
+/// The columns of the Markdown stage table, in order.
+fn stage_columns() -> Vec<Column<StageCell>> {
+    use table::{CAPACITY, MULTIPLIER, SLO, STAGE};
+    [&[STAGE, MULTIPLIER][..], &table::LOAD, &[SLO, CAPACITY]].concat()
+}
 
 /// A report as Markdown for a pull request: the stage table, the capacity
 /// verdict and the error kinds.
@@ -18,40 +25,14 @@ pub fn report_markdown(report: &Report) -> String {
         "### tapedeck replay: {} against `{}` — {}\n",
         report.profile.name, report.target, report.verdict
     );
-    let _ = writeln!(
-        out,
-        "| stage | multiplier | requests | errors | req/s | p50 ms | p95 ms | p99 ms | SLO | capacity |"
-    );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
-    for s in &report.stages {
-        let slo = match failed_slos(s) {
-            None => "–".to_string(),
-            Some(failed) if failed.is_empty() => "pass".to_string(),
-            Some(failed) => format!("**fail** ({})", failed.join(", ")),
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {}x | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} |",
-            s.name,
-            s.multiplier,
-            s.requests,
-            s.errors,
-            s.throughput_rps,
-            s.latency_ms.p50,
-            s.latency_ms.p95,
-            s.latency_ms.p99,
-            slo,
-            report.capacity.role(s.multiplier).unwrap_or("–")
-        );
-    }
+    let columns = stage_columns();
+    let rows = table::stage_rows(report, &columns, &MARKDOWN);
+    table::markdown(&mut out, &columns, rows);
     let c = &report.capacity;
-    let m = |v: Option<u32>| v.map_or_else(|| "–".to_string(), |m| format!("{m}x"));
     let _ = writeln!(
         out,
-        "\n**Capacity:** safe {}, peak {}, breaking {}.",
-        m(c.safe_multiplier),
-        m(c.peak_multiplier),
-        m(c.breaking_multiplier)
+        "\n**Capacity:** {}.",
+        table::capacity_summary(c, &MARKDOWN)
     );
     for n in &c.notes {
         let _ = writeln!(out, "- {n}");
@@ -65,13 +46,6 @@ pub fn report_markdown(report: &Report) -> String {
 /// A comparison as Markdown for a pull request.
 pub fn comparison_markdown(d: &ReportDiff) -> String {
     use crate::report::compare::Change;
-    let verdict = |c: Change| match c {
-        Change::Regression => "**regression**",
-        Change::Improvement => "improvement",
-        Change::WithinNoise => "within noise",
-        Change::TooFewRequests => "too few requests to judge",
-        Change::Unchanged => "–",
-    };
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -93,23 +67,8 @@ pub fn comparison_markdown(d: &ReportDiff) -> String {
             "Stage **{}** ({} / {} one-second windows)\n",
             s.name, s.windows.0, s.windows.1
         );
-        let _ = writeln!(
-            out,
-            "| metric | base | candidate | delta | change | verdict |"
-        );
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|---|");
-        for m in &s.metrics {
-            let _ = writeln!(
-                out,
-                "| {} | {:.1} | {:.1} | {:+.1} | {:+.1}% | {} |",
-                m.metric,
-                m.base,
-                m.candidate,
-                m.delta,
-                m.delta_rel * 100.0,
-                verdict(m.change)
-            );
-        }
+        let rows = table::metric_rows(&s.metrics, &MARKDOWN);
+        table::markdown(&mut out, &table::METRICS, rows);
         let regressed: Vec<String> = s
             .routes
             .iter()

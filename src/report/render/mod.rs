@@ -7,4 +7,5 @@
 pub mod charts;
 pub mod html;
 pub mod markdown;
+mod table;
 pub mod terminal;

@@ -6,15 +6,21 @@
 
 use std::fmt::Write;
 
+use super::table::{self, Column, StageCell, TERMINAL};
 use crate::capture::store::RouteCount;
 use crate::capture::{RunSummary, SessionSummary};
 use crate::report::model::{Report, StageReport};
-use crate::report::verdict::{failed_slos, warnings};
+use crate::report::verdict::warnings;
 use crate::time::timestamp;
 
 /// `12.3 s` from microseconds.
 pub fn seconds(us: i64) -> String {
     format!("{:.1} s", us as f64 / 1e6)
+}
+
+/// The width of a route column: the longest route, at least the header's.
+fn route_width<'a>(routes: impl Iterator<Item = &'a str>) -> usize {
+    routes.map(str::len).max().unwrap_or(5).max(5)
 }
 
 /// The one-line summary of a finished run.
@@ -70,12 +76,7 @@ pub fn run_details(
     let _ = writeln!(out, "  redaction  {}", run.redaction);
     let _ = writeln!(out, "  body cap   {} bytes", run.max_body_bytes);
     let _ = writeln!(out);
-    let width = routes
-        .iter()
-        .map(|r| r.route.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let width = route_width(routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(
         out,
         "  {:<width$}  {:>9}  {:>6}",
@@ -116,51 +117,23 @@ pub fn run_details(
     out
 }
 
+/// The columns of the terminal's stage table, in order.
+fn stage_columns() -> Vec<Column<StageCell>> {
+    use table::{CAPACITY, CORRECTED_P99, LATE, MULTIPLIER, SLO, SPEED, STAGE, VUS};
+    [
+        &[STAGE, MULTIPLIER, SPEED, VUS][..],
+        &table::LOAD,
+        &[CORRECTED_P99, LATE, CAPACITY, SLO],
+    ]
+    .concat()
+}
+
 /// The per-stage table of a report: one row per stage.
 pub fn stages_table(report: &Report) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<10} {:>5} {:>5} {:>5} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}  {:<8}  slo",
-        "stage",
-        "mult",
-        "speed",
-        "vus",
-        "requests",
-        "errors",
-        "rps",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "corr p99",
-        "late",
-        "capacity"
-    );
-    for s in &report.stages {
-        let slo = match failed_slos(s) {
-            None => "-".to_string(),
-            Some(failed) if failed.is_empty() => "pass".to_string(),
-            Some(failed) => format!("FAIL ({})", failed.join(", ")),
-        };
-        let _ = writeln!(
-            out,
-            "{:<10} {:>4}x {:>5} {:>5} {:>8} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>6}  {:<8}  {}",
-            s.name,
-            s.multiplier,
-            s.speed,
-            s.vus,
-            s.requests,
-            s.errors,
-            s.throughput_rps,
-            s.latency_ms.p50,
-            s.latency_ms.p95,
-            s.latency_ms.p99,
-            s.corrected_latency_ms.p99,
-            s.late_requests,
-            report.capacity.role(s.multiplier).unwrap_or("-"),
-            slo
-        );
-    }
+    let columns = stage_columns();
+    let rows = table::stage_rows(report, &columns, &TERMINAL);
+    table::terminal(&mut out, &columns, rows);
     out
 }
 
@@ -187,13 +160,7 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
         s.late_requests,
         s.truncated_skipped
     );
-    let width = s
-        .routes
-        .iter()
-        .map(|r| r.route.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let width = route_width(s.routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(
         out,
         "  {:<width$} {:>8} {:>7} {:>8} {:>8} {:>8}",
@@ -262,13 +229,7 @@ pub fn warnings_text(report: &Report) -> String {
 /// The capacity verdict in sentences.
 pub fn capacity(report: &Report) -> String {
     let c = &report.capacity;
-    let m = |v: Option<u32>| v.map_or_else(|| "-".to_string(), |m| format!("{m}x"));
-    let mut out = format!(
-        "capacity: safe {}, peak {}, breaking {}\n",
-        m(c.safe_multiplier),
-        m(c.peak_multiplier),
-        m(c.breaking_multiplier)
-    );
+    let mut out = format!("capacity: {}\n", table::capacity_summary(c, &TERMINAL));
     for n in &c.notes {
         let _ = writeln!(out, "  {n}");
     }
@@ -278,20 +239,7 @@ pub fn capacity(report: &Report) -> String {
 /// The text of `compare`: per stage, the metrics side by side with deltas
 /// and verdicts, then the routes that changed or exist on one side only.
 pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> String {
-    use crate::report::compare::{Change, MetricDiff, Noise};
-    let verdict = |m: &MetricDiff| {
-        let p = m
-            .p_value
-            .map(|p| format!(" (p={p:.3})"))
-            .unwrap_or_default();
-        match m.change {
-            Change::Regression => format!("REGRESSION{p}"),
-            Change::Improvement => format!("improvement{p}"),
-            Change::WithinNoise => format!("within noise{p}"),
-            Change::TooFewRequests => "too few requests to judge".to_string(),
-            Change::Unchanged => "-".to_string(),
-        }
-    };
+    use crate::report::compare::{Change, Noise};
     let t = &d.thresholds;
     let mut out = String::new();
     let _ = writeln!(out, "base      {}", d.base);
@@ -325,23 +273,8 @@ pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> 
             )
         };
         let _ = writeln!(out, "stage {} ({noise})", s.name);
-        let _ = writeln!(
-            out,
-            "  {:<16} {:>10} {:>10} {:>10} {:>8}  verdict",
-            "metric", "base", "candidate", "delta", "rel"
-        );
-        for m in &s.metrics {
-            let _ = writeln!(
-                out,
-                "  {:<16} {:>10.1} {:>10.1} {:>+10.1} {:>+7.1}%  {}",
-                m.metric,
-                m.base,
-                m.candidate,
-                m.delta,
-                m.delta_rel * 100.0,
-                verdict(m)
-            );
-        }
+        let rows = table::metric_rows(&s.metrics, &TERMINAL);
+        table::terminal(&mut out, &table::METRICS, rows);
         let changed: Vec<_> = s
             .routes
             .iter()
@@ -364,7 +297,7 @@ pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> 
                             m.base,
                             m.candidate,
                             m.delta_rel * 100.0,
-                            verdict(m)
+                            table::change_cell(m, &TERMINAL)
                         );
                     }
                 }
