@@ -3,8 +3,8 @@
 //! parts) that add exactly, so a report rebuilt from its JSON, or merged
 //! with a shard's, derives the same numbers.
 //!
-//! Filled by [`super::collect`] from replay's outcomes, or rebuilt from a
-//! report file's histograms for merging; its output is the serde model of
+//! Filled by `collect` from replay's outcomes, or rebuilt from a report
+//! file's histograms for merging; its output is the serde model of
 //! [`super::model`], with SLOs evaluated by [`super::verdict`]. No I/O, no
 //! rendering.
 

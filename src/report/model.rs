@@ -1,10 +1,10 @@
 //! The report: the versioned JSON contract other tools read
 //! (`tapedeck-report/1`; keys are added, never renamed). Plain serde types
 //! and the projection of a histogram into percentiles; nothing here
-//! accumulates or judges. The numbers are filled in by
-//! [`super::accumulate`] (from replay's outcomes or from report files), the
-//! SLO results, verdict and capacity by [`super::verdict`]; readers are
-//! report files, `compare` and the renderers.
+//! accumulates or judges. The numbers are filled in by `accumulate` (from
+//! replay's outcomes or from report files), the SLO results, verdict and
+//! capacity by `verdict`; readers are report files, `compare` and the
+//! renderers.
 
 use std::collections::BTreeMap;
 
@@ -306,7 +306,7 @@ pub struct StageReport {
 }
 
 /// The capacity verdict over the stages, made by
-/// [`super::verdict::capacity`] (which also says a stage's role in it).
+/// `verdict::capacity` (which also says a stage's role in it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Capacity {
     /// Highest multiplier whose stage met every SLO.

@@ -4,7 +4,7 @@
 //!
 //! These types belong to the report side so that replay depends on report
 //! and never the other way: replay builds them and sends them over a
-//! channel; [`super::collect`] turns them into statistics. Plain data, no
+//! channel; `report::collect` turns them into statistics. Plain data, no
 //! logic and no I/O here.
 
 use std::sync::atomic::AtomicU64;

@@ -3,10 +3,10 @@
 //! stage's role in it), which SLOs failed, and the warnings that say a
 //! stage's load was not what it claims.
 //!
-//! Input is the serde model ([`super::model`]), as built by
-//! [`super::accumulate`] or read from a file; output is model values
-//! (`SloResult`, `Verdict`, `Capacity`) and plain sentences the renderers
-//! lay out. Nothing here formats tables or writes output.
+//! Input is the serde model ([`super::model`]), as built by `accumulate`
+//! or read from a file; output is model values (`SloResult`, `Verdict`,
+//! `Capacity`) and plain sentences the renderers lay out. Nothing here
+//! formats tables or writes output.
 
 use super::model::{Capacity, Report, SloResult, StageReport, Verdict};
 use crate::profile::Slo;
