@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tapedeck::replay::outcome::{Event, LiveStats, Outcome};
 use tapedeck::report::collect::Collector;
 use tapedeck::report::model::{self, CaptureRef, ProfileRef, Shard};
+use tapedeck::report::outcome::{Event, LiveStats, Outcome};
+use tapedeck::report::verdict;
 use tapedeck::report::{Report, StageData};
 use tapedeck::shutdown::Shutdown;
 
@@ -100,8 +101,8 @@ fn shard_report(index: u32) -> Report {
         seed: 7,
         started_at: "2026-11-22T23:00:00Z".into(),
         finished_at: "2026-11-22T23:06:00Z".into(),
-        verdict: tapedeck::report::verdict(&stages, false),
-        capacity: model::capacity(&stages, None),
+        verdict: verdict::overall(&stages, false),
+        capacity: verdict::capacity(&stages, None),
         stages,
     }
 }

@@ -6,7 +6,7 @@ use super::Exit;
 use super::output::counting_bar;
 use crate::cli::captures::CapturesCommand;
 use tapedeck::capture::Store;
-use tapedeck::render;
+use tapedeck::report::render::terminal;
 
 /// Runs `tapedeck captures …`.
 pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
@@ -19,7 +19,7 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             } else if runs.is_empty() {
                 println!("{} holds no recording run yet", store.path().display());
             } else {
-                print!("{}", render::runs_table(&runs));
+                print!("{}", terminal::runs_table(&runs));
             }
         }
         CapturesCommand::Show {
@@ -36,7 +36,7 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
                 let doc = serde_json::json!({ "run": run, "routes": routes, "sessions": sessions });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", render::run_details(&run, &sessions, &routes, limit));
+                print!("{}", terminal::run_details(&run, &sessions, &routes, limit));
             }
         }
         CapturesCommand::Copy { from, to } => {

@@ -7,9 +7,8 @@ use anyhow::Context;
 use super::Exit;
 use super::output::write_page;
 use crate::cli::report::CompareArgs;
-use tapedeck::render;
 use tapedeck::report::compare::{self, Thresholds};
-use tapedeck::report::html;
+use tapedeck::report::render::{html, markdown, terminal};
 
 /// Runs `tapedeck compare`: [`Exit::Failed`] on a regression.
 pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
@@ -27,9 +26,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
         write_page(path, html::compare_page(&base, &candidate, &diff))?;
     }
     if args.markdown {
-        print!("{}", render::comparison_markdown(&diff));
+        print!("{}", markdown::comparison_markdown(&diff));
     } else {
-        print!("{}", render::comparison(&diff, 10));
+        print!("{}", terminal::comparison(&diff, 10));
     }
     Ok(if diff.regression {
         Exit::Failed

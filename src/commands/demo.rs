@@ -17,9 +17,9 @@ use crate::cli::demo::DemoArgs;
 use tapedeck::demo::backend::{BackendConfig, DemoBackend};
 use tapedeck::demo::script::{self, Population, Progress};
 use tapedeck::profile::Profile;
-use tapedeck::render;
-use tapedeck::replay::outcome::LiveStats;
-use tapedeck::report::{Report, html};
+use tapedeck::report::Report;
+use tapedeck::report::outcome::LiveStats;
+use tapedeck::report::render::{html, terminal};
 use tapedeck::shutdown::Shutdown;
 
 /// Runs `tapedeck demo`.
@@ -92,7 +92,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     println!("capture {}", recorded.capture.display());
     print!(
         "{}",
-        render::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
+        terminal::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
     );
     let credentials = tapedeck::demo::write_credentials(&out, &population)
         .with_context(|| format!("writing the credentials file into {}", out.display()))?;
@@ -114,9 +114,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         &report_path,
     )
     .await?;
-    print!("{}", render::stages_table(&report));
-    print!("{}", render::capacity(&report));
-    print!("{}", render::warnings_text(&report));
+    print!("{}", terminal::stages_table(&report));
+    print!("{}", terminal::capacity(&report));
+    print!("{}", terminal::warnings_text(&report));
     let page_path = out.join("replay.html");
     write_page(&page_path, html::report_page(&report))?;
     println!(
@@ -137,8 +137,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
         &next_path,
     )
     .await?;
-    print!("{}", render::stages_table(&next));
-    print!("{}", render::warnings_text(&next));
+    print!("{}", terminal::stages_table(&next));
+    print!("{}", terminal::warnings_text(&next));
     let diff = tapedeck::report::compare::compare(&report, &next, &Default::default());
     let compare_path = out.join("compare.json");
     std::fs::write(&compare_path, serde_json::to_string_pretty(&diff)? + "\n")
@@ -146,7 +146,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     let compare_page = out.join("compare.html");
     write_page(&compare_page, html::compare_page(&report, &next, &diff))?;
     println!();
-    print!("{}", render::comparison(&diff, 5));
+    print!("{}", terminal::comparison(&diff, 5));
     println!(
         "comparison {} and {}",
         compare_path.display(),

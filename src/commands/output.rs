@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use tapedeck::replay::outcome::LiveStats;
+use tapedeck::report::outcome::LiveStats;
 
 /// A bar counting to `len` on a terminal; hidden otherwise, so output
 /// stays parseable.

@@ -11,7 +11,7 @@ use super::{Exit, LOG_TARGET};
 use crate::cli::record::RecordArgs;
 use tapedeck::capture::Store;
 use tapedeck::proxy::{Recording, admin};
-use tapedeck::render;
+use tapedeck::report::render::terminal;
 use tapedeck::shutdown::Shutdown;
 
 /// Runs `tapedeck record`.
@@ -73,7 +73,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Exit> {
     store.close().await;
     status_line(format_args!(
         "tapedeck: stopped; {} -> {}",
-        render::run_line(&run),
+        terminal::run_line(&run),
         store.path().display()
     ));
     Ok(Exit::Success)

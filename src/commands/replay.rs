@@ -10,10 +10,10 @@ use super::Exit;
 use super::output::{progress_line, write_page};
 use crate::cli::replay::ReplayArgs;
 use tapedeck::capture::Store;
-use tapedeck::render;
-use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::{explain, tokens};
-use tapedeck::report::{Verdict, html};
+use tapedeck::report::Verdict;
+use tapedeck::report::outcome::LiveStats;
+use tapedeck::report::render::{html, terminal};
 
 /// Runs `tapedeck replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
@@ -50,14 +50,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
     if let Some(path) = &plan.html {
         write_page(path, html::report_page(&run.report))?;
     }
-    print!("{}", render::stages_table(&run.report));
+    print!("{}", terminal::stages_table(&run.report));
     println!();
     for s in &run.report.stages {
-        print!("{}", render::stage_details(s, 10));
+        print!("{}", terminal::stage_details(s, 10));
     }
     println!();
-    print!("{}", render::capacity(&run.report));
-    print!("{}", render::warnings_text(&run.report));
+    print!("{}", terminal::capacity(&run.report));
+    print!("{}", terminal::warnings_text(&run.report));
     println!(
         "verdict: {} — report {}",
         run.report.verdict,

@@ -5,8 +5,7 @@
 use super::Exit;
 use super::output::write_page;
 use crate::cli::report::ReportCommand;
-use tapedeck::render;
-use tapedeck::report::html;
+use tapedeck::report::render::{html, markdown, terminal};
 
 /// Runs `tapedeck report …`.
 pub async fn run(cmd: ReportCommand) -> anyhow::Result<Exit> {
@@ -19,7 +18,7 @@ pub async fn run(cmd: ReportCommand) -> anyhow::Result<Exit> {
             }
             let merged = tapedeck::report::merge(&reports, None)?;
             tapedeck::report::save(&merged, &output)?;
-            print!("{}", render::stages_table(&merged));
+            print!("{}", terminal::stages_table(&merged));
             println!("merged {} reports into {}", reports.len(), output.display());
         }
         ReportCommand::Render {
@@ -34,17 +33,17 @@ pub async fn run(cmd: ReportCommand) -> anyhow::Result<Exit> {
                 return Ok(Exit::Success);
             }
             if markdown {
-                print!("{}", render::report_markdown(&r));
+                print!("{}", markdown::report_markdown(&r));
                 return Ok(Exit::Success);
             }
-            print!("{}", render::stages_table(&r));
+            print!("{}", terminal::stages_table(&r));
             println!();
             for s in &r.stages {
-                print!("{}", render::stage_details(s, 20));
+                print!("{}", terminal::stage_details(s, 20));
             }
             println!();
-            print!("{}", render::capacity(&r));
-            print!("{}", render::warnings_text(&r));
+            print!("{}", terminal::capacity(&r));
+            print!("{}", terminal::warnings_text(&r));
             println!("verdict: {}", r.verdict);
         }
     }

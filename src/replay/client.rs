@@ -15,10 +15,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
 use super::correlate::{AnswerNeeds, World};
-use super::engine::StreamTiming;
 use super::engine::{Dispatch, Sent};
 use crate::capture::StoredExchange;
 use crate::codec;
+use crate::report::outcome::StreamTiming;
 use crate::tls::{ClientTls, Connector};
 use crate::upstream::{HOP_BY_HOP, Upstream};
 

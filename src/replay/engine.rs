@@ -17,9 +17,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
 use super::correlate::{Answer, Correlation, SessionValues, World};
-use super::outcome::{Event, LiveStats, Outcome};
 use super::plan::{self, ShardSplit, VuSchedule};
 use crate::capture::{CaptureError, SessionSpan, StoredExchange, now_epoch_us};
+use crate::report::outcome::{Event, LiveStats, Outcome, StreamTiming, WsTiming};
 use crate::route;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -46,30 +46,6 @@ pub struct Sent {
     pub stream: Option<StreamTiming>,
     /// For a replayed WebSocket: what the socket did.
     pub ws: Option<WsTiming>,
-}
-
-/// What one replayed WebSocket did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WsTiming {
-    /// Connect and handshake.
-    pub connect: Duration,
-    /// Client frame to the next server frame.
-    pub rtts: Vec<Duration>,
-    /// Client frames sent.
-    pub sent: u64,
-    /// Server frames received.
-    pub received: u64,
-    /// The close code the server sent (1005: a close without a code).
-    pub close_code: Option<u16>,
-}
-
-/// When the chunks of a streamed response arrived.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StreamTiming {
-    /// Gaps between consecutive chunks.
-    pub gaps: Vec<Duration>,
-    /// Response head to the last chunk.
-    pub total: Duration,
 }
 
 impl Sent {

@@ -10,7 +10,6 @@ pub mod client;
 pub mod correlate;
 pub mod engine;
 pub mod explain;
-pub mod outcome;
 pub mod plan;
 pub mod tokens;
 mod websocket;
@@ -23,14 +22,16 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
+use crate::report::accumulate::StageData;
 use crate::report::collect::{self, AbortRule, Collector};
-use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard, StageData};
+use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard};
+use crate::report::outcome::LiveStats;
+use crate::report::verdict;
 use crate::shutdown::Shutdown;
 use crate::upstream::Upstream;
 use client::ReplayClient;
 use correlate::{Correlation, Credentials, Rules};
 use engine::{SessionSource, StageRun};
-use outcome::LiveStats;
 
 /// Errors that stop a replay from starting.
 #[derive(Debug, thiserror::Error)]
@@ -347,10 +348,10 @@ pub async fn run(
         },
         shard: config.shard.map(|(index, count)| Shard { index, count }),
         seed,
-        started_at: crate::render::timestamp(started_at_us),
-        finished_at: crate::render::timestamp(finished_at_us),
-        verdict: crate::report::verdict(&stages, aborted),
-        capacity: model::capacity(&stages, config.profile.safety.abort_error_rate),
+        started_at: crate::time::timestamp(started_at_us),
+        finished_at: crate::time::timestamp(finished_at_us),
+        verdict: verdict::overall(&stages, aborted),
+        capacity: verdict::capacity(&stages, config.profile.safety.abort_error_rate),
         stages,
     };
     Ok(ReplayRun { report, aborted })

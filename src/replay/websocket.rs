@@ -20,8 +20,9 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::either::Either;
 
 use super::correlate::{FrameLearner, World};
-use super::engine::{Sent, WsTiming};
+use super::engine::Sent;
 use crate::capture::{StoredExchange, WsFrame};
+use crate::report::outcome::WsTiming;
 use crate::upstream::{HOP_BY_HOP, Upstream};
 
 /// How long to wait for the server to close after the client's last frame.

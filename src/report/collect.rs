@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::model::StageData;
-use crate::replay::outcome::{Event, LiveStats, Outcome};
+use super::accumulate::StageData;
+use super::outcome::{Event, LiveStats, Outcome};
 use crate::shutdown::Shutdown;
 
 /// A send this much after its planned instant counts as late. tokio's

@@ -513,7 +513,8 @@ mod tests {
 
     use super::*;
     use crate::profile::Slo;
-    use crate::report::model::{StageData, WindowData, test_report};
+    use crate::report::accumulate::{StageData, WindowData};
+    use crate::report::model::test_report;
 
     /// A report whose one stage has `windows` seconds of `per_window`
     /// requests, latencies around `ms` (with a little spread per window), and
@@ -681,7 +682,9 @@ mod tests {
 #[cfg(test)]
 mod shape_tests {
     use super::*;
-    use crate::report::model::{StageData, capacity, test_report};
+    use crate::report::accumulate::StageData;
+    use crate::report::model::test_report;
+    use crate::report::verdict::capacity;
 
     fn stage(
         name: &str,

@@ -1,19 +1,27 @@
-//! Reports: HDR histograms (`histogram`), the versioned JSON model and the
-//! exact per-stage accumulation (`model`), and merging shard reports.
+//! Reports: what replay emits (`outcome`), the collector that turns it into
+//! statistics (`collect`), the exact per-stage accumulation (`accumulate`,
+//! over the HDR histograms of `histogram`), the versioned JSON contract
+//! (`model`), the judgements on it (`verdict`), comparing two reports
+//! (`compare`) and every human rendering (`render`). This file reads,
+//! writes and merges report files.
 //!
-//! Input comes from replay's outcomes (through `StageData`) or from report
-//! files; output is JSON for tools and, through `crate::render`, text.
+//! Input comes from replay's outcomes or from report files; output is JSON
+//! for tools and, through `render`, text, Markdown and HTML. Nothing here
+//! depends on replay, the proxy or the demo.
 
-pub mod charts;
+pub mod accumulate;
 pub mod collect;
 pub mod compare;
 pub mod histogram;
-pub mod html;
 pub mod model;
+pub mod outcome;
+pub mod render;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 
-pub use model::{Report, StageData, StageReport, Verdict};
+pub use accumulate::StageData;
+pub use model::{Report, StageReport, Verdict};
 
 use crate::profile::Slo;
 
@@ -86,17 +94,6 @@ pub fn save(report: &Report, path: &Path) -> Result<(), ReportError> {
     }
     let text = serde_json::to_string_pretty(report).map_err(|e| io(std::io::Error::other(e)))?;
     std::fs::write(path, text + "\n").map_err(io)
-}
-
-/// The verdict of a set of stages.
-pub fn verdict(stages: &[StageReport], aborted: bool) -> Verdict {
-    if aborted {
-        Verdict::Aborted
-    } else if stages.iter().all(|s| s.slo.iter().all(|r| r.pass)) {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    }
 }
 
 /// Combines shard reports of one replay exactly: counts add, histograms
@@ -190,8 +187,8 @@ pub fn merge(
         .map(|(_, r)| r.finished_at.clone())
         .max()
         .unwrap_or_default();
-    merged.verdict = verdict(&stage_reports, aborted);
-    merged.capacity = model::capacity(&stage_reports, abort_error_rate);
+    merged.verdict = verdict::overall(&stage_reports, aborted);
+    merged.capacity = verdict::capacity(&stage_reports, abort_error_rate);
     merged.stages = stage_reports;
     Ok(merged)
 }

@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tapedeck::profile::Slo;
-use tapedeck::render;
+use tapedeck::report::accumulate::{StageData, WindowData};
 use tapedeck::report::compare::{self, Thresholds};
-use tapedeck::report::model::{
-    self, CaptureRef, ProfileRef, Report, StageData, Verdict, WindowData,
-};
+use tapedeck::report::model::{self, CaptureRef, ProfileRef, Report, Verdict};
+use tapedeck::report::render::{markdown, terminal};
+use tapedeck::report::verdict;
 
 fn stage(name: &str, multiplier: u32, base_ms: f64, errors: u64) -> StageData {
     let mut d = StageData {
@@ -80,8 +80,8 @@ fn report(stages: Vec<StageData>, target: &str) -> Report {
         seed: 7,
         started_at: "2023-11-14T22:13:20Z".into(),
         finished_at: "2023-11-14T22:13:50Z".into(),
-        verdict: tapedeck::report::verdict(&stages, false),
-        capacity: model::capacity(&stages, Some(0.05)),
+        verdict: verdict::overall(&stages, false),
+        capacity: verdict::capacity(&stages, Some(0.05)),
         stages,
     }
 }
@@ -124,16 +124,16 @@ fn report_renderings_match_their_golden_files() {
         "http://chat-next:8000",
     );
     assert_eq!(r.verdict, Verdict::Fail);
-    let mut text = render::stages_table(&r);
+    let mut text = terminal::stages_table(&r);
     text.push('\n');
     for s in &r.stages {
-        text.push_str(&render::stage_details(s, 10));
+        text.push_str(&terminal::stage_details(s, 10));
     }
     text.push('\n');
-    text.push_str(&render::capacity(&r));
-    text.push_str(&render::warnings_text(&r));
+    text.push_str(&terminal::capacity(&r));
+    text.push_str(&terminal::warnings_text(&r));
     check("report.txt", &text);
-    check("report.md", &render::report_markdown(&r));
+    check("report.md", &markdown::report_markdown(&r));
 }
 
 #[test]
@@ -148,8 +148,8 @@ fn comparison_renderings_match_their_golden_files() {
     );
     let diff = compare::compare(&base, &cand, &Thresholds::default());
     assert!(diff.regression);
-    check("compare.txt", &render::comparison(&diff, 10));
-    check("compare.md", &render::comparison_markdown(&diff));
+    check("compare.txt", &terminal::comparison(&diff, 10));
+    check("compare.md", &markdown::comparison_markdown(&diff));
 }
 
 fn exchange(

@@ -16,8 +16,8 @@ use rcgen::{
 };
 use tapedeck::capture::Store;
 use tapedeck::proxy::{RecordConfig, Recording};
-use tapedeck::replay::outcome::LiveStats;
 use tapedeck::replay::{self, ReplayConfig};
+use tapedeck::report::outcome::LiveStats;
 use tapedeck::shutdown::Shutdown;
 use tapedeck::tls::{ClientIdentity, ClientTls};
 use tapedeck::upstream::Upstream;

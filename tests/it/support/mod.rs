@@ -649,7 +649,7 @@ pub async fn replay_with(
     tapedeck::replay::run(
         store,
         config,
-        Arc::new(tapedeck::replay::outcome::LiveStats::default()),
+        Arc::new(tapedeck::report::outcome::LiveStats::default()),
     )
     .await
     .expect("replay runs")

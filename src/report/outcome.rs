@@ -1,5 +1,11 @@
 //! What replay emits: one event per planned request (sent or skipped) and
-//! per started virtual user. The report side turns them into statistics.
+//! per started virtual user, with the timing of streamed responses and
+//! replayed WebSockets, and the live counters the progress line reads.
+//!
+//! These types belong to the report side so that replay depends on report
+//! and never the other way: replay builds them and sends them over a
+//! channel; `report::collect` turns them into statistics. Plain data, no
+//! logic and no I/O here.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -30,9 +36,9 @@ pub struct Outcome {
     /// Another world's replay of this recorded write got the same live id.
     pub suspected_dedup: bool,
     /// A streamed response's chunk timing.
-    pub stream: Option<super::engine::StreamTiming>,
+    pub stream: Option<StreamTiming>,
     /// A replayed WebSocket.
-    pub ws: Option<super::engine::WsTiming>,
+    pub ws: Option<WsTiming>,
 }
 
 /// Everything replay reports to the collector.
@@ -68,4 +74,28 @@ pub struct LiveStats {
     pub p95_us: AtomicU64,
     /// Index of the running stage.
     pub stage: AtomicU64,
+}
+
+/// What one replayed WebSocket did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WsTiming {
+    /// Connect and handshake.
+    pub connect: Duration,
+    /// Client frame to the next server frame.
+    pub rtts: Vec<Duration>,
+    /// Client frames sent.
+    pub sent: u64,
+    /// Server frames received.
+    pub received: u64,
+    /// The close code the server sent (1005: a close without a code).
+    pub close_code: Option<u16>,
+}
+
+/// When the chunks of a streamed response arrived.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamTiming {
+    /// Gaps between consecutive chunks.
+    pub gaps: Vec<Duration>,
+    /// Response head to the last chunk.
+    pub total: Duration,
 }

@@ -7,9 +7,11 @@ use minijinja::{Environment, Value, context};
 use serde::Serialize;
 
 use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
-use super::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
-use super::histogram::LatencyHistogram;
-use super::model::{Report, StageReport};
+use super::table;
+use crate::report::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
+use crate::report::histogram::LatencyHistogram;
+use crate::report::model::{Report, StageReport, Window};
+use crate::report::verdict::warnings;
 
 const LAYOUT: &str = include_str!("templates/layout.html");
 const REPORT: &str = include_str!("templates/report.html");
@@ -69,14 +71,6 @@ fn error_pct(errors: u64, requests: u64) -> f64 {
     }
 }
 
-fn slo_text(s: &StageReport) -> String {
-    match crate::render::failed_slos(s) {
-        None => "–".into(),
-        Some(failed) if failed.is_empty() => "pass".into(),
-        Some(failed) => format!("fail ({})", failed.join(", ")),
-    }
-}
-
 fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
     let c = &report.capacity;
     report
@@ -91,7 +85,7 @@ fn capacity_rows(report: &Report) -> Vec<CapacityRow<'_>> {
             p99: s.latency_ms.p99,
             errors: s.errors,
             error_pct: error_pct(s.errors, s.requests),
-            slo: slo_text(s),
+            slo: table::slo_cell(s, &table::HTML),
             capacity: c.role(s.multiplier).unwrap_or_default(),
         })
         .collect()
@@ -126,10 +120,10 @@ fn series(name: &str, color: plotters::style::RGBColor, points: Vec<(f64, f64)>)
 }
 
 fn stage_charts(s: &StageReport) -> Vec<String> {
-    let over_time = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+    let over_time = |f: fn(&Window) -> f64| -> Vec<(f64, f64)> {
         s.timeline.iter().map(|w| (w.t_s, f(w))).collect()
     };
-    let with_requests = |f: fn(&super::model::Window) -> f64| -> Vec<(f64, f64)> {
+    let with_requests = |f: fn(&Window) -> f64| -> Vec<(f64, f64)> {
         s.timeline
             .iter()
             .filter(|w| w.requests > 0)
@@ -196,7 +190,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             title => format!("tapedeck replay: {}", report.profile.name),
             report => Value::from(Serde(report)),
             capacity_rows => Value::from(Serde(capacity_rows(report))),
-            warnings => crate::render::warnings(report),
+            warnings => warnings(report),
             stages => Value::from(Serde(stages)),
             min_abs_ms => MIN_LATENCY_DELTA_MS,
             min_windows => MIN_WINDOWS,

@@ -1,0 +1,84 @@
+//! Markdown for a pull request: a report's stage table with the capacity
+//! verdict and warnings, and a comparison's metric tables. Input is the
+//! report model (with the judgements of [`crate::report::verdict`]) or a
+//! [`ReportDiff`]; output is a `String` the binary prints. No I/O here.
+
+use std::fmt::Write;
+
+use super::table::{self, Column, MARKDOWN, StageCell};
+use crate::report::compare::ReportDiff;
+use crate::report::model::Report;
+use crate::report::verdict::warnings;
+
+/// The columns of the Markdown stage table, in order.
+fn stage_columns() -> Vec<Column<StageCell>> {
+    use table::{CAPACITY, MULTIPLIER, SLO, STAGE};
+    [&[STAGE, MULTIPLIER][..], &table::LOAD, &[SLO, CAPACITY]].concat()
+}
+
+/// A report as Markdown for a pull request: the stage table, the capacity
+/// verdict and the error kinds.
+pub fn report_markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### tapedeck replay: {} against `{}` — {}\n",
+        report.profile.name, report.target, report.verdict
+    );
+    let columns = stage_columns();
+    let rows = table::stage_rows(report, &columns, &MARKDOWN);
+    table::markdown(&mut out, &columns, rows);
+    let c = &report.capacity;
+    let _ = writeln!(
+        out,
+        "\n**Capacity:** {}.",
+        table::capacity_summary(c, &MARKDOWN)
+    );
+    for n in &c.notes {
+        let _ = writeln!(out, "- {n}");
+    }
+    for w in warnings(report) {
+        let _ = writeln!(out, "- **Warning:** {w}");
+    }
+    out
+}
+
+/// A comparison as Markdown for a pull request.
+pub fn comparison_markdown(d: &ReportDiff) -> String {
+    use crate::report::compare::Change;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### tapedeck compare: {}\n",
+        if d.regression {
+            "regression"
+        } else {
+            "no regression"
+        }
+    );
+    let _ = writeln!(out, "Base: {}  \nCandidate: {}\n", d.base, d.candidate);
+    for s in &d.stages {
+        if let Some(side) = &s.only_in {
+            let _ = writeln!(out, "Stage **{}**: only in the {side} report.\n", s.name);
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "Stage **{}** ({} / {} one-second windows)\n",
+            s.name, s.windows.0, s.windows.1
+        );
+        let rows = table::metric_rows(&s.metrics, &MARKDOWN);
+        table::markdown(&mut out, &table::METRICS, rows);
+        let regressed: Vec<String> = s
+            .routes
+            .iter()
+            .filter(|r| r.metrics.iter().any(|m| m.change == Change::Regression))
+            .map(|r| format!("`{}`", r.route))
+            .collect();
+        if !regressed.is_empty() {
+            let _ = writeln!(out, "\nRoutes that regressed: {}.", regressed.join(", "));
+        }
+        let _ = writeln!(out);
+    }
+    out
+}

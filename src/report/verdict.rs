@@ -1,0 +1,172 @@
+//! The judgements on a report's numbers: SLOs evaluated against a stage,
+//! the overall verdict, the capacity verdict over the stages (and a
+//! stage's role in it), which SLOs failed, and the warnings that say a
+//! stage's load was not what it claims.
+//!
+//! Input is the serde model ([`super::model`]), as built by `accumulate`
+//! or read from a file; output is model values (`SloResult`, `Verdict`,
+//! `Capacity`) and plain sentences the renderers lay out. Nothing here
+//! formats tables or writes output.
+
+use super::model::{Capacity, Report, SloResult, StageReport, Verdict};
+use crate::profile::Slo;
+
+impl Capacity {
+    /// What the stage at `multiplier` is in the verdict: `breaking`,
+    /// `safe` or `peak` (in that order when one stage is several).
+    pub fn role(&self, multiplier: u32) -> Option<&'static str> {
+        [
+            (self.breaking_multiplier, "breaking"),
+            (self.safe_multiplier, "safe"),
+            (self.peak_multiplier, "peak"),
+        ]
+        .into_iter()
+        .find_map(|(m, role)| (m == Some(multiplier)).then_some(role))
+    }
+}
+
+/// Evaluates thresholds against a stage report.
+pub fn evaluate(slo: &Slo, r: &StageReport) -> Vec<SloResult> {
+    let mut out = Vec::new();
+    let mut check = |name: &str, threshold: Option<f64>, actual: f64| {
+        if let Some(t) = threshold {
+            out.push(SloResult {
+                name: name.to_string(),
+                threshold: t,
+                actual,
+                pass: actual <= t,
+            });
+        }
+    };
+    check("p50_ms", slo.p50_ms, r.latency_ms.p50);
+    check("p95_ms", slo.p95_ms, r.latency_ms.p95);
+    check("p99_ms", slo.p99_ms, r.latency_ms.p99);
+    let rate = if r.requests == 0 {
+        0.0
+    } else {
+        r.errors as f64 / r.requests as f64
+    };
+    check(
+        "error_rate",
+        slo.error_rate,
+        (rate * 10000.0).round() / 10000.0,
+    );
+    out
+}
+
+/// The capacity verdict over stage reports, given the abort bound.
+pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capacity {
+    let mut c = Capacity::default();
+    let has_slo = stages.iter().any(|s| !s.slo.is_empty());
+    let bound = abort_error_rate.unwrap_or(0.05);
+    for s in stages {
+        let rate = if s.requests == 0 {
+            0.0
+        } else {
+            s.errors as f64 / s.requests as f64
+        };
+        if has_slo && s.slo.iter().all(|r| r.pass) {
+            c.safe_multiplier = Some(
+                c.safe_multiplier
+                    .map_or(s.multiplier, |m| m.max(s.multiplier)),
+            );
+        }
+        if rate <= bound {
+            if c.breaking_multiplier.is_none() {
+                c.peak_multiplier = Some(
+                    c.peak_multiplier
+                        .map_or(s.multiplier, |m| m.max(s.multiplier)),
+                );
+            }
+        } else if c.breaking_multiplier.is_none() {
+            c.breaking_multiplier = Some(s.multiplier);
+            c.notes.push(format!(
+                "{}x broke: error rate {:.1}% is past the {:.1}% bound",
+                s.multiplier,
+                rate * 100.0,
+                bound * 100.0
+            ));
+        }
+        for failed in s.slo.iter().filter(|r| !r.pass) {
+            c.notes.push(format!(
+                "{}x fails {}: {} against a bound of {}",
+                s.multiplier, failed.name, failed.actual, failed.threshold
+            ));
+        }
+    }
+    if let (Some(first), Some(last)) = (stages.first(), stages.last())
+        && stages.len() > 1
+    {
+        let (a, b) = (first.latency_ms.p95, last.latency_ms.p95);
+        let verb = if b > a * 1.1 {
+            "rose"
+        } else if b < a * 0.9 {
+            "fell"
+        } else {
+            "held"
+        };
+        c.notes.push(format!(
+            "p95 {verb} from {a:.1} ms at {}x to {b:.1} ms at {}x",
+            first.multiplier, last.multiplier
+        ));
+    }
+    if !has_slo {
+        c.notes
+            .push("no SLOs were set, so no stage is called safe".into());
+    }
+    c
+}
+
+/// The verdict of a set of stages.
+pub fn overall(stages: &[StageReport], aborted: bool) -> Verdict {
+    if aborted {
+        Verdict::Aborted
+    } else if stages.iter().all(|s| s.slo.iter().all(|r| r.pass)) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// The names of the SLOs a stage failed; `None` when none applied.
+pub(crate) fn failed_slos(s: &StageReport) -> Option<Vec<&str>> {
+    (!s.slo.is_empty()).then(|| {
+        s.slo
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| r.name.as_str())
+            .collect()
+    })
+}
+
+/// What makes a stage's load not what it claims: sends a deduplicating
+/// backend likely swallowed, requests not sent, recorded values that went
+/// out as recorded. One line each; none for a faithful replay.
+pub fn warnings(report: &Report) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in &report.stages {
+        for r in s.routes.iter().filter(|r| r.suspected_dedup > 0) {
+            out.push(format!(
+                "{}: {} of {} sends of {} got back a server-made id that another copy of the same \
+                 recorded write already got: the backend likely deduplicated them, so that load \
+                 never happened (a resent idempotency key or client id? see `replay --explain`)",
+                s.name, r.suspected_dedup, r.requests, r.route
+            ));
+        }
+        if s.dependent_skipped > 0 {
+            out.push(format!(
+                "{}: {} requests not sent: they needed a value from a response that failed",
+                s.name, s.dependent_skipped
+            ));
+        }
+        if s.unresolved_values > 0 {
+            out.push(format!(
+                "{}: {} recorded ids, tokens or redaction markers had no live value and went out \
+                 as recorded (`replay --explain` names them; a redacted password needs \
+                 --credentials-file)",
+                s.name, s.unresolved_values
+            ));
+        }
+    }
+    out
+}
