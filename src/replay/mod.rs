@@ -1,10 +1,15 @@
 //! Replay: re-issue a run's captured sessions against a target at scaled
 //! load, stage by stage, and produce the report.
 //!
-//! `plan` (pure: sessions × profile → schedule), `engine` (absolute
-//! deadlines, in-flight cap, happens-before), `client` (HTTP), `outcome`
-//! (the only thing replay emits). Reads the capture through
-//! `capture::Store`; statistics are kept by `report::collect`.
+//! `plan` (pure: sessions × profile → schedule, shard split), `engine`
+//! (absolute deadlines, in-flight and VU caps, happens-before; it schedules
+//! and measures), `correlate` (every decision about dynamic values, behind
+//! `prepare` and `learn`), `client` and `websocket` (one recorded request
+//! or socket in, one measured answer out), `explain` (`--explain`: what
+//! correlation would do, from the capture alone), `tokens`
+//! (`--token-file`). Reads the capture through `capture::Store`; emits
+//! `report::outcome` events to `report::collect`, which keeps the
+//! statistics; nothing in `report` depends on replay.
 
 pub mod client;
 pub mod correlate;
