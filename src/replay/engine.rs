@@ -460,7 +460,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         // Prepared at its due time, so it carries what the world learned
         // until then (another session's create, a socket's push).
         let to_send = match ctx.correlation.prepare(&ex, index, values, &world) {
-            None => ex.clone(),
+            None => ex,
             Some(prepared) if prepared.skip => {
                 let _ = ctx.events.send(Event::DependentSkipped);
                 ctx.correlation.lost(&ex, &world);
