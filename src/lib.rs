@@ -32,12 +32,13 @@
 //!                                report::collect ──> report JSON ──> render / compare
 //! ```
 //!
-//! Dependencies point one way: `proxy`, `replay` and `demo` use `capture`
-//! and the leaves (`upstream`, `tls`, `codec`, `route`, `time`,
+//! Dependencies point one way: `proxy` and `replay` use `capture` and the
+//! leaves (`upstream`, which uses `tls`; `codec`, `route`, `time`,
 //! `shutdown`); `replay` also uses `profile` and `report`; `report` uses
-//! `capture`, `profile` and the leaves, never `replay`. [`demo`] holds the
-//! built-in chat backend every test and benchmark runs against, and the
-//! scripted population `tapedeck demo` drives through the proxy.
+//! `capture`, `profile` and the leaves, never `replay`. [`demo`], above
+//! them all, holds the built-in chat backend every test and benchmark runs
+//! against, and the scripted population `tapedeck demo` drives through the
+//! proxy and replays.
 
 pub mod capture;
 pub mod codec;

@@ -22,7 +22,7 @@ pub struct UpstreamError {
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-pub const HOP_BY_HOP: [&str; 7] = [
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",

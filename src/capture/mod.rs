@@ -79,7 +79,7 @@ impl std::fmt::Display for RunChoice {
     }
 }
 
-/// How the session of an exchange was recognised (DESIGN.md, "Session key").
+/// How the session of an exchange was recognised (docs/capture-format.md, sessions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionKeyKind {
     /// An explicit session header such as `X-Session-Id`.

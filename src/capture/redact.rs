@@ -1,4 +1,4 @@
-//! Credential redaction (DESIGN.md, "Redaction").
+//! Credential redaction (docs/capture-format.md, redaction).
 //!
 //! Credential headers and secret-named JSON or form fields are replaced by
 //! markers `redacted:<keyed hash>`. The key is made once per store and kept

@@ -13,10 +13,8 @@ use serde::Deserialize;
 
 mod rules;
 
-pub use rules::{
-    ApplyRule, ExtractRule, GenerateKind, Place, RawRule, RouteMatch, RuleAction, RuleConfig,
-    RuleSet, Source, pointer,
-};
+pub(crate) use rules::{ApplyRule, ExtractRule, Place, RuleAction, Source};
+pub use rules::{GenerateKind, RawRule, RuleConfig};
 
 /// The only profile format version so far.
 pub const VERSION: u32 = 1;
@@ -283,7 +281,7 @@ impl Profile {
         if safety.abort_window.is_zero() {
             return Err("safety.abort_window is zero".into());
         }
-        self.rules.compile()?;
+        self.rules.check()?;
         Ok(())
     }
 }

@@ -87,7 +87,7 @@ pub enum GenerateKind {
 
 /// Checked rules, in the order the profile gives them.
 #[derive(Debug, Default)]
-pub struct RuleSet {
+pub(crate) struct RuleSet {
     /// Values taken from live responses.
     pub extract: Vec<ExtractRule>,
     /// What happens at places of requests (inject, generate, keep).
@@ -96,7 +96,7 @@ pub struct RuleSet {
 
 /// A checked `[[rules.extract]]`.
 #[derive(Debug)]
-pub struct ExtractRule {
+pub(crate) struct ExtractRule {
     /// Variable name.
     pub var: String,
     /// Routes whose responses hand it out.
@@ -107,7 +107,7 @@ pub struct ExtractRule {
 
 /// Where an extract rule finds its value in a response.
 #[derive(Debug)]
-pub enum Source {
+pub(crate) enum Source {
     /// A JSON pointer into the body.
     Json(String),
     /// A header (lower case), optionally narrowed by a regex.
@@ -118,7 +118,7 @@ pub enum Source {
 
 /// A checked `[[rules.inject]]`, `[[rules.generate]]` or `[[rules.keep]]`.
 #[derive(Debug)]
-pub struct ApplyRule {
+pub(crate) struct ApplyRule {
     /// Routes whose requests it applies to.
     pub route: RouteMatch,
     /// The place in those requests.
@@ -129,7 +129,7 @@ pub struct ApplyRule {
 
 /// What an apply rule does at its place.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuleAction {
+pub(crate) enum RuleAction {
     /// Send the recorded value.
     Keep,
     /// Send this variable's live value.
@@ -145,7 +145,7 @@ pub enum RuleAction {
 
 /// A place in a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// Path segment, 1-based.
     Path(usize),
     /// Query parameter.
@@ -159,7 +159,7 @@ pub enum Place {
 /// `None` matches every route; `(Some(method), path)` one route;
 /// `(None, path)` the path with any method.
 #[derive(Debug)]
-pub struct RouteMatch(Option<(Option<String>, String)>);
+pub(crate) struct RouteMatch(Option<(Option<String>, String)>);
 
 impl RouteMatch {
     /// Reads a rule's `route`.
@@ -209,7 +209,7 @@ impl RuleConfig {
     ///
     /// # Errors
     /// A message naming the rule (`rules.inject[2]`) and the problem.
-    pub fn compile(&self) -> Result<RuleSet, String> {
+    pub(crate) fn check(&self) -> Result<RuleSet, String> {
         let config = self;
         let mut rules = RuleSet::default();
         for (i, raw) in config.extract.iter().enumerate() {
@@ -394,7 +394,7 @@ fn compile_regex(at: &str, r: &str) -> Result<Regex, String> {
 
 /// A JSON pointer (RFC 6901) from a pointer or a simple JSON path
 /// (`$.a.b[0]`, `$['a b']`); wildcards and filters are refused.
-pub fn pointer(path: &str) -> Result<String, String> {
+pub(crate) fn pointer(path: &str) -> Result<String, String> {
     if path.is_empty() || path.starts_with('/') {
         return Ok(path.to_string());
     }
@@ -453,7 +453,7 @@ mod tests {
             rules: RuleConfig,
         }
         let profile: Profile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        profile.rules.compile()
+        profile.rules.check()
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub struct RecordConfig {
 }
 
 impl RecordConfig {
-    /// Defaults from DESIGN.md for an upstream.
+    /// Defaults for an upstream, as docs/recording.md gives them.
     pub fn new(upstream: Upstream) -> Self {
         RecordConfig {
             upstream,

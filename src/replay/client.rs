@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 
-use super::correlate::{AnswerNeeds, World};
+use super::correlate::{AnswerNeeds, SocketValues};
 use super::engine::{Dispatch, Sent};
 use crate::capture::StoredExchange;
 use crate::codec;
@@ -153,7 +153,7 @@ impl ReplayClient {
 }
 
 impl Dispatch for ReplayClient {
-    async fn send(&self, ex: Arc<StoredExchange>, world: Option<Arc<World>>) -> Sent {
+    async fn send(&self, ex: Arc<StoredExchange>, socket: Option<SocketValues>) -> Sent {
         // A recorded WebSocket: play its frames.
         if ex.status == Some(101) && !ex.ws_frames.is_empty() {
             let mut headers = self.overrides.clone();
@@ -168,7 +168,7 @@ impl Dispatch for ReplayClient {
             };
             // Boxed: a socket's future is large, and every VU's request
             // future would otherwise be as large as it.
-            return Box::pin(super::websocket::replay(&target, &ex, world)).await;
+            return Box::pin(super::websocket::replay(&target, &ex, socket)).await;
         }
         let started = Instant::now();
         let req = match self.build(&ex) {

@@ -16,7 +16,7 @@ use tokio::sync::{OnceCell, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
-use super::correlate::{Answer, Correlation, SessionValues, World};
+use super::correlate::{Answer, Correlation, SessionValues, SocketValues, World};
 use super::plan::{self, ShardSplit, VuSchedule};
 use crate::capture::{CaptureError, SessionSpan, StoredExchange, now_epoch_us};
 use crate::report::outcome::{Event, LiveStats, Outcome, StreamTiming, WsTiming};
@@ -66,14 +66,14 @@ impl Sent {
 
 /// Sends one recorded request somewhere and measures it.
 pub trait Dispatch: Send + Sync + 'static {
-    /// Sends `ex` and waits for the whole response. With `world`, what
-    /// arrives before the end (a WebSocket's server frames) is learned into
-    /// it on the way, and later parts of the exchange (the client's frames)
-    /// use it.
+    /// Sends `ex` and waits for the whole response. With `socket`, what
+    /// arrives before the end (a WebSocket's server frames) is learned on
+    /// the way, and later parts of the exchange (the client's frames) use
+    /// what the world knows when they are sent.
     fn send(
         &self,
         ex: Arc<StoredExchange>,
-        world: Option<Arc<World>>,
+        socket: Option<SocketValues>,
     ) -> impl Future<Output = Sent> + Send;
 }
 
@@ -106,7 +106,7 @@ pub struct StageRun {
     pub shard: Option<(u32, u32)>,
     /// Most VUs alive at once.
     pub max_vus: usize,
-    /// Dynamic values (DESIGN.md "Dynamic values"): every decision about
+    /// Dynamic values (docs/replay.md, "Dynamic values"): every decision about
     /// what a request carries and what an answer hands out.
     pub correlation: Arc<Correlation>,
 }
@@ -193,7 +193,7 @@ impl LoadedSession {
         speed: f64,
         correlation: &Correlation,
     ) -> LoadedSession {
-        let values = correlation.session(&mut exchanges);
+        let values = correlation.analyze_session(&mut exchanges);
         let recorded: Vec<(i64, i64)> = exchanges
             .iter()
             .map(|e| (e.offset_us, e.client_duration_us()))
@@ -233,7 +233,7 @@ impl<D, S> Ctx<D, S> {
         let mut worlds = self.worlds.lock().unwrap_or_else(|p| p.into_inner());
         worlds
             .entry((world, pass))
-            .or_insert_with(|| Arc::new(self.correlation.world()))
+            .or_insert_with(|| Arc::new(self.correlation.new_world()))
             .clone()
     }
 
@@ -365,10 +365,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
     let sent = ctx
         .dispatch
-        .send(
-            to_send.clone(),
-            ctx.correlation.enabled().then(|| world.clone()),
-        )
+        .send(to_send.clone(), ctx.correlation.socket_values(&world))
         .await;
     ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
     let answer = Answer {
@@ -555,14 +552,16 @@ mod tests {
         }
     }
 
-    /// Answers after the given service time per exchange id; logs send instants.
+    /// Answers after the given service time per exchange id, with the
+    /// given body per exchange id (empty otherwise); logs send instants.
     struct Fake {
         service: HashMap<i64, Duration>,
+        answers: HashMap<i64, &'static str>,
         sends: Mutex<Vec<(i64, Instant)>>,
     }
 
     impl Dispatch for Fake {
-        async fn send(&self, ex: Arc<StoredExchange>, _: Option<Arc<World>>) -> Sent {
+        async fn send(&self, ex: Arc<StoredExchange>, _: Option<SocketValues>) -> Sent {
             self.sends
                 .lock()
                 .expect("lock")
@@ -579,7 +578,9 @@ mod tests {
                 failure: None,
                 finished: Instant::now(),
                 headers: Vec::new(),
-                body: Bytes::new(),
+                body: Bytes::from_static(
+                    self.answers.get(&ex.id).copied().unwrap_or("").as_bytes(),
+                ),
                 stream: None,
                 ws: None,
             }
@@ -589,6 +590,17 @@ mod tests {
     async fn run(
         sessions: Vec<Vec<StoredExchange>>,
         service: HashMap<i64, Duration>,
+        stage: StageRun,
+        max_inflight: usize,
+    ) -> (Vec<(i64, Duration)>, Vec<Event>, usize) {
+        run_answering(sessions, service, HashMap::new(), stage, max_inflight).await
+    }
+
+    /// [`run`], with live answer bodies by exchange id.
+    async fn run_answering(
+        sessions: Vec<Vec<StoredExchange>>,
+        service: HashMap<i64, Duration>,
+        answers: HashMap<i64, &'static str>,
         stage: StageRun,
         max_inflight: usize,
     ) -> (Vec<(i64, Duration)>, Vec<Event>, usize) {
@@ -613,6 +625,7 @@ mod tests {
         ));
         let fake = Arc::new(Fake {
             service,
+            answers,
             sends: Mutex::new(Vec::new()),
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -653,7 +666,7 @@ mod tests {
             read_only: false,
             shard: None,
             max_vus: 100_000,
-            correlation: Arc::new(Correlation::new(true, Arc::default(), Arc::default())),
+            correlation: Arc::new(Correlation::new(true, Arc::default(), Default::default())),
         }
     }
 
@@ -744,6 +757,33 @@ mod tests {
                 .count(),
             3
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_prepared_at_its_due_time_with_what_its_world_learned_meanwhile() {
+        // Session 2 starts first and asks for a room at 500 ms; session 1 of
+        // the same world creates it at 100 ms. Prepared before its VU slept,
+        // the read would go out before the create's answer and take the
+        // room's id for a nonce; prepared when due, it sends the live id.
+        let mut create = exchange(1, 1, 100, 10);
+        create.method = "POST".into();
+        create.uri = "/api/rooms".into();
+        create.response_body = br#"{"id":"c_Rec12Cd34Ef56"}"#.to_vec();
+        let mut read = exchange(2, 2, 500, 10);
+        read.uri = "/api/rooms/c_Rec12Cd34Ef56/messages".into();
+        let sessions = vec![vec![create], vec![exchange(2, 1, 0, 10), read]];
+        let answers = HashMap::from([(101, r#"{"id":"c_Liv12Cd34Ef56"}"#)]);
+        let (sends, events, _) =
+            run_answering(sessions, HashMap::new(), answers, stage(1, 1.0), 100).await;
+        assert_eq!(sends.len(), 3);
+        let kinds: Vec<&Vec<&str>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Substitutions { kinds, .. } => Some(kinds),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kinds, [&vec!["correlated"]]);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub struct ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// Defaults as DESIGN.md gives them: the latest run, the derived seed,
+    /// Defaults as docs/replay.md gives them: the latest run, the derived seed,
     /// correlation on, `X-Tapedeck-Replay` sent, every session, no TLS
     /// extras, no credentials or header overrides.
     pub fn new(target: Upstream, profile: Profile, capture_path: impl Into<String>) -> Self {
@@ -224,7 +224,7 @@ pub async fn run(
     let correlation = Arc::new(Correlation::new(
         config.correlate,
         config.credentials.clone(),
-        Arc::new(rules),
+        rules,
     ));
     check_reachable(&config.target).await?;
 

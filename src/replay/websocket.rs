@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_util::either::Either;
 
-use super::correlate::{FrameLearner, World};
+use super::correlate::SocketValues;
 use super::engine::Sent;
 use crate::capture::{StoredExchange, WsFrame};
 use crate::report::outcome::WsTiming;
@@ -37,17 +37,16 @@ pub(crate) struct Target<'a> {
     pub timeout: Duration,
 }
 
-/// Plays one recorded socket against the target. With `world`, the
-/// server's frames are learned from as they arrive (aligned with the
-/// recorded ones, see [`FrameLearner`]) and the client's JSON frames get
-/// the world's live values when they are sent.
+/// Plays one recorded socket against the target. With `values`, the
+/// server's frames are learned from as they arrive and the client's JSON
+/// frames get the world's live values when they are sent.
 pub(crate) async fn replay(
     target: &Target<'_>,
     ex: &Arc<StoredExchange>,
-    world: Option<Arc<World>>,
+    values: Option<SocketValues>,
 ) -> Sent {
     match timeout(target.timeout, connect(target, ex)).await {
-        Ok(Ok((socket, ttfb))) => play(socket, ex, ttfb, world).await,
+        Ok(Ok((socket, ttfb))) => play(socket, ex, ttfb, values).await,
         Ok(Err(kind)) => Sent::failed(kind),
         Err(_) => Sent::failed("timeout"),
     }
@@ -120,7 +119,7 @@ async fn play(
     socket: Socket,
     ex: &StoredExchange,
     ttfb: Duration,
-    world: Option<Arc<World>>,
+    values: Option<SocketValues>,
 ) -> Sent {
     let switched = Instant::now();
     let (mut sink, mut stream) = socket.split();
@@ -133,7 +132,7 @@ async fn play(
         .max()
         .unwrap_or(0);
     // The server's frames, with when they arrived, read while we send.
-    let mut learning = world.clone().and_then(|w| FrameLearner::new(ex, w));
+    let mut learning = values.as_ref().and_then(|v| v.learner(ex));
     let reader = tokio::spawn(async move {
         let mut arrivals = Vec::new();
         let mut close_code = None;
@@ -156,10 +155,10 @@ async fn play(
     let mut sent_at = Vec::with_capacity(client.len());
     for frame in &client {
         sleep_until(switched + Duration::from_micros(frame.t_us)).await;
-        let live = world
+        let live = values
             .as_ref()
             .filter(|_| frame.op == "text")
-            .and_then(|w| w.substitute_json(&frame.data));
+            .and_then(|v| v.client_frame(&frame.data));
         let Some(msg) = live.map(Message::text).or_else(|| message(frame)) else {
             continue;
         };

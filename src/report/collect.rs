@@ -1,6 +1,6 @@
 //! The collector: the one owner of a stage's statistics. Replay's events
 //! arrive over a channel; the collector classifies errors (disjoint kinds,
-//! DESIGN.md "Report contract"), fills the histograms, keeps live counters
+//! docs/report-format.md), fills the histograms, keeps live counters
 //! for the progress line, and fires the abort signal when the error rate
 //! over the sliding window passes the safety bound.
 

@@ -94,19 +94,6 @@ pub fn header_pairs(
     pairs
 }
 
-/// Learns from a live response into the world; returns the pairs learned.
-pub fn learn(
-    recorded: &StoredExchange,
-    live_headers: &[(String, String)],
-    live_body: &Bytes,
-    world: &World,
-) -> Vec<(String, String)> {
-    let mut pairs = learned_pairs(recorded, live_headers, live_body);
-    pairs.extend(header_pairs(recorded, live_headers));
-    world.absorb(&pairs);
-    pairs
-}
-
 /// Pairs a replayed socket's server frames with the recorded ones, to learn
 /// from them: a live frame is aligned with the first recorded server frame
 /// not yet used that has the same shape (its top-level keys, the values of

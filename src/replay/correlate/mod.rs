@@ -1,25 +1,27 @@
 //! Dynamic values: what makes a 5x replay of a chat session measure the
-//! backend instead of 401s, 400s and deduplication (DESIGN.md, "Dynamic
-//! values"). Every decision about a value a replayed request carries is
-//! made here, behind the calls the engine makes around each send:
+//! backend instead of 401s, 400s and deduplication (docs/replay.md,
+//! "Dynamic values"). Every decision about a value a replayed request
+//! carries is made here, behind the calls the engine makes around each
+//! send:
 //!
 //! ```text
-//!  recorded session ──> Correlation::session   (decode bodies, analyze: once per loaded session)
-//!  due request ───────> Correlation::prepare   (rules, then substitution, in the VU's world)
+//!  recorded session ──> Correlation::analyze_session (decode bodies, analyze: once per session)
+//!  due request ───────> Correlation::prepare  (rules, then substitution, in the VU's world)
 //!                         │ the request to send, or "skip: a value it needs will never come"
-//!  live answer ───────> Correlation::learn     (rules' extracts, alignment with the recording)
+//!  live answer ───────> Correlation::learn    (rules' extracts, alignment with the recording)
 //!                         │ Learned: the ids a write handed out, for the engine's dedup check
-//!  failed answer ─────> Correlation::lost      (what it would have handed out never comes)
+//!  failed answer ─────> Correlation::lost     (what it would have handed out never comes)
 //! ```
 //!
-//! A socket learns while it is open: its server frames through a
-//! [`FrameLearner`], its client frames through [`World::substitute_json`].
+//! A socket learns while it is open, through [`SocketValues`]: its server
+//! frames as they arrive, its client frames as they are sent.
 //!
 //! Inside, dependencies point one way: `values` (how values sit in
 //! requests and answers; a leaf) ← `world` (what one world knows) ←
 //! `analyze` (one recorded session) ← `learn` / `rules` ← `substitute`;
 //! this face uses them all, and none of them uses it. Pure data work: no
-//! I/O, no clock. The engine schedules and measures; the client sends.
+//! network and no clock (the one file read is a credentials file). The
+//! engine schedules and measures; the client sends.
 
 mod analyze;
 mod learn;
@@ -39,14 +41,16 @@ use http::header::{self, HeaderName, HeaderValue};
 use crate::capture::StoredExchange;
 
 pub use analyze::{
-    SessionValues, analyze, analyze_with, decode_bodies, request_values, request_values_at,
-    response_values,
+    SessionValues, analyze, analyze_with, decode_bodies, request_values_at, response_values,
 };
-pub use learn::{FrameAligner, FrameLearner, header_pairs, learn, learned_pairs, poison};
+pub use learn::{FrameLearner, learned_pairs};
 pub use rules::Rules;
 pub use substitute::{Prepared, prepare};
-pub use values::{is_dynamic, is_token, may_hand_out, percent_decode, percent_encode, regenerate};
 pub use world::{Credentials, World};
+
+use analyze::request_values;
+use learn::{header_pairs, poison};
+use values::may_hand_out;
 
 /// How a replay treats dynamic values: the heuristics on or off, the clear
 /// credentials, the profile's rules. One per replay, shared by every VU.
@@ -54,7 +58,27 @@ pub use world::{Credentials, World};
 pub struct Correlation {
     enabled: bool,
     credentials: Arc<Credentials>,
-    rules: Arc<Rules>,
+    rules: Rules,
+}
+
+/// What an open socket uses of its world: its server frames are learned
+/// from as they arrive, its client frames get the world's live values as
+/// they are sent. The client gets one only when correlating.
+#[derive(Debug, Clone)]
+pub struct SocketValues(Arc<World>);
+
+impl SocketValues {
+    /// A learner for the socket `ex` recorded; `None` when its recorded
+    /// server frames hold nothing to learn from.
+    pub fn learner(&self, ex: &StoredExchange) -> Option<FrameLearner> {
+        FrameLearner::new(ex, self.0.clone())
+    }
+
+    /// A client's JSON text frame with the world's live values; `None`
+    /// when nothing changes.
+    pub fn client_frame(&self, text: &str) -> Option<String> {
+        self.0.substitute_json(text)
+    }
 }
 
 /// What a live answer said, as far as learning reads it.
@@ -118,17 +142,12 @@ impl AnswerNeeds {
 impl Correlation {
     /// `enabled` switches the heuristics (off: `--no-correlation`); the
     /// rules apply either way.
-    pub fn new(enabled: bool, credentials: Arc<Credentials>, rules: Arc<Rules>) -> Correlation {
+    pub fn new(enabled: bool, credentials: Arc<Credentials>, rules: Rules) -> Correlation {
         Correlation {
             enabled,
             credentials,
             rules,
         }
-    }
-
-    /// Whether the heuristics run (a socket then learns from its frames).
-    pub fn enabled(&self) -> bool {
-        self.enabled
     }
 
     /// What the client must keep of each answer for [`Correlation::learn`].
@@ -145,14 +164,20 @@ impl Correlation {
     }
 
     /// A fresh world: it starts out knowing the credentials file's markers.
-    pub fn world(&self) -> World {
+    pub fn new_world(&self) -> World {
         World::seeded(&self.credentials)
+    }
+
+    /// What a socket replayed in `world` uses of it; `None` when not
+    /// correlating.
+    pub fn socket_values(&self, world: &Arc<World>) -> Option<SocketValues> {
+        self.enabled.then(|| SocketValues(world.clone()))
     }
 
     /// Makes a recorded session ready to play in every world: bodies
     /// decoded (the client encodes request bodies again as recorded), and
     /// when correlating, what its values are.
-    pub fn session(&self, exchanges: &mut [StoredExchange]) -> SessionValues {
+    pub fn analyze_session(&self, exchanges: &mut [StoredExchange]) -> SessionValues {
         exchanges.iter_mut().for_each(decode_bodies);
         if self.enabled {
             analyze_with(exchanges, &self.credentials)

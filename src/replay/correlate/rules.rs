@@ -33,7 +33,7 @@ impl Rules {
     /// # Errors
     /// A message naming the rule (`rules.inject[2]`) and the problem.
     pub fn compile(config: &RuleConfig) -> Result<Rules, String> {
-        let set = config.compile()?;
+        let set = config.check()?;
         Ok(Rules {
             extract: set.extract,
             apply: set
@@ -98,9 +98,7 @@ impl Rules {
         }
         let route = route::normalize(&ex.method, &ex.uri);
         for e in self.extract.iter().filter(|e| e.route.matches(&route)) {
-            if world.var(&e.var).is_none() {
-                world.set_var(&e.var, None);
-            }
+            world.fail_var(&e.var);
         }
     }
 

@@ -14,7 +14,7 @@ use super::rules::{Decision, RequestPlace, Rules};
 use super::values::{
     STATIC_HEADERS, is_dynamic, is_form, regenerate, rewrite_pairs, rewrite_uri, walk_strings,
 };
-use super::world::World;
+use super::world::{Known, World};
 use crate::capture::StoredExchange;
 use crate::capture::redact::MARKER_PREFIX;
 use crate::route;
@@ -62,26 +62,26 @@ impl Rewriter<'_> {
 
     /// What to send for a recorded value, decided once per request.
     fn decide(&mut self, v: &str) -> Option<(String, &'static str)> {
-        if let Some(live) = self.world.live(v) {
-            let kind = if v.starts_with(MARKER_PREFIX) {
-                "credential"
-            } else {
-                "correlated"
-            };
+        let marker = v.starts_with(MARKER_PREFIX);
+        // Nonces and credential markers never overlap (analysis keeps
+        // markers out of the nonces), so the world answers both at once.
+        let nonce = is_dynamic(v) && self.session.nonces.contains(v);
+        let fresh: Option<fn(&str) -> String> = nonce.then_some(regenerate);
+        let known = self.world.resolve(v, fresh);
+        if let Known::Live(live) = known {
+            let kind = if marker { "credential" } else { "correlated" };
             return Some((live, kind));
         }
-        if v.starts_with(MARKER_PREFIX)
-            && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten()
-        {
+        if marker && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten() {
             return Some((secret, "credential"));
         }
-        if is_dynamic(v) && self.session.nonces.contains(v) {
-            let fresh = self.world.live_or_insert(v, || regenerate(v));
-            return Some((fresh, "nonce"));
-        }
-        if self.world.is_poisoned(v) {
-            self.skip = true;
-            return None;
+        match known {
+            Known::Fresh(fresh) => return Some((fresh, "nonce")),
+            Known::Poisoned => {
+                self.skip = true;
+                return None;
+            }
+            Known::Live(_) | Known::Unknown => {}
         }
         let handed_out = self
             .session

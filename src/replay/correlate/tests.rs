@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::learn::align_urls;
+use super::learn::{FrameAligner, align_urls, header_pairs, poison};
+use super::values::{is_dynamic, is_token, may_hand_out, percent_decode};
 use super::*;
 use crate::capture::StoredExchange;
 
@@ -44,6 +45,19 @@ pub(crate) fn ex(
         response_chunks: Vec::new(),
         ws_frames: Vec::new(),
     }
+}
+
+/// Learns from a live response into the world; returns the pairs learned.
+fn learn(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    live_body: &Bytes,
+    world: &World,
+) -> Vec<(String, String)> {
+    let mut pairs = learned_pairs(recorded, live_headers, live_body);
+    pairs.extend(header_pairs(recorded, live_headers));
+    world.absorb(&pairs);
+    pairs
 }
 
 const MARK: &str = "redacted:0123456789abcdef0123456789abcdef";

@@ -54,6 +54,19 @@ pub struct World {
     state: Mutex<WorldState>,
 }
 
+/// What a world knows of a recorded value ([`World::resolve`]).
+#[derive(Debug)]
+pub enum Known {
+    /// The live value learned (or given) for it.
+    Live(String),
+    /// A nonce's fresh copy, made just now for this world.
+    Fresh(String),
+    /// The answer that would have handed it out failed.
+    Poisoned,
+    /// Nothing yet.
+    Unknown,
+}
+
 #[derive(Debug, Default)]
 struct WorldState {
     live: HashMap<String, String>,
@@ -87,11 +100,34 @@ impl World {
 
     /// The live value for a recorded one, made now if there is none yet.
     pub fn live_or_insert(&self, recorded: &str, make: impl FnOnce() -> String) -> String {
-        self.lock()
-            .live
-            .entry(recorded.to_string())
-            .or_insert_with(make)
-            .clone()
+        let mut state = self.lock();
+        if let Some(live) = state.live.get(recorded) {
+            return live.clone();
+        }
+        let live = make();
+        state.live.insert(recorded.to_string(), live.clone());
+        live
+    }
+
+    /// What the world knows of a recorded value, decided under one lock so
+    /// that another VU of the world learning it meanwhile cannot split the
+    /// answer: its live value; else, for a nonce (`fresh` given), a fresh
+    /// copy made now and kept; else whether its answer failed.
+    pub fn resolve(&self, recorded: &str, fresh: Option<fn(&str) -> String>) -> Known {
+        let mut state = self.lock();
+        if let Some(live) = state.live.get(recorded) {
+            return Known::Live(live.clone());
+        }
+        if let Some(make) = fresh {
+            let live = make(recorded);
+            state.live.insert(recorded.to_string(), live.clone());
+            return Known::Fresh(live);
+        }
+        if state.poisoned.contains(recorded) {
+            Known::Poisoned
+        } else {
+            Known::Unknown
+        }
     }
 
     /// A rule variable: `Some(None)` when its response failed.
@@ -104,10 +140,10 @@ impl World {
         self.lock().vars.insert(name.to_string(), value);
     }
 
-    /// Whether a recorded value will never get a live one: the answer
-    /// that would have handed it out failed.
-    pub fn is_poisoned(&self, recorded: &str) -> bool {
-        self.lock().poisoned.contains(recorded)
+    /// Marks a rule variable as never coming, unless it already has a
+    /// value (in one step: an extract landing meanwhile wins).
+    pub fn fail_var(&self, name: &str) {
+        self.lock().vars.entry(name.to_string()).or_insert(None);
     }
 
     /// Records learned pairs: later requests of the world use the live values.

@@ -1,4 +1,5 @@
-//! What the terminal and Markdown both show, defined once: the tables — a
+//! What the terminal and Markdown both show (the HTML capacity table
+//! borrows the SLO cell), defined once: the tables — a
 //! report's stages and a comparison's metrics — column by column (headers,
 //! alignment, terminal width, cell), and the cells and sentences both use
 //! (SLO result, verdict of a change, capacity multipliers). [`terminal`]
