@@ -43,6 +43,19 @@ pub const DEFAULT_FIELDS: [&str; 10] = [
     "apiKey",
 ];
 
+/// Whether a JSON or form field of this name holds a secret by default
+/// ([`DEFAULT_FIELDS`], in any case). Replay reads the same list: such a
+/// value is a credential, never a value to regenerate.
+pub fn is_secret_field(name: &str) -> bool {
+    DEFAULT_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// Whether a header of this name carries a credential by default
+/// ([`DEFAULT_HEADERS`]).
+pub fn is_credential_header(name: &str) -> bool {
+    DEFAULT_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
 /// What to redact.
 #[derive(Debug, Clone)]
 pub struct RedactionConfig {

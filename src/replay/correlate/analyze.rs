@@ -16,7 +16,7 @@ use super::values::{
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
-use crate::capture::redact::MARKER_PREFIX;
+use crate::capture::redact::{MARKER_PREFIX, is_credential_header, is_secret_field};
 use crate::codec;
 use crate::route;
 
@@ -66,11 +66,17 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
     let mut seen_in_responses: HashSet<String> = HashSet::new();
     let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
     let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
+    // Values sent where credentials go: a secret is a credential, never a
+    // nonce, even in clear (`record --keep-credentials`).
+    let mut secret_values: HashSet<String> = HashSet::new();
     let mut handed_out = Vec::with_capacity(exchanges.len());
     for (i, ex) in exchanges.iter().enumerate() {
         let template = route::normalize(&ex.method, &ex.uri);
         let mut mine = HashSet::new();
-        for v in request_values(ex) {
+        for (at, v) in request_values_at(ex) {
+            if is_credential_place(&at) {
+                secret_values.insert(v.clone());
+            }
             if seen_in_responses.contains(&v) {
                 mine.insert(v.clone());
                 nonce_candidates.insert(v, false);
@@ -97,6 +103,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
         .filter(|(v, ok)| {
             *ok && is_dynamic(v)
                 && !v.starts_with(MARKER_PREFIX)
+                && !secret_values.contains(v)
                 && !credentials.users.contains_key(v)
         })
         .map(|(v, _)| v)
@@ -122,6 +129,21 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
         handed_out,
         secrets,
     }
+}
+
+/// Whether a place of a request (as [`request_values_at`] names it) holds
+/// a credential: a credential header (`Authorization`), a cookie, or a
+/// field named like a secret (`password`, `api_key`), by the list that
+/// recording redacts.
+fn is_credential_place(at: &str) -> bool {
+    if let Some(header) = at.strip_prefix("header ") {
+        return is_credential_header(header);
+    }
+    if at.starts_with("cookie ") {
+        return true;
+    }
+    let name = at.rsplit(['.', ' ']).next().unwrap_or("");
+    is_secret_field(name.trim_end_matches("[]"))
 }
 
 /// Dynamic values a request carries: path segments, query values, header

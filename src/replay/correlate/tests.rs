@@ -649,3 +649,34 @@ fn server_frames_are_learned_from_by_shape_whatever_order_they_come_in() {
     );
     assert_eq!(world.substitute_json(r#"{"type":"read"}"#), None);
 }
+
+#[test]
+fn a_clear_password_is_a_credential_never_a_nonce() {
+    // Recorded with --keep-credentials: the password and the Basic
+    // credential are sent once and never handed out, like a nonce, but
+    // regenerating them fails every login. The idempotency key stays one.
+    let login = ex(
+        "POST",
+        "/api/login",
+        &[
+            ("authorization", "Basic YWxpY2U6SHVudGVyMnh5ejk5"),
+            ("idempotency-key", "idem-4f2a9c01d3e5b7a8"),
+        ],
+        r#"{"auth":{"username":"alice","Password":"Hunter2xyz99"}}"#,
+        r#"{"token":"tok_Ab12Cd34Ef56Gh78"}"#,
+    );
+    let session = vec![login];
+    let values = analyze(&session);
+    assert!(!values.nonces.contains("Hunter2xyz99"));
+    assert!(!values.nonces.contains("YWxpY2U6SHVudGVyMnh5ejk5"));
+    assert!(values.nonces.contains("idem-4f2a9c01d3e5b7a8"));
+    let world = World::default();
+    let p = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
+    let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
+    assert_eq!(body["auth"]["Password"], "Hunter2xyz99");
+    assert_eq!(
+        p.exchange.request_header("authorization"),
+        Some("Basic YWxpY2U6SHVudGVyMnh5ejk5")
+    );
+    assert_eq!(p.substitutions, ["nonce"]);
+}
