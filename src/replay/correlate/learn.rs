@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::analyze::response_values;
 use super::values::{
-    cookie_pair, decode_query_value, is_token, link_of, link_urls, may_hand_out, percent_decode,
-    text_frames,
+    cookie_pair, decode_query_value, is_token, is_validator, link_of, link_urls, may_hand_out,
+    percent_decode, text_frames,
 };
 use super::world::World;
 use crate::capture::StoredExchange;
@@ -86,6 +86,13 @@ pub fn header_pairs(
         if name.eq_ignore_ascii_case("link") {
             for (a, b) in link_urls(rec).zip(link_urls(live)) {
                 align_urls(a, b, &mut pairs);
+            }
+        } else if is_validator(name) {
+            // Whole, as conditional requests send it back: `"r1-8f3k"`,
+            // `W/"…"`, an HTTP date.
+            let (rec, live) = (rec.trim(), live.trim());
+            if rec != live && rec.len() >= 6 {
+                pairs.push((rec.to_string(), live.to_string()));
             }
         } else if is_token(rec) {
             pairs.push((rec.clone(), live.clone()));

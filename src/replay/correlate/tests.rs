@@ -680,3 +680,60 @@ fn a_clear_password_is_a_credential_never_a_nonce() {
     );
     assert_eq!(p.substitutions, ["nonce"]);
 }
+
+#[test]
+fn concurrency_tokens_are_learned_and_sent_in_conditional_requests() {
+    // The edit of a note sends back the validators the create handed out;
+    // stale, every edit of every world gets 412.
+    let mut create = ex(
+        "POST",
+        "/api/notes",
+        &[],
+        r#"{"text":"a"}"#,
+        r#"{"id":"n_Ab12Cd34Ef56"}"#,
+    );
+    create
+        .response_headers
+        .push(("ETag".into(), "\"r1-8f3k2m9q\"".into()));
+    create.response_headers.push((
+        "Last-Modified".into(),
+        "Mon, 07 Dec 2026 05:00:00 GMT".into(),
+    ));
+    let edit = ex(
+        "PATCH",
+        "/api/notes/n_Ab12Cd34Ef56",
+        &[
+            ("if-match", "\"r1-8f3k2m9q\""),
+            ("if-unmodified-since", "Mon, 07 Dec 2026 05:00:00 GMT"),
+        ],
+        r#"{"text":"b"}"#,
+        "{}",
+    );
+    let session = vec![create, edit];
+    let values = analyze(&session);
+    let world = World::default();
+    let live_headers = vec![
+        ("etag".to_string(), "\"r7-zz99yy88\"".to_string()),
+        (
+            "last-modified".to_string(),
+            "Mon, 07 Dec 2026 06:00:00 GMT".to_string(),
+        ),
+    ];
+    learn(
+        &session[0],
+        &live_headers,
+        &Bytes::from_static(br#"{"id":"n_Live1234Abcd"}"#),
+        &world,
+    );
+    let p = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(p.exchange.uri, "/api/notes/n_Live1234Abcd");
+    assert_eq!(
+        p.exchange.request_header("if-match"),
+        Some("\"r7-zz99yy88\"")
+    );
+    assert_eq!(
+        p.exchange.request_header("if-unmodified-since"),
+        Some("Mon, 07 Dec 2026 06:00:00 GMT")
+    );
+    assert!(may_hand_out("ETag"), "the client keeps it for learning");
+}

@@ -33,10 +33,11 @@ pub(super) const STATIC_HEADERS: [&str; 16] = [
 ];
 
 /// Whether a response header may hand out an id or token that later
-/// requests send (`X-Auth-Token`, `X-Session-Id`): any but Location and
-/// Set-Cookie (read on their own) and those that never do (`Date`,
-/// `Server`, caching, CORS and security headers; `Sec-WebSocket-Accept`
-/// derives from the client's key). Asked for every header of every live
+/// requests send (`X-Auth-Token`, `X-Session-Id`, a validator such as
+/// `ETag` that a conditional request sends back in `If-Match`): any but
+/// Location and Set-Cookie (read on their own) and those that never do
+/// (`Date`, `Server`, caching, CORS and security headers;
+/// `Sec-WebSocket-Accept` derives from the client's key). Asked for every header of every live
 /// answer while correlating, so it matches instead of searching.
 pub fn may_hand_out(name: &str) -> bool {
     let lower;
@@ -62,8 +63,6 @@ pub fn may_hand_out(name: &str) -> bool {
             | "cache-control"
             | "pragma"
             | "expires"
-            | "last-modified"
-            | "etag"
             | "connection"
             | "keep-alive"
             | "transfer-encoding"
@@ -80,6 +79,13 @@ pub fn may_hand_out(name: &str) -> bool {
             | "x-frame-options"
             | "x-xss-protection"
     ) || name.starts_with("access-control-"))
+}
+
+/// Whether a response header is a validator (`ETag`, `Last-Modified`):
+/// its value, quotes and dates included, is what a later conditional
+/// request (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) sends back.
+pub(super) fn is_validator(name: &str) -> bool {
+    name.eq_ignore_ascii_case("etag") || name.eq_ignore_ascii_case("last-modified")
 }
 
 /// Whether a recorded value looks like an id, token, cursor or key the
