@@ -737,3 +737,39 @@ fn concurrency_tokens_are_learned_and_sent_in_conditional_requests() {
     );
     assert!(may_hand_out("ETag"), "the client keeps it for learning");
 }
+
+#[test]
+fn a_value_that_came_back_as_recorded_is_resolved_and_never_skipped_for() {
+    // The login hands out the user's id, live as recorded; the create
+    // fails, and its answer would have named the same id: the profile
+    // read that carries it is still sent.
+    let session = vec![
+        ex(
+            "POST",
+            "/api/login",
+            &[],
+            r#"{"user":"alice"}"#,
+            r#"{"user_id":"u_Ab12Cd34Ef56","token":"tok_Qw12Er34Ty56"}"#,
+        ),
+        ex(
+            "POST",
+            "/api/rooms",
+            &[],
+            "{}",
+            r#"{"id":"r_Zx98Cv76Bn54","owner":"u_Ab12Cd34Ef56"}"#,
+        ),
+        ex("GET", "/api/users/u_Ab12Cd34Ef56/profile", &[], "", "{}"),
+    ];
+    let values = analyze(&session);
+    let world = World::default();
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"user_id":"u_Ab12Cd34Ef56","token":"tok_Live9876Abcd"}"#),
+        &world,
+    );
+    poison(&session[1], &world);
+    let p = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert!(!p.skip, "the user id is known, not lost");
+    assert_eq!(p.exchange.uri, "/api/users/u_Ab12Cd34Ef56/profile");
+}

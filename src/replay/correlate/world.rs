@@ -70,6 +70,9 @@ pub enum Known {
 #[derive(Debug, Default)]
 struct WorldState {
     live: HashMap<String, String>,
+    /// Recorded values a live answer handed out unchanged: known, so a
+    /// later failure elsewhere does not make them missing.
+    resolved: HashSet<String>,
     poisoned: HashSet<String>,
     /// Rule variables: `None` once the response that hands one out failed.
     vars: HashMap<String, Option<String>>,
@@ -146,23 +149,29 @@ impl World {
         self.lock().vars.entry(name.to_string()).or_insert(None);
     }
 
-    /// Records learned pairs: later requests of the world use the live values.
+    /// Records learned pairs: later requests of the world use the live
+    /// values; a value that came back as recorded is known as it is.
     pub fn absorb(&self, pairs: &[(String, String)]) {
         if pairs.is_empty() {
             return;
         }
         let mut state = self.lock();
-        for (rec, live) in pairs.iter().filter(|(rec, live)| rec != live) {
+        for (rec, live) in pairs {
             state.poisoned.remove(rec);
-            state.live.insert(rec.clone(), live.clone());
+            if rec == live {
+                state.resolved.insert(rec.clone());
+            } else {
+                state.live.insert(rec.clone(), live.clone());
+            }
         }
     }
 
-    /// Marks recorded values that have no live value yet as never coming.
+    /// Marks recorded values that no live answer handed out yet as never
+    /// coming.
     pub fn poison(&self, recorded: impl IntoIterator<Item = String>) {
         let mut state = self.lock();
         for v in recorded {
-            if !state.live.contains_key(&v) {
+            if !state.live.contains_key(&v) && !state.resolved.contains(&v) {
                 state.poisoned.insert(v);
             }
         }
