@@ -216,6 +216,9 @@ pub fn response_values(ex: &StoredExchange) -> Vec<String> {
         } else if name.eq_ignore_ascii_case("link") {
             out.extend(link_urls(value).flat_map(url_parts));
         } else if may_hand_out(name) {
+            // A next-page URL in any header (`X-Next-Page`) hands out the
+            // cursor inside it.
+            out.extend(url_parts(value));
             out.push(value.trim().to_string());
         }
     }

@@ -94,8 +94,13 @@ pub fn header_pairs(
             if rec != live && rec.len() >= 6 {
                 pairs.push((rec.to_string(), live.to_string()));
             }
-        } else if is_token(rec) {
-            pairs.push((rec.clone(), live.clone()));
+        } else {
+            // A URL or path in any other header (`X-Next-Page`) is taken
+            // apart like a Location, so the cursor inside it is learned.
+            align_urls(rec, live, &mut pairs);
+            if is_token(rec) {
+                pairs.push((rec.clone(), live.clone()));
+            }
         }
     }
     pairs

@@ -773,3 +773,42 @@ fn a_value_that_came_back_as_recorded_is_resolved_and_never_skipped_for() {
     assert!(!p.skip, "the user id is known, not lost");
     assert_eq!(p.exchange.uri, "/api/users/u_Ab12Cd34Ef56/profile");
 }
+
+#[test]
+fn cursors_inside_a_next_page_header_are_handed_out_and_learned() {
+    // A cursor handed out inside a URL in a header other than Location or
+    // Link: taken for a nonce, it would be replaced with random
+    // characters and every page follow would get 400.
+    let mut first = ex("GET", "/api/feed?limit=20", &[], "", r#"{"items":[]}"#);
+    first.response_headers.push((
+        "X-Next-Page".into(),
+        "/api/feed?page_token=pt_Ab12Cd34Ef56&limit=20".into(),
+    ));
+    let next = ex(
+        "GET",
+        "/api/feed?page_token=pt_Ab12Cd34Ef56&limit=20",
+        &[],
+        "",
+        r#"{"items":[]}"#,
+    );
+    let session = vec![first, next];
+    let values = analyze(&session);
+    assert!(!values.nonces.contains("pt_Ab12Cd34Ef56"));
+    let world = World::default();
+    let live = [(
+        "x-next-page".to_string(),
+        "https://chat.example/api/feed?page_token=pt_Live9876Zyxw&limit=20".to_string(),
+    )];
+    learn(
+        &session[0],
+        &live,
+        &Bytes::from_static(br#"{"items":[]}"#),
+        &world,
+    );
+    let p = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        p.exchange.uri,
+        "/api/feed?page_token=pt_Live9876Zyxw&limit=20"
+    );
+    assert_eq!(p.substitutions, ["correlated"]);
+}
