@@ -20,9 +20,6 @@ use crate::capture::redact::{MARKER_PREFIX, is_credential_header, is_secret_fiel
 use crate::codec;
 use crate::route;
 
-/// JSON fields of a login body that name the user.
-const USER_FIELDS: [&str; 5] = ["user", "username", "email", "login", "name"];
-
 /// What one session's recording says about its values.
 #[derive(Debug, Default, Clone)]
 pub struct SessionValues {
@@ -114,14 +111,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             if credentials.users.is_empty() {
                 return None;
             }
-            let user = |field: &str| match serde_json::from_slice::<Value>(&ex.request_body) {
-                Ok(body) => body.get(field).and_then(Value::as_str).map(str::to_string),
-                Err(_) => form_fields(ex).find(|(k, _)| k == field).map(|(_, v)| v),
-            };
-            USER_FIELDS
-                .iter()
-                .filter_map(|f| user(f))
-                .find_map(|user| credentials.users.get(&user).cloned())
+            login_password(&request_places(ex), credentials)
         })
         .collect();
     SessionValues {
@@ -129,6 +119,28 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
         handed_out,
         secrets,
     }
+}
+
+/// The password of a login's user from the credentials file: a request
+/// that sends a marker where a secret goes in its body, form or query
+/// (a redacted password) and names, anywhere in them, a user of the
+/// file's `[users]` (`identity.login_id`, `phone`, a GraphQL variable).
+fn login_password(places: &[(String, String)], credentials: &Credentials) -> Option<String> {
+    let in_content = |at: &str| {
+        ["body ", "form ", "query "]
+            .iter()
+            .any(|p| at.starts_with(p))
+    };
+    let login = places
+        .iter()
+        .any(|(at, v)| in_content(at) && v.starts_with(MARKER_PREFIX) && is_credential_place(at));
+    if !login {
+        return None;
+    }
+    places
+        .iter()
+        .filter(|(at, _)| in_content(at))
+        .find_map(|(_, v)| credentials.users.get(v).cloned())
 }
 
 /// Whether a place of a request (as [`request_values_at`] names it) holds
@@ -155,6 +167,14 @@ pub fn request_values(ex: &StoredExchange) -> Vec<String> {
 /// [`request_values`] with where each one sits: `path segment 3`,
 /// `query cursor`, `header idempotency-key`, `cookie sid`, `body $.text`.
 pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
+    let mut out = request_places(ex);
+    out.retain(|(_, v)| is_token(v));
+    out
+}
+
+/// Every value a request carries, with where it sits, whatever it looks
+/// like (a user name included).
+fn request_places(ex: &StoredExchange) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let (path, query) = ex
         .uri
@@ -195,7 +215,6 @@ pub fn request_values_at(ex: &StoredExchange) -> Vec<(String, String)> {
     for (i, json) in text_frames(ex, "client") {
         json_leaves(&json, &format!("frame {i} $"), &mut out);
     }
-    out.retain(|(_, v)| is_token(v));
     out
 }
 

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::learn::{FrameAligner, align_urls, header_pairs, poison};
-use super::values::{is_dynamic, is_token, may_hand_out, percent_decode};
+use super::values::{is_dynamic, is_token, may_hand_out, percent_decode, percent_encode};
 use super::*;
 use crate::capture::StoredExchange;
 
@@ -811,4 +811,55 @@ fn cursors_inside_a_next_page_header_are_handed_out_and_learned() {
         "/api/feed?page_token=pt_Live9876Zyxw&limit=20"
     );
     assert_eq!(p.substitutions, ["correlated"]);
+}
+
+#[test]
+fn a_login_names_its_user_anywhere_and_gets_its_password() {
+    // Real login bodies name the user under other keys, nested, or in a
+    // form: the user is found by value, and the redacted password is
+    // replaced with the user's from the credentials file.
+    let creds: Credentials =
+        toml::from_str("[users]\n\"alice@example.com\" = \"pw-Alice-1\"\n").expect("valid");
+    let nested = ex(
+        "POST",
+        "/api/session",
+        &[],
+        &format!(r#"{{"identity":{{"login_id":"alice@example.com"}},"password":"{MARK}"}}"#),
+        r#"{"token":"tok_Ab12Cd34Ef56Gh78"}"#,
+    );
+    let form = ex(
+        "POST",
+        "/oauth/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        &format!(
+            "grant_type=password&phone=alice%40example.com&password={}",
+            percent_encode(MARK)
+        ),
+        r#"{"access_token":"tok_Qw12Er34Ty56Ui78"}"#,
+    );
+    for login in [nested, form] {
+        let values = analyze_with(std::slice::from_ref(&login), &creds);
+        let p = prepare(
+            &login,
+            0,
+            &values,
+            &World::default(),
+            &Rules::default(),
+            true,
+        );
+        let body = String::from_utf8_lossy(&p.exchange.request_body).into_owned();
+        assert!(body.contains("pw-Alice-1"), "{body}");
+        assert!(!body.contains(MARK), "{body}");
+        assert_eq!(p.substitutions, ["credential"]);
+    }
+    // A request that names the user but sends no secret is no login.
+    let invite = ex(
+        "POST",
+        "/api/invites",
+        &[("authorization", &format!("Bearer {MARK}"))],
+        r#"{"email":"alice@example.com"}"#,
+        "{}",
+    );
+    let values = analyze_with(std::slice::from_ref(&invite), &creds);
+    assert_eq!(values.secrets, [None]);
 }
