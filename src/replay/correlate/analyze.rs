@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use super::values::{
     STATIC_HEADERS, collect_json, cookie_pair, decode_query_value, form_fields, is_dynamic,
-    is_form, is_token, json_leaves, link_urls, may_hand_out, percent_decode, text_frames,
-    url_parts,
+    is_form, is_random, is_token, json_leaves, link_urls, may_hand_out, percent_decode,
+    text_frames, url_parts,
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
@@ -61,18 +61,25 @@ pub fn analyze(exchanges: &[StoredExchange]) -> SessionValues {
 /// their passwords ready for their logins.
 pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> SessionValues {
     let mut seen_in_responses: HashSet<String> = HashSet::new();
-    let mut first_use: HashMap<String, (usize, String)> = HashMap::new();
+    let mut first_use: HashMap<String, String> = HashMap::new();
     let mut nonce_candidates: HashMap<String, bool> = HashMap::new();
     // Values sent where credentials go: a secret is a credential, never a
     // nonce, even in clear (`record --keep-credentials`).
     let mut secret_values: HashSet<String> = HashSet::new();
+    // Random-looking values a request made up for what it creates or
+    // sends (a PUT target, a client message id, an idempotency key), before
+    // any answer handed them out: fresh per world wherever they recur.
+    let mut client_made: HashSet<String> = HashSet::new();
     let mut handed_out = Vec::with_capacity(exchanges.len());
-    for (i, ex) in exchanges.iter().enumerate() {
+    for ex in exchanges {
         let template = route::normalize(&ex.method, &ex.uri);
         let mut mine = HashSet::new();
         for (at, v) in request_values_at(ex) {
             if is_credential_place(&at) {
                 secret_values.insert(v.clone());
+            }
+            if client_made.contains(&v) {
+                continue;
             }
             if seen_in_responses.contains(&v) {
                 mine.insert(v.clone());
@@ -81,12 +88,15 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             }
             match first_use.get(&v) {
                 None => {
-                    first_use.insert(v.clone(), (i, template.clone()));
+                    if is_random(&v) && names_what_it_creates(ex, &at) {
+                        client_made.insert(v.clone());
+                    }
+                    first_use.insert(v.clone(), template.clone());
                     nonce_candidates.entry(v).or_insert(true);
                 }
                 // Seen before: a nonce only if every use is the same request
                 // again (a client retry with the same key).
-                Some((_, t)) if *t == template => {}
+                Some(t) if *t == template => {}
                 Some(_) => {
                     nonce_candidates.insert(v, false);
                 }
@@ -141,6 +151,54 @@ fn login_password(places: &[(String, String)], credentials: &Credentials) -> Opt
         .iter()
         .filter(|(at, _)| in_content(at))
         .find_map(|(_, v)| credentials.users.get(v).cloned())
+}
+
+/// Whether the value at place `at` of `ex` names what the request creates
+/// or sends, so that the client made it up: the target of a PUT (its last
+/// path segment), an idempotency or transaction header, or a write's body
+/// field named as a client-chosen id (`id`, `uuid`, `client_msg_id`,
+/// `txn_id`). A value in any other place (a device header sent with every
+/// request, a user name) is a stable identifier.
+fn names_what_it_creates(ex: &StoredExchange, at: &str) -> bool {
+    if let Some(header) = at.strip_prefix("header ") {
+        return [
+            "idempotency",
+            "request-id",
+            "txn",
+            "transaction",
+            "nonce",
+            "dedup",
+        ]
+        .iter()
+        .any(|k| header.contains(k));
+    }
+    if let Some(index) = at.strip_prefix("path segment ") {
+        let path = ex.uri.split('?').next().unwrap_or("");
+        let last = path.split('/').count().saturating_sub(1);
+        return ex.method == "PUT" && index.parse::<usize>().is_ok_and(|i| i == last);
+    }
+    let write = matches!(ex.method.as_str(), "POST" | "PUT" | "PATCH");
+    if write && (at.starts_with("body ") || at.starts_with("form ")) {
+        let key = at
+            .rsplit(['.', ' '])
+            .next()
+            .unwrap_or("")
+            .trim_end_matches("[]")
+            .to_ascii_lowercase();
+        return matches!(key.as_str(), "id" | "_id" | "uuid" | "guid")
+            || [
+                "client",
+                "txn",
+                "transaction",
+                "nonce",
+                "idempotency",
+                "dedup",
+                "temp_id",
+            ]
+            .iter()
+            .any(|k| key.contains(k));
+    }
+    false
 }
 
 /// Whether a place of a request (as [`request_values_at`] names it) holds

@@ -863,3 +863,66 @@ fn a_login_names_its_user_anywhere_and_gets_its_password() {
     let values = analyze_with(std::slice::from_ref(&invite), &creds);
     assert_eq!(values.secrets, [None]);
 }
+
+#[test]
+fn a_client_made_id_reused_later_is_regenerated_everywhere_in_its_world() {
+    // The client chose the record's id (a PUT target), then edited and
+    // listed it: every world must create its own record and edit that
+    // one, not collide with the first world's (412/409).
+    let uuid = "3f2b8c1e-9a4d-4e6f-8b7a-1c2d3e4f5a6b";
+    let session = vec![
+        ex(
+            "PUT",
+            &format!("/api/records/{uuid}"),
+            &[],
+            r#"{"text":"a"}"#,
+            &format!(r#"{{"id":"{uuid}","rev":"1"}}"#),
+        ),
+        ex(
+            "PATCH",
+            &format!("/api/records/{uuid}"),
+            &[("x-device", "dev-8f3k2m9q")],
+            r#"{"text":"b"}"#,
+            "{}",
+        ),
+        ex(
+            "GET",
+            &format!("/api/records?ids={uuid}"),
+            &[("x-device", "dev-8f3k2m9q")],
+            "",
+            "{}",
+        ),
+    ];
+    let values = analyze(&session);
+    assert!(values.nonces.contains(uuid));
+    assert!(
+        !values.nonces.contains("dev-8f3k2m9q"),
+        "a device sent with every request is a stable identifier"
+    );
+    let world = World::default();
+    let put = prepare(&session[0], 0, &values, &world, &Rules::default(), true);
+    let fresh = put
+        .exchange
+        .uri
+        .trim_start_matches("/api/records/")
+        .to_string();
+    assert_ne!(fresh, uuid);
+    assert_eq!(fresh.len(), uuid.len());
+    let patch = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(patch.exchange.uri, format!("/api/records/{fresh}"));
+    assert_eq!(
+        patch.exchange.request_header("x-device"),
+        Some("dev-8f3k2m9q")
+    );
+    let list = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert_eq!(list.exchange.uri, format!("/api/records?ids={fresh}"));
+    let other = prepare(
+        &session[0],
+        0,
+        &values,
+        &World::default(),
+        &Rules::default(),
+        true,
+    );
+    assert_ne!(other.exchange.uri, put.exchange.uri, "each world its own");
+}

@@ -94,6 +94,16 @@ pub fn is_dynamic(v: &str) -> bool {
     v.starts_with(MARKER_PREFIX) || (v.len() >= 6 && v.len() <= 512 && route::is_id(v))
 }
 
+/// Whether a value looks random rather than chosen by a person: an id of
+/// 10 or more characters mixing letters and digits (a UUID, `txn0a1b2c3d`,
+/// `c_Ab12Cd34Ef56`). `user-07`, `general` and `2026` are not.
+pub(super) fn is_random(v: &str) -> bool {
+    let b = v.as_bytes();
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count();
+    let letters = b.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    b.len() >= 10 && digits >= 2 && letters >= 2 && route::is_id(v)
+}
+
 /// Whether a value a response handed out can be a server-made token: any
 /// id-like value, or 8+ characters of token alphabet that are not a word
 /// (random cursors that happen to have no digit included, but not
