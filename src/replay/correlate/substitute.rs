@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::analyze::SessionValues;
 use super::rules::{Decision, RequestPlace, Rules};
 use super::values::{
-    STATIC_HEADERS, is_dynamic, is_form, regenerate, rewrite_pairs, rewrite_uri, walk_strings,
+    STATIC_HEADERS, is_dynamic, is_form, is_random, regenerate, rewrite_pairs, rewrite_uri,
+    walk_strings,
 };
 use super::world::{Known, World};
 use crate::capture::StoredExchange;
@@ -46,18 +47,52 @@ impl Rewriter<'_> {
     /// The live value for a recorded one, if any; every replaced
     /// occurrence counts as a substitution of its kind.
     fn subst(&mut self, v: &str) -> Option<String> {
-        let decided = match self.cache.get(v) {
-            Some(done) => done.clone(),
-            None if v.len() < 6 => return None,
-            None => {
-                let done = self.decide(v);
-                self.cache.insert(v.to_string(), done.clone());
-                done
-            }
-        };
-        let (live, kind) = decided?;
+        let (live, kind) = self.decided(v).or_else(|| self.inside(v))?;
         self.substitutions.push(kind);
         Some(live)
+    }
+
+    /// [`Rewriter::decide`], once per distinct value of the request.
+    fn decided(&mut self, v: &str) -> Option<(String, &'static str)> {
+        if let Some(done) = self.cache.get(v) {
+            return done.clone();
+        }
+        if v.len() < 6 {
+            return None;
+        }
+        let done = self.decide(v);
+        self.cache.insert(v.to_string(), done.clone());
+        done
+    }
+
+    /// A value that holds ids inside it (`(room='c_Ab12Cd34Ef56')`, a
+    /// GraphQL query, `room:c_Ab12Cd34Ef56`): each whole token of it that
+    /// is long and opaque ([`is_random`]) and has a live value is
+    /// replaced; short or common tokens never are.
+    fn inside(&mut self, v: &str) -> Option<(String, &'static str)> {
+        let part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if v.chars().all(part) {
+            return None;
+        }
+        let mut out = String::with_capacity(v.len());
+        let mut kind = None;
+        let mut rest = v;
+        while !rest.is_empty() {
+            let start = rest.find(part).unwrap_or(rest.len());
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            let end = rest.find(|c: char| !part(c)).unwrap_or(rest.len());
+            let token = &rest[..end];
+            match is_random(token).then(|| self.decided(token)).flatten() {
+                Some((live, k)) => {
+                    out.push_str(&live);
+                    kind.get_or_insert(k);
+                }
+                None => out.push_str(token),
+            }
+            rest = &rest[end..];
+        }
+        Some((out, kind?))
     }
 
     /// What to send for a recorded value, decided once per request.

@@ -450,8 +450,10 @@ fn only_whole_values_are_replaced_and_short_or_common_ones_never_mapped() {
         ["c_Ab12Cd34Ef56", "m_Zx98Cv76Bn54"],
         "\"1\" and \"true\" are never mapped"
     );
-    // The id inside a longer string stays; the whole value is replaced,
-    // in nested JSON, arrays, path segments and query values.
+    // The whole value is replaced, in nested JSON, arrays, path segments
+    // and query values; a long opaque id inside a longer string is
+    // replaced as a whole token (an id in a filter or a message); "1"
+    // never is.
     let send = ex(
         "POST",
         "/c/c_Ab12Cd34Ef56/m?ref=m_Zx98Cv76Bn54&q=1",
@@ -471,7 +473,7 @@ fn only_whole_values_are_replaced_and_short_or_common_ones_never_mapped() {
     let body: Value = serde_json::from_slice(&p.exchange.request_body).expect("json");
     assert_eq!(
         body,
-        serde_json::json!({"text": "see c_Ab12Cd34Ef56 please", "refs": ["m_LiveNested12"], "n": "1"})
+        serde_json::json!({"text": "see c_Live99Live99 please", "refs": ["m_LiveNested12"], "n": "1"})
     );
 }
 
@@ -925,4 +927,52 @@ fn a_client_made_id_reused_later_is_regenerated_everywhere_in_its_world() {
         true,
     );
     assert_ne!(other.exchange.uri, put.exchange.uri, "each world its own");
+}
+
+#[test]
+fn ids_inside_expressions_are_replaced_as_whole_tokens() {
+    // A room id learned from its create travels inside a filter, a search
+    // and a GraphQL query: every world must read its own room.
+    let session = vec![
+        ex(
+            "POST",
+            "/api/rooms",
+            &[],
+            "{}",
+            r#"{"id":"c_Ab12Cd34Ef56"}"#,
+        ),
+        ex(
+            "GET",
+            "/api/messages?filter=(room%3D%27c_Ab12Cd34Ef56%27)&q=room:c_Ab12Cd34Ef56+near:room-7",
+            &[],
+            "",
+            "{}",
+        ),
+        ex(
+            "POST",
+            "/graphql",
+            &[],
+            r#"{"query":"{ room(id: \"c_Ab12Cd34Ef56\") { name } }","variables":{"where":"roomId eq 'c_Ab12Cd34Ef56'"}}"#,
+            "{}",
+        ),
+    ];
+    let values = analyze(&session);
+    let world = World::default();
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"id":"c_Liv98Zy76Xw54"}"#),
+        &world,
+    );
+    // A short value the world knows stays whole-value only.
+    world.absorb(&[("room-7".to_string(), "room-9".to_string())]);
+    let read = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    let uri = percent_decode(&read.exchange.uri);
+    assert!(!uri.contains("c_Ab12Cd34Ef56"), "{uri}");
+    assert_eq!(uri.matches("c_Liv98Zy76Xw54").count(), 2, "{uri}");
+    assert!(uri.contains("room-7"), "{uri}");
+    let graphql = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    let body: Value = serde_json::from_slice(&graphql.exchange.request_body).expect("json");
+    assert_eq!(body["query"], "{ room(id: \"c_Liv98Zy76Xw54\") { name } }");
+    assert_eq!(body["variables"]["where"], "roomId eq 'c_Liv98Zy76Xw54'");
 }
