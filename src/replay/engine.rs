@@ -786,6 +786,37 @@ mod tests {
         assert_eq!(kinds, [&vec!["correlated"]]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_name_generated_in_one_session_is_what_the_worlds_other_sessions_send() {
+        // Session 1 creates a room under a name it made up (a nonce) at
+        // 300 ms; session 2 of the same world looks the room up and joins
+        // it by that name at 500 and 600 ms. Both must send the world's
+        // fresh name, not the recorded one that finds the recorded room.
+        let mut create = exchange(1, 1, 300, 10);
+        create.method = "POST".into();
+        create.uri = "/api/rooms".into();
+        create.request_body = br#"{"name":"room-Ab12Cd34"}"#.to_vec();
+        let mut lookup = exchange(2, 2, 500, 10);
+        lookup.uri = "/api/rooms?name=room-Ab12Cd34".into();
+        let mut join = exchange(2, 3, 600, 10);
+        join.method = "POST".into();
+        join.uri = "/api/rooms/join".into();
+        join.request_body = br#"{"name":"room-Ab12Cd34"}"#.to_vec();
+        let sessions = vec![vec![create], vec![exchange(2, 1, 0, 10), lookup, join]];
+        let (_, events, _) = run(sessions, HashMap::new(), stage(1, 1.0), 100).await;
+        let kinds: Vec<&Vec<&str>> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Substitutions { kinds, .. } => Some(kinds),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [&vec!["nonce"], &vec!["correlated"], &vec!["correlated"]]
+        );
+    }
+
     #[test]
     fn a_websockets_frames_follow_the_stage_speed() {
         let mut socket = exchange(1, 1, 0, 10);
