@@ -64,6 +64,7 @@ fn stage(name: &str, multiplier: u32, index: usize, rng: &mut StdRng) -> model::
             recorded_status: Some(200),
             failure: None,
             suspected_dedup: false,
+            conflicting_values: 0,
             stream: None,
             ws: None,
         }));

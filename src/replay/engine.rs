@@ -390,6 +390,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         recorded_status,
         failure: sent.failure,
         suspected_dedup,
+        conflicting_values: learned.conflicts,
         stream: sent.stream,
         ws: sent.ws,
     }));

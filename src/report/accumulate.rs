@@ -124,6 +124,8 @@ pub struct RouteData {
     pub errors: u64,
     /// Suspected dedup.
     pub suspected_dedup: u64,
+    /// Recorded values that would have mapped to two live values.
+    pub conflicting_values: u64,
     /// Long-poll route.
     pub long_poll: bool,
     /// Service latency.
@@ -226,6 +228,7 @@ impl StageData {
             mine.requests += r.requests;
             mine.errors += r.errors;
             mine.suspected_dedup += r.suspected_dedup;
+            mine.conflicting_values += r.conflicting_values;
             mine.long_poll |= r.long_poll;
             mine.latency.add(&r.latency);
             if let Some(s) = &r.stream {
@@ -262,6 +265,7 @@ impl StageData {
                 errors: r.errors,
                 latency_ms: Percentiles::of(&r.latency),
                 suspected_dedup: r.suspected_dedup,
+                conflicting_values: r.conflicting_values,
                 long_poll: r.long_poll,
                 hdr: r.latency.encode(),
                 stream: r.stream.as_ref().map(StreamData::report),
@@ -287,6 +291,7 @@ impl StageData {
             })
             .collect();
         let suspected_dedup = self.routes.values().map(|r| r.suspected_dedup).sum();
+        let conflicting_values = self.routes.values().map(|r| r.conflicting_values).sum();
         let mut report = StageReport {
             name: self.name.clone(),
             multiplier: self.multiplier,
@@ -316,6 +321,7 @@ impl StageData {
             dependent_skipped: self.dependent_skipped,
             truncated_skipped: self.truncated_skipped,
             suspected_dedup,
+            conflicting_values,
             routes,
             timeline,
             hdr: self.latency.encode(),
@@ -341,6 +347,7 @@ impl StageData {
                     requests: route.requests,
                     errors: route.errors,
                     suspected_dedup: route.suspected_dedup,
+                    conflicting_values: route.conflicting_values,
                     long_poll: route.long_poll,
                     latency: LatencyHistogram::decode(&route.hdr)?,
                     stream: route

@@ -138,6 +138,7 @@ impl Collector {
         };
         route.requests += 1;
         route.suspected_dedup += u64::from(o.suspected_dedup);
+        route.conflicting_values += o.conflicting_values;
         route.long_poll = long_poll;
         route.latency.record(service);
         if let Some(ws) = &o.ws {
@@ -274,6 +275,7 @@ mod tests {
                         None
                     },
                     suspected_dedup: false,
+                    conflicting_values: 0,
                     stream: None,
                     ws: None,
                 }
@@ -368,6 +370,7 @@ mod tests {
             recorded_status: Some(recorded),
             failure: None,
             suspected_dedup: false,
+            conflicting_values: 0,
             stream: None,
             ws: None,
         };

@@ -151,6 +151,10 @@ pub struct RouteReport {
     pub latency_ms: Percentiles,
     /// Writes whose live id repeated across worlds (dedup suspected).
     pub suspected_dedup: u64,
+    /// Recorded values an answer of this route would have mapped to a
+    /// second live value in its world (the first mapping kept).
+    #[serde(default)]
+    pub conflicting_values: u64,
     /// Marked long-poll: kept out of SLO percentiles.
     pub long_poll: bool,
     /// Service latency histogram.
@@ -289,6 +293,10 @@ pub struct StageReport {
     pub truncated_skipped: u64,
     /// Writes whose live ids repeated across worlds.
     pub suspected_dedup: u64,
+    /// Recorded values that would have mapped to a second live value in
+    /// one world (the first mapping kept).
+    #[serde(default)]
+    pub conflicting_values: u64,
     /// Per route, busiest first.
     pub routes: Vec<RouteReport>,
     /// Per second.

@@ -35,6 +35,9 @@ pub struct Outcome {
     pub failure: Option<&'static str>,
     /// Another world's replay of this recorded write got the same live id.
     pub suspected_dedup: bool,
+    /// Recorded values this answer would have mapped to a second live
+    /// value in its world (dropped; the first mapping kept).
+    pub conflicting_values: u64,
     /// A streamed response's chunk timing.
     pub stream: Option<StreamTiming>,
     /// A replayed WebSocket.

@@ -153,6 +153,14 @@ pub fn warnings(report: &Report) -> Vec<String> {
                 s.name, r.suspected_dedup, r.requests, r.route
             ));
         }
+        for r in s.routes.iter().filter(|r| r.conflicting_values > 0) {
+            out.push(format!(
+                "{}: {} values in answers of {} would have mapped a recorded value to a second \
+                 live one (lists the replay could not pair by identity); the first mapping was \
+                 kept (see `replay --explain`, or a profile rule for the list's id)",
+                s.name, r.conflicting_values, r.route
+            ));
+        }
         if s.dependent_skipped > 0 {
             out.push(format!(
                 "{}: {} requests not sent: they needed a value from a response that failed",

@@ -238,6 +238,7 @@ async fn the_report_has_every_contract_key_and_shards_add_up_to_the_whole() {
         "dependent_skipped",
         "truncated_skipped",
         "suspected_dedup",
+        "conflicting_values",
         "routes",
         "timeline",
         "hdr",
@@ -260,6 +261,7 @@ async fn the_report_has_every_contract_key_and_shards_add_up_to_the_whole() {
         );
     }
     assert_eq!(stage["routes"][0]["route"], "GET /items/{id}");
+    assert_eq!(stage["routes"][0]["conflicting_values"], 0);
     for key in [
         "t_s", "requests", "errors", "p50_ms", "p95_ms", "p99_ms", "hdr",
     ] {

@@ -234,7 +234,7 @@ pub(super) fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) 
         }
         // `"next": "https://…/messages?cursor=…"`: the parts of a link.
         (Value::String(a), Value::String(b)) => align_urls(a, b, out),
-        (Value::Array(a), Value::Array(b)) => a.iter().zip(b).for_each(|(x, y)| align(x, y, out)),
+        (Value::Array(a), Value::Array(b)) => align_items(a, b, out),
         (Value::Object(a), Value::Object(b)) => {
             for (k, v) in a {
                 if let Some(w) = b.get(k) {
@@ -259,6 +259,57 @@ pub(super) fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) 
 }
 
 /// Pairs the parts of a recorded and a live link: path segments in order
+/// Pairs the items of a recorded and a live list. Lists of objects are
+/// paired by identity, never by position when identities differ: a
+/// recorded object goes with the one live object that has the same content
+/// once ids are left out (`{"author":"alice","text":"one"}`); a list of
+/// one object on each side pairs them; any other object is not paired (a
+/// live page in another order, or with another world's writes in between,
+/// would otherwise teach one user's id for another's). Lists of plain
+/// values pair by position.
+fn align_items(rec: &[Value], live: &[Value], out: &mut Vec<(String, String)>) {
+    let objects = |l: &[Value]| l.iter().all(Value::is_object);
+    if !(objects(rec) && objects(live)) {
+        rec.iter().zip(live).for_each(|(x, y)| align(x, y, out));
+        return;
+    }
+    if let ([r], [l]) = (rec, live) {
+        align(r, l, out);
+        return;
+    }
+    let content: Vec<String> = live.iter().map(identity).collect();
+    for r in rec {
+        let key = identity(r);
+        if key.is_empty() {
+            continue;
+        }
+        let mut same = content.iter().enumerate().filter(|(_, c)| **c == key);
+        if let (Some((i, _)), None) = (same.next(), same.next()) {
+            align(r, &live[i], out);
+        }
+    }
+}
+
+/// An object's content with its ids and tokens left out: what stays the
+/// same between the recording and a replay of the same item.
+fn identity(v: &Value) -> String {
+    fn walk(v: &Value, at: &str, out: &mut Vec<String>) {
+        match v {
+            Value::String(s) if !is_token(s) => out.push(format!("{at}={s}")),
+            Value::Bool(b) => out.push(format!("{at}={b}")),
+            Value::Object(map) => map
+                .iter()
+                .filter(|(k, _)| !is_token(k))
+                .for_each(|(k, v)| walk(v, &format!("{at}.{k}"), out)),
+            _ => {}
+        }
+    }
+    let mut parts = Vec::new();
+    walk(v, "", &mut parts);
+    parts.sort();
+    parts.join("\n")
+}
+
 /// when there are as many, query values by name.
 pub(super) fn align_urls(rec: &str, live: &str, out: &mut Vec<(String, String)>) {
     let (Some(rec), Some(live)) = (link_of(rec), link_of(live)) else {

@@ -102,6 +102,9 @@ pub struct Learned {
     /// credentials file, not constants): if another world got the same
     /// live id for the same recorded write, the backend deduplicated.
     pub handed_out: Vec<(String, String)>,
+    /// Recorded values this answer would have mapped to a second live
+    /// value in the world; the first mapping was kept.
+    pub conflicts: u64,
 }
 
 /// Which parts of a live answer the client keeps for learning; the rest is
@@ -258,8 +261,9 @@ impl Correlation {
         } else {
             Vec::new()
         };
+        let mut conflicts = 0;
         if self.enabled {
-            world.absorb(&pairs);
+            conflicts = world.absorb_aligned(&pairs);
             world.absorb(&header_pairs(recorded, answer.headers));
         }
         if !handed_out.is_empty() {
@@ -268,7 +272,10 @@ impl Correlation {
             let carried = request_values(sent);
             handed_out.retain(|(_, live)| !carried.contains(live));
         }
-        Learned { handed_out }
+        Learned {
+            handed_out,
+            conflicts,
+        }
     }
 
     /// `ex`'s answer failed or was never asked for: what it would have

@@ -976,3 +976,48 @@ fn ids_inside_expressions_are_replaced_as_whole_tokens() {
     assert_eq!(body["query"], "{ room(id: \"c_Liv98Zy76Xw54\") { name } }");
     assert_eq!(body["variables"]["where"], "roomId eq 'c_Liv98Zy76Xw54'");
 }
+
+#[test]
+fn lists_are_aligned_by_identity_and_a_second_mapping_is_a_conflict() {
+    // The live page lists the same messages in another order (by
+    // recency): paired by position, alice's id would map to bob's.
+    let recorded = ex(
+        "GET",
+        "/api/messages",
+        &[],
+        "",
+        r#"{"items":[{"id":"m_Aa11Bb22Cc33","author":"alice","text":"one"},{"id":"m_Dd44Ee55Ff66","author":"bob","text":"two"}]}"#,
+    );
+    let live = Bytes::from_static(
+        br#"{"items":[{"id":"m_Yy99Xx88Ww77","author":"bob","text":"two"},{"id":"m_Vv66Uu55Tt44","author":"alice","text":"one"}]}"#,
+    );
+    let mut pairs = learned_pairs(&recorded, &[], &live);
+    pairs.sort();
+    assert_eq!(
+        pairs,
+        [
+            ("m_Aa11Bb22Cc33".to_string(), "m_Vv66Uu55Tt44".to_string()),
+            ("m_Dd44Ee55Ff66".to_string(), "m_Yy99Xx88Ww77".to_string()),
+        ]
+    );
+    // Items that cannot be told apart are not paired at all.
+    let twins = ex(
+        "GET",
+        "/api/m",
+        &[],
+        "",
+        r#"{"items":[{"id":"m_Aa11Bb22Cc33"},{"id":"m_Dd44Ee55Ff66"}]}"#,
+    );
+    let live_twins =
+        Bytes::from_static(br#"{"items":[{"id":"m_Yy99Xx88Ww77"},{"id":"m_Vv66Uu55Tt44"}]}"#);
+    assert!(learned_pairs(&twins, &[], &live_twins).is_empty());
+    // A second live value for a recorded one is dropped and counted.
+    let world = World::default();
+    assert_eq!(world.absorb_aligned(&pairs), 0);
+    let other = [("m_Aa11Bb22Cc33".to_string(), "m_Ss33Rr22Qq11".to_string())];
+    assert_eq!(world.absorb_aligned(&other), 1);
+    assert_eq!(
+        world.live("m_Aa11Bb22Cc33").as_deref(),
+        Some("m_Vv66Uu55Tt44")
+    );
+}

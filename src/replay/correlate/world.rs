@@ -166,6 +166,31 @@ impl World {
         }
     }
 
+    /// Records pairs learned by aligning an answer with its recording, where
+    /// the first mapping of a recorded value wins: a recorded value that
+    /// would map to a second, different live value is a conflict (a list
+    /// that could not be told apart, another world's item), dropped and
+    /// counted. Returns the conflicts.
+    pub fn absorb_aligned(&self, pairs: &[(String, String)]) -> u64 {
+        let mut state = self.lock();
+        let mut conflicts = 0;
+        for (rec, live) in pairs {
+            state.poisoned.remove(rec);
+            if rec == live {
+                state.resolved.insert(rec.clone());
+                continue;
+            }
+            match state.live.get(rec) {
+                Some(known) if known != live => conflicts += 1,
+                Some(_) => {}
+                None => {
+                    state.live.insert(rec.clone(), live.clone());
+                }
+            }
+        }
+        conflicts
+    }
+
     /// Marks recorded values that no live answer handed out yet as never
     /// coming.
     pub fn poison(&self, recorded: impl IntoIterator<Item = String>) {
