@@ -65,6 +65,7 @@ fn stage(name: &str, multiplier: u32, index: usize, rng: &mut StdRng) -> model::
             failure: None,
             suspected_dedup: false,
             conflicting_values: 0,
+            shape_mismatch: false,
             stream: None,
             ws: None,
         }));

@@ -391,6 +391,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         failure: sent.failure,
         suspected_dedup,
         conflicting_values: learned.conflicts,
+        shape_mismatch: learned.shape_mismatch,
         stream: sent.stream,
         ws: sent.ws,
     }));

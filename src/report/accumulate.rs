@@ -126,6 +126,8 @@ pub struct RouteData {
     pub suspected_dedup: u64,
     /// Recorded values that would have mapped to two live values.
     pub conflicting_values: u64,
+    /// Answers whose JSON lacked what the recorded answer had.
+    pub shape_mismatches: u64,
     /// Long-poll route.
     pub long_poll: bool,
     /// Service latency.
@@ -229,6 +231,7 @@ impl StageData {
             mine.errors += r.errors;
             mine.suspected_dedup += r.suspected_dedup;
             mine.conflicting_values += r.conflicting_values;
+            mine.shape_mismatches += r.shape_mismatches;
             mine.long_poll |= r.long_poll;
             mine.latency.add(&r.latency);
             if let Some(s) = &r.stream {
@@ -266,6 +269,7 @@ impl StageData {
                 latency_ms: Percentiles::of(&r.latency),
                 suspected_dedup: r.suspected_dedup,
                 conflicting_values: r.conflicting_values,
+                shape_mismatches: r.shape_mismatches,
                 long_poll: r.long_poll,
                 hdr: r.latency.encode(),
                 stream: r.stream.as_ref().map(StreamData::report),
@@ -292,6 +296,7 @@ impl StageData {
             .collect();
         let suspected_dedup = self.routes.values().map(|r| r.suspected_dedup).sum();
         let conflicting_values = self.routes.values().map(|r| r.conflicting_values).sum();
+        let shape_mismatches = self.routes.values().map(|r| r.shape_mismatches).sum();
         let mut report = StageReport {
             name: self.name.clone(),
             multiplier: self.multiplier,
@@ -322,6 +327,7 @@ impl StageData {
             truncated_skipped: self.truncated_skipped,
             suspected_dedup,
             conflicting_values,
+            shape_mismatches,
             routes,
             timeline,
             hdr: self.latency.encode(),
@@ -348,6 +354,7 @@ impl StageData {
                     errors: route.errors,
                     suspected_dedup: route.suspected_dedup,
                     conflicting_values: route.conflicting_values,
+                    shape_mismatches: route.shape_mismatches,
                     long_poll: route.long_poll,
                     latency: LatencyHistogram::decode(&route.hdr)?,
                     stream: route

@@ -139,6 +139,7 @@ impl Collector {
         route.requests += 1;
         route.suspected_dedup += u64::from(o.suspected_dedup);
         route.conflicting_values += o.conflicting_values;
+        route.shape_mismatches += u64::from(o.shape_mismatch);
         route.long_poll = long_poll;
         route.latency.record(service);
         if let Some(ws) = &o.ws {
@@ -276,6 +277,7 @@ mod tests {
                     },
                     suspected_dedup: false,
                     conflicting_values: 0,
+                    shape_mismatch: false,
                     stream: None,
                     ws: None,
                 }
@@ -371,6 +373,7 @@ mod tests {
             failure: None,
             suspected_dedup: false,
             conflicting_values: 0,
+            shape_mismatch: false,
             stream: None,
             ws: None,
         };

@@ -155,6 +155,10 @@ pub struct RouteReport {
     /// second live value in its world (the first mapping kept).
     #[serde(default)]
     pub conflicting_values: u64,
+    /// Answers that succeeded as recorded but whose JSON lacked what the
+    /// recorded answer had (a key, a type, a list's items).
+    #[serde(default)]
+    pub shape_mismatches: u64,
     /// Marked long-poll: kept out of SLO percentiles.
     pub long_poll: bool,
     /// Service latency histogram.
@@ -297,6 +301,10 @@ pub struct StageReport {
     /// one world (the first mapping kept).
     #[serde(default)]
     pub conflicting_values: u64,
+    /// Answers that succeeded as recorded but whose JSON lacked what the
+    /// recorded answer had ("200 but wrong").
+    #[serde(default)]
+    pub shape_mismatches: u64,
     /// Per route, busiest first.
     pub routes: Vec<RouteReport>,
     /// Per second.

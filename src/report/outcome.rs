@@ -38,6 +38,9 @@ pub struct Outcome {
     /// Recorded values this answer would have mapped to a second live
     /// value in its world (dropped; the first mapping kept).
     pub conflicting_values: u64,
+    /// The answer succeeded as recorded, but its JSON lacks what the
+    /// recorded answer had ("200 but wrong").
+    pub shape_mismatch: bool,
     /// A streamed response's chunk timing.
     pub stream: Option<StreamTiming>,
     /// A replayed WebSocket.

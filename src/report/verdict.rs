@@ -153,6 +153,14 @@ pub fn warnings(report: &Report) -> Vec<String> {
                 s.name, r.suspected_dedup, r.requests, r.route
             ));
         }
+        for r in s.routes.iter().filter(|r| r.shape_mismatches > 0) {
+            out.push(format!(
+                "{}: {} of {} answers of {} succeeded but lacked what the recorded answer had \
+                 (a key, a type, a list's items): 200 but wrong, likely another user's or an \
+                 empty view",
+                s.name, r.shape_mismatches, r.requests, r.route
+            ));
+        }
         for r in s.routes.iter().filter(|r| r.conflicting_values > 0) {
             out.push(format!(
                 "{}: {} values in answers of {} would have mapped a recorded value to a second \

@@ -247,6 +247,12 @@ async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_statu
             "{}",
             s.name
         );
+        assert_eq!(
+            (s.shape_mismatches, s.conflicting_values),
+            (0, 0),
+            "{}",
+            s.name
+        );
     }
     assert!(
         !out.contains("deduplicated") && !out.contains("went out as recorded"),

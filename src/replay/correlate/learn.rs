@@ -26,12 +26,62 @@ pub fn learned_pairs(
     live_headers: &[(String, String)],
     live_body: &Bytes,
 ) -> Vec<(String, String)> {
+    let bodies = Bodies::parse(recorded, live_body);
+    pairs_of(recorded, live_headers, &bodies)
+}
+
+/// The recorded and the live answer's JSON bodies, parsed once for
+/// learning and for the shape check.
+pub(super) struct Bodies {
+    recorded: Option<Value>,
+    live: Option<Value>,
+}
+
+impl Bodies {
+    /// Both bodies, each `None` when it is not JSON.
+    pub(super) fn parse(recorded: &StoredExchange, live_body: &Bytes) -> Bodies {
+        Bodies {
+            recorded: serde_json::from_slice(&recorded.response_body).ok(),
+            live: serde_json::from_slice(live_body).ok(),
+        }
+    }
+
+    /// "200 but wrong": the live JSON answer lacks what the recorded one
+    /// had (a key, a value's type, the items of a list). Extra keys are
+    /// fine; a recorded `null` matches anything.
+    pub(super) fn shape_differs(&self) -> bool {
+        fn differs(rec: &Value, live: &Value, depth: usize) -> bool {
+            match (rec, live) {
+                (Value::Null, _) => false,
+                (Value::Object(a), Value::Object(b)) => {
+                    depth < 8
+                        && a.iter()
+                            .any(|(k, v)| b.get(k).is_none_or(|w| differs(v, w, depth + 1)))
+                }
+                (Value::Array(a), Value::Array(b)) => match (a.first(), b.first()) {
+                    (Some(_), None) => true,
+                    (Some(x), Some(y)) => depth < 8 && differs(x, y, depth + 1),
+                    _ => false,
+                },
+                (a, b) => std::mem::discriminant(a) != std::mem::discriminant(b),
+            }
+        }
+        match (&self.recorded, &self.live) {
+            (Some(rec), Some(live)) => differs(rec, live, 0),
+            _ => false,
+        }
+    }
+}
+
+/// [`learned_pairs`] over bodies already parsed.
+pub(super) fn pairs_of(
+    recorded: &StoredExchange,
+    live_headers: &[(String, String)],
+    bodies: &Bodies,
+) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    if let (Ok(rec), Ok(live)) = (
-        serde_json::from_slice::<Value>(&recorded.response_body),
-        serde_json::from_slice::<Value>(live_body),
-    ) {
-        align(&rec, &live, &mut pairs);
+    if let (Some(rec), Some(live)) = (&bodies.recorded, &bodies.live) {
+        align(rec, live, &mut pairs);
     }
     if let (Some(rec), Some(live)) = (
         recorded.response_header("location"),

@@ -49,7 +49,7 @@ pub use substitute::{Prepared, prepare};
 pub use world::{Credentials, World};
 
 use analyze::request_values;
-use learn::{header_pairs, poison};
+use learn::{Bodies, header_pairs, pairs_of, poison};
 use values::may_hand_out;
 
 /// How a replay treats dynamic values: the heuristics on or off, the clear
@@ -105,6 +105,9 @@ pub struct Learned {
     /// Recorded values this answer would have mapped to a second live
     /// value in the world; the first mapping was kept.
     pub conflicts: u64,
+    /// Both answers succeeded but the live JSON lacks what the recorded
+    /// one had: "200 but wrong".
+    pub shape_mismatch: bool,
 }
 
 /// Which parts of a live answer the client keeps for learning; the rest is
@@ -234,14 +237,22 @@ impl Correlation {
             self.lost(recorded, world);
             return Learned::default();
         }
-        if !(live_ok && (self.enabled || write || !self.rules.is_empty())) {
+        if !live_ok {
             return Learned::default();
+        }
+        let bodies = Bodies::parse(recorded, answer.body);
+        let shape_mismatch = recorded_ok && bodies.shape_differs();
+        if !(self.enabled || write || !self.rules.is_empty()) {
+            return Learned {
+                shape_mismatch,
+                ..Learned::default()
+            };
         }
         let extracted = self
             .rules
             .extract(route, recorded, answer.headers, answer.body, world);
         world.absorb(&extracted);
-        let mut pairs = learned_pairs(recorded, answer.headers, answer.body);
+        let mut pairs = pairs_of(recorded, answer.headers, &bodies);
         // Echoes of what the session itself sent (a user name, a
         // regenerated key) say nothing about the backend's ids.
         pairs.retain(|(rec, _)| !values.nonces.contains(rec));
@@ -275,6 +286,7 @@ impl Correlation {
         Learned {
             handed_out,
             conflicts,
+            shape_mismatch,
         }
     }
 

@@ -1021,3 +1021,33 @@ fn lists_are_aligned_by_identity_and_a_second_mapping_is_a_conflict() {
         Some("m_Vv66Uu55Tt44")
     );
 }
+
+#[test]
+fn a_success_whose_json_lacks_what_the_recording_had_is_a_shape_mismatch() {
+    let recorded = ex(
+        "GET",
+        "/api/rooms/c_Ab12Cd34Ef56/messages",
+        &[],
+        "",
+        r#"{"items":[{"id":"m_Aa11Bb22Cc33","text":"hi"}],"next":null}"#,
+    );
+    let correlation = Correlation::new(false, Default::default(), Rules::default());
+    let (world, values) = (World::default(), SessionValues::default());
+    let shape = |body: &'static [u8]| {
+        let answer = Answer {
+            status: Some(200),
+            failure: None,
+            headers: &[],
+            body: &Bytes::from_static(body),
+        };
+        correlation
+            .learn("GET /x", &recorded, &recorded, answer, &values, &world)
+            .shape_mismatch
+    };
+    assert!(!shape(
+        br#"{"items":[{"id":"m_Zz99Yy88Xx77","text":"yo","seen":true}],"next":"c_1"}"#
+    ));
+    assert!(shape(br#"{"items":[],"next":null}"#), "an empty list");
+    assert!(shape(br#"{"error":"not a member"}"#), "a missing key");
+    assert!(shape(br#"{"items":"none","next":null}"#), "another type");
+}

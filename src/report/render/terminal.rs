@@ -147,7 +147,7 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "stage {}: {} errors{}, {} status mismatches, {} late, {} skipped (truncated)",
+        "stage {}: {} errors{}, {} status mismatches, {} shape mismatches, {} late, {} skipped (truncated)",
         s.name,
         s.errors,
         if kinds.is_empty() {
@@ -156,6 +156,7 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
             format!(" ({})", kinds.join(", "))
         },
         s.status_mismatches,
+        s.shape_mismatches,
         s.late_requests,
         s.truncated_skipped
     );
