@@ -6,12 +6,15 @@
 #   (TAPEDECK_TEST_PG=postgres://… uses a server of your own instead).
 # - kubernetes-validate (PyPI, with its offline schemas) for the
 #   deploy/kubernetes checks, installed into target/pydeps.
+# - Third-party backends for the replay-fidelity tests (tests/thirdparty.sh:
+#   Matrix Synapse from PyPI), installed into target/thirdparty.
 # Missing Debian packages (chromium, postgresql) are installed as root or
 # through sudo, kubernetes-validate with pip. Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . tests/postgres.sh
+. tests/thirdparty.sh
 
 need=()
 if [ -z "${TAPEDECK_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
@@ -23,6 +26,8 @@ if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
   # The test server's TLS certificates are made with openssl.
   command -v openssl >/dev/null 2>&1 || need+=(openssl)
 fi
+# Virtualenvs for the third-party backends.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     sudo=()
@@ -44,6 +49,8 @@ if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
   echo "tests/run.sh: installing kubernetes-validate into target/pydeps" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/pydeps kubernetes-validate
 fi
+
+install_thirdparty
 
 if [ -z "${TAPEDECK_TEST_PG:-}" ]; then
   PG_EXTRA_OPTS="-c fsync=off" start_postgres

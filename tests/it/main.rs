@@ -15,4 +15,5 @@ mod postgres;
 mod proxy;
 mod replay;
 mod rules;
+mod synapse;
 mod tls;

@@ -1,0 +1,31 @@
+# Third-party backends the replay-fidelity tests run against, installed from
+# the package registries into target/thirdparty (once; later runs reuse it).
+# Sourced by tests/run.sh, which exports where each one is; the tests start
+# and stop the servers themselves, on free loopback ports.
+#
+# - Matrix Synapse (PyPI): a real chat server. Token logins, server-made room
+#   and event ids, client-made transaction ids (PUT), cursors in bodies,
+#   filters with room ids inside; the events table says who sent what.
+
+THIRDPARTY_DIR=${THIRDPARTY_DIR:-$PWD/target/thirdparty}
+SYNAPSE_VERSION=1.163.2
+
+# install_venv DIR SPEC: a virtualenv holding SPEC, made once.
+install_venv() {
+  local dir=$1 spec=$2
+  [ -f "$dir/.installed-$spec" ] && return 0
+  echo "tests/thirdparty.sh: installing $spec into $dir" >&2
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
+  touch "$dir/.installed-$spec"
+}
+
+install_thirdparty() {
+  if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    echo "tests/thirdparty.sh: python3 cannot make virtualenvs; install Debian's python3-venv" >&2
+    return 2
+  fi
+  install_venv "$THIRDPARTY_DIR/synapse" "matrix-synapse==$SYNAPSE_VERSION"
+  export TAPEDECK_SYNAPSE="$THIRDPARTY_DIR/synapse/bin/python"
+}
