@@ -1047,6 +1047,9 @@ fn a_success_whose_json_lacks_what_the_recording_had_is_a_shape_mismatch() {
     assert!(!shape(
         br#"{"items":[{"id":"m_Zz99Yy88Xx77","text":"yo","seen":true}],"next":"c_1"}"#
     ));
+    assert!(!shape(
+        br#"{"items":[{"id":"m_Zz99Yy88Xx77","text":null}],"next":null}"#
+    ));
     assert!(shape(br#"{"items":[],"next":null}"#), "an empty list");
     assert!(shape(br#"{"error":"not a member"}"#), "a missing key");
     assert!(shape(br#"{"items":"none","next":null}"#), "another type");
