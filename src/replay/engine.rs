@@ -461,7 +461,10 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         let to_send = match ctx.correlation.prepare(&ex, index, values, &world) {
             None => ex,
             Some(prepared) if prepared.skip => {
-                let _ = ctx.events.send(Event::DependentSkipped);
+                let _ = ctx.events.send(Event::DependentSkipped {
+                    route: session.routes[index].clone(),
+                    waited_for: prepared.waited_for,
+                });
                 ctx.correlation.lost(&ex, &world);
                 handles.push(None);
                 continue;

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use super::histogram::{HistogramError, LatencyHistogram};
 use super::model::{
-    ERROR_KINDS, Percentiles, RouteReport, StageReport, StreamReport, Ttfb, Window, WsReport,
+    DependentSkip, ERROR_KINDS, Percentiles, RouteReport, StageReport, StreamReport, Ttfb, Window,
+    WsReport,
 };
 use super::verdict;
 use crate::profile::Slo;
@@ -180,6 +181,9 @@ pub struct StageData {
     pub unresolved_values: u64,
     /// Dependent skips.
     pub dependent_skipped: u64,
+    /// (skipped route, route whose answer failed) → (skips, the first
+    /// recorded value waited for).
+    pub dependent_skips: BTreeMap<(String, String), (u64, String)>,
     /// Truncated skips.
     pub truncated_skipped: u64,
     /// Service latency of SLO routes.
@@ -220,6 +224,12 @@ impl StageData {
         );
         self.unresolved_values += other.unresolved_values;
         self.dependent_skipped += other.dependent_skipped;
+        for (key, (n, value)) in &other.dependent_skips {
+            self.dependent_skips
+                .entry(key.clone())
+                .or_insert((0, value.clone()))
+                .0 += n;
+        }
         self.truncated_skipped += other.truncated_skipped;
         self.latency.add(&other.latency);
         self.corrected.add(&other.corrected);
@@ -324,6 +334,16 @@ impl StageData {
             substitutions_by_kind: self.substitutions_by_kind.clone(),
             unresolved_values: self.unresolved_values,
             dependent_skipped: self.dependent_skipped,
+            dependent_skips: self
+                .dependent_skips
+                .iter()
+                .map(|((route, from), (count, value))| DependentSkip {
+                    route: route.clone(),
+                    waited_for: value.clone(),
+                    from: from.clone(),
+                    count: *count,
+                })
+                .collect(),
             truncated_skipped: self.truncated_skipped,
             suspected_dedup,
             conflicting_values,
@@ -401,6 +421,16 @@ impl StageData {
             substitutions_by_kind: r.substitutions_by_kind.clone(),
             unresolved_values: r.unresolved_values,
             dependent_skipped: r.dependent_skipped,
+            dependent_skips: r
+                .dependent_skips
+                .iter()
+                .map(|d| {
+                    (
+                        (d.route.clone(), d.from.clone()),
+                        (d.count, d.waited_for.clone()),
+                    )
+                })
+                .collect(),
             truncated_skipped: r.truncated_skipped,
             latency: LatencyHistogram::decode(&r.hdr)?,
             corrected: LatencyHistogram::decode(&r.corrected_hdr)?,

@@ -85,7 +85,17 @@ impl Collector {
         match event {
             Event::VuStarted => self.data.vus += 1,
             Event::TruncatedSkipped => self.data.truncated_skipped += 1,
-            Event::DependentSkipped => self.data.dependent_skipped += 1,
+            Event::DependentSkipped { route, waited_for } => {
+                self.data.dependent_skipped += 1;
+                if let Some((value, from)) = waited_for {
+                    let skip = self
+                        .data
+                        .dependent_skips
+                        .entry((route.to_string(), from.to_string()))
+                        .or_insert((0, value));
+                    skip.0 += 1;
+                }
+            }
             Event::Substitutions { kinds, unresolved } => {
                 for k in kinds {
                     *self

@@ -245,6 +245,19 @@ pub struct SloResult {
     pub pass: bool,
 }
 
+/// Requests of one route not sent because an answer they needed failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DependentSkip {
+    /// The skipped requests' route.
+    pub route: String,
+    /// The first recorded value they needed.
+    pub waited_for: String,
+    /// The route whose answer failed to hand it out.
+    pub from: String,
+    /// Requests skipped.
+    pub count: u64,
+}
+
 /// A stage's report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
@@ -293,6 +306,10 @@ pub struct StageReport {
     pub unresolved_values: u64,
     /// Requests not sent because a response they depend on failed.
     pub dependent_skipped: u64,
+    /// What the skipped requests waited for, per skipped route and failed
+    /// route (skips for a profile rule's variable are not listed).
+    #[serde(default)]
+    pub dependent_skips: Vec<DependentSkip>,
     /// Requests not sent because their recorded body was truncated.
     pub truncated_skipped: u64,
     /// Writes whose live ids repeated across worlds.

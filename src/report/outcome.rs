@@ -57,7 +57,13 @@ pub enum Event {
     /// A request was not sent because its recorded body was truncated.
     TruncatedSkipped,
     /// A request was not sent because a response it needs failed.
-    DependentSkipped,
+    DependentSkipped {
+        /// The skipped request's route.
+        route: std::sync::Arc<str>,
+        /// The recorded value it needed and the route whose answer failed
+        /// to hand it out (none when a profile rule's variable was missing).
+        waited_for: Option<(String, std::sync::Arc<str>)>,
+    },
     /// Values substituted in a request about to be sent.
     Substitutions {
         /// One entry per substitution: `correlated`, `credential`, `nonce`.

@@ -174,6 +174,12 @@ pub fn warnings(report: &Report) -> Vec<String> {
                 "{}: {} requests not sent: they needed a value from a response that failed",
                 s.name, s.dependent_skipped
             ));
+            for d in &s.dependent_skips {
+                out.push(format!(
+                    "{}: {} × {} waited for {} from the {} answer, which failed or was not sent",
+                    s.name, d.count, d.route, d.waited_for, d.from
+                ));
+            }
         }
         if s.unresolved_values > 0 {
             out.push(format!(

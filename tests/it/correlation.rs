@@ -123,6 +123,20 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
     );
     let exchanges = run.exchanges as u64;
     assert_eq!(s.dependent_skipped, 5 * (exchanges - 4));
+    // The report says what they waited for: first the token the refused
+    // logins would have handed out, then what the requests skipped for it
+    // would have.
+    assert!(
+        s.dependent_skips
+            .iter()
+            .any(|d| d.from == "POST /api/login" && d.waited_for.starts_with("redacted:")),
+        "{:?}",
+        s.dependent_skips
+    );
+    assert_eq!(
+        s.dependent_skips.iter().map(|d| d.count).sum::<u64>(),
+        s.dependent_skipped
+    );
     assert_eq!(demo_stats(&refusing).await.logins, 0);
 
     let fresh = backend_with_accounts().await;

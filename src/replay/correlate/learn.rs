@@ -18,6 +18,7 @@ use super::values::{
 };
 use super::world::World;
 use crate::capture::StoredExchange;
+use crate::route;
 
 /// Recorded → live pairs found by aligning a live response with the
 /// recorded response to the same request.
@@ -271,7 +272,8 @@ fn shape(v: &Value) -> String {
 /// response failed, or its request was skipped): requests that need them
 /// are skipped.
 pub fn poison(recorded: &StoredExchange, world: &World) {
-    world.poison(response_values(recorded));
+    let route: Arc<str> = route::normalize(&recorded.method, &recorded.uri).into();
+    world.poison(response_values(recorded), &route);
 }
 
 /// Pairs recorded and live values at the same JSON paths; for objects whose

@@ -6,6 +6,7 @@
 //! to be skipped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -31,6 +32,9 @@ pub struct Prepared {
     pub unresolved: u64,
     /// A value it needs came from a response that failed: do not send.
     pub skip: bool,
+    /// With `skip`, the first such value and the route whose answer
+    /// failed to hand it out (none for a rule's variable).
+    pub waited_for: Option<(String, Arc<str>)>,
 }
 
 struct Rewriter<'a> {
@@ -40,6 +44,7 @@ struct Rewriter<'a> {
     substitutions: Vec<&'static str>,
     unresolved: u64,
     skip: bool,
+    waited_for: Option<(String, Arc<str>)>,
     cache: HashMap<String, Option<(String, &'static str)>>,
 }
 
@@ -112,8 +117,9 @@ impl Rewriter<'_> {
         }
         match known {
             Known::Fresh(fresh) => return Some((fresh, "nonce")),
-            Known::Poisoned => {
+            Known::Poisoned(from) => {
                 self.skip = true;
+                self.waited_for.get_or_insert((v.to_string(), from));
                 return None;
             }
             Known::Live(_) | Known::Unknown => {}
@@ -152,6 +158,7 @@ pub fn prepare(
         substitutions: Vec::new(),
         unresolved: 0,
         skip: false,
+        waited_for: None,
         cache: HashMap::new(),
     };
     let mut writes = Vec::new();
@@ -192,6 +199,7 @@ pub fn prepare(
         substitutions: r.substitutions,
         unresolved: r.unresolved,
         skip: r.skip,
+        waited_for: r.waited_for,
     }
 }
 

@@ -1054,3 +1054,18 @@ fn a_success_whose_json_lacks_what_the_recording_had_is_a_shape_mismatch() {
     assert!(shape(br#"{"error":"not a member"}"#), "a missing key");
     assert!(shape(br#"{"items":"none","next":null}"#), "another type");
 }
+
+#[test]
+fn a_skipped_request_says_which_value_it_waited_for_and_whose_answer_failed() {
+    let session = chat_session();
+    let values = analyze(&session);
+    let world = World::default();
+    poison(&session[1], &world);
+    let post = prepare(&session[2], 2, &values, &world, &Rules::default(), true);
+    assert!(post.skip);
+    let (value, from) = post.waited_for.expect("what it waited for");
+    assert_eq!(
+        (value.as_str(), &*from),
+        ("c_Ab12Cd34Ef56", "POST /api/conversations")
+    );
+}

@@ -6,7 +6,7 @@
 //! correlation reads and writes it through these methods only.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -61,8 +61,9 @@ pub enum Known {
     Live(String),
     /// A nonce's fresh copy, made just now for this world.
     Fresh(String),
-    /// The answer that would have handed it out failed.
-    Poisoned,
+    /// The answer that would have handed it out failed: that answer's
+    /// route.
+    Poisoned(Arc<str>),
     /// Nothing yet.
     Unknown,
 }
@@ -73,7 +74,9 @@ struct WorldState {
     /// Recorded values a live answer handed out unchanged: known, so a
     /// later failure elsewhere does not make them missing.
     resolved: HashSet<String>,
-    poisoned: HashSet<String>,
+    /// Recorded values that will never get a live value → the route whose
+    /// answer failed to hand them out.
+    poisoned: HashMap<String, Arc<str>>,
     /// Rule variables: `None` once the response that hands one out failed.
     vars: HashMap<String, Option<String>>,
 }
@@ -126,8 +129,8 @@ impl World {
             state.live.insert(recorded.to_string(), live.clone());
             return Known::Fresh(live);
         }
-        if state.poisoned.contains(recorded) {
-            Known::Poisoned
+        if let Some(from) = state.poisoned.get(recorded) {
+            Known::Poisoned(from.clone())
         } else {
             Known::Unknown
         }
@@ -192,12 +195,12 @@ impl World {
     }
 
     /// Marks recorded values that no live answer handed out yet as never
-    /// coming.
-    pub fn poison(&self, recorded: impl IntoIterator<Item = String>) {
+    /// coming: the answer of route `from` failed.
+    pub fn poison(&self, recorded: impl IntoIterator<Item = String>, from: &Arc<str>) {
         let mut state = self.lock();
         for v in recorded {
             if !state.live.contains_key(&v) && !state.resolved.contains(&v) {
-                state.poisoned.insert(v);
+                state.poisoned.entry(v).or_insert_with(|| from.clone());
             }
         }
     }
