@@ -286,8 +286,8 @@ mod tests {
                         None
                     },
                     suspected_dedup: false,
-                    conflicting_values: 0,
-                    shape_mismatch: false,
+                    conflicting_values: u64::from(i % 11 == 0),
+                    shape_mismatch: i % 13 == 0,
                     stream: None,
                     ws: None,
                 }
@@ -311,6 +311,13 @@ mod tests {
         );
         for o in outcomes {
             c.observe(Event::Outcome(o.clone()));
+            // A request of the same route skipped after each failure.
+            if o.status.is_none() {
+                c.observe(Event::DependentSkipped {
+                    route: o.route.clone(),
+                    waited_for: Some(("c_Ab12Cd34Ef56".into(), "POST /rooms".into())),
+                });
+            }
         }
         c.finish(1_700_000_000_000_000, 1_700_000_002_000_000)
     }
@@ -365,6 +372,17 @@ mod tests {
         assert_eq!(
             union.status_mismatches, 16,
             "transport failures have no status to compare"
+        );
+        assert_eq!(union.conflicting_values, 37);
+        assert_eq!(union.shape_mismatches, 31);
+        assert_eq!(union.dependent_skipped, 8);
+        assert_eq!(
+            union
+                .dependent_skips
+                .iter()
+                .map(|d| (d.route.as_str(), d.count))
+                .collect::<Vec<_>>(),
+            [("GET /r/0", 2), ("GET /r/1", 3), ("GET /r/2", 3)]
         );
     }
 
