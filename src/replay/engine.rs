@@ -764,6 +764,17 @@ mod tests {
         );
     }
 
+    /// The kinds of each request's substitutions, in event order.
+    fn substitution_kinds(events: &[Event]) -> Vec<&Vec<&'static str>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Substitutions { kinds, .. } => Some(kinds),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_is_prepared_at_its_due_time_with_what_its_world_learned_meanwhile() {
         // Session 2 starts first and asks for a room at 500 ms; session 1 of
@@ -781,13 +792,7 @@ mod tests {
         let (sends, events, _) =
             run_answering(sessions, HashMap::new(), answers, stage(1, 1.0), 100).await;
         assert_eq!(sends.len(), 3);
-        let kinds: Vec<&Vec<&str>> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Substitutions { kinds, .. } => Some(kinds),
-                _ => None,
-            })
-            .collect();
+        let kinds = substitution_kinds(&events);
         assert_eq!(kinds, [&vec!["correlated"]]);
     }
 
@@ -809,13 +814,7 @@ mod tests {
         join.request_body = br#"{"name":"room-Ab12Cd34"}"#.to_vec();
         let sessions = vec![vec![create], vec![exchange(2, 1, 0, 10), lookup, join]];
         let (_, events, _) = run(sessions, HashMap::new(), stage(1, 1.0), 100).await;
-        let kinds: Vec<&Vec<&str>> = events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Substitutions { kinds, .. } => Some(kinds),
-                _ => None,
-            })
-            .collect();
+        let kinds = substitution_kinds(&events);
         assert_eq!(
             kinds,
             [&vec!["nonce"], &vec!["correlated"], &vec!["correlated"]]
