@@ -12,6 +12,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -54,6 +56,22 @@ pub fn is_secret_field(name: &str) -> bool {
 /// ([`DEFAULT_HEADERS`]).
 pub fn is_credential_header(name: &str) -> bool {
     DEFAULT_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The user name and password of a Basic credential (base64 of
+/// `user:password`); `None` when it is not one.
+pub fn basic_parts(credential: &str) -> Option<(String, String)> {
+    let decoded = STANDARD.decode(credential.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+/// A Basic credential: base64 of `user:password`. Recording stores a
+/// redacted one as the user name and the password's marker, so the header
+/// stays valid and replay can put a password back.
+pub fn basic_credential(user: &str, password: &str) -> String {
+    STANDARD.encode(format!("{user}:{password}"))
 }
 
 /// What to redact.
@@ -196,11 +214,21 @@ impl Redactor {
     fn redact_header_value(&self, name: &HeaderName, value: &[u8]) -> HeaderValue {
         let text = if *name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION {
             match value.iter().position(|b| *b == b' ') {
-                Some(i) => format!(
-                    "{} {}",
-                    String::from_utf8_lossy(&value[..i]),
-                    self.marker(Self::credential_of(value))
-                ),
+                Some(i) => {
+                    let scheme = String::from_utf8_lossy(&value[..i]);
+                    let credential = Self::credential_of(value);
+                    // Basic keeps its user name, so a credentials file's
+                    // `[users]` can give the password back.
+                    let kept = std::str::from_utf8(credential)
+                        .ok()
+                        .filter(|_| scheme.eq_ignore_ascii_case("basic"))
+                        .and_then(basic_parts)
+                        .map(|(user, password)| {
+                            basic_credential(&user, &self.marker(password.as_bytes()))
+                        });
+                    let credential = kept.unwrap_or_else(|| self.marker(credential));
+                    format!("{scheme} {credential}")
+                }
                 None => self.marker(value),
             }
         } else if *name == header::COOKIE {
@@ -471,6 +499,30 @@ mod tests {
         );
         let set = h[header::SET_COOKIE].to_str().expect("ascii");
         assert_eq!(set, format!("sid={}; Path=/; HttpOnly", r.marker(b"xyz")));
+    }
+
+    #[test]
+    fn basic_credentials_keep_the_user_and_mark_the_password() {
+        let r = redactor();
+        let mut h = HeaderMap::new();
+        let clear = format!("Basic {}", basic_credential("ann", "pa:ss"));
+        h.insert(header::AUTHORIZATION, clear.parse().expect("ascii"));
+        r.redact_headers(&mut h);
+        let stored = h[header::AUTHORIZATION].to_str().expect("ascii");
+        let (scheme, credential) = stored.split_once(' ').expect("scheme");
+        assert_eq!(scheme, "Basic");
+        let (user, password) = basic_parts(credential).expect("still Basic");
+        assert_eq!((user.as_str(), password), ("ann", r.marker(b"pa:ss")));
+        // Not base64 of `user:password`: a whole marker, as other schemes.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic not-base64!"),
+        );
+        r.redact_headers(&mut h);
+        assert_eq!(
+            h[header::AUTHORIZATION],
+            format!("Basic {}", r.marker(b"not-base64!"))
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::values::{
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
-use crate::capture::redact::{MARKER_PREFIX, is_credential_header, is_secret_field};
+use crate::capture::redact::{MARKER_PREFIX, basic_parts, is_credential_header, is_secret_field};
 use crate::codec;
 use crate::route;
 
@@ -122,6 +122,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
                 return None;
             }
             login_password(&request_places(ex), credentials)
+                .or_else(|| basic_password(ex, credentials))
         })
         .collect();
     SessionValues {
@@ -151,6 +152,24 @@ fn login_password(places: &[(String, String)], credentials: &Credentials) -> Opt
         .iter()
         .filter(|(at, _)| in_content(at))
         .find_map(|(_, v)| credentials.users.get(v).cloned())
+}
+
+/// The password of a redacted `Authorization: Basic` (the user name kept,
+/// the password a marker) whose user the credentials file lists.
+fn basic_password(ex: &StoredExchange, credentials: &Credentials) -> Option<String> {
+    let (_, value) = ex
+        .request_headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))?;
+    let (scheme, credential) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let (user, password) = basic_parts(credential)?;
+    if !password.starts_with(MARKER_PREFIX) {
+        return None;
+    }
+    credentials.users.get(&user).cloned()
 }
 
 /// Whether the value at place `at` of `ex` names what the request creates

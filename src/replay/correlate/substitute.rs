@@ -18,7 +18,7 @@ use super::values::{
 };
 use super::world::{Known, World};
 use crate::capture::StoredExchange;
-use crate::capture::redact::MARKER_PREFIX;
+use crate::capture::redact::{MARKER_PREFIX, basic_credential, basic_parts};
 use crate::route;
 
 /// A recorded request made ready to send in one world.
@@ -217,6 +217,10 @@ impl Rewriter<'_> {
                 "authorization" | "proxy-authorization" => match value.split_once(' ') {
                     Some((scheme, cred)) => match self.subst(cred.trim()) {
                         Some(live) => format!("{scheme} {live}"),
+                        None if scheme.eq_ignore_ascii_case("basic") => match self.basic(cred) {
+                            Some(live) => format!("{scheme} {live}"),
+                            None => continue,
+                        },
                         None => continue,
                     },
                     None => match self.subst(value) {
@@ -270,6 +274,18 @@ impl Rewriter<'_> {
                 frame.data = String::from_utf8_lossy(&text).into_owned();
             }
         }
+    }
+
+    /// A Basic credential whose password recording replaced by a marker,
+    /// with the password the credentials file gives (by marker or by the
+    /// kept user name).
+    fn basic(&mut self, credential: &str) -> Option<String> {
+        let (user, password) = basic_parts(credential)?;
+        if !password.starts_with(MARKER_PREFIX) {
+            return None;
+        }
+        let live = self.subst(&password)?;
+        Some(basic_credential(&user, &live))
     }
 
     /// A JSON document with its string values substituted; `None` when it

@@ -867,6 +867,57 @@ fn a_login_names_its_user_anywhere_and_gets_its_password() {
 }
 
 #[test]
+fn a_redacted_basic_credential_gets_its_users_password_back() {
+    use crate::capture::redact::{basic_credential, basic_parts};
+    // Recording keeps a Basic credential's user name and marks only the
+    // password: the credentials file's `[users]` (or `[markers]`) gives
+    // the password back, every request of the session, no login needed.
+    let stored = format!("Basic {}", basic_credential("alice", MARK));
+    let get = ex(
+        "GET",
+        "/alice/calendar/",
+        &[("authorization", &stored)],
+        "",
+        "{}",
+    );
+    let sent = |creds: &Credentials| {
+        let values = analyze_with(std::slice::from_ref(&get), creds);
+        let p = prepare(
+            &get,
+            0,
+            &values,
+            &World::seeded(creds),
+            &Rules::default(),
+            true,
+        );
+        let (_, value) = p
+            .exchange
+            .request_headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .expect("kept")
+            .clone();
+        let (scheme, credential) = value.split_once(' ').expect("scheme");
+        assert_eq!(scheme, "Basic");
+        (basic_parts(credential).expect("Basic"), p.unresolved)
+    };
+    let by_user: Credentials = toml::from_str("[users]\nalice = \"pw:Alice-1\"\n").expect("valid");
+    assert_eq!(
+        sent(&by_user),
+        (("alice".to_string(), "pw:Alice-1".to_string()), 0)
+    );
+    let by_marker: Credentials =
+        toml::from_str(&format!("[markers]\n\"{MARK}\" = \"pw-2\"\n")).expect("valid");
+    assert_eq!(
+        sent(&by_marker),
+        (("alice".to_string(), "pw-2".to_string()), 0)
+    );
+    // Another user's password is not hers: sent as recorded, counted.
+    let other: Credentials = toml::from_str("[users]\nbob = \"pw-3\"\n").expect("valid");
+    assert_eq!(sent(&other), (("alice".to_string(), MARK.to_string()), 1));
+}
+
+#[test]
 fn a_client_made_id_reused_later_is_regenerated_everywhere_in_its_world() {
     // The client chose the record's id (a PUT target), then edited and
     // listed it: every world must create its own record and edit that
