@@ -6,9 +6,14 @@
 # - Matrix Synapse (PyPI): a real chat server. Token logins, server-made room
 #   and event ids, client-made transaction ids (PUT), cursors in bodies,
 #   filters with room ids inside; the events table says who sent what.
+# - Radicale (PyPI): a CalDAV server. HTTP Basic auth, client-made UUIDs for
+#   calendars and events (in paths and iCalendar bodies), ETag/If-Match
+#   edits and deletes (412 when stale), ids inside XML queries; its storage
+#   folder says whose calendars hold what.
 
 THIRDPARTY_DIR=${THIRDPARTY_DIR:-$PWD/target/thirdparty}
 SYNAPSE_VERSION=1.163.2
+RADICALE_VERSION=3.9.0
 
 # install_venv DIR SPEC: a virtualenv holding SPEC, made once.
 install_venv() {
@@ -28,4 +33,6 @@ install_thirdparty() {
   fi
   install_venv "$THIRDPARTY_DIR/synapse" "matrix-synapse==$SYNAPSE_VERSION"
   export TAPEDECK_SYNAPSE="$THIRDPARTY_DIR/synapse/bin/python"
+  install_venv "$THIRDPARTY_DIR/radicale" "radicale==$RADICALE_VERSION"
+  export TAPEDECK_RADICALE="$THIRDPARTY_DIR/radicale/bin/python"
 }

@@ -13,6 +13,7 @@ mod html;
 mod kubernetes;
 mod postgres;
 mod proxy;
+mod radicale;
 mod replay;
 mod rules;
 mod synapse;

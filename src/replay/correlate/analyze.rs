@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::values::{
     STATIC_HEADERS, collect_json, cookie_pair, decode_query_value, form_fields, is_dynamic,
     is_form, is_random, is_token, json_leaves, link_urls, may_hand_out, percent_decode,
-    text_frames, url_parts,
+    segment_value, text_frames, url_parts,
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
@@ -192,9 +192,16 @@ fn names_what_it_creates(ex: &StoredExchange, at: &str) -> bool {
         .any(|k| header.contains(k));
     }
     if let Some(index) = at.strip_prefix("path segment ") {
+        // Methods that create what their URI names (WebDAV's collections
+        // too): the last segment, a trailing slash aside.
         let path = ex.uri.split('?').next().unwrap_or("");
-        let last = path.split('/').count().saturating_sub(1);
-        return ex.method == "PUT" && index.parse::<usize>().is_ok_and(|i| i == last);
+        let last = path
+            .trim_end_matches('/')
+            .split('/')
+            .count()
+            .saturating_sub(1);
+        let creates = matches!(ex.method.as_str(), "PUT" | "MKCOL" | "MKCALENDAR");
+        return creates && index.parse::<usize>().is_ok_and(|i| i == last);
     }
     let write = matches!(ex.method.as_str(), "POST" | "PUT" | "PATCH");
     if write && (at.starts_with("body ") || at.starts_with("form ")) {
@@ -258,7 +265,8 @@ fn request_places(ex: &StoredExchange) -> Vec<(String, String)> {
         .split_once('?')
         .map_or((ex.uri.as_str(), ""), |(p, q)| (p, q));
     for (i, seg) in path.split('/').enumerate() {
-        out.push((format!("path segment {i}"), percent_decode(seg)));
+        let seg = percent_decode(seg);
+        out.push((format!("path segment {i}"), segment_value(&seg).to_string()));
     }
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         if let Some((k, v)) = pair.split_once('=') {

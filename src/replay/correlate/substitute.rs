@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::analyze::SessionValues;
 use super::rules::{Decision, RequestPlace, Rules};
 use super::values::{
-    STATIC_HEADERS, is_dynamic, is_form, is_random, regenerate, rewrite_pairs, rewrite_uri,
-    walk_strings,
+    STATIC_HEADERS, is_dynamic, is_form, is_random, is_text, regenerate, rewrite_pairs,
+    rewrite_uri, walk_strings,
 };
 use super::world::{Known, World};
 use crate::capture::StoredExchange;
@@ -262,6 +262,13 @@ impl Rewriter<'_> {
             if changed {
                 out.request_body = form.into_bytes();
             }
+        } else if is_text(ex)
+            && let Ok(text) = std::str::from_utf8(&ex.request_body)
+            && let Some((live, kind)) = self.inside(text)
+        {
+            // An XML query naming an id, an iCalendar carrying its UID.
+            self.substitutions.push(kind);
+            out.request_body = live.into_bytes();
         }
         // A WebSocket's JSON text frames from the client (a join naming a
         // conversation, a message to it).

@@ -981,6 +981,54 @@ fn a_client_made_id_reused_later_is_regenerated_everywhere_in_its_world() {
 }
 
 #[test]
+fn client_made_collections_and_file_names_are_regenerated_into_text_bodies() {
+    // WebDAV: a collection made under a client UUID (MKCALENDAR, trailing
+    // slash), an entry put as `<uuid>.ics` whose iCalendar body carries
+    // the same UID, then found by an XML query naming it.
+    let cal = "6a1f0e2d-3c4b-4a59-8e7d-6c5b4a392817";
+    let uid = "0f9e8d7c-6b5a-4c3d-9e1f-2a3b4c5d6e7f";
+    let ics = &[("content-type", "text/calendar; charset=utf-8")];
+    let xml = &[("content-type", "application/xml")];
+    let session = vec![
+        ex("MKCALENDAR", &format!("/alice/{cal}/"), &[], "", ""),
+        ex(
+            "PUT",
+            &format!("/alice/{cal}/{uid}.ics"),
+            ics,
+            &format!("BEGIN:VEVENT\r\nUID:{uid}\r\nEND:VEVENT\r\n"),
+            "",
+        ),
+        ex(
+            "REPORT",
+            &format!("/alice/{cal}/"),
+            xml,
+            &format!("<C:text-match>{uid}</C:text-match>"),
+            "",
+        ),
+    ];
+    let values = analyze(&session);
+    assert!(values.nonces.contains(cal) && values.nonces.contains(uid));
+    let world = World::default();
+    let sent: Vec<_> = (0..3)
+        .map(|i| prepare(&session[i], i, &values, &world, &Rules::default(), true).exchange)
+        .collect();
+    let fresh_cal = sent[0].uri.trim_matches('/').trim_start_matches("alice/");
+    assert_ne!(fresh_cal, cal);
+    let put = sent[1].uri.rsplit('/').next().expect("file");
+    let fresh_uid = put.strip_suffix(".ics").expect("extension kept");
+    assert_ne!(fresh_uid, uid);
+    assert_eq!(sent[1].uri, format!("/alice/{fresh_cal}/{fresh_uid}.ics"));
+    assert_eq!(
+        String::from_utf8_lossy(&sent[1].request_body),
+        format!("BEGIN:VEVENT\r\nUID:{fresh_uid}\r\nEND:VEVENT\r\n")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&sent[2].request_body),
+        format!("<C:text-match>{fresh_uid}</C:text-match>")
+    );
+}
+
+#[test]
 fn ids_inside_expressions_are_replaced_as_whole_tokens() {
     // A room id learned from its create travels inside a filter, a search
     // and a GraphQL query: every world must read its own room.

@@ -104,6 +104,22 @@ pub(super) fn is_random(v: &str) -> bool {
     b.len() >= 10 && digits >= 2 && letters >= 2 && route::is_id(v)
 }
 
+/// What a path segment names: the random stem of a file name
+/// (`<uuid>.ics`, `<id>.json`, as WebDAV and file APIs address what a
+/// client created), else the whole segment.
+pub(super) fn segment_value(segment: &str) -> &str {
+    match segment.rsplit_once('.') {
+        Some((stem, ext))
+            if (1..=5).contains(&ext.len())
+                && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+                && is_random(stem) =>
+        {
+            stem
+        }
+        _ => segment,
+    }
+}
+
 /// Whether a value a response handed out can be a server-made token: any
 /// id-like value, or 8+ characters of token alphabet that are not a word
 /// (random cursors that happen to have no digit included, but not
@@ -236,6 +252,15 @@ pub(super) fn is_form(ex: &StoredExchange) -> bool {
         ct.trim_start()
             .get(..33)
             .is_some_and(|t| t.eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    })
+}
+
+/// Whether a request body is text other than JSON and forms (XML, an
+/// iCalendar or vCard, plain text), where ids are found as whole tokens.
+pub(super) fn is_text(ex: &StoredExchange) -> bool {
+    ex.request_header("content-type").is_some_and(|ct| {
+        let ct = ct.trim_start().to_ascii_lowercase();
+        ct.starts_with("text/") || ct.split(';').next().is_some_and(|t| t.ends_with("xml"))
     })
 }
 
