@@ -20,8 +20,8 @@ use bytes::Bytes;
 use http::Method;
 use tapedeck::profile::Profile;
 use tapedeck::replay::correlate::Credentials;
-use tapedeck::report::StageReport;
 
+use crate::support::thirdparty::{assert_clean, basic, free_port, uuid, wait_until_answers};
 use crate::support::{TestProxy, client, replay_with, send};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-Pw-1"), ("bob", "bob-Pw-2")];
@@ -43,10 +43,7 @@ impl Radicale {
             "TAPEDECK_RADICALE names the Python that runs Radicale: run the tests with `bash tests/run.sh`",
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let users = dir.path().join("users");
         let lines: String = USERS.iter().map(|(u, p)| format!("{u}:{p}\n")).collect();
         std::fs::write(&users, lines).expect("write users");
@@ -83,21 +80,12 @@ impl Radicale {
         };
         // Readiness: any answer (a 401 without credentials) means the
         // listener is up.
-        let c = client();
-        let ready = async {
-            loop {
-                let req = http::Request::get(format!("{}/", radicale.url))
-                    .body(http_body_util::Full::new(Bytes::new()))
-                    .expect("request");
-                if c.request(req).await.is_ok() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), ready)
-            .await
-            .expect("radicale answers");
+        wait_until_answers(
+            &format!("{}/", radicale.url),
+            Duration::from_secs(60),
+            |_| true,
+        )
+        .await;
         radicale
     }
 
@@ -192,19 +180,6 @@ impl Stored {
     }
 }
 
-fn uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
-}
-
 fn event(uid: &str, summary: &str) -> Bytes {
     Bytes::from(format!(
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tapedeck//test//EN\r\n\
@@ -227,14 +202,10 @@ fn etag(headers: &http::HeaderMap) -> String {
 
 /// The recorded traffic: each user's session, one after the other.
 async fn record(proxy: &TestProxy) {
-    use base64::Engine;
     let c = client();
     for (user, password) in USERS {
         let session = format!("session-{user}");
-        let basic = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
+        let basic = basic(user, password);
         let h = |extra: &[(&'static str, String)]| {
             let mut h = vec![
                 ("x-session-id", session.clone()),
@@ -315,25 +286,6 @@ async fn record(proxy: &TestProxy) {
     }
 }
 
-fn clean(stage: &StageReport) {
-    assert_eq!(
-        stage.error_kinds.get("http_4xx").copied().unwrap_or(0),
-        0,
-        "{:?}",
-        stage.status_counts
-    );
-    assert_eq!(stage.errors, 0, "{:?}", stage.error_kinds);
-    assert_eq!(
-        (
-            stage.dependent_skipped,
-            stage.shape_mismatches,
-            stage.conflicting_values,
-            stage.unresolved_values,
-        ),
-        (0, 0, 0, 0)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn radicale_stores_exactly_n_times_the_recorded_calendars_events_and_edits() {
     let radicale = Radicale::start().await;
@@ -358,7 +310,7 @@ async fn radicale_stores_exactly_n_times_the_recorded_calendars_events_and_edits
             |c| c.credentials = credentials.clone(),
         )
         .await;
-        clean(&report.stages[0]);
+        assert_clean(&report.stages[0]);
         assert_eq!(
             radicale.stored().normalized(),
             Stored::expected(total),

@@ -18,8 +18,8 @@ use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tapedeck::profile::Profile;
 use tapedeck::replay::correlate::Credentials;
-use tapedeck::report::StageReport;
 
+use crate::support::thirdparty::{assert_clean, free_port, uuid, wait_until_answers};
 use crate::support::{TestProxy, client, replay_with, send};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-Pw-1"), ("bob", "bob-Pw-2")];
@@ -40,10 +40,7 @@ impl Synapse {
             "TAPEDECK_SYNAPSE names the Python that runs Synapse: run the tests with `bash tests/run.sh`",
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port();
         let d = dir.path().display();
         let config = dir.path().join("homeserver.yaml");
         let limit = "{per_second: 100000, burst_count: 100000}";
@@ -101,22 +98,8 @@ rc_invites: {{per_room: {limit}, per_user: {limit}}}
             _dir: dir,
         };
         // Readiness: /health answers once the listener is up.
-        let c = client();
         let health = format!("{}/health", synapse.url);
-        let ready = async {
-            loop {
-                let req = http::Request::get(&health)
-                    .body(http_body_util::Full::new(Bytes::new()))
-                    .expect("request");
-                if c.request(req).await.is_ok_and(|r| r.status() == 200) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(90), ready)
-            .await
-            .expect("synapse answers /health");
+        wait_until_answers(&health, Duration::from_secs(90), |s| s == 200).await;
         synapse
     }
 
@@ -179,19 +162,6 @@ struct Stored {
     rooms: Vec<i64>,
     /// Messages in a room their sender did not create.
     foreign: i64,
-}
-
-fn uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
 }
 
 /// A path segment with everything but RFC 3986 unreserved characters
@@ -296,24 +266,6 @@ async fn record(proxy: &TestProxy) {
     }
 }
 
-fn clean(stage: &StageReport) {
-    assert_eq!(
-        stage.error_kinds.get("http_4xx").copied().unwrap_or(0),
-        0,
-        "{:?}",
-        stage.status_counts
-    );
-    assert_eq!(stage.errors, 0, "{:?}", stage.error_kinds);
-    assert_eq!(
-        (
-            stage.dependent_skipped,
-            stage.shape_mismatches,
-            stage.conflicting_values
-        ),
-        (0, 0, 0)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synapse_stores_exactly_n_times_the_recorded_messages_each_from_its_sender() {
     let synapse = Synapse::start().await;
@@ -361,7 +313,7 @@ async fn synapse_stores_exactly_n_times_the_recorded_messages_each_from_its_send
             |c| c.credentials = credentials.clone(),
         )
         .await;
-        clean(&report.stages[0]);
+        assert_clean(&report.stages[0]);
         assert_eq!(
             synapse.stored().await,
             Stored {

@@ -2,6 +2,8 @@
 //! recording proxy on an ephemeral port with a temporary capture, a plain
 //! HTTP client, and raw-socket helpers.
 
+pub mod thirdparty;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
