@@ -10,10 +10,15 @@
 #   calendars and events (in paths and iCalendar bodies), ETag/If-Match
 #   edits and deletes (412 when stale), ids inside XML queries; its storage
 #   folder says whose calendars hold what.
+# - Kinto (PyPI): a JSON storage server. Basic auth against its accounts,
+#   server-made and client-made record ids, ETag/If-Match edits, a cursor
+#   with a one-time nonce in a Next-Page header, ids inside in_id= lists;
+#   its permissions say who wrote each object.
 
 THIRDPARTY_DIR=${THIRDPARTY_DIR:-$PWD/target/thirdparty}
 SYNAPSE_VERSION=1.163.2
 RADICALE_VERSION=3.9.0
+KINTO_VERSION=26.5.0
 
 # install_venv DIR SPEC: a virtualenv holding SPEC, made once.
 install_venv() {
@@ -35,4 +40,6 @@ install_thirdparty() {
   export TAPEDECK_SYNAPSE="$THIRDPARTY_DIR/synapse/bin/python"
   install_venv "$THIRDPARTY_DIR/radicale" "radicale==$RADICALE_VERSION"
   export TAPEDECK_RADICALE="$THIRDPARTY_DIR/radicale/bin/python"
+  install_venv "$THIRDPARTY_DIR/kinto" "kinto==$KINTO_VERSION"
+  export TAPEDECK_KINTO="$THIRDPARTY_DIR/kinto/bin/kinto"
 }

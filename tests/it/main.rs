@@ -10,6 +10,7 @@ mod demo_backend;
 mod distributed;
 mod golden;
 mod html;
+mod kinto;
 mod kubernetes;
 mod postgres;
 mod proxy;
