@@ -19,6 +19,8 @@ use crate::support::{
     demo_backend, demo_backend_with, demo_recording, demo_stats, record_population, replay_with,
 };
 
+mod versions;
+
 /// A proxy in front of `upstream` recording into `dir/capture.db`.
 async fn recording(
     upstream: &DemoBackend,

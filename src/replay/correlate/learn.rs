@@ -1,8 +1,9 @@
 //! Learning from live answers: a live answer is aligned with the recorded
 //! answer to the same request (same JSON paths, JSON object keys paired as
 //! ids, `Location`, `Link` and other URL parts, `Set-Cookie`, headers that
-//! may hand out a value), and a replayed socket's server frames with the
-//! recorded frames of the same shape. What is learned goes into the world;
+//! may hand out a value; version fields, numbers included, per object),
+//! and a replayed socket's server frames with the recorded frames of the
+//! same shape. What is learned goes into the world;
 //! what a failed answer would have handed out is marked as never coming.
 
 use std::collections::HashMap;
@@ -13,8 +14,8 @@ use serde_json::Value;
 
 use super::analyze::response_values;
 use super::values::{
-    cookie_pair, decode_query_value, is_token, is_validator, link_of, link_urls, may_hand_out,
-    percent_decode, text_frames,
+    VersionPair, cookie_pair, decode_query_value, is_token, is_validator, link_of, link_urls,
+    may_hand_out, object_id, path_ids, percent_decode, text_frames, version_field, version_text,
 };
 use super::world::World;
 use crate::capture::StoredExchange;
@@ -72,6 +73,18 @@ impl Bodies {
             (Some(rec), Some(live)) => differs(rec, live, 0),
             _ => false,
         }
+    }
+
+    /// The version fields the live answer gives for the recorded one's
+    /// ([`align_versions`]); an object with no id of its own belongs to
+    /// the last id-like segment of the recorded request's path.
+    pub(super) fn version_pairs(&self, recorded: &StoredExchange) -> Vec<VersionPair> {
+        let mut out = Vec::new();
+        if let (Some(rec), Some(live)) = (&self.recorded, &self.live) {
+            let owner = path_ids(&recorded.uri).into_iter().next();
+            align_versions(rec, live, owner.as_deref(), &mut out);
+        }
+        out
     }
 }
 
@@ -294,15 +307,7 @@ pub(super) fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) 
                     align(v, w, out);
                 }
             }
-            let rec_ids: Vec<(&String, &Value)> = a
-                .iter()
-                .filter(|(k, _)| is_token(k) && !b.contains_key(*k))
-                .collect();
-            let live_ids: Vec<(&String, &Value)> = b
-                .iter()
-                .filter(|(k, _)| is_token(k) && !a.contains_key(*k))
-                .collect();
-            for ((rk, rv), (lk, lv)) in rec_ids.into_iter().zip(live_ids) {
+            for ((rk, rv), (lk, lv)) in id_key_pairs(a, b) {
                 out.push((rk.clone(), lk.clone()));
                 align(rv, lv, out);
             }
@@ -321,16 +326,23 @@ pub(super) fn align(rec: &Value, live: &Value, out: &mut Vec<(String, String)>) 
 /// would otherwise teach one user's id for another's). Lists of plain
 /// values pair by position.
 fn align_items(rec: &[Value], live: &[Value], out: &mut Vec<(String, String)>) {
+    for (r, l) in item_pairs(rec, live) {
+        align(r, l, out);
+    }
+}
+
+/// The items of a recorded and a live list that go together
+/// ([`align_items`]).
+fn item_pairs<'a>(rec: &'a [Value], live: &'a [Value]) -> Vec<(&'a Value, &'a Value)> {
     let objects = |l: &[Value]| l.iter().all(Value::is_object);
     if !(objects(rec) && objects(live)) {
-        rec.iter().zip(live).for_each(|(x, y)| align(x, y, out));
-        return;
+        return rec.iter().zip(live).collect();
     }
     if let ([r], [l]) = (rec, live) {
-        align(r, l, out);
-        return;
+        return vec![(r, l)];
     }
     let content: Vec<String> = live.iter().map(identity).collect();
+    let mut pairs = Vec::new();
     for r in rec {
         let key = identity(r);
         if key.is_empty() {
@@ -338,8 +350,62 @@ fn align_items(rec: &[Value], live: &[Value], out: &mut Vec<(String, String)>) {
         }
         let mut same = content.iter().enumerate().filter(|(_, c)| **c == key);
         if let (Some((i, _)), None) = (same.next(), same.next()) {
-            align(r, &live[i], out);
+            pairs.push((r, &live[i]));
         }
+    }
+    pairs
+}
+
+/// The keys of a recorded and a live object that are ids found on one
+/// side only, paired in order (`{"c_Ab12…": {…}}` and `{"c_Zz98…": {…}}`).
+fn id_key_pairs<'a>(
+    a: &'a serde_json::Map<String, Value>,
+    b: &'a serde_json::Map<String, Value>,
+) -> impl Iterator<Item = ((&'a String, &'a Value), (&'a String, &'a Value))> {
+    let rec_ids = a.iter().filter(|(k, _)| is_token(k) && !b.contains_key(*k));
+    let live_ids = b.iter().filter(|(k, _)| is_token(k) && !a.contains_key(*k));
+    rec_ids.zip(live_ids)
+}
+
+/// Pairs the version fields ([`version_field`]) of a recorded and a live
+/// answer where [`align`] pairs values: the same paths, list items paired
+/// by identity, objects under id keys. Each belongs to the recorded object
+/// named by its nearest `id` up (or the id key it sits under), else to
+/// `owner` (the recorded request's object).
+pub(super) fn align_versions(
+    rec: &Value,
+    live: &Value,
+    owner: Option<&str>,
+    out: &mut Vec<VersionPair>,
+) {
+    match (rec, live) {
+        (Value::Array(a), Value::Array(b)) => {
+            for (r, l) in item_pairs(a, b) {
+                align_versions(r, l, owner, out);
+            }
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            let own = object_id(a);
+            let owner = own.as_deref().or(owner);
+            for (k, v) in a {
+                let Some(w) = b.get(k) else { continue };
+                match (version_field(k), version_text(v)) {
+                    (Some(field), Some(recorded)) if version_text(w).is_some() => {
+                        out.push(VersionPair {
+                            field,
+                            owner: owner.map(str::to_string),
+                            recorded,
+                            live: w.clone(),
+                        });
+                    }
+                    _ => align_versions(v, w, owner, out),
+                }
+            }
+            for ((rk, rv), (_, lv)) in id_key_pairs(a, b) {
+                align_versions(rv, lv, Some(rk), out);
+            }
+        }
+        _ => {}
     }
 }
 

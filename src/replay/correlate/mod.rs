@@ -275,6 +275,7 @@ impl Correlation {
         let mut conflicts = 0;
         if self.enabled {
             conflicts = world.absorb_aligned(&pairs);
+            world.absorb_versions(&bodies.version_pairs(recorded));
             world.absorb(&header_pairs(recorded, answer.headers));
         }
         if !handed_out.is_empty() {

@@ -244,11 +244,18 @@ impl Rewriter<'_> {
                     .join("; "),
                 _ => match self.subst(value.trim()) {
                     Some(live) => live,
-                    None => continue,
+                    // `If-Match: W/"3"`: a version an answer's body gave.
+                    None => match self.world.conditional(&lower, value, &ex.uri) {
+                        Some(live) => {
+                            self.substitutions.push("correlated");
+                            live
+                        }
+                        None => continue,
+                    },
                 },
             };
         }
-        if let Some(body) = self.rewrite_json(&ex.request_body) {
+        if let Some(body) = self.rewrite_json(&ex.request_body, &ex.uri) {
             out.request_body = body;
         } else if is_form(ex) {
             let mut changed = false;
@@ -277,7 +284,7 @@ impl Rewriter<'_> {
             .iter_mut()
             .filter(|f| f.dir == "client" && f.op == "text")
         {
-            if let Some(text) = self.rewrite_json(frame.data.as_bytes()) {
+            if let Some(text) = self.rewrite_json(frame.data.as_bytes(), &ex.uri) {
                 frame.data = String::from_utf8_lossy(&text).into_owned();
             }
         }
@@ -295,11 +302,15 @@ impl Rewriter<'_> {
         Some(basic_credential(&user, &live))
     }
 
-    /// A JSON document with its string values substituted; `None` when it
-    /// is not JSON or nothing changed.
-    fn rewrite_json(&mut self, bytes: &[u8]) -> Option<Vec<u8>> {
+    /// A JSON document with its version fields (numbers too, for the
+    /// objects it or the request path `uri` names) and string values
+    /// substituted; `None` when it is not JSON or nothing changed.
+    fn rewrite_json(&mut self, bytes: &[u8], uri: &str) -> Option<Vec<u8>> {
         let mut json = serde_json::from_slice::<Value>(bytes).ok()?;
-        let mut changed = false;
+        let versions = self.world.substitute_versions(&mut json, uri);
+        self.substitutions
+            .extend(std::iter::repeat_n("correlated", versions));
+        let mut changed = versions > 0;
         walk_strings(&mut json, &mut |s| {
             let live = self.subst(s);
             changed |= live.is_some();

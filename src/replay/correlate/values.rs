@@ -1,8 +1,8 @@
 //! The leaf of correlation: how values sit in requests and answers, with
 //! no decision about them. Percent coding, query and form pairs, links
 //! taken apart (`Location`, `Link`, next-page URLs), cookies, JSON leaves,
-//! WebSocket text frames, and what a value looks like (an id, a token, a
-//! nonce's fresh copy). Pure functions over strings and JSON; no world, no
+//! version fields and conditional headers, WebSocket text frames, and what
+//! a value looks like (an id, a token, a nonce's fresh copy). Pure functions over strings and JSON; no world, no
 //! session, no I/O.
 
 use rand::Rng;
@@ -86,6 +86,169 @@ pub fn may_hand_out(name: &str) -> bool {
 /// request (`If-Match`, `If-None-Match`, `If-Unmodified-Since`) sends back.
 pub(super) fn is_validator(name: &str) -> bool {
     name.eq_ignore_ascii_case("etag") || name.eq_ignore_ascii_case("last-modified")
+}
+
+/// Field names (compared in lower case without `_` and `-`, so
+/// `lock_version`, `lockVersion` and `lock-version` are one) whose value
+/// an answer hands out for concurrency control and a later write sends
+/// back: `version`, `_version`, `rev`, `_rev` (CouchDB), `revision`,
+/// `etag`, `_etag`, `lock_version` (Rails), `version_id`,
+/// `version_number`, `last_modified`, `modified_at`, `updated_at`,
+/// `_seq_no` and `_primary_term` (Elasticsearch). Their values, numbers
+/// included, are learned per field and per object ([`VersionPair`]).
+const VERSION_FIELDS: [&str; 13] = [
+    "version",
+    "rev",
+    "revision",
+    "etag",
+    "lockversion",
+    "versionid",
+    "versionnumber",
+    "lastmodified",
+    "modifiedat",
+    "updatedat",
+    "seqno",
+    "primaryterm",
+    "lastmodifiedat",
+];
+
+/// A JSON key as a concurrency field ([`VERSION_FIELDS`]): its normalized
+/// name, or `None` for any other key.
+pub(super) fn version_field(key: &str) -> Option<String> {
+    if key.len() > 32 {
+        return None;
+    }
+    let name: String = key
+        .chars()
+        .filter(|c| !matches!(c, '_' | '-'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    VERSION_FIELDS.contains(&name.as_str()).then_some(name)
+}
+
+/// A version field's value as text, the key it is learned and looked up
+/// by: a number as JSON writes it (`3`), a string as it is; `None` for
+/// anything else (an object, a list, `null`, `true`, an empty string).
+pub(super) fn version_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() && s.len() <= 256 => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The identity of a JSON object as requests name it: its `id`, `_id`,
+/// `uuid` or `guid` (a string or a number), as text.
+pub(super) fn object_id(map: &serde_json::Map<String, Value>) -> Option<String> {
+    ["id", "_id", "uuid", "guid"]
+        .iter()
+        .find_map(|k| match map.get(*k)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+/// A recorded version field and its live counterpart, learned from one
+/// answer: `{"id": "n_1", "version": 3}` answered live with version 8
+/// gives field `version`, owner `n_1`, recorded `3`, live `8`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionPair {
+    /// The field's normalized name ([`version_field`]).
+    pub field: String,
+    /// The recorded identity of the object it belongs to: the nearest
+    /// [`object_id`] up from it, a key that is an id, or the recorded
+    /// request's last id-like path segment; `None` when nothing names it.
+    pub owner: Option<String>,
+    /// The recorded value as text ([`version_text`]).
+    pub recorded: String,
+    /// The live value, a number or a string as the answer had it.
+    pub live: Value,
+}
+
+/// Visits every version field of a JSON document whose value is a number
+/// or a string, with the identity of the object it belongs to (the
+/// nearest [`object_id`] up from it, else `owner`).
+pub(super) fn walk_versions(
+    v: &mut Value,
+    owner: Option<&str>,
+    f: &mut impl FnMut(&str, Option<&str>, &mut Value),
+) {
+    match v {
+        Value::Array(items) => items.iter_mut().for_each(|i| walk_versions(i, owner, f)),
+        Value::Object(map) => {
+            let own = object_id(map);
+            let owner = own.as_deref().or(owner);
+            for (k, item) in map.iter_mut() {
+                match version_field(k) {
+                    Some(field) if version_text(item).is_some() => f(&field, owner, item),
+                    _ => walk_versions(item, owner, f),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The id-like segments of a request path ([`route::is_id`]),
+/// percent-decoded, the last first: the objects a request names, most
+/// specific first (`/notes/n_1/items/7` gives `7`, `n_1`).
+pub(super) fn path_ids(uri: &str) -> Vec<String> {
+    let path = uri.split('?').next().unwrap_or("");
+    path.rsplit('/')
+        .filter(|s| route::is_id(s))
+        .map(percent_decode)
+        .collect()
+}
+
+/// A conditional request header (`If-Match`, `If-None-Match`,
+/// `If-Unmodified-Since`) with each validator that `f` has a live value
+/// for replaced, its wrapping kept: `If-Match: 3`, `"3"` or `W/"3"` ask
+/// `f("3")`; the entity tags of a list one by one. `None` for another
+/// header, or when nothing changed.
+pub(super) fn rewrite_conditional(
+    name: &str,
+    value: &str,
+    f: &mut impl FnMut(&str) -> Option<String>,
+) -> Option<String> {
+    let list = name.eq_ignore_ascii_case("if-match") || name.eq_ignore_ascii_case("if-none-match");
+    if !list && !name.eq_ignore_ascii_case("if-unmodified-since") {
+        return None;
+    }
+    // An HTTP date holds a comma: only entity tags come as a list.
+    let parts: Vec<&str> = if list {
+        value.split(',').collect()
+    } else {
+        vec![value]
+    };
+    let mut changed = false;
+    let out: Vec<String> = parts
+        .iter()
+        .map(|part| {
+            let tag = part.trim();
+            let (weak, rest) = tag
+                .strip_prefix("W/")
+                .map_or(("", tag), |rest| ("W/", rest));
+            let quoted = rest.len() >= 2 && rest.starts_with('"') && rest.ends_with('"');
+            let inner = if quoted {
+                &rest[1..rest.len() - 1]
+            } else {
+                rest
+            };
+            match (!inner.is_empty() && inner != "*")
+                .then(|| f(inner))
+                .flatten()
+            {
+                Some(live) => {
+                    changed = true;
+                    let q = if quoted { "\"" } else { "" };
+                    format!("{weak}{q}{live}{q}")
+                }
+                None => tag.to_string(),
+            }
+        })
+        .collect();
+    changed.then(|| out.join(", "))
 }
 
 /// Whether a recorded value looks like an id, token, cursor or key the

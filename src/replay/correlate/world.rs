@@ -1,16 +1,19 @@
 //! Worlds: what one copy of the recorded population has learned. A world
 //! maps recorded values to live ones (learned from answers, regenerated
-//! nonces, clear credentials), knows which recorded values will never get
-//! a live one (their answer failed) and holds the profile rules'
-//! variables. Shared by the VUs of one world; every other part of
-//! correlation reads and writes it through these methods only.
+//! nonces, clear credentials) and, per field and object, the versions
+//! answers handed out for concurrency control; it knows which recorded
+//! values will never get a live one (their answer failed) and holds the
+//! profile rules' variables. Shared by the VUs of one world; every other
+//! part of correlation reads and writes it through these methods only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use super::values::walk_strings;
+use super::values::{
+    VersionPair, path_ids, rewrite_conditional, version_text, walk_strings, walk_versions,
+};
 
 /// Clear values for redacted credentials (`--credentials-file`, TOML):
 ///
@@ -79,6 +82,18 @@ struct WorldState {
     poisoned: HashMap<String, Arc<str>>,
     /// Rule variables: `None` once the response that hands one out failed.
     vars: HashMap<String, Option<String>>,
+    /// Version fields: recorded value as text → what answers said of it,
+    /// per field and object ([`World::absorb_versions`]).
+    versions: HashMap<String, Vec<Learnt>>,
+}
+
+/// One learned version field: the live value of `recorded` for this field
+/// of this object.
+#[derive(Debug)]
+struct Learnt {
+    field: String,
+    owner: Option<String>,
+    live: Value,
 }
 
 impl World {
@@ -192,6 +207,115 @@ impl World {
             }
         }
         conflicts
+    }
+
+    /// Records version fields learned from an answer. The newest answer
+    /// wins for a field of an object (versions move on); a value that came
+    /// back as recorded is kept too, so that it is never taken for another
+    /// object's.
+    pub fn absorb_versions(&self, pairs: &[VersionPair]) {
+        if pairs.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for p in pairs {
+            let known = state.versions.entry(p.recorded.clone()).or_default();
+            match known
+                .iter_mut()
+                .find(|k| k.field == p.field && k.owner == p.owner)
+            {
+                Some(k) => k.live = p.live.clone(),
+                None => known.push(Learnt {
+                    field: p.field.clone(),
+                    owner: p.owner.clone(),
+                    live: p.live.clone(),
+                }),
+            }
+        }
+    }
+
+    /// The live value of a recorded version (of `field`, or of any field
+    /// for a conditional header) for the first object of `owners` (the
+    /// objects a request names, most specific first) the world learned it
+    /// for; never another object's. A request that names no object takes
+    /// it only when everything the world learned for that recorded value
+    /// agrees.
+    pub fn live_version(
+        &self,
+        recorded: &str,
+        field: Option<&str>,
+        owners: &[String],
+    ) -> Option<Value> {
+        let state = self.lock();
+        let known: Vec<&Learnt> = state
+            .versions
+            .get(recorded)?
+            .iter()
+            .filter(|k| field.is_none_or(|f| k.field == f))
+            .collect();
+        if let Some(k) = owners.iter().find_map(|o| {
+            known
+                .iter()
+                .find(|k| k.owner.as_deref() == Some(o.as_str()))
+        }) {
+            return Some(k.live.clone());
+        }
+        if !owners.is_empty() {
+            return None;
+        }
+        let mut rest = known.iter().map(|k| &k.live);
+        let first = rest.next()?;
+        rest.all(|l| l == first).then(|| first.clone())
+    }
+
+    /// Replaces in a request's JSON every version field the world learned
+    /// a live value for ([`World::live_version`]; the object is the
+    /// field's nearest `id`, else an id of the request's path `uri`). The
+    /// request's JSON type is kept: `"version": 3` becomes `"version": 8`,
+    /// `"version": "3"` becomes `"version": "8"`. Returns how many were
+    /// replaced.
+    pub fn substitute_versions(&self, json: &mut Value, uri: &str) -> usize {
+        let path_ids = path_ids(uri);
+        let mut replaced = 0;
+        walk_versions(json, None, &mut |field, owner, value| {
+            let Some(recorded) = version_text(value) else {
+                return;
+            };
+            let owners: Vec<String> = owner
+                .map(str::to_string)
+                .into_iter()
+                .chain(path_ids.iter().cloned())
+                .collect();
+            let Some(live) = self.live_version(&recorded, Some(field), &owners) else {
+                return;
+            };
+            let live = match (&*value, live) {
+                (Value::String(_), Value::Number(n)) => Value::String(n.to_string()),
+                (Value::Number(_), Value::String(s)) => match s.parse::<serde_json::Number>() {
+                    Ok(n) => Value::Number(n),
+                    Err(_) => Value::String(s),
+                },
+                (_, live) => live,
+            };
+            if *value != live {
+                *value = live;
+                replaced += 1;
+            }
+        });
+        replaced
+    }
+
+    /// A conditional request header (`If-Match`, `If-None-Match`,
+    /// `If-Unmodified-Since`) naming a version an answer's body gave
+    /// (`If-Match: 3`, `W/"3"`), with the live one for an object of the
+    /// request's path `uri`; `None` when there is none.
+    pub fn conditional(&self, name: &str, value: &str, uri: &str) -> Option<String> {
+        let ids = path_ids(uri);
+        rewrite_conditional(name, value, &mut |v| {
+            let live = self.live_version(v, None, &ids)?;
+            let live = version_text(&live).unwrap_or_else(|| live.to_string());
+            (live != v).then_some(live)
+        })
     }
 
     /// Marks recorded values that no live answer handed out yet as never
