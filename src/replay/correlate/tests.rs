@@ -1069,3 +1069,51 @@ fn a_skipped_request_says_which_value_it_waited_for_and_whose_answer_failed() {
         ("c_Ab12Cd34Ef56", "POST /api/conversations")
     );
 }
+
+#[test]
+fn a_learned_id_with_few_digits_is_replaced_inside_an_expression() {
+    // A server's random ids need not hold two digits (`c_bdhgNTJNUbzM`,
+    // a Matrix room id of letters only). Learned from the create's answer,
+    // it is an id wherever it recurs, a filter expression included.
+    let session = vec![
+        ex(
+            "POST",
+            "/api/conversations",
+            &[],
+            "{}",
+            r#"{"id":"c_bdhgNTJNUbzM"}"#,
+        ),
+        ex(
+            "GET",
+            "/api/messages?filter=%28conversation%3D%27c_bdhgNTJNUbzM%27%29&limit=50",
+            &[],
+            "",
+            "{}",
+        ),
+    ];
+    let values = analyze(&session);
+    let world = World::default();
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"id":"c_RtFMhFc9hyjn"}"#),
+        &world,
+    );
+    let search = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        percent_decode(&search.exchange.uri),
+        "/api/messages?filter=(conversation='c_RtFMhFc9hyjn')&limit=50"
+    );
+    assert_eq!(search.substitutions, ["correlated"]);
+    // A word the world happens to know as a value is still no id.
+    world.absorb(&[("ConversationId".to_string(), "Other".to_string())]);
+    let words = ex(
+        "GET",
+        "/api/search?q=ConversationId%20eq%201",
+        &[],
+        "",
+        "{}",
+    );
+    let kept = prepare(&words, 0, &values, &world, &Rules::default(), true);
+    assert_eq!(kept.exchange.uri, words.uri);
+}
