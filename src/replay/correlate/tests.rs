@@ -1117,3 +1117,40 @@ fn a_learned_id_with_few_digits_is_replaced_inside_an_expression() {
     let kept = prepare(&words, 0, &values, &world, &Rules::default(), true);
     assert_eq!(kept.exchange.uri, words.uri);
 }
+
+#[test]
+fn a_list_in_another_order_whose_items_differ_in_keys_keeps_its_shape() {
+    // Search hits in an order of the backend's own; only one item carries
+    // the id its client chose. The recorded first item has a key the live
+    // first item lacks, and the answer is still the same answer.
+    let recorded = ex(
+        "GET",
+        "/api/messages?filter=x",
+        &[],
+        "",
+        r#"{"messages":[{"id":"m_Aa11Bb22Cc33","text":"one","client_msg_id":"0c6f3e58-8d1e-4b5a-9f3e-1a2b3c4d5e6f"},{"id":"m_Dd44Ee55Ff66","text":"two"}],"total":2}"#,
+    );
+    let correlation = Correlation::new(false, Default::default(), Rules::default());
+    let (world, values) = (World::default(), SessionValues::default());
+    let shape = |body: &'static [u8]| {
+        let answer = Answer {
+            status: Some(200),
+            failure: None,
+            headers: &[],
+            body: &Bytes::from_static(body),
+        };
+        correlation
+            .learn("GET /x", &recorded, &recorded, answer, &values, &world)
+            .shape_mismatch
+    };
+    assert!(!shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77","text":"two"},{"id":"m_Vv66Uu55Tt44","text":"one","client_msg_id":"9d1b2c3e-8d1e-4b5a-9f3e-1a2b3c4d5e6f"}],"total":2}"#
+    ));
+    // No live item has what the recorded one had: a mismatch still.
+    assert!(shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77","text":"two"},{"id":"m_Vv66Uu55Tt44","text":"one"}],"total":2}"#
+    ));
+    assert!(shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77"}],"total":1}"#
+    ));
+}
