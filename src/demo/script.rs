@@ -381,9 +381,9 @@ async fn one_user(
         )
         .await;
     }
-    // Search the conversation: its id inside a filter expression, the
-    // hits in the search's own order.
-    tokio::time::sleep(think(&mut rng, &population)).await;
+    // Then look the conversation up, as the client refreshes its view
+    // (no think time): its id inside a filter expression, the hits in
+    // the search's own order.
     let filter = format!("(conversation='{conversation}')");
     let search = format!("/api/messages?filter={}&limit=50", query_encode(&filter));
     run.expect(StatusCode::OK, Method::GET, &search, token, &[], None)
