@@ -6,6 +6,7 @@
 //! target on an ephemeral loopback port.
 
 pub mod backend;
+pub mod client;
 pub mod script;
 
 use std::path::{Path, PathBuf};

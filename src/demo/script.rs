@@ -1,13 +1,17 @@
 //! The scripted demo: a population of chat users driven through the
 //! recording proxy in front of the demo backend.
 //!
-//! Each user logs in, opens a conversation, sends messages with think time
-//! (POST with an `Idempotency-Key`, one client retry of the same key, PUT
-//! with a client transaction id), opens a WebSocket to join the
-//! conversation, say it is typing and send a message there (the server
-//! acknowledges it with the message's id), marks the conversation read up
-//! to that id, pages the history with the server's cursors and streams a
-//! bot reply to the end. Every request's status, and every socket answer,
+//! Each user logs in (the user in a nested `identity.login_id`), opens a
+//! conversation, sends messages with think time (the first with a
+//! `client_msg_id` UUID of its own, then POSTs with an `Idempotency-Key`,
+//! one client retry of the same key, PUTs with a client transaction id),
+//! opens a WebSocket to join the conversation, say it is typing and send a
+//! message there (the server acknowledges it with the message's id), marks
+//! the conversation read up to that id, pages the history with the
+//! server's cursors, edits its first message (addressed by the client's id,
+//! `If-Match` the ETag the send answered with), searches the conversation
+//! with its id inside a filter expression, and streams a bot reply to the
+//! end. Every request's status, and every socket answer,
 //! is checked against what the script expects.
 
 use std::collections::HashMap;
@@ -16,16 +20,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use super::client::chat_socket;
+pub use super::client::{ChatClient, Reply};
 
 /// How many users, and how they pace themselves.
 #[derive(Debug, Clone)]
@@ -110,89 +112,6 @@ pub enum Progress {
     UserDone,
 }
 
-/// A small JSON-over-HTTP client for the demo API.
-#[derive(Debug, Clone)]
-pub struct ChatClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-    base: String,
-    user_agent: String,
-}
-
-/// A response as the script sees it.
-#[derive(Debug)]
-pub struct Reply {
-    /// Status.
-    pub status: StatusCode,
-    /// Whole body.
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// The body as JSON (`Value::Null` if it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-impl ChatClient {
-    /// A client for `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str, user_agent: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        ChatClient {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            base: base.trim_end_matches('/').to_string(),
-            user_agent: user_agent.to_string(),
-        }
-    }
-
-    /// Sends one request and reads the whole response.
-    ///
-    /// # Errors
-    /// A transport failure, as text.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Result<Reply, String> {
-        // Like a browser: compressed responses welcome.
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{}", self.base, path))
-            .header(header::USER_AGENT, &self.user_agent)
-            .header(header::ACCEPT_ENCODING, "gzip");
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(v.to_string()))
-            }
-            None => Full::new(Bytes::new()),
-        };
-        let req = req.body(body).map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let coding = resp.headers().get(header::CONTENT_ENCODING).cloned();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        let body = crate::codec::decoded(coding.as_ref().map(|v| v.as_bytes()), body)
-            .ok_or_else(|| format!("a body in an unreadable Content-Encoding ({coding:?})"))?;
-        Ok(Reply { status, body })
-    }
-}
-
 struct Run<'a> {
     user: usize,
     client: &'a ChatClient,
@@ -251,76 +170,33 @@ impl Run<'_> {
     }
 }
 
-/// The socket part of a user's script: join the conversation, say it is
-/// typing, send a message and wait for its acknowledgement, close (1000).
-/// Returns the acknowledged message id; an error says which step failed.
-async fn chat_socket(
-    base: &str,
-    client: &ChatClient,
-    token: Option<&str>,
-    conversation: &str,
-    client_id: &str,
-    text: &str,
-) -> Result<String, String> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+/// A random (version 4) UUID, as a client makes one.
+fn uuid_v4(rng: &mut StdRng) -> String {
+    let mut b: [u8; 16] = rng.random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
 
-    let url = format!("{}/api/ws", base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().map_err(|e| e.to_string())?;
-    let headers = request.headers_mut();
-    let mut add = |name: header::HeaderName, value: &str| {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    add(header::USER_AGENT, &client.user_agent);
-    if let Some(t) = token {
-        add(header::AUTHORIZATION, &format!("Bearer {t}"));
-    }
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let commands = [
-        json!({ "type": "join", "conversation": conversation }),
-        json!({ "type": "typing", "conversation": conversation }),
-        json!({ "type": "send", "conversation": conversation, "client_id": client_id, "text": text }),
-    ];
-    let mut answer = Value::Null;
-    for (command, expected) in commands.iter().zip(["joined", "typing_sent", "ack"]) {
-        socket
-            .send(Message::text(command.to_string()))
-            .await
-            .map_err(|e| format!("send {}: {e}", command["type"]))?;
-        answer = loop {
-            match socket.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    break serde_json::from_str(&t).unwrap_or(Value::Null);
-                }
-                Some(Ok(_)) => continue,
-                other => return Err(format!("socket ended before `{expected}`: {other:?}")),
+/// A query value percent-encoded as a URL builder does it (unreserved
+/// characters kept).
+fn query_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
             }
-        };
-        if answer["type"] != expected {
-            return Err(format!("expected `{expected}`, got {answer}"));
-        }
-    }
-    let bye = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    socket
-        .close(Some(bye))
-        .await
-        .map_err(|e| format!("close: {e}"))?;
-    // Read to the server's close.
-    while let Some(Ok(_)) = socket.next().await {}
-    answer["message_id"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("ack without a message_id: {answer}"))
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn think(rng: &mut StdRng, p: &Population) -> Duration {
@@ -361,7 +237,12 @@ async fn one_user(
     tokio::time::sleep(start_at).await;
 
     let name = user_name(user);
-    let login = json!({ "user": name, "password": population.password(user) });
+    // The user goes in a nested identity, as identity providers take it;
+    // not in a field named `user`.
+    let login = json!({
+        "identity": { "login_id": name },
+        "password": population.password(user),
+    });
     let Some(reply) = run
         .expect(
             StatusCode::OK,
@@ -397,10 +278,31 @@ async fn one_user(
         return run.outcome;
     };
     let messages_path = format!("/api/conversations/{conversation}/messages");
+    // The first message goes with an id the client chose (a UUID, as chat
+    // apps make one to show the message before the server answers); its
+    // edit later names it, with the ETag the send answered with.
+    let mut own: Option<(String, String)> = None;
     for k in 0..population.messages_per_user {
         tokio::time::sleep(think(&mut rng, &population)).await;
         let text = json!({ "text": format!("message {k} from {name}") });
-        if k % 2 == 0 {
+        if k == 0 {
+            let client_msg_id = uuid_v4(&mut rng);
+            let body = json!({ "text": format!("message {k} from {name}"), "client_msg_id": client_msg_id });
+            let sent = run
+                .expect(
+                    StatusCode::CREATED,
+                    Method::POST,
+                    &messages_path,
+                    token,
+                    &[],
+                    Some(body),
+                )
+                .await;
+            own = sent
+                .as_ref()
+                .and_then(Reply::etag)
+                .map(|etag| (client_msg_id, etag.to_string()));
+        } else if k % 2 == 0 {
             let key = format!("idem-{:016x}", rng.random::<u64>());
             let headers = [("idempotency-key", key.as_str())];
             run.expect(
@@ -452,16 +354,40 @@ async fn one_user(
             .await;
     }
     tokio::time::sleep(think(&mut rng, &population)).await;
-    let mut page = format!("{messages_path}?limit=2");
+    let mut page = format!("{messages_path}?limit=4");
     while let Some(reply) = run
         .expect(StatusCode::OK, Method::GET, &page, token, &[], None)
         .await
     {
         match reply.json()["next_cursor"].as_str() {
-            Some(cursor) => page = format!("{messages_path}?limit=2&cursor={cursor}"),
+            Some(cursor) => page = format!("{messages_path}?limit=4&cursor={cursor}"),
             None => break,
         }
     }
+    if let Some((client_msg_id, etag)) = own {
+        // Edit the first message: addressed by the client's own id, on
+        // the condition that it is still the version the send made.
+        tokio::time::sleep(think(&mut rng, &population)).await;
+        let path = format!("{messages_path}/{client_msg_id}");
+        let body = json!({ "text": format!("message 0 from {name}, edited") });
+        let headers = [("if-match", etag.as_str())];
+        run.expect(
+            StatusCode::OK,
+            Method::PATCH,
+            &path,
+            token,
+            &headers,
+            Some(body),
+        )
+        .await;
+    }
+    // Then look the conversation up, as the client refreshes its view
+    // (no think time): its id inside a filter expression, the hits in
+    // the search's own order.
+    let filter = format!("(conversation='{conversation}')");
+    let search = format!("/api/messages?filter={}&limit=50", query_encode(&filter));
+    run.expect(StatusCode::OK, Method::GET, &search, token, &[], None)
+        .await;
     tokio::time::sleep(think(&mut rng, &population)).await;
     let reply_path = format!("/api/conversations/{conversation}/reply");
     run.expect(StatusCode::OK, Method::GET, &reply_path, token, &[], None)

@@ -205,6 +205,54 @@ async fn at_5x_every_world_does_its_own_work_with_no_4xx() {
         "{:?}",
         ws.close_codes
     );
+
+    // What backends nobody here wrote do, done by every world on its own:
+    // the login names its user in `identity.login_id`; each user's first
+    // message carries a UUID of its client's, and its edit addresses that
+    // UUID with the ETag the send answered with (a world that reused the
+    // recorded UUID would get 409, a recorded ETag 412); the search names
+    // the conversation inside a filter expression and lists its hits in
+    // this backend's own order.
+    assert_eq!((recorded.edits, recorded.searches), (4, 4));
+    assert_eq!(
+        live.edits,
+        5 * recorded.edits,
+        "every world's edit was stored"
+    );
+    assert_eq!(live.searches, 5 * recorded.searches);
+    assert_eq!(
+        (
+            live.edit_conflicts,
+            live.edits_refused,
+            live.duplicate_client_ids
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(
+        live.per_user.keys().collect::<Vec<_>>(),
+        recorded.per_user.keys().collect::<Vec<_>>()
+    );
+    for (user, did) in &recorded.per_user {
+        let live = &live.per_user[user];
+        assert_eq!(did.edits, 1, "{user}");
+        assert_eq!(
+            (live.logins, live.messages, live.edits),
+            (5 * did.logins, 5 * did.messages, 5 * did.edits),
+            "{user}: each edit by its message's author, in every world"
+        );
+    }
+    assert_eq!((s.conflicting_values, s.shape_mismatches), (0, 0));
+    let route = |name: &str| {
+        s.routes
+            .iter()
+            .find(|r| r.route == name)
+            .unwrap_or_else(|| panic!("route {name}"))
+    };
+    assert_eq!(
+        route("PATCH /api/conversations/{id}/messages/{id}").requests,
+        20
+    );
+    assert_eq!(route("GET /api/messages").requests, 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,15 +263,30 @@ async fn verbatim_replay_is_deduplicated_live_and_rejected_fresh() {
     let before = demo_stats(&recorded_on).await;
 
     // Against the backend that was recorded (tokens and ids still valid):
-    // the sends succeed, but the backend deduplicates them.
+    // the sends succeed, but the backend deduplicates them; the sends that
+    // name a client-chosen id are refused (the sender used it already),
+    // and so are the edits (their ETag is the recorded one, made stale by
+    // the recorded edit).
     let report = replay_5x(&capture, &recorded_on, false, 4.0).await;
     let s = &report.stages[0];
-    assert_eq!(s.errors, 0, "{:?}", s.error_kinds);
+    let refused = |status: &str| s.status_counts.get(status).copied().unwrap_or(0);
+    assert_eq!(
+        (refused("409"), refused("412")),
+        (20, 20),
+        "{:?}",
+        s.status_counts
+    );
+    assert_eq!(s.errors, 40, "{:?}", s.error_kinds);
+    assert_eq!(s.error_kinds["http_4xx"], 40);
     let after = demo_stats(&recorded_on).await;
+    assert_eq!(after.edits, before.edits, "no edit went through");
+    assert_eq!(after.edit_conflicts, before.edit_conflicts + 20);
+    assert_eq!(after.duplicate_client_ids, before.duplicate_client_ids + 20);
     assert_eq!(after.messages, before.messages, "no new message was stored");
+    // Every send but the one with a client-chosen id per user.
     assert!(
         after.duplicate_sends_suppressed
-            > before.duplicate_sends_suppressed + 5 * before.messages - 1
+            > before.duplicate_sends_suppressed + 5 * (before.messages - 4) - 1
     );
     let dedup = |route: &str| {
         s.routes

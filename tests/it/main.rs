@@ -7,6 +7,7 @@ mod architecture;
 mod binary;
 mod correlation;
 mod demo_backend;
+mod demo_edits;
 mod distributed;
 mod golden;
 mod html;

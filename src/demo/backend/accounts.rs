@@ -1,5 +1,6 @@
-//! Logins and bearer tokens of the demo backend: `POST /api/login` (open
-//! sign-up, or a fixed set of accounts whose passwords must match) and the
+//! Logins and bearer tokens of the demo backend: `POST /api/login` (the
+//! user named in a nested `identity.login_id`, as identity providers do;
+//! open sign-up, or a fixed set of accounts whose passwords must match) and the
 //! token check every other request passes, with the per-token rate limit.
 //!
 //! Reads and writes the shared state's tokens, users and rate-limit
@@ -60,21 +61,24 @@ impl Backend {
         Ok(user)
     }
 
-    /// `POST /api/login` with `{"user": …, "password": …}`: a fresh
-    /// token; 401 for an empty user or password, or one the accounts
-    /// (when configured) do not know.
+    /// `POST /api/login` with `{"identity": {"login_id": …}, "password":
+    /// …}` (or the older `{"user": …, "password": …}`): a fresh token;
+    /// 401 for an empty user or password, or one the accounts (when
+    /// configured) do not know.
     pub(super) async fn login(&self, req: Request<Incoming>) -> Response<Body> {
         let body = match read_json(req).await {
             Ok(v) => v,
             Err(resp) => return *resp,
         };
-        let (Some(user), Some(password)) = (
-            body.get("user").and_then(Value::as_str),
-            body.get("password").and_then(Value::as_str),
-        ) else {
+        let user = body
+            .pointer("/identity/login_id")
+            .or_else(|| body.get("user"))
+            .and_then(Value::as_str);
+        let (Some(user), Some(password)) = (user, body.get("password").and_then(Value::as_str))
+        else {
             return error(
                 StatusCode::BAD_REQUEST,
-                "expected {\"user\": string, \"password\": string}",
+                "expected {\"identity\": {\"login_id\": string}, \"password\": string}",
             );
         };
         if user.is_empty() || password.is_empty() {
@@ -96,6 +100,7 @@ impl Backend {
             st.stats.users += 1;
         }
         st.stats.logins += 1;
+        st.user(user).logins += 1;
         json_response(StatusCode::OK, &json!({ "token": token, "user": user }))
     }
 }

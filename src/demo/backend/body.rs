@@ -36,6 +36,14 @@ pub(super) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     resp
 }
 
+/// `resp` with an `ETag` header (a quoted validator such as `"r1-…"`).
+pub(super) fn with_etag(mut resp: Response<Body>, etag: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
 pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
 }

@@ -1,6 +1,7 @@
 //! Conversations and their messages in the demo backend: create one,
-//! post (idempotent on an `Idempotency-Key` header) or put (idempotent on
-//! the client's transaction id) a message, page through the messages with
+//! post (idempotent on an `Idempotency-Key` header, or naming the id its
+//! client chose, once per sender) or put (idempotent on the client's
+//! transaction id) a message, each answered with its version's `ETag`, page through the messages with
 //! opaque cursors bound to their conversation, and mark it read.
 //!
 //! Requests arrive from the router in the backend's face; new messages go
@@ -11,7 +12,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use super::body::{Body, error, json_response, read_json, read_json_or_empty, read_text};
+use super::body::{
+    Body, error, json_response, read_json, read_json_or_empty, read_text, with_etag,
+};
 use super::state::{Backend, Conversation, Message, random_id, store_message};
 
 impl Backend {
@@ -41,13 +44,17 @@ impl Backend {
             },
         );
         st.stats.conversations += 1;
+        st.user(user).conversations += 1;
         json_response(
             StatusCode::CREATED,
             &json!({ "id": id, "title": title, "created_by": user }),
         )
     }
-    /// `POST /api/conversations/{id}/messages` with `{"text": …}`; a
-    /// repeated `Idempotency-Key` answers the first message again.
+    /// `POST /api/conversations/{id}/messages` with `{"text": …}` and
+    /// optionally the id the client chose for it, `"client_msg_id": …`; a
+    /// repeated `Idempotency-Key` answers the first message again, a
+    /// `client_msg_id` the sender used before is a 409. The answer's
+    /// `ETag` is what an edit must name in `If-Match`.
     pub(super) async fn post_message(
         &self,
         req: Request<Incoming>,
@@ -59,9 +66,22 @@ impl Backend {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let text = match read_text(req).await {
-            Ok(t) => t,
+        let body = match read_json(req).await {
+            Ok(v) => v,
             Err(resp) => return *resp,
+        };
+        let Some(text) = body.get("text").and_then(Value::as_str) else {
+            return error(StatusCode::BAD_REQUEST, "expected {\"text\": string}");
+        };
+        let client_msg_id = match body.get("client_msg_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if (1..=128).contains(&id.len()) => Some(id.clone()),
+            Some(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "client_msg_id must be a string of 1 to 128 characters",
+                );
+            }
         };
         let mut st = self.lock();
         if !st.conversations.contains_key(conversation) {
@@ -74,16 +94,37 @@ impl Backend {
                 .cloned();
             if let Some(message) = seen {
                 st.stats.duplicate_sends_suppressed += 1;
-                return json_response(StatusCode::CREATED, &json!({ "message": message }));
+                return with_etag(
+                    json_response(StatusCode::CREATED, &json!({ "message": message })),
+                    &message.etag,
+                );
             }
         }
-        let message = self.new_message(user, &text);
+        if let Some(id) = &client_msg_id
+            && let Some(existing) = st.client_ids.get(&(user.to_string(), id.clone())).cloned()
+        {
+            st.stats.duplicate_client_ids += 1;
+            return json_response(
+                StatusCode::CONFLICT,
+                &json!({ "error": "client_msg_id already used by this sender", "message_id": existing }),
+            );
+        }
+        let mut message = self.new_message(user, text);
+        message.client_msg_id = client_msg_id.clone();
         if let Some(key) = key {
             st.idempotency
                 .insert((user.to_string(), key), message.clone());
         }
+        if let Some(id) = client_msg_id {
+            st.client_ids
+                .insert((user.to_string(), id), message.id.clone());
+        }
+        let etag = message.etag.clone();
         store_message(&mut st, conversation, message.clone(), None);
-        json_response(StatusCode::CREATED, &json!({ "message": message }))
+        with_etag(
+            json_response(StatusCode::CREATED, &json!({ "message": message })),
+            &etag,
+        )
     }
 
     /// `PUT /api/conversations/{id}/messages/{txn}` with `{"text": …}`;
@@ -109,10 +150,13 @@ impl Backend {
             return json_response(StatusCode::OK, &json!({ "message_id": id }));
         }
         let message = self.new_message(user, &text);
-        let id = message.id.clone();
+        let (id, etag) = (message.id.clone(), message.etag.clone());
         st.transactions.insert(txn_key, id.clone());
         store_message(&mut st, conversation, message, None);
-        json_response(StatusCode::OK, &json!({ "message_id": id }))
+        with_etag(
+            json_response(StatusCode::OK, &json!({ "message_id": id })),
+            &etag,
+        )
     }
 
     /// `GET /api/conversations/{id}/messages?limit=&cursor=`: a page of

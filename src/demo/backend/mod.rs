@@ -3,7 +3,13 @@
 //! It behaves like the backends tapedeck users run: random login tokens,
 //! server-made opaque ids, opaque pagination cursors bound to their
 //! conversation, idempotent sends (an `Idempotency-Key` header on POST, a
-//! client transaction id in the path of a PUT), a Server-Sent-Events bot
+//! client transaction id in the path of a PUT, a client-chosen
+//! `client_msg_id` that a sender may use once), edits of one's own message
+//! guarded by the `ETag` its send answered with (`If-Match`, 412 when
+//! stale), a filter query naming the conversation inside an expression
+//! (`GET /api/messages?filter=(conversation='c_…')`) whose hits come in an
+//! order of this backend's own, a login naming its user in a nested
+//! `identity.login_id`, a Server-Sent-Events bot
 //! reply streamed token by token, a WebSocket (`/api/ws`: join a
 //! conversation, get its new messages pushed, send typing events and
 //! messages), and a capacity limit: `workers` slots,
@@ -19,7 +25,8 @@
 //! This file is the backend's face: [`DemoBackend`] (start, stop), the
 //! accept loop and the router. The handlers live beside it, one concern
 //! per file: `accounts` (login, tokens, rate limit), `conversations`
-//! (conversations and messages), `reply` (the SSE bot reply), `websocket`;
+//! (conversations and messages), `edits` (conditional edits), `search`
+//! (the filter query), `reply` (the SSE bot reply), `websocket`;
 //! `state` holds what they share and `body` the HTTP bodies both ways.
 //! The face only dispatches: it keeps no state of its own and its
 //! handlers never call back into it.
@@ -27,7 +34,9 @@
 mod accounts;
 mod body;
 mod conversations;
+mod edits;
 mod reply;
+mod search;
 mod state;
 mod websocket;
 
@@ -48,7 +57,7 @@ use tokio::task::JoinHandle;
 use crate::shutdown::Shutdown;
 use body::{Body, accepts_gzip, error, gzipped, json_response};
 use state::Backend;
-pub use state::{BackendConfig, Stats};
+pub use state::{BackendConfig, Stats, UserStats};
 
 /// A running demo backend.
 #[derive(Debug)]
@@ -201,7 +210,12 @@ impl Backend {
                 let (id, txn) = (id.to_string(), txn.to_string());
                 self.put_message(req, &user, &id, &txn).await
             }
+            (&Method::PATCH, ["conversations", id, "messages", message]) => {
+                let (id, message) = (id.to_string(), message.to_string());
+                self.edit_message(req, &user, &id, &message).await
+            }
             (&Method::GET, ["conversations", id, "messages"]) => self.page(id, &query),
+            (&Method::GET, ["messages"]) => self.search(&query),
             (&Method::GET, ["conversations", id, "reply"]) => self.reply(id, permit),
             (&Method::POST, ["conversations", id, "read"]) => {
                 let id = id.to_string();

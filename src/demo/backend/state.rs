@@ -7,7 +7,7 @@
 //! [`Backend::lock`], never across an `.await`. This file knows nothing of
 //! HTTP: requests come in and responses go out in the handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +92,43 @@ pub struct Stats {
     /// Read marks set (`POST …/read` naming a message of the conversation).
     #[serde(default)]
     pub reads: u64,
+    /// Messages edited (`PATCH` with the message's current ETag in
+    /// `If-Match`), always by their author.
+    #[serde(default)]
+    pub edits: u64,
+    /// Edits refused with 412: `If-Match` named an older version.
+    #[serde(default)]
+    pub edit_conflicts: u64,
+    /// Edits refused with 403: the editor did not write the message.
+    #[serde(default)]
+    pub edits_refused: u64,
+    /// Sends refused with 409: the sender had already used that
+    /// `client_msg_id`.
+    #[serde(default)]
+    pub duplicate_client_ids: u64,
+    /// Filter queries answered (`GET /api/messages?filter=…`).
+    #[serde(default)]
+    pub searches: u64,
+    /// What each user did, by user name.
+    #[serde(default)]
+    pub per_user: BTreeMap<String, UserStats>,
+}
+
+/// What one user did, as `GET /api/stats` reports it under `per_user`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UserStats {
+    /// Successful logins.
+    #[serde(default)]
+    pub logins: u64,
+    /// Conversations created.
+    #[serde(default)]
+    pub conversations: u64,
+    /// Messages stored with this user as their author.
+    #[serde(default)]
+    pub messages: u64,
+    /// Edits of this user's own messages.
+    #[serde(default)]
+    pub edits: u64,
 }
 
 /// A stored message, as the API shows it.
@@ -101,6 +138,17 @@ pub(super) struct Message {
     pub(super) author: String,
     pub(super) text: String,
     pub(super) created_at_ms: u64,
+    /// The id its client chose for it, if it sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) client_msg_id: Option<String>,
+    pub(super) edited: bool,
+    /// The current version's validator (quoted), sent as `ETag`; a new one
+    /// per edit.
+    #[serde(skip)]
+    pub(super) etag: String,
+    /// 1 when sent, one more per edit.
+    #[serde(skip)]
+    pub(super) version: u32,
 }
 
 /// A conversation and its messages, oldest first.
@@ -123,11 +171,21 @@ pub(super) struct State {
     pub(super) idempotency: HashMap<(String, String), Message>,
     /// (user, txn) -> message id
     pub(super) transactions: HashMap<(String, String), String>,
+    /// (sender, client_msg_id) -> message id: a client id is the sender's
+    /// once, in whatever conversation.
+    pub(super) client_ids: HashMap<(String, String), String>,
     pub(super) buckets: HashMap<String, (f64, Instant)>,
     /// conversation -> the sockets that joined it (socket id, push queue)
     pub(super) rooms: HashMap<String, Vec<(u64, mpsc::Sender<String>)>>,
     pub(super) next_socket: u64,
     pub(super) stats: Stats,
+}
+
+impl State {
+    /// The counters of `user`, made on first use.
+    pub(super) fn user(&mut self, user: &str) -> &mut UserStats {
+        self.stats.per_user.entry(user.to_string()).or_default()
+    }
 }
 
 /// The backend every handler works on: configuration, state, worker slots.
@@ -136,6 +194,9 @@ pub(super) struct Backend {
     workers: Arc<Semaphore>,
     state: Mutex<State>,
     started: Instant,
+    /// Orders filter query answers: the same order on this backend, another
+    /// on the next one, as a search index's ties come back.
+    pub(super) search_seed: u64,
     /// Closes the sockets (1001) when the backend stops.
     pub(super) shutdown: Shutdown,
 }
@@ -148,6 +209,7 @@ impl Backend {
             config,
             state: Mutex::new(State::default()),
             started: Instant::now(),
+            search_seed: rand::rng().random(),
             shutdown,
         }
     }
@@ -194,6 +256,10 @@ impl Backend {
             author: user.to_string(),
             text: text.to_string(),
             created_at_ms: self.started.elapsed().as_millis() as u64,
+            client_msg_id: None,
+            edited: false,
+            etag: new_etag(1),
+            version: 1,
         }
     }
 }
@@ -209,6 +275,12 @@ pub(super) fn random_id(prefix: &str, len: usize) -> String {
     format!("{prefix}{tail}")
 }
 
+/// A quoted validator for version `version` of a message:
+/// `"r1-8f3kQ2m9qZ"`, random so that no other run can guess it.
+pub(super) fn new_etag(version: u32) -> String {
+    format!("\"{}\"", random_id(&format!("r{version}-"), 10))
+}
+
 /// Stores a message and pushes it to the conversation's sockets (but the
 /// sender's).
 pub(super) fn store_message(
@@ -218,6 +290,7 @@ pub(super) fn store_message(
     from: Option<u64>,
 ) {
     let event = json!({ "type": "message", "conversation": conversation, "message": message });
+    st.user(&message.author).messages += 1;
     if let Some(c) = st.conversations.get_mut(conversation) {
         c.messages.push(message);
     }

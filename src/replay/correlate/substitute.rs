@@ -73,7 +73,8 @@ impl Rewriter<'_> {
     /// A value that holds ids inside it (`(room='c_Ab12Cd34Ef56')`, a
     /// GraphQL query, `room:c_Ab12Cd34Ef56`): each whole token of it that
     /// is long and opaque ([`is_random`]) and has a live value is
-    /// replaced; short or common tokens never are.
+    /// replaced, and so is a long id learned from an answer whatever its
+    /// digits; short or common tokens never are.
     fn inside(&mut self, v: &str) -> Option<(String, &'static str)> {
         let part = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
         if v.chars().all(part) {
@@ -88,7 +89,17 @@ impl Rewriter<'_> {
             rest = &rest[start..];
             let end = rest.find(|c: char| !part(c)).unwrap_or(rest.len());
             let token = &rest[..end];
-            match is_random(token).then(|| self.decided(token)).flatten() {
+            let found = if is_random(token) {
+                self.decided(token)
+            } else if token.len() >= 10 && route::is_id(token) {
+                // A server's random id need not hold two digits
+                // (`c_bdhgNTJNUbzM`): one an answer handed out is replaced
+                // too, never a nonce or a word.
+                self.decided(token).filter(|(_, k)| *k == "correlated")
+            } else {
+                None
+            };
+            match found {
                 Some((live, k)) => {
                     out.push_str(&live);
                     kind.get_or_insert(k);

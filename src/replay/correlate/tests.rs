@@ -1170,3 +1170,88 @@ fn a_skipped_request_says_which_value_it_waited_for_and_whose_answer_failed() {
         ("c_Ab12Cd34Ef56", "POST /api/conversations")
     );
 }
+
+#[test]
+fn a_learned_id_with_few_digits_is_replaced_inside_an_expression() {
+    // A server's random ids need not hold two digits (`c_bdhgNTJNUbzM`,
+    // a Matrix room id of letters only). Learned from the create's answer,
+    // it is an id wherever it recurs, a filter expression included.
+    let session = vec![
+        ex(
+            "POST",
+            "/api/conversations",
+            &[],
+            "{}",
+            r#"{"id":"c_bdhgNTJNUbzM"}"#,
+        ),
+        ex(
+            "GET",
+            "/api/messages?filter=%28conversation%3D%27c_bdhgNTJNUbzM%27%29&limit=50",
+            &[],
+            "",
+            "{}",
+        ),
+    ];
+    let values = analyze(&session);
+    let world = World::default();
+    learn(
+        &session[0],
+        &[],
+        &Bytes::from_static(br#"{"id":"c_RtFMhFc9hyjn"}"#),
+        &world,
+    );
+    let search = prepare(&session[1], 1, &values, &world, &Rules::default(), true);
+    assert_eq!(
+        percent_decode(&search.exchange.uri),
+        "/api/messages?filter=(conversation='c_RtFMhFc9hyjn')&limit=50"
+    );
+    assert_eq!(search.substitutions, ["correlated"]);
+    // A word the world happens to know as a value is still no id.
+    world.absorb(&[("ConversationId".to_string(), "Other".to_string())]);
+    let words = ex(
+        "GET",
+        "/api/search?q=ConversationId%20eq%201",
+        &[],
+        "",
+        "{}",
+    );
+    let kept = prepare(&words, 0, &values, &world, &Rules::default(), true);
+    assert_eq!(kept.exchange.uri, words.uri);
+}
+
+#[test]
+fn a_list_in_another_order_whose_items_differ_in_keys_keeps_its_shape() {
+    // Search hits in an order of the backend's own; only one item carries
+    // the id its client chose. The recorded first item has a key the live
+    // first item lacks, and the answer is still the same answer.
+    let recorded = ex(
+        "GET",
+        "/api/messages?filter=x",
+        &[],
+        "",
+        r#"{"messages":[{"id":"m_Aa11Bb22Cc33","text":"one","client_msg_id":"0c6f3e58-8d1e-4b5a-9f3e-1a2b3c4d5e6f"},{"id":"m_Dd44Ee55Ff66","text":"two"}],"total":2}"#,
+    );
+    let correlation = Correlation::new(false, Default::default(), Rules::default());
+    let (world, values) = (World::default(), SessionValues::default());
+    let shape = |body: &'static [u8]| {
+        let answer = Answer {
+            status: Some(200),
+            failure: None,
+            headers: &[],
+            body: &Bytes::from_static(body),
+        };
+        correlation
+            .learn("GET /x", &recorded, &recorded, answer, &values, &world)
+            .shape_mismatch
+    };
+    assert!(!shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77","text":"two"},{"id":"m_Vv66Uu55Tt44","text":"one","client_msg_id":"9d1b2c3e-8d1e-4b5a-9f3e-1a2b3c4d5e6f"}],"total":2}"#
+    ));
+    // No live item has what the recorded one had: a mismatch still.
+    assert!(shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77","text":"two"},{"id":"m_Vv66Uu55Tt44","text":"one"}],"total":2}"#
+    ));
+    assert!(shape(
+        br#"{"messages":[{"id":"m_Yy99Xx88Ww77"}],"total":1}"#
+    ));
+}
