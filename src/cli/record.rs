@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::client_tls::ClientTlsArgs;
 use super::parse::{parse_duration, parse_size};
-use tapedeck::capture::redact::{DEFAULT_FIELDS, RedactionConfig};
+use tapedeck::capture::redact::RedactionConfig;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
 use tapedeck::proxy::{PathFilter, RecordConfig};
 use tapedeck::upstream::Upstream;
@@ -95,8 +95,14 @@ pub struct RecordArgs {
     #[arg(long = "redact-header")]
     #[serde(default)]
     pub redact_header: Vec<String>,
-    /// JSON/form field names to redact, replacing the default list
-    /// (password, passwd, secret, token, access_token, refresh_token, api_key).
+    /// A header redacted by default to keep in clear (repeatable).
+    #[arg(long = "keep-header")]
+    #[serde(default)]
+    pub keep_header: Vec<String>,
+    /// Field and query-parameter names to redact, replacing the default
+    /// rules (names with `password` in them, `secret`, `token`, `api_key`,
+    /// `id_token`, `client_secret`, and names ending in `_token`, `_secret`
+    /// or `_key`).
     #[arg(long = "redact-field", value_delimiter = ',')]
     #[serde(default)]
     pub redact_field: Vec<String>,
@@ -195,15 +201,11 @@ impl RecordArgs {
             session.idle_gap = parse_duration(&s).context("--session-idle")?;
         }
         config.session = session;
-        let fields = or_vec(self.redact_field, file.redact_field);
         config.redaction = RedactionConfig {
             keep_credentials: self.keep_credentials || file.keep_credentials,
             extra_headers: or_vec(self.redact_header, file.redact_header),
-            fields: if fields.is_empty() {
-                DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect()
-            } else {
-                fields
-            },
+            keep_headers: or_vec(self.keep_header, file.keep_header),
+            fields: or_vec(self.redact_field, file.redact_field),
         };
         config.filter = PathFilter {
             include: or_vec(self.include, file.include),

@@ -274,10 +274,9 @@ impl Matched<'_> {
     /// The stored form of the key: credentials as markers.
     fn describe(&self, redactor: &Redactor) -> (SessionKeyKind, String) {
         match self {
-            Matched::Header(v) => (
-                SessionKeyKind::Header,
-                String::from_utf8_lossy(v).into_owned(),
-            ),
+            // A session header is a credential's kind of value (a
+            // session id): stored as its marker.
+            Matched::Header(v) => (SessionKeyKind::Header, redactor.marker(v)),
             Matched::Bearer(v) => (SessionKeyKind::Bearer, redactor.marker(v)),
             Matched::Cookie(name, v) => (
                 SessionKeyKind::Cookie,

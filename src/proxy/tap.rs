@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::ProxyState;
 use super::session::set_cookies;
-use crate::capture::redact::scannable;
+use crate::capture::redact::{BodyKind, scannable};
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -199,10 +199,10 @@ impl Pending {
 
         if succeeded {
             let tokens: Vec<&[u8]> = match &response {
-                Some((b, _)) => redactor
-                    .secret_ranges(b)
+                Some(r) => redactor
+                    .secret_ranges(&r.content, &r.kind)
                     .into_iter()
-                    .map(|r| &b[r])
+                    .map(|range| &r.content[range])
                     .collect(),
                 None => Vec::new(),
             };
@@ -212,23 +212,38 @@ impl Pending {
                 .bind_credentials(self.session.session_no, &tokens, &cookies);
         }
 
+        let mut uri = self.uri;
         let mut request_headers = self.request_headers;
         let mut response_headers = self.response_headers;
         if !redactor.keeps_credentials() {
-            redactor.redact_headers(&mut request_headers);
-            redactor.redact_headers(&mut response_headers);
-            if let Some((content, coding)) = scannable(&request_headers, &request_body.bytes)
-                && let Some(b) = redactor.redact_content(&content, coding)
-            {
-                request_body.bytes = b;
+            // What the request carried in clear, to be redacted wherever
+            // the response echoes it too.
+            let mut secrets = redactor.redact_headers(&mut request_headers);
+            if let Some(redacted) = redactor.redact_uri(&uri, &mut secrets) {
+                uri = redacted;
             }
-            if let Some((content, coding)) = response
-                && let Some(b) = redactor.redact_content(&content, coding)
+            if let Some(body) = scannable(&request_headers, &request_body.bytes) {
+                secrets.extend(
+                    redactor
+                        .secret_ranges(&body.content, &body.kind)
+                        .into_iter()
+                        .map(|r| body.content[r].to_vec()),
+                );
+                if let Some(b) = redactor.redact_content(&body, &[]) {
+                    request_body.bytes = b;
+                }
+            }
+            redactor.redact_headers(&mut response_headers);
+            redactor.redact_echoed_headers(&mut response_headers, &secrets);
+            if let Some(body) = response
+                && let Some(b) = redactor.redact_content(&body, &secrets)
             {
                 response_body.bytes = b;
             }
             for frame in self.ws_frames.iter_mut().filter(|f| f.op == "text") {
-                if let Some(b) = redactor.redact_body(frame.data.as_bytes()) {
+                if let Some(b) =
+                    redactor.redact_body(frame.data.as_bytes(), &BodyKind::Json, &secrets)
+                {
                     frame.data = String::from_utf8_lossy(&b).into_owned();
                 }
             }
@@ -240,7 +255,7 @@ impl Pending {
             seq: self.seq,
             started_at_us: self.started_at_us,
             method: self.method,
-            uri: self.uri,
+            uri,
             http_version: self.http_version,
             request_headers,
             request_body,

@@ -213,11 +213,13 @@ fn etag(headers: &http::HeaderMap) -> String {
 async fn record(proxy: &TestProxy) {
     let c = client();
     for (user, password) in USERS {
-        let session = format!("session-{user}");
+        // Each user's own client: the session key when no credential is
+        // sent yet (`X-Session-Id` would be redacted as a credential).
+        let session = format!("{user}-client/1.0");
         let auth = basic(user, password);
         let go = async |method: Method, path: &str, extra: &[(&str, &str)], body: Value| {
             let mut headers = vec![
-                ("x-session-id", session.as_str()),
+                ("user-agent", session.as_str()),
                 ("authorization", auth.as_str()),
                 ("content-type", "application/json"),
             ];

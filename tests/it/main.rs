@@ -16,6 +16,7 @@ mod kubernetes;
 mod postgres;
 mod proxy;
 mod radicale;
+mod redaction;
 mod replay;
 mod rules;
 mod synapse;

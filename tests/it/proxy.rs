@@ -71,19 +71,21 @@ async fn fifty_sessions_of_twenty_requests_are_recorded_in_send_order_byte_for_b
     let sessions = support::group(stored.iter().map(|e| (e.session_no, e)));
     assert_eq!(sessions.len(), 50);
     for (_, exchanges) in sessions {
+        // A session header is a credential: stored as its marker, the
+        // same for every request of the session.
         let session_key = exchanges[0]
             .request_header("x-session-id")
             .expect("header kept")
             .to_string();
+        assert!(session_key.starts_with("redacted:"), "{session_key}");
+        let first = exchanges[0].request_header("x-test-id").expect("test id");
+        let s = first.split('-').next().expect("session number").to_string();
         for (i, e) in exchanges.iter().enumerate() {
             // Sequence numbers follow send order within the session.
             assert_eq!(e.seq, i as i64 + 1);
             assert_eq!(e.request_header("x-session-id"), Some(session_key.as_str()));
             let id = e.request_header("x-test-id").expect("test id");
-            assert_eq!(
-                id,
-                format!("{}-{i}", session_key.trim_start_matches("sess-"))
-            );
+            assert_eq!(id, format!("{s}-{i}"));
             let upstream_saw = &by_id[id];
             assert_eq!(
                 digest(&e.request_body),

@@ -204,11 +204,13 @@ fn etag(headers: &http::HeaderMap) -> String {
 async fn record(proxy: &TestProxy) {
     let c = client();
     for (user, password) in USERS {
-        let session = format!("session-{user}");
+        // Each user's own client: the session key when no credential is
+        // sent yet (`X-Session-Id` would be redacted as a credential).
+        let session = format!("{user}-client/1.0");
         let basic = basic(user, password);
         let h = |extra: &[(&'static str, String)]| {
             let mut h = vec![
-                ("x-session-id", session.clone()),
+                ("user-agent", session.clone()),
                 ("authorization", basic.clone()),
             ];
             h.extend(extra.iter().cloned());

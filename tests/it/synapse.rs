@@ -188,7 +188,9 @@ async fn record(proxy: &TestProxy) {
     let c = client();
     let at = |path: &str| proxy.url(&format!("/_matrix/client/v3{path}"));
     for (user, password) in USERS {
-        let session = format!("session-{user}");
+        // Each user's own client: the session key when no credential is
+        // sent yet (`X-Session-Id` would be redacted as a credential).
+        let session = format!("{user}-client/1.0");
         let login = serde_json::json!({
             "type": "m.login.password",
             "identifier": {"type": "m.id.user", "user": user},
@@ -199,7 +201,7 @@ async fn record(proxy: &TestProxy) {
             Method::POST,
             &at("/login"),
             &[
-                ("x-session-id", &session),
+                ("user-agent", &session),
                 ("content-type", "application/json"),
             ],
             Bytes::from(login.to_string()),
@@ -212,7 +214,7 @@ async fn record(proxy: &TestProxy) {
             .to_string();
         let bearer = format!("Bearer {token}");
         let h = [
-            ("x-session-id", session.as_str()),
+            ("user-agent", session.as_str()),
             ("authorization", bearer.as_str()),
             ("content-type", "application/json"),
         ];

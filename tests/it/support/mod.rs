@@ -44,7 +44,8 @@ pub struct Seen {
 ///
 /// Routes: `/sse` streams `first` then waits for [`TestUpstream::release`]
 /// before `rest`; `/hang` never answers; `/login` hands out a token; any
-/// `/slow?ms=N` answers after N ms; `/status/NNN` answers NNN; `/die` stops
+/// `/slow?ms=N` answers after N ms; `/status/NNN` answers NNN; `/echo`
+/// answers the request's URI, headers and body as text; `/die` stops
 /// the upstream (port closed, connections cut); any other path answers 200
 /// with `?resp=N` pseudo-random bytes (default 64), echoing `x-test-id`.
 pub struct TestUpstream {
@@ -214,6 +215,22 @@ async fn answer(
             let _ = tx.send(seen);
             die.trigger();
             Response::new(Full::new(Bytes::new()).boxed_unsync())
+        }
+        "/echo" => {
+            // The request back as text: its URI, headers and body, the way
+            // error pages and debug endpoints repeat what they were sent.
+            let mut text = format!("{}\n", parts.uri);
+            for (name, value) in &parts.headers {
+                text += &format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes()));
+            }
+            text += &format!("\n{}", String::from_utf8_lossy(&seen.body));
+            let out = Bytes::from(text);
+            seen.answered = out.clone();
+            let _ = tx.send(seen);
+            let mut resp = Response::new(Full::new(out).boxed_unsync());
+            resp.headers_mut()
+                .insert("content-type", "text/plain".parse().expect("static"));
+            resp
         }
         "/login" => {
             let out = Bytes::from_static(br#"{"token":"tok-123","user":"ann"}"#);

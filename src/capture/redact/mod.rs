@@ -11,7 +11,6 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -19,44 +18,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::codec::Coding;
 
+mod names;
+mod scan;
+
+pub use names::{is_credential_header, is_secret_field};
+pub use scan::BodyKind;
+
 /// Prefix of every marker.
 pub const MARKER_PREFIX: &str = "redacted:";
-
-/// Header names redacted by default.
-pub const DEFAULT_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "set-cookie",
-];
-
-/// JSON / form field names redacted by default. Each also matches in
-/// lower-case, Capitalized and UPPER-case spelling.
-pub const DEFAULT_FIELDS: [&str; 10] = [
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "access_token",
-    "refresh_token",
-    "api_key",
-    "accessToken",
-    "refreshToken",
-    "apiKey",
-];
-
-/// Whether a JSON or form field of this name holds a secret by default
-/// ([`DEFAULT_FIELDS`], in any case). Replay reads the same list: such a
-/// value is a credential, never a value to regenerate.
-pub fn is_secret_field(name: &str) -> bool {
-    DEFAULT_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
-}
-
-/// Whether a header of this name carries a credential by default
-/// ([`DEFAULT_HEADERS`]).
-pub fn is_credential_header(name: &str) -> bool {
-    DEFAULT_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
 
 /// The user name and password of a Basic credential (base64 of
 /// `user:password`); `None` when it is not one.
@@ -75,24 +44,18 @@ pub fn basic_credential(user: &str, password: &str) -> String {
 }
 
 /// What to redact.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RedactionConfig {
     /// Store clear values instead of markers.
     pub keep_credentials: bool,
-    /// Header names to redact in addition to [`DEFAULT_HEADERS`].
+    /// Header names to redact in addition to those [`is_credential_header`]
+    /// names.
     pub extra_headers: Vec<String>,
-    /// Body field names to redact ([`DEFAULT_FIELDS`] unless changed).
+    /// Header names [`is_credential_header`] names that are kept in clear.
+    pub keep_headers: Vec<String>,
+    /// Field names to redact instead of those [`is_secret_field`] names
+    /// (empty: the default rules).
     pub fields: Vec<String>,
-}
-
-impl Default for RedactionConfig {
-    fn default() -> Self {
-        RedactionConfig {
-            keep_credentials: false,
-            extra_headers: Vec::new(),
-            fields: DEFAULT_FIELDS.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 }
 
 /// Applies a [`RedactionConfig`] with one store's key.
@@ -100,68 +63,58 @@ impl Default for RedactionConfig {
 pub struct Redactor {
     key: [u8; 32],
     keep: bool,
-    headers: Vec<HeaderName>,
+    extra_headers: Vec<HeaderName>,
+    keep_headers: Vec<HeaderName>,
+    /// Exact field names; empty for [`is_secret_field`].
     fields: Vec<String>,
-    /// Finds `"field"` (JSON) and `field=` (form) occurrences in one pass.
-    finder: Option<AhoCorasick>,
 }
+
+/// Shortest value that is also replaced where a response echoes it: a
+/// shorter one (`1`, `ann`) would replace unrelated text.
+const ECHO_MIN: usize = 8;
 
 impl Redactor {
     /// A redactor using the store's key.
     ///
     /// # Errors
-    /// When an extra header name is not a valid HTTP header name.
+    /// When a header name is not a valid HTTP header name.
     pub fn new(key: [u8; 32], config: &RedactionConfig) -> Result<Self, String> {
-        let mut headers: Vec<HeaderName> = DEFAULT_HEADERS
-            .iter()
-            .map(|h| HeaderName::from_static(h))
-            .collect();
-        for name in &config.extra_headers {
-            let parsed = HeaderName::from_bytes(name.trim().as_bytes())
-                .map_err(|_| format!("`{name}` is not a valid header name"))?;
-            if !headers.contains(&parsed) {
-                headers.push(parsed);
-            }
-        }
-        let fields: Vec<String> = config.fields.iter().map(|f| f.trim().to_string()).collect();
-        // Each name as given, lower-case, Capitalized and UPPER-case. Exact
-        // patterns (no case folding) let aho-corasick use its SIMD searcher:
-        // the scan runs on every JSON body, so it must be cheap.
-        let mut patterns: Vec<String> = Vec::new();
-        for f in fields.iter().filter(|f| !f.is_empty()) {
-            let lower = f.to_ascii_lowercase();
-            let mut capitalized = lower.clone();
-            if let Some(first) = capitalized.get_mut(..1) {
-                first.make_ascii_uppercase();
-            }
-            for p in [
-                f.clone(),
-                lower.clone(),
-                capitalized,
-                f.to_ascii_uppercase(),
-            ] {
-                if !patterns.contains(&p) {
-                    patterns.push(p);
-                }
-            }
-        }
-        let finder = if patterns.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .build(&patterns)
-                    .map_err(|e| format!("redaction field list: {e}"))?,
-            )
+        let parse = |names: &[String]| {
+            names
+                .iter()
+                .map(|name| {
+                    HeaderName::from_bytes(name.trim().as_bytes())
+                        .map_err(|_| format!("`{name}` is not a valid header name"))
+                })
+                .collect::<Result<Vec<_>, _>>()
         };
         Ok(Redactor {
             key,
             keep: config.keep_credentials,
-            headers,
-            fields,
-            finder,
+            extra_headers: parse(&config.extra_headers)?,
+            keep_headers: parse(&config.keep_headers)?,
+            fields: config
+                .fields
+                .iter()
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect(),
         })
+    }
+
+    /// Whether a header of this name is redacted.
+    pub fn redacts_header(&self, name: &HeaderName) -> bool {
+        !self.keep_headers.contains(name)
+            && (is_credential_header(name.as_str()) || self.extra_headers.contains(name))
+    }
+
+    /// Whether a body field or query parameter of this name is redacted.
+    pub fn redacts_field(&self, name: &str) -> bool {
+        if self.fields.is_empty() {
+            is_secret_field(name)
+        } else {
+            self.fields.iter().any(|f| f.eq_ignore_ascii_case(name))
+        }
     }
 
     /// Whether clear values are stored.
@@ -174,12 +127,26 @@ impl Redactor {
         if self.keep {
             return "none (--keep-credentials)".to_string();
         }
-        let headers: Vec<&str> = self.headers.iter().map(|h| h.as_str()).collect();
-        format!(
-            "headers [{}]; body fields [{}]",
-            headers.join(", "),
-            self.fields.join(", ")
-        )
+        let list = |names: &[HeaderName]| {
+            names
+                .iter()
+                .map(HeaderName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut headers = "credential headers".to_string();
+        if !self.extra_headers.is_empty() {
+            headers += &format!(" and [{}]", list(&self.extra_headers));
+        }
+        if !self.keep_headers.is_empty() {
+            headers += &format!(" but [{}]", list(&self.keep_headers));
+        }
+        let fields = if self.fields.is_empty() {
+            "secret-named".to_string()
+        } else {
+            format!("[{}]", self.fields.join(", "))
+        };
+        format!("headers: {headers}; body fields and query parameters: {fields}")
     }
 
     /// The marker for a secret value: `redacted:` and 32 hex digits of a
@@ -199,19 +166,32 @@ impl Redactor {
     }
 
     /// Replaces credential headers by markers, in place (no-op with
-    /// `--keep-credentials`).
-    pub fn redact_headers(&self, headers: &mut HeaderMap) {
+    /// `--keep-credentials`). Returns the clear values it replaced.
+    pub fn redact_headers(&self, headers: &mut HeaderMap) -> Vec<Vec<u8>> {
+        let mut found = Vec::new();
         if self.keep {
-            return;
+            return found;
         }
         for (name, value) in headers.iter_mut() {
-            if self.headers.contains(name) {
-                *value = self.redact_header_value(name, value.as_bytes());
+            if self.redacts_header(name) {
+                *value = self.redact_header_value(name, value.as_bytes(), &mut found);
             }
         }
+        found
     }
 
-    fn redact_header_value(&self, name: &HeaderName, value: &[u8]) -> HeaderValue {
+    /// The marker for `value`, which is noted in `found`.
+    fn mark(&self, value: &[u8], found: &mut Vec<Vec<u8>>) -> String {
+        found.push(value.to_vec());
+        self.marker(value)
+    }
+
+    fn redact_header_value(
+        &self,
+        name: &HeaderName,
+        value: &[u8],
+        found: &mut Vec<Vec<u8>>,
+    ) -> HeaderValue {
         let text = if *name == header::AUTHORIZATION || *name == header::PROXY_AUTHORIZATION {
             match value.iter().position(|b| *b == b' ') {
                 Some(i) => {
@@ -224,17 +204,17 @@ impl Redactor {
                         .filter(|_| scheme.eq_ignore_ascii_case("basic"))
                         .and_then(basic_parts)
                         .map(|(user, password)| {
-                            basic_credential(&user, &self.marker(password.as_bytes()))
+                            basic_credential(&user, &self.mark(password.as_bytes(), found))
                         });
-                    let credential = kept.unwrap_or_else(|| self.marker(credential));
+                    let credential = kept.unwrap_or_else(|| self.mark(credential, found));
                     format!("{scheme} {credential}")
                 }
-                None => self.marker(value),
+                None => self.mark(value, found),
             }
         } else if *name == header::COOKIE {
             value
                 .split(|b| *b == b';')
-                .map(|pair| self.redact_cookie_pair(trim(pair)))
+                .map(|pair| self.redact_cookie_pair(trim(pair), found))
                 .collect::<Vec<_>>()
                 .join("; ")
         } else if *name == header::SET_COOKIE {
@@ -242,11 +222,11 @@ impl Redactor {
             let end = value.iter().position(|b| *b == b';').unwrap_or(value.len());
             format!(
                 "{}{}",
-                self.redact_cookie_pair(trim(&value[..end])),
+                self.redact_cookie_pair(trim(&value[..end]), found),
                 String::from_utf8_lossy(&value[end..])
             )
         } else {
-            self.marker(value)
+            self.mark(value, found)
         };
         // Markers and the kept parts are visible ASCII, so this cannot fail;
         // fall back to a bare marker if a kept part had odd bytes.
@@ -256,101 +236,145 @@ impl Redactor {
         })
     }
 
-    fn redact_cookie_pair(&self, pair: &[u8]) -> String {
+    fn redact_cookie_pair(&self, pair: &[u8], found: &mut Vec<Vec<u8>>) -> String {
         match pair.iter().position(|b| *b == b'=') {
             Some(i) => format!(
                 "{}={}",
                 String::from_utf8_lossy(&pair[..i]),
-                self.marker(&pair[i + 1..])
+                self.mark(&pair[i + 1..], found)
             ),
             None => String::from_utf8_lossy(pair).into_owned(),
         }
     }
 
-    /// Byte ranges of secret-named field values in a JSON or form body.
-    ///
-    /// A scanner, not a parser: it works on truncated bodies and leaves
-    /// every other byte as it was. A JSON value is the string or scalar
-    /// after `"field"` and a colon; a form value runs from `field=` to the
-    /// next `&` at the start of a pair.
-    pub fn secret_ranges(&self, body: &[u8]) -> Vec<Range<usize>> {
-        let Some(finder) = &self.finder else {
-            return Vec::new();
-        };
-        let mut ranges = Vec::new();
-        for m in finder.find_iter(body) {
-            let before = m.start().checked_sub(1).map(|i| body[i]);
-            let after = body.get(m.end()).copied();
-            let range = match (before, after) {
-                // A JSON key: the name in quotes.
-                (Some(b'"'), Some(b'"')) => json_value_after(body, m.end() + 1),
-                // A form field: at the start of a pair.
-                (None | Some(b'&'), Some(b'=')) => {
-                    let start = m.end() + 1;
-                    let end = body[start..]
-                        .iter()
-                        .position(|b| *b == b'&')
-                        .map_or(body.len(), |i| start + i);
-                    Some(start..end)
-                }
-                _ => None,
-            };
-            if let Some(r) = range.filter(|r| !r.is_empty())
-                && ranges
-                    .last()
-                    .is_none_or(|prev: &Range<usize>| prev.end <= r.start)
-            {
-                ranges.push(r);
-            }
+    /// A request URI with the values of secret-named query parameters
+    /// replaced by markers (of their decoded values, so a token in a
+    /// WebSocket URL gets the marker it gets in a header); `None` when
+    /// nothing was replaced. The clear values go into `found`.
+    pub fn redact_uri(&self, uri: &str, found: &mut Vec<Vec<u8>>) -> Option<String> {
+        let (path, query) = uri.split_once('?')?;
+        if self.keep {
+            return None;
         }
-        ranges
+        let ranges = self.secret_ranges(query.as_bytes(), &BodyKind::Form);
+        if ranges.is_empty() {
+            return None;
+        }
+        let mut out = format!("{path}?");
+        let mut at = 0;
+        for r in ranges {
+            out.push_str(&query[at..r.start]);
+            let clear = scan::percent_decode(&query.as_bytes()[r.clone()]);
+            out.push_str(&self.mark(clear.as_bytes(), found));
+            at = r.end;
+        }
+        out.push_str(&query[at..]);
+        Some(out)
     }
 
-    /// [`Redactor::redact_body`] of a body's `content` (as [`scannable`]
-    /// gives it), encoded again in its `coding`.
-    pub fn redact_content(&self, content: &[u8], coding: Option<Coding>) -> Option<Bytes> {
-        let redacted = self.redact_body(content)?;
-        Some(match coding {
+    /// Byte ranges of secret-named field values in a body of this kind.
+    ///
+    /// A scanner, not a parser: it works on truncated bodies and leaves
+    /// every other byte as it was.
+    pub fn secret_ranges(&self, body: &[u8], kind: &BodyKind) -> Vec<Range<usize>> {
+        scan::secret_ranges(body, kind, &|name| self.redacts_field(name))
+    }
+
+    /// [`Redactor::redact_body`] of a body as [`scannable`] gives it,
+    /// encoded again in its coding.
+    pub fn redact_content(&self, body: &Scannable<'_>, echoes: &[Vec<u8>]) -> Option<Bytes> {
+        let redacted = self.redact_body(&body.content, &body.kind, echoes)?;
+        Some(match body.coding {
             Some(c) => Bytes::from(c.encode(&redacted)),
             None => redacted,
         })
     }
 
-    /// Replaces secret field values in a body by markers. Returns `None`
-    /// when nothing was replaced (the stored body is then the received one,
-    /// byte for byte) or with `--keep-credentials`.
-    pub fn redact_body(&self, body: &[u8]) -> Option<Bytes> {
+    /// Replaces secret field values in a body by markers, and each of
+    /// `echoes` (clear values redacted from the request this body
+    /// answers) wherever it recurs, when it is long enough not to be
+    /// common text. Returns `None` when nothing was replaced (the stored
+    /// body is then the received one, byte for byte) or with
+    /// `--keep-credentials`.
+    pub fn redact_body(&self, body: &[u8], kind: &BodyKind, echoes: &[Vec<u8>]) -> Option<Bytes> {
         if self.keep {
             return None;
         }
-        let ranges = self.secret_ranges(body);
-        if ranges.is_empty() {
+        let ranges = self.secret_ranges(body, kind);
+        let echoes: Vec<&Vec<u8>> = echoes.iter().filter(|e| e.len() >= ECHO_MIN).collect();
+        if ranges.is_empty() && echoes.is_empty() {
             return None;
         }
         let mut out = Vec::with_capacity(body.len() + ranges.len() * 48);
         let mut at = 0;
-        for r in ranges {
+        for r in &ranges {
             out.extend_from_slice(&body[at..r.start]);
             out.extend_from_slice(self.marker(&body[r.clone()]).as_bytes());
             at = r.end;
         }
         out.extend_from_slice(&body[at..]);
-        Some(Bytes::from(out))
+        let mut changed = !ranges.is_empty();
+        for clear in echoes {
+            if let Some(replaced) = replace_all(&out, clear, self.marker(clear).as_bytes()) {
+                out = replaced;
+                changed = true;
+            }
+        }
+        changed.then(|| Bytes::from(out))
+    }
+
+    /// Header values with each of `echoes` replaced by its marker, where a
+    /// response repeats a request's credential (a `Location` with the
+    /// token in its query).
+    pub fn redact_echoed_headers(&self, headers: &mut HeaderMap, echoes: &[Vec<u8>]) {
+        for value in headers.values_mut() {
+            for clear in echoes.iter().filter(|e| e.len() >= ECHO_MIN) {
+                if let Some(replaced) =
+                    replace_all(value.as_bytes(), clear, self.marker(clear).as_bytes())
+                    && let Ok(v) = HeaderValue::from_bytes(&replaced)
+                {
+                    *value = v;
+                }
+            }
+        }
     }
 }
 
-/// What of a body with these headers can be scanned for secret fields:
-/// its content (decoded when it is content-encoded) and its coding, for a
-/// JSON or form body; `None` for other types and codings this cannot read.
-pub fn scannable<'a>(
-    headers: &HeaderMap,
-    body: &'a [u8],
-) -> Option<(Cow<'a, [u8]>, Option<Coding>)> {
-    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let ct = ct.to_ascii_lowercase();
-    if !(ct.contains("json") || ct.starts_with("application/x-www-form-urlencoded")) {
+/// `haystack` with every `needle` replaced; `None` when there is none.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
+    let finder = memchr::memmem::Finder::new(needle);
+    let mut out = Vec::new();
+    let mut at = 0;
+    for i in finder.find_iter(haystack) {
+        out.extend_from_slice(&haystack[at..i]);
+        out.extend_from_slice(with);
+        at = i + needle.len();
+    }
+    if at == 0 {
         return None;
     }
+    out.extend_from_slice(&haystack[at..]);
+    Some(out)
+}
+
+/// A body's content as [`scannable`] gives it: decoded when it is
+/// content-encoded.
+pub struct Scannable<'a> {
+    /// The content.
+    pub content: Cow<'a, [u8]>,
+    /// What kind of body it is.
+    pub kind: BodyKind,
+    /// Its coding, to encode a redacted copy again.
+    pub coding: Option<Coding>,
+}
+
+/// What of a body with these headers can be scanned for secret fields:
+/// its content (decoded when it is content-encoded), kind and coding, for
+/// a JSON, form or multipart body; `None` for other types and codings this
+/// cannot read.
+pub fn scannable<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<Scannable<'a>> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let kind = BodyKind::of(ct)?;
     let coding = match headers.get(header::CONTENT_ENCODING) {
         Some(v) => match Coding::parse(v.as_bytes()) {
             Ok(c) => c,
@@ -359,7 +383,7 @@ pub fn scannable<'a>(
                 WARNED.call_once(|| {
                     tracing::warn!(
                         content_encoding = ?v,
-                        "a JSON or form body in a Content-Encoding other than gzip, deflate, br or zstd \
+                        "a JSON, form or text body in a Content-Encoding other than gzip, deflate, br or zstd \
                          is stored as received: its secret fields are not redacted (warned once)"
                     );
                 });
@@ -368,54 +392,15 @@ pub fn scannable<'a>(
         },
         None => None,
     };
-    match coding {
-        None => Some((Cow::Borrowed(body), None)),
-        Some(c) => Some((Cow::Owned(c.decode(body)?), Some(c))),
-    }
-}
-
-/// The value after `"key"` in JSON: skips blanks and a colon, then a string
-/// (to its closing quote, or the end of a truncated body) or a bare scalar.
-fn json_value_after(body: &[u8], mut i: usize) -> Option<Range<usize>> {
-    let skip_blank = |mut i: usize| {
-        while i < body.len() && body[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
+    let content = match coding {
+        None => Cow::Borrowed(body),
+        Some(c) => Cow::Owned(c.decode(body)?),
     };
-    i = skip_blank(i);
-    if body.get(i) != Some(&b':') {
-        return None; // a string value that happens to equal a field name
-    }
-    i = skip_blank(i + 1);
-    match body.get(i)? {
-        b'"' => {
-            let start = i + 1;
-            let mut j = start;
-            while j < body.len() {
-                match body[j] {
-                    b'\\' => j += 2,
-                    b'"' => return Some(start..j),
-                    _ => j += 1,
-                }
-            }
-            Some(start..body.len())
-        }
-        b'{' | b'[' => None,
-        _ => {
-            let end = body[i..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
-                .map_or(body.len(), |k| i + k);
-            let scalar = &body[i..end];
-            // Leave literals alone: `null`, `true` and `false` are not secrets.
-            if matches!(scalar, b"null" | b"true" | b"false") {
-                None
-            } else {
-                Some(i..end)
-            }
-        }
-    }
+    Some(Scannable {
+        content,
+        kind,
+        coding,
+    })
 }
 
 fn trim(b: &[u8]) -> &[u8] {
@@ -448,11 +433,12 @@ mod tests {
         );
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         let gz = Coding::Gzip.encode(json);
-        let (content, coding) = scannable(&headers, &gz).expect("scannable");
-        assert_eq!((&content[..], coding), (&json[..], Some(Coding::Gzip)));
-        let stored = redactor()
-            .redact_content(&content, coding)
-            .expect("has a secret");
+        let body = scannable(&headers, &gz).expect("scannable");
+        assert_eq!(
+            (&body.content[..], body.coding),
+            (&json[..], Some(Coding::Gzip))
+        );
+        let stored = redactor().redact_content(&body, &[]).expect("has a secret");
         let plain = Coding::Gzip.decode(&stored).expect("still gzip");
         let text = String::from_utf8(plain).expect("utf8");
         assert!(
@@ -529,7 +515,9 @@ mod tests {
     fn json_fields_are_marked_in_place_and_other_bytes_kept() {
         let r = redactor();
         let body = br#"{"user":"ann", "Password" : "hunter2", "n":{"token":42,"x":"token"}}"#;
-        let out = r.redact_body(body).expect("has secrets");
+        let out = r
+            .redact_body(body, &BodyKind::Json, &[])
+            .expect("has secrets");
         let expected = format!(
             r#"{{"user":"ann", "Password" : "{}", "n":{{"token":{},"x":"token"}}}}"#,
             r.marker(b"hunter2"),
@@ -542,23 +530,50 @@ mod tests {
     fn truncated_json_and_form_bodies_are_redacted() {
         let r = redactor();
         let out = r
-            .redact_body(br#"{"access_token":"abc\"def"#)
+            .redact_body(br#"{"access_token":"abc\"def"#, &BodyKind::Json, &[])
             .expect("secret");
         assert_eq!(
             out,
             format!(r#"{{"access_token":"{}"#, r.marker(br#"abc\"def"#))
         );
         let form = r
-            .redact_body(b"user=ann&password=pw&xpassword=no")
+            .redact_body(b"user=ann&password=pw&x=no", &BodyKind::Form, &[])
             .expect("secret");
-        assert_eq!(
-            form,
-            format!("user=ann&password={}&xpassword=no", r.marker(b"pw"))
-        );
+        assert_eq!(form, format!("user=ann&password={}&x=no", r.marker(b"pw")));
         assert!(
-            r.redact_body(br#"{"user":"ann","note":"no secrets"}"#)
-                .is_none()
+            r.redact_body(
+                br#"{"user":"ann","note":"no secrets"}"#,
+                &BodyKind::Json,
+                &[]
+            )
+            .is_none()
         );
+    }
+
+    #[test]
+    fn query_secrets_and_their_echoes_are_marked() {
+        let r = redactor();
+        let mut found = Vec::new();
+        let uri = r
+            .redact_uri("/ws?room=r1&access_token=ey%2BJ0k3n99&v=2", &mut found)
+            .expect("a secret");
+        assert_eq!(
+            uri,
+            format!("/ws?room=r1&access_token={}&v=2", r.marker(b"ey+J0k3n99"))
+        );
+        assert_eq!(found, [b"ey+J0k3n99".to_vec()]);
+        let echo = br#"{"error":"bad token ey+J0k3n99","n":"ann"}"#;
+        let out = r
+            .redact_body(echo, &BodyKind::Json, &found)
+            .expect("echoed");
+        assert_eq!(
+            out,
+            format!(
+                r#"{{"error":"bad token {}","n":"ann"}}"#,
+                r.marker(b"ey+J0k3n99")
+            )
+        );
+        assert!(r.redact_uri("/a?room=r1", &mut found).is_none());
     }
 
     #[test]
@@ -568,7 +583,10 @@ mod tests {
             ..RedactionConfig::default()
         };
         let r = Redactor::new([1; 32], &config).expect("valid");
-        assert!(r.redact_body(br#"{"password":"x"}"#).is_none());
+        assert!(
+            r.redact_body(br#"{"password":"x"}"#, &BodyKind::Json, &[])
+                .is_none()
+        );
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         r.redact_headers(&mut h);

@@ -1,0 +1,258 @@
+//! Finding secret values in bodies without parsing them: scanners that
+//! work on truncated bodies and leave every other byte as it was.
+
+use std::ops::Range;
+
+/// What kind of body a scan reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyKind {
+    /// JSON (the value of every key whose name is a secret's).
+    Json,
+    /// `application/x-www-form-urlencoded`.
+    Form,
+    /// `multipart/form-data` with its boundary: text parts named like a
+    /// secret.
+    Multipart(String),
+    /// Other text (`text/*`, XML): no fields, but a request's secrets are
+    /// still found where an answer repeats them.
+    Text,
+}
+
+impl BodyKind {
+    /// The kind of a body of this content type; `None` for types whose
+    /// bodies are not scanned.
+    pub fn of(content_type: &str) -> Option<BodyKind> {
+        let ct = content_type.trim().to_ascii_lowercase();
+        if ct.starts_with("multipart/form-data") {
+            let boundary = content_type.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("boundary")
+                    .then(|| v.trim().trim_matches('"').to_string())
+            })?;
+            return (!boundary.is_empty()).then_some(BodyKind::Multipart(boundary));
+        }
+        if ct.starts_with("application/x-www-form-urlencoded") {
+            return Some(BodyKind::Form);
+        }
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence.contains("json") {
+            Some(BodyKind::Json)
+        } else if essence.starts_with("text/") || essence.ends_with("xml") {
+            Some(BodyKind::Text)
+        } else {
+            None
+        }
+    }
+}
+
+/// Byte ranges of the values of secret-named fields (by `secret`).
+pub fn secret_ranges(
+    body: &[u8],
+    kind: &BodyKind,
+    secret: &impl Fn(&str) -> bool,
+) -> Vec<Range<usize>> {
+    match kind {
+        BodyKind::Json => json(body, secret),
+        BodyKind::Form => form(body, secret),
+        BodyKind::Multipart(boundary) => multipart(body, boundary.as_bytes(), secret),
+        BodyKind::Text => Vec::new(),
+    }
+}
+
+/// Every key of a JSON text (any depth) and the string or scalar after it.
+fn json(body: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(q) = memchr::memchr(b'"', &body[i..]) {
+        let start = i + q + 1;
+        let end = string_end(body, start);
+        i = end + 1;
+        if end >= body.len() {
+            break;
+        }
+        // A key is a string followed by a colon.
+        if let Ok(name) = std::str::from_utf8(&body[start..end])
+            && secret(name)
+            && let Some(value) = json_value_after(body, end + 1)
+        {
+            // Continue after the value (a string value is not a key).
+            i = value.end + usize::from(body.get(value.end) == Some(&b'"'));
+            if !value.is_empty() {
+                out.push(value);
+            }
+        }
+    }
+    out
+}
+
+/// The index of the quote that ends the JSON string starting at `start`
+/// (or the body's length when it is cut).
+fn string_end(body: &[u8], start: usize) -> usize {
+    let mut j = start;
+    while j < body.len() {
+        match body[j] {
+            b'\\' => j += 2,
+            b'"' => return j,
+            _ => j += 1,
+        }
+    }
+    body.len()
+}
+
+/// The value after a key: skips blanks and a colon, then a string (to its
+/// closing quote, or the end of a truncated body) or a bare scalar.
+/// Objects, arrays and `null`/`true`/`false` are not secrets.
+fn json_value_after(body: &[u8], i: usize) -> Option<Range<usize>> {
+    let skip_blank = |mut i: usize| {
+        while i < body.len() && body[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let i = skip_blank(i);
+    if body.get(i) != Some(&b':') {
+        return None; // a string value, not a key
+    }
+    let i = skip_blank(i + 1);
+    match body.get(i)? {
+        b'"' => Some(i + 1..string_end(body, i + 1)),
+        b'{' | b'[' => None,
+        _ => {
+            let end = body[i..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .map_or(body.len(), |k| i + k);
+            let scalar = &body[i..end];
+            (!matches!(scalar, b"null" | b"true" | b"false")).then_some(i..end)
+        }
+    }
+}
+
+/// `k=v&k=v`: each value whose (decoded) name is a secret's.
+fn form(body: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for pair in body.split(|b| *b == b'&') {
+        if let Some(eq) = pair.iter().position(|b| *b == b'=') {
+            let name = percent_decode(&pair[..eq]);
+            if secret(&name) && eq + 1 < pair.len() {
+                out.push(at + eq + 1..at + pair.len());
+            }
+        }
+        at += pair.len() + 1;
+    }
+    out
+}
+
+/// The content of each multipart part whose `Content-Disposition` names a
+/// secret field and that is not a file.
+fn multipart(body: &[u8], boundary: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    let finder = memchr::memmem::Finder::new(&delimiter);
+    let starts: Vec<usize> = finder.find_iter(body).collect();
+    let mut out = Vec::new();
+    for (n, at) in starts.iter().enumerate() {
+        let part_start = at + delimiter.len();
+        // The part ends before the CRLF of the next delimiter (or the end
+        // of a cut body).
+        let part_end = starts.get(n + 1).map_or(body.len(), |next| {
+            if body[..*next].ends_with(b"\r\n") {
+                next - 2
+            } else {
+                *next
+            }
+        });
+        let part = &body[part_start.min(part_end)..part_end];
+        let Some(head_end) = memchr::memmem::find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&part[..head_end]);
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"));
+        let Some(disposition) = disposition else {
+            continue;
+        };
+        let param = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case(key)
+                    .then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        if param("filename").is_none() && param("name").is_some_and(|name| secret(&name)) {
+            let start = part_start + head_end + 4;
+            if start < part_end {
+                out.push(start..part_end);
+            }
+        }
+    }
+    out
+}
+
+/// `%XX` and `+` decoded, for names.
+pub(super) fn percent_decode(b: &[u8]) -> String {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(h) => {
+                        out.push(h);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::redact::is_secret_field;
+
+    fn values(body: &str, kind: BodyKind) -> Vec<&str> {
+        secret_ranges(body.as_bytes(), &kind, &is_secret_field)
+            .into_iter()
+            .map(|r| &body[r])
+            .collect()
+    }
+
+    #[test]
+    fn json_keys_at_any_depth_by_name_and_suffix() {
+        let body = r#"{"user":"ann","auth":{"clientSecret":"cs1","id_token":"it1"},
+            "note":"token","idempotency_key":"k1","items":[{"api_key":42}],"password":"pw"#;
+        assert_eq!(values(body, BodyKind::Json), ["cs1", "it1", "42", "pw"]);
+    }
+
+    #[test]
+    fn form_and_multipart_fields() {
+        assert_eq!(
+            values(
+                "user=ann&pass%77ord=pw&xpassword=no&refresh_token=",
+                BodyKind::Form
+            ),
+            ["pw", "no"]
+        );
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\nhunter2\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"token\"; filename=\"t.txt\"\r\n\r\nfile\r\n\
+                    --XyZ--\r\n";
+        let kind = BodyKind::of("multipart/form-data; boundary=\"XyZ\"").expect("multipart");
+        assert_eq!(values(body, kind), ["hunter2"]);
+    }
+}
