@@ -12,17 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
-use tapedeck::profile::Profile;
-use tapedeck::replay::correlate::Credentials;
 
-use crate::support::thirdparty::{assert_clean, basic, free_port, uuid, wait_until_answers};
-use crate::support::{TestProxy, client, replay_with, send};
+use crate::support::thirdparty::{
+    basic, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
+};
+use crate::support::{TestProxy, client, send};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-Pw-1"), ("bob", "bob-Pw-2")];
 const ADMIN: (&str, &str) = ("admin", "admin-Pw-0");
@@ -293,40 +292,14 @@ async fn kinto_stores_exactly_n_times_the_recorded_rooms_and_messages_each_from_
     record(&proxy).await;
     proxy.stop().await;
     assert_eq!(kinto.stored().await, Stored::expected(1));
-    let credentials = Arc::new(Credentials {
-        users: USERS
-            .iter()
-            .map(|(u, p)| (u.to_string(), p.to_string()))
-            .collect(),
-        ..Credentials::default()
-    });
-    for (multiplier, total) in [(1, 2), (5, 7)] {
-        let report = replay_with(
-            &proxy.store,
-            &kinto.url,
-            Profile::single(multiplier, 10.0),
-            |c| c.credentials = credentials.clone(),
-        )
-        .await;
-        assert_clean(&report.stages[0]);
+    // Sent verbatim, the marker goes out as the password: every request
+    // is refused and nothing more is stored.
+    replay_1x_5x_and_verbatim(&proxy.store, &kinto.url, &USERS, async |copies| {
         assert_eq!(
             kinto.stored().await,
-            Stored::expected(total),
-            "after {multiplier}x"
+            Stored::expected(copies as usize),
+            "{copies} copies"
         );
-    }
-    // Sent verbatim, the marker goes out as the password: every request
-    // is refused and nothing is stored.
-    let report = replay_with(&proxy.store, &kinto.url, Profile::single(1, 10.0), |c| {
-        c.credentials = credentials.clone();
-        c.correlate = false;
     })
     .await;
-    let stage = &report.stages[0];
-    assert!(
-        stage.error_kinds.get("http_4xx").copied().unwrap_or(0) >= 2,
-        "{:?}",
-        stage.status_counts
-    );
-    assert_eq!(kinto.stored().await, Stored::expected(7));
 }

@@ -13,16 +13,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use tapedeck::profile::Profile;
-use tapedeck::replay::correlate::Credentials;
 
-use crate::support::thirdparty::{assert_clean, basic, free_port, uuid, wait_until_answers};
-use crate::support::{TestProxy, client, replay_with, send};
+use crate::support::thirdparty::{
+    basic, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
+};
+use crate::support::{TestProxy, client, send};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-Pw-1"), ("bob", "bob-Pw-2")];
 /// Events each user puts; the first is edited, the last deleted.
@@ -296,41 +295,13 @@ async fn radicale_stores_exactly_n_times_the_recorded_calendars_events_and_edits
     proxy.stop().await;
     assert_eq!(radicale.stored().normalized(), Stored::expected(1));
     // Recorded redacted: Basic keeps the user name, the password is a
-    // marker that `[users]` gives back.
-    let credentials = Arc::new(Credentials {
-        users: USERS
-            .iter()
-            .map(|(u, p)| (u.to_string(), p.to_string()))
-            .collect(),
-        ..Credentials::default()
-    });
-    for (multiplier, total) in [(1, 2), (5, 7)] {
-        let report = replay_with(
-            &proxy.store,
-            &radicale.url,
-            Profile::single(multiplier, 10.0),
-            |c| c.credentials = credentials.clone(),
-        )
-        .await;
-        assert_clean(&report.stages[0]);
+    // marker that `[users]` gives back; sent verbatim it is refused.
+    replay_1x_5x_and_verbatim(&proxy.store, &radicale.url, &USERS, async |copies| {
         assert_eq!(
             radicale.stored().normalized(),
-            Stored::expected(total),
-            "after {multiplier}x"
+            Stored::expected(copies as usize),
+            "{copies} copies"
         );
-    }
-    // Sent verbatim, the marker goes out as the password: every request
-    // is refused and nothing is stored.
-    let report = replay_with(&proxy.store, &radicale.url, Profile::single(1, 10.0), |c| {
-        c.credentials = credentials.clone();
-        c.correlate = false;
     })
     .await;
-    let stage = &report.stages[0];
-    assert!(
-        stage.error_kinds.get("http_4xx").copied().unwrap_or(0) >= 2,
-        "{:?}",
-        stage.status_counts
-    );
-    assert_eq!(radicale.stored().normalized(), Stored::expected(7));
 }

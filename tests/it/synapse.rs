@@ -9,18 +9,15 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
-use tapedeck::profile::Profile;
-use tapedeck::replay::correlate::Credentials;
 
-use crate::support::thirdparty::{assert_clean, free_port, uuid, wait_until_answers};
-use crate::support::{TestProxy, client, replay_with, send};
+use crate::support::thirdparty::{free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers};
+use crate::support::{TestProxy, client, send};
 
 const USERS: [(&str, &str); 2] = [("alice", "alice-Pw-1"), ("bob", "bob-Pw-2")];
 const MESSAGES: usize = 3;
@@ -300,44 +297,18 @@ async fn synapse_stores_exactly_n_times_the_recorded_messages_each_from_its_send
             foreign: 0
         }
     );
-    let credentials = Arc::new(Credentials {
-        users: USERS
-            .iter()
-            .map(|(u, p)| (u.to_string(), p.to_string()))
-            .collect(),
-        ..Credentials::default()
-    });
-    for (multiplier, total) in [(1, 2), (5, 7)] {
-        let report = replay_with(
-            &proxy.store,
-            &synapse.url,
-            Profile::single(multiplier, 10.0),
-            |c| c.credentials = credentials.clone(),
-        )
-        .await;
-        assert_clean(&report.stages[0]);
+    // Sent verbatim, the redacted passwords fail every login and the
+    // requests after them go out with a dead token: nothing more is stored.
+    replay_1x_5x_and_verbatim(&proxy.store, &synapse.url, &USERS, async |copies| {
         assert_eq!(
             synapse.stored().await,
             Stored {
-                messages: vec![m * total, m * total],
-                rooms: vec![total, total],
+                messages: vec![m * copies, m * copies],
+                rooms: vec![copies, copies],
                 foreign: 0
             },
-            "after {multiplier}x"
+            "{copies} copies"
         );
-    }
-    // Sent verbatim, the redacted passwords fail every login and the
-    // requests after them go out with a dead token: nothing is stored.
-    let report = replay_with(&proxy.store, &synapse.url, Profile::single(1, 10.0), |c| {
-        c.credentials = credentials.clone();
-        c.correlate = false;
     })
     .await;
-    let stage = &report.stages[0];
-    assert!(
-        stage.error_kinds.get("http_4xx").copied().unwrap_or(0) >= 2,
-        "{:?}",
-        stage.status_counts
-    );
-    assert_eq!(synapse.stored().await.messages, vec![m * 7, m * 7]);
 }

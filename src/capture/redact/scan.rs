@@ -193,31 +193,15 @@ fn multipart(body: &[u8], boundary: &[u8], secret: &impl Fn(&str) -> bool) -> Ve
     out
 }
 
-/// `%XX` and `+` decoded, for names.
+/// `%XX` and `+` decoded, as forms and queries encode.
 pub(super) fn percent_decode(b: &[u8]) -> String {
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match std::str::from_utf8(&b[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(h) => {
-                        out.push(h);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    let spaced: Vec<u8> = b
+        .iter()
+        .map(|c| if *c == b'+' { b' ' } else { *c })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]

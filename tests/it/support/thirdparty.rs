@@ -81,3 +81,48 @@ pub fn assert_clean(stage: &StageReport) {
         (0, 0, 0, 0)
     );
 }
+
+/// What every third-party test checks after recording: replayed at 1x and
+/// then 5x on the same server, with the users' passwords under `[users]`,
+/// each stage is clean and `holds(copies)` sees the server hold `copies`
+/// copies of the recorded work (2, then 7: the recording's own included);
+/// replayed verbatim (`--no-correlation`) the logins or credentials fail
+/// with 4xx and the server holds nothing more.
+pub async fn replay_1x_5x_and_verbatim(
+    store: &tapedeck::capture::Store,
+    target: &str,
+    users: &[(&str, &str)],
+    holds: impl AsyncFn(i64),
+) {
+    use std::sync::Arc;
+    use tapedeck::profile::Profile;
+    use tapedeck::replay::correlate::Credentials;
+
+    let credentials = Arc::new(Credentials {
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        ..Credentials::default()
+    });
+    for (multiplier, copies) in [(1, 2), (5, 7)] {
+        let report = super::replay_with(store, target, Profile::single(multiplier, 10.0), |c| {
+            c.credentials = credentials.clone();
+        })
+        .await;
+        assert_clean(&report.stages[0]);
+        holds(copies).await;
+    }
+    let report = super::replay_with(store, target, Profile::single(1, 10.0), |c| {
+        c.credentials = credentials.clone();
+        c.correlate = false;
+    })
+    .await;
+    let stage = &report.stages[0];
+    assert!(
+        stage.error_kinds.get("http_4xx").copied().unwrap_or(0) >= 2,
+        "{:?}",
+        stage.status_counts
+    );
+    holds(7).await;
+}
