@@ -212,7 +212,7 @@ pub(crate) async fn handle(
             ttfb: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
-            _in_flight: state.in_flight.enter(),
+            in_flight: state.in_flight.enter(),
         }
     });
 

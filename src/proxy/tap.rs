@@ -170,7 +170,7 @@ pub(crate) struct Pending {
     /// A WebSocket handshake: the socket's frames.
     pub ws_frames: Vec<WsFrame>,
     /// Keeps the proxy from closing the capture before this is queued.
-    pub _in_flight: super::InFlightGuard,
+    pub in_flight: super::InFlightGuard,
 }
 
 impl Pending {
@@ -253,7 +253,9 @@ impl Pending {
             response_chunks: self.response_chunks,
             ws_frames: self.ws_frames,
         };
-        state.sink.try_send(record);
+        self.in_flight.queue(|| {
+            state.sink.try_send(record);
+        });
     }
 }
 

@@ -17,5 +17,6 @@ mod proxy;
 mod radicale;
 mod replay;
 mod rules;
+mod storage;
 mod synapse;
 mod tls;
