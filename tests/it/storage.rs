@@ -1,6 +1,8 @@
-//! Storage faults and durability of a recording, with the real binary: a
-//! disk that fills up under load and frees up again, and a recorder killed
-//! with SIGKILL (docs/reliability.md lists the promises these check).
+//! Faults and durability of a recording: a disk that fills up under load
+//! and frees up again, and a recorder killed with SIGKILL (the real
+//! binary); a client that aborts its upload and a stream still open at the
+//! drain timeout (in process). docs/reliability.md lists the promises these
+//! check.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use bytes::Bytes;
 use http::Method;
 use tapedeck::capture::{RunState, Store};
 
-use crate::support::{self, TestUpstream, output, pattern, send};
+use crate::support::{self, TestProxy, TestUpstream, output, pattern, send};
 
 /// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
 struct SmallDisk {
@@ -378,4 +380,88 @@ async fn after_kill_9_the_rows_are_there_counted_and_the_run_shows_as_interrupte
         present.to_string(),
         "the run's exchanges column"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_aborts_its_upload_is_downstream_closed_not_an_upstream_error() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = TestUpstream::start().await;
+    let mut proxy = TestProxy::start(&upstream.url()).await;
+    let metrics = proxy.recording.as_ref().expect("running").metrics();
+    let mut socket = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    socket
+        .write_all(b"POST /api/upload HTTP/1.1\r\nHost: chat\r\nContent-Length: 100000\r\n\r\n")
+        .await
+        .expect("head");
+    socket.write_all(&[b'x'; 4096]).await.expect("some body");
+    // The proxy has the request before the client goes away.
+    while metrics.requests.get() == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(socket);
+    let run = proxy.stop().await;
+    assert_eq!((run.exchanges, run.dropped), (1, 0));
+    let exchanges = proxy.store.exchanges(run.id).await.expect("read");
+    assert_eq!(
+        exchanges[0].error_kind.as_deref(),
+        Some("downstream_closed"),
+        "{:?}",
+        exchanges[0].error_message
+    );
+    let text = metrics.encode();
+    assert!(
+        !text.contains("tapedeck_upstream_errors_total{"),
+        "no upstream error counted: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanges_still_open_at_the_drain_timeout_are_counted_as_dropped_in_the_closed_run() {
+    let upstream = TestUpstream::start().await;
+    let mut proxy = TestProxy::start_with(&upstream.url(), |c| {
+        c.drain_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let metrics = proxy.recording.as_ref().expect("running").metrics();
+    let client = support::client();
+    send(
+        &client,
+        Method::GET,
+        &proxy.url("/api/a"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    // A stream that stays open past the stop.
+    let req = http::Request::get(proxy.url("/sse"))
+        .body(http_body_util::Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("sse head");
+    let mut body = resp.into_body();
+    let first = http_body_util::BodyExt::frame(&mut body)
+        .await
+        .expect("a frame")
+        .expect("first chunk");
+    assert!(first.is_data());
+
+    let run = proxy.stop().await;
+    assert_eq!(
+        (run.exchanges, run.dropped),
+        (1, 1),
+        "the open stream is counted in the closed run"
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("tapedeck_records_dropped_total{reason=\"drain_timeout\"} 1"),
+        "{text}"
+    );
+    // The stream ends after the run was closed: it is not counted again.
+    upstream.release();
+    while http_body_util::BodyExt::frame(&mut body).await.is_some() {}
+    drop(body);
+    assert_eq!(metrics.writer.dropped_total(), 1);
+    let stored = proxy.store.run(Some(run.id)).await.expect("run");
+    assert_eq!((stored.exchanges, stored.dropped), (1, 1));
 }
