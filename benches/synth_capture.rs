@@ -78,7 +78,7 @@ fn main() {
                 });
                 if batch.len() == 1024 {
                     store
-                        .insert_batch(run, &infos, &batch)
+                        .insert_batch(run, &infos, &batch, 0)
                         .await
                         .expect("insert");
                     batch.clear();
@@ -87,7 +87,7 @@ fn main() {
             }
         }
         store
-            .insert_batch(run, &infos, &batch)
+            .insert_batch(run, &infos, &batch, 0)
             .await
             .expect("insert");
         let summary = store.finish_run(run, 0).await.expect("finish");

@@ -68,7 +68,8 @@ async fn measure(capture: &std::path::Path, n: i64) -> f64 {
     let config = WriterConfig::default();
     let half = (config.queue_bytes / 2) as i64;
     let metrics = WriterMetrics::default();
-    let (sink, handle) = writer::spawn(store.clone(), run, config, metrics.clone());
+    let lock = store.lock_run(run).await.expect("run lock");
+    let (sink, handle) = writer::spawn(store.clone(), run, lock, config, metrics.clone());
     let body: Bytes = (0..1600u32)
         .map(|i| b'a' + (i % 26) as u8)
         .collect::<Vec<u8>>()

@@ -22,7 +22,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 
-pub use store::Store;
+pub use store::{RunLock, Store, StoreFault};
 pub use writer::{CaptureSink, WriterConfig, WriterHandle};
 
 /// Errors of the capture store.
@@ -232,12 +232,38 @@ pub fn is_stream(content_type: Option<&[u8]>) -> bool {
 }
 
 impl ExchangeRecord {
-    /// Approximate memory held by this record, used to bound the writer queue.
+    /// Copies header values and bodies into allocations of their own size.
+    /// As parsed, they are views into the connection's read buffers, and a
+    /// queued record would keep each whole buffer alive: 64 MiB of queued
+    /// records held ten times that.
+    pub fn compact(&mut self) {
+        fn headers(h: &mut HeaderMap) {
+            for v in h.values_mut() {
+                if let Ok(mut own) = http::HeaderValue::from_bytes(v.as_bytes()) {
+                    own.set_sensitive(v.is_sensitive());
+                    *v = own;
+                }
+            }
+        }
+        headers(&mut self.request_headers);
+        headers(&mut self.response_headers);
+        for body in [&mut self.request_body, &mut self.response_body] {
+            if !body.bytes.is_empty() {
+                body.bytes = Bytes::copy_from_slice(&body.bytes);
+            }
+        }
+    }
+
+    /// Approximate memory held by this record (after [`Self::compact`]),
+    /// used to bound the writer queue.
     pub fn weight(&self) -> usize {
-        const FIXED: usize = 512;
+        // The record itself, its queue slot and the allocator's share; a
+        // header map entry with its name and value handles. Measured: 64 MiB
+        // of queued small records hold about 64 MiB (docs/reliability.md).
+        const FIXED: usize = 1024;
         let headers = |h: &HeaderMap| {
             h.iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 16)
+                .map(|(k, v)| k.as_str().len() + v.len() + 128)
                 .sum::<usize>()
         };
         FIXED
@@ -270,6 +296,9 @@ pub struct RunSummary {
     /// Stop, µs since the Unix epoch; `None` while recording (or if the
     /// recorder was killed).
     pub stopped_at_us: Option<i64>,
+    /// Recording, stopped, or interrupted (its recorder is gone without
+    /// closing it); decided when the run is read, not stored.
+    pub state: RunState,
     /// Body cap in bytes.
     pub max_body_bytes: i64,
     /// What was redacted.
@@ -280,6 +309,30 @@ pub struct RunSummary {
     pub sessions: i64,
     /// Exchanges observed but not stored (full queue or store failure).
     pub dropped: i64,
+}
+
+/// How a recording run stands when it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Its recorder is running.
+    Recording,
+    /// Closed cleanly: it has a stop time and final counters.
+    Stopped,
+    /// Never closed and its recorder is gone (killed, crashed, the machine
+    /// lost): the rows committed before are there, counted in the run.
+    Interrupted,
+}
+
+impl RunState {
+    /// `recording`, `stopped` or `interrupted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Recording => "recording",
+            RunState::Stopped => "stopped",
+            RunState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// One session of a run, with its exchange count.

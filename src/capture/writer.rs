@@ -3,20 +3,45 @@
 //! The proxy hands records to a [`CaptureSink`], which never waits: a record
 //! that does not fit in the queue's byte budget is dropped and counted. One
 //! task drains the queue in batches (whatever is queued, up to
-//! `max_batch`), each batch one transaction of multi-row INSERTs. A batch
-//! the store refuses is counted as dropped too; the proxy never notices.
+//! `max_batch`), each batch one transaction of multi-row INSERTs that also
+//! brings the run's counters up to date; only a committed batch counts as
+//! recorded.
+//!
+//! A batch the store refuses stays in hand and is tried again, at least
+//! once a second, while the fault may pass (a full disk, a lock held
+//! elsewhere); meanwhile the queue fills and what does not fit is dropped
+//! under the fault's reason, and [`WriterMetrics::storage_fault`] says why
+//! (the admin endpoint's `/healthz` answers 503 with it). When space
+//! returns the batch commits and recording goes on. Other failures drop the
+//! batch after a few tries. Every record is either committed or counted in
+//! `tapedeck_records_dropped_total{reason}`, and the run's `dropped` column
+//! and the summary give the same total.
+//!
+//! Closing ([`WriterHandle::close`]) writes what is queued, trying each
+//! batch once, for at most [`FLUSH_LIMIT`]; what cannot be written then is
+//! counted as dropped, and the run is closed.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::{CaptureError, ExchangeRecord, RunSummary, SessionInfo, Store};
+use super::{CaptureError, ExchangeRecord, RunLock, RunSummary, SessionInfo, Store, StoreFault};
+
+/// Longest a closing writer spends writing what is still queued.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// Longest pause between two tries of a batch the store refused.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+/// Tries of a batch refused for a reason that is not known to pass.
+const TRIES_OTHER: u32 = 3;
 
 /// Writer settings.
 #[derive(Debug, Clone)]
@@ -42,55 +67,167 @@ impl Default for WriterConfig {
     }
 }
 
+/// Why a record was not stored: the `reason` label of
+/// `tapedeck_records_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The queue's byte budget was spent while the store kept up badly.
+    QueueFull,
+    /// The store's disk is full (SQLITE_FULL, PostgreSQL class 53).
+    DiskFull,
+    /// The store stayed locked by another connection.
+    StoreBusy,
+    /// Any other store failure (I/O error, lost connection).
+    StoreError,
+    /// Still in flight when the drain timeout ended the stop.
+    DrainTimeout,
+    /// Still queued when the bounded flush at stop ran out of time.
+    FlushTimeout,
+}
+
+impl DropReason {
+    /// Every reason, in the order the metric lists them.
+    pub const ALL: [DropReason; 6] = [
+        DropReason::QueueFull,
+        DropReason::DiskFull,
+        DropReason::StoreBusy,
+        DropReason::StoreError,
+        DropReason::DrainTimeout,
+        DropReason::FlushTimeout,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::DiskFull => "disk_full",
+            DropReason::StoreBusy => "store_busy",
+            DropReason::StoreError => "store_error",
+            DropReason::DrainTimeout => "drain_timeout",
+            DropReason::FlushTimeout => "flush_timeout",
+        }
+    }
+
+    fn of(fault: StoreFault) -> DropReason {
+        match fault {
+            StoreFault::Full => DropReason::DiskFull,
+            StoreFault::Busy => DropReason::StoreBusy,
+            StoreFault::Other => DropReason::StoreError,
+        }
+    }
+}
+
+/// Label set of `tapedeck_records_dropped_total`: `reason`.
+pub type DropLabels = Vec<(&'static str, &'static str)>;
+
 /// Counters the writer keeps; the admin endpoint exports them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WriterMetrics {
     /// Exchanges committed to the store.
     pub recorded: Counter,
-    /// Exchanges observed but not stored.
-    pub dropped: Counter,
+    /// Exchanges observed but not stored, by reason.
+    pub dropped: Family<DropLabels, Counter>,
     /// Bytes of records waiting in the queue.
     pub queue_bytes: Gauge,
+    /// The sum of `dropped` over its reasons.
+    dropped_total: Counter,
+    /// Set while the store refuses batches: the reason and what it said.
+    fault: Arc<Mutex<Option<(DropReason, String)>>>,
 }
 
-enum Msg {
-    Record(Box<ExchangeRecord>, OwnedSemaphorePermit, usize),
-    Close,
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        let dropped = Family::<DropLabels, Counter>::default();
+        // Every reason is listed from the start, at 0.
+        for reason in DropReason::ALL {
+            let _ = dropped.get_or_create(&vec![("reason", reason.as_str())]);
+        }
+        WriterMetrics {
+            recorded: Counter::default(),
+            dropped,
+            queue_bytes: Gauge::default(),
+            dropped_total: Counter::default(),
+            fault: Arc::default(),
+        }
+    }
 }
+
+impl WriterMetrics {
+    /// Counts `n` records dropped for `reason`.
+    pub fn drop_records(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped
+                .get_or_create(&vec![("reason", reason.as_str())])
+                .inc_by(n);
+            self.dropped_total.inc_by(n);
+        }
+    }
+
+    /// Records dropped so far, all reasons.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_total.get()
+    }
+
+    /// Records dropped so far, by reason, leaving out reasons at 0.
+    pub fn dropped_by_reason(&self) -> Vec<(&'static str, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                let n = self
+                    .dropped
+                    .get_or_create(&vec![("reason", r.as_str())])
+                    .get();
+                (r.as_str(), n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// While the store refuses batches (records are being dropped for it):
+    /// the reason and the store's error.
+    pub fn storage_fault(&self) -> Option<(DropReason, String)> {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_fault(&self, fault: Option<(DropReason, String)>) {
+        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+}
+
+type Queued = (Box<ExchangeRecord>, OwnedSemaphorePermit, usize);
 
 /// Where the proxy's tap puts records. Cloning is cheap.
 #[derive(Debug, Clone)]
 pub struct CaptureSink {
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::UnboundedSender<Queued>,
     budget: Arc<Semaphore>,
     budget_total: usize,
     metrics: WriterMetrics,
     warned_full: Arc<AtomicBool>,
 }
 
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Msg::Record(..) => "Record",
-            Msg::Close => "Close",
-        })
-    }
-}
-
 impl CaptureSink {
     /// Queues a record without waiting. Returns `false` (and counts the
     /// record as dropped) when the queue is full or the writer is gone.
-    pub fn try_send(&self, record: ExchangeRecord) -> bool {
+    pub fn try_send(&self, mut record: ExchangeRecord) -> bool {
+        record.compact();
         let weight = record.weight();
         let permits = u32::try_from(weight)
             .ok()
             .filter(|_| weight <= self.budget_total);
         let permit = permits.and_then(|n| self.budget.clone().try_acquire_many_owned(n).ok());
         let Some(permit) = permit else {
-            self.metrics.dropped.inc();
+            // A full queue while the store refuses batches is the store's
+            // fault, and counted as such.
+            let reason = self
+                .metrics
+                .storage_fault()
+                .map_or(DropReason::QueueFull, |(r, _)| r);
+            self.metrics.drop_records(reason, 1);
             if !self.warned_full.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     queue_bytes = self.budget_total,
+                    reason = reason.as_str(),
                     "capture queue full: dropping records (counted in tapedeck_records_dropped_total) \
                      until the store catches up; requests are still forwarded"
                 );
@@ -98,13 +235,9 @@ impl CaptureSink {
             return false;
         };
         self.metrics.queue_bytes.inc_by(weight as i64);
-        if self
-            .tx
-            .send(Msg::Record(Box::new(record), permit, weight))
-            .is_err()
-        {
+        if self.tx.send((Box::new(record), permit, weight)).is_err() {
             self.metrics.queue_bytes.dec_by(weight as i64);
-            self.metrics.dropped.inc();
+            self.metrics.drop_records(DropReason::DrainTimeout, 1);
             return false;
         }
         true
@@ -119,19 +252,20 @@ impl CaptureSink {
 /// Owns the writer task; [`WriterHandle::close`] flushes and ends the run.
 #[derive(Debug)]
 pub struct WriterHandle {
-    tx: mpsc::UnboundedSender<Msg>,
+    close: watch::Sender<bool>,
     task: JoinHandle<Result<RunSummary, CaptureError>>,
 }
 
 impl WriterHandle {
-    /// Writes everything queued so far, closes the run (stop time, final
-    /// counters) and returns its summary.
+    /// Writes what is queued (bounded by [`FLUSH_LIMIT`]; the rest is
+    /// counted as dropped), closes the run (stop time, final counters),
+    /// lets the run's lock go and returns the run's summary. Call it after
+    /// the last record was sent.
     ///
     /// # Errors
     /// When the store fails while closing the run.
     pub async fn close(self) -> Result<RunSummary, CaptureError> {
-        // The task may already be gone; then the join result says why.
-        let _ = self.tx.send(Msg::Close);
+        let _ = self.close.send(true);
         match self.task.await {
             Ok(result) => result,
             Err(join) => Err(CaptureError::Open {
@@ -142,102 +276,240 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer for run `run_id` of `store`.
+/// Starts the writer for run `run_id` of `store`; it holds `lock` until
+/// the run is closed.
 pub fn spawn(
     store: Store,
     run_id: i64,
+    lock: RunLock,
     config: WriterConfig,
     metrics: WriterMetrics,
 ) -> (CaptureSink, WriterHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
+    let (close, closed) = watch::channel(false);
     let budget_total = config.queue_bytes.min(Semaphore::MAX_PERMITS);
     let sink = CaptureSink {
-        tx: tx.clone(),
+        tx,
         budget: Arc::new(Semaphore::new(budget_total)),
         budget_total,
         metrics: metrics.clone(),
         warned_full: Arc::new(AtomicBool::new(false)),
     };
-    let task = tokio::spawn(run(store, run_id, config, metrics, rx));
-    (sink, WriterHandle { tx, task })
+    let writer = Writer {
+        store,
+        run_id,
+        metrics,
+        rx,
+        seen_sessions: HashSet::new(),
+    };
+    let task = tokio::spawn(writer.run(config, closed, lock));
+    (sink, WriterHandle { close, task })
 }
 
-async fn run(
+/// Records taken from the queue, with the budget they hold until they are
+/// written or dropped.
+#[derive(Default)]
+struct Batch {
+    records: Vec<ExchangeRecord>,
+    held: Vec<(OwnedSemaphorePermit, usize)>,
+    tries: u32,
+}
+
+impl Batch {
+    fn push(&mut self, (record, permit, weight): Queued) {
+        self.records.push(*record);
+        self.held.push((permit, weight));
+    }
+
+    /// Empties the batch and gives its budget back to the queue.
+    fn release(&mut self, metrics: &WriterMetrics) {
+        self.records.clear();
+        self.tries = 0;
+        for (permit, weight) in self.held.drain(..) {
+            metrics.queue_bytes.dec_by(weight as i64);
+            drop(permit);
+        }
+    }
+}
+
+struct Writer {
     store: Store,
     run_id: i64,
-    config: WriterConfig,
     metrics: WriterMetrics,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
-) -> Result<RunSummary, CaptureError> {
-    let max_batch = config.max_batch.max(1);
-    let mut seen_sessions: HashSet<i64> = HashSet::new();
-    let mut records: Vec<ExchangeRecord> = Vec::with_capacity(max_batch);
-    let mut held: Vec<(OwnedSemaphorePermit, usize)> = Vec::with_capacity(max_batch);
-    let mut dropped_stored = 0;
-    let mut closing = false;
-    while !closing {
-        match rx.recv().await {
-            Some(Msg::Record(r, permit, weight)) => {
-                records.push(*r);
-                held.push((permit, weight));
-            }
-            Some(Msg::Close) | None => closing = true,
-        }
-        // Take whatever else is already queued, so a busy proxy gets large
-        // transactions and an idle one gets each record written at once.
-        while records.len() < max_batch {
-            match rx.try_recv() {
-                Ok(Msg::Record(r, permit, weight)) => {
-                    records.push(*r);
-                    held.push((permit, weight));
+    rx: mpsc::UnboundedReceiver<Queued>,
+    seen_sessions: HashSet<i64>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        config: WriterConfig,
+        mut closed: watch::Receiver<bool>,
+        lock: RunLock,
+    ) -> Result<RunSummary, CaptureError> {
+        let max_batch = config.max_batch.max(1);
+        let mut batch = Batch::default();
+        let mut backoff = RETRY_FIRST;
+        let mut flush_until: Option<Instant> = None;
+        loop {
+            if batch.records.is_empty() {
+                if flush_until.is_none() {
+                    tokio::select! {
+                        biased;
+                        queued = self.rx.recv() => match queued {
+                            Some(q) => batch.push(q),
+                            None => flush_until = Some(Instant::now() + FLUSH_LIMIT),
+                        },
+                        _ = closed.wait_for(|c| *c) => flush_until = Some(Instant::now() + FLUSH_LIMIT),
+                    }
                 }
-                Ok(Msg::Close) => {
-                    closing = true;
-                    break;
+                // Take whatever else is already queued, so a busy proxy
+                // gets large transactions and an idle one gets each record
+                // written at once.
+                while batch.records.len() < max_batch {
+                    match self.rx.try_recv() {
+                        Ok(q) => batch.push(q),
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                if batch.records.is_empty() {
+                    if flush_until.is_some() {
+                        break;
+                    }
+                    continue;
+                }
             }
-        }
-        let batch_was_full = records.len() == max_batch;
-        if !records.is_empty() {
-            let new_sessions: Vec<Arc<SessionInfo>> = records
-                .iter()
-                .filter(|r| seen_sessions.insert(r.session.session_no))
-                .map(|r| r.session.clone())
-                .collect();
-            match store.insert_batch(run_id, &new_sessions, &records).await {
+            if flush_until.is_some_and(|until| Instant::now() >= until) {
+                self.drop_batch(&mut batch, DropReason::FlushTimeout);
+                self.drop_queued(DropReason::FlushTimeout);
+                break;
+            }
+            let full = batch.records.len() == max_batch;
+            match self.write(&batch).await {
                 Ok(()) => {
-                    metrics.recorded.inc_by(records.len() as u64);
+                    batch.release(&self.metrics);
+                    backoff = RETRY_FIRST;
+                    if let Some((reason, _)) = self.metrics.storage_fault() {
+                        self.metrics.set_fault(None);
+                        tracing::warn!(
+                            after = reason.as_str(),
+                            dropped = self.metrics.dropped_total(),
+                            "capture store accepts batches again; recording resumed"
+                        );
+                    }
+                    if flush_until.is_none() && !full && !config.linger.is_zero() {
+                        tokio::time::sleep(config.linger).await;
+                    }
                 }
                 Err(e) => {
-                    metrics.dropped.inc_by(records.len() as u64);
-                    for s in &new_sessions {
-                        seen_sessions.remove(&s.session_no);
+                    let fault = e.fault();
+                    let reason = DropReason::of(fault);
+                    batch.tries += 1;
+                    if self.metrics.storage_fault().is_none() {
+                        tracing::warn!(error = %e, reason = reason.as_str(),
+                            "capture store refused a batch; retrying at least once a second, \
+                             dropping what does not fit in the queue meanwhile (tapedeck_records_dropped_total)");
                     }
-                    tracing::warn!(error = %e, records = records.len(), "capture store refused a batch; records dropped");
+                    self.metrics.set_fault(Some((reason, e.to_string())));
+                    if flush_until.is_some() {
+                        // Stopping: no waiting for the store to come back.
+                        self.drop_batch(&mut batch, reason);
+                        self.drop_queued(reason);
+                        break;
+                    }
+                    if fault == StoreFault::Other && batch.tries >= TRIES_OTHER {
+                        self.drop_batch(&mut batch, reason);
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = closed.wait_for(|c| *c) => {
+                            flush_until = Some(Instant::now() + FLUSH_LIMIT);
+                        }
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
-            records.clear();
-            for (permit, weight) in held.drain(..) {
-                metrics.queue_bytes.dec_by(weight as i64);
-                drop(permit);
+        }
+        self.rx.close();
+        self.drop_queued(DropReason::DrainTimeout);
+        let closed = self.finish().await;
+        if closed.is_ok() {
+            lock.release().await;
+        }
+        closed
+    }
+
+    /// One try at committing the batch.
+    async fn write(&mut self, batch: &Batch) -> Result<(), CaptureError> {
+        let new_sessions: Vec<Arc<SessionInfo>> = batch
+            .records
+            .iter()
+            .filter(|r| self.seen_sessions.insert(r.session.session_no))
+            .map(|r| r.session.clone())
+            .collect();
+        let written = self
+            .store
+            .insert_batch(
+                self.run_id,
+                &new_sessions,
+                &batch.records,
+                self.metrics.dropped_total(),
+            )
+            .await;
+        match written {
+            Ok(()) => {
+                self.metrics.recorded.inc_by(batch.records.len() as u64);
+                Ok(())
+            }
+            Err(e) => {
+                for s in &new_sessions {
+                    self.seen_sessions.remove(&s.session_no);
+                }
+                Err(e)
             }
         }
-        let dropped = metrics.dropped.get();
-        if dropped != dropped_stored && store.set_dropped(run_id, dropped).await.is_ok() {
-            dropped_stored = dropped;
+    }
+
+    fn drop_batch(&self, batch: &mut Batch, reason: DropReason) {
+        self.metrics
+            .drop_records(reason, batch.records.len() as u64);
+        tracing::warn!(
+            records = batch.records.len(),
+            reason = reason.as_str(),
+            "capture records dropped"
+        );
+        batch.release(&self.metrics);
+    }
+
+    /// Counts everything still in the queue as dropped.
+    fn drop_queued(&mut self, reason: DropReason) {
+        let mut n = 0;
+        while let Ok((_, _, weight)) = self.rx.try_recv() {
+            self.metrics.queue_bytes.dec_by(weight as i64);
+            n += 1;
         }
-        if !closing && !batch_was_full && !config.linger.is_zero() {
-            tokio::time::sleep(config.linger).await;
+        self.metrics.drop_records(reason, n);
+    }
+
+    /// Closes the run with the final dropped count; a store that fails is
+    /// tried a few more times within [`FLUSH_LIMIT`].
+    async fn finish(&self) -> Result<RunSummary, CaptureError> {
+        let until = Instant::now() + FLUSH_LIMIT;
+        let mut pause = RETRY_FIRST;
+        loop {
+            match self
+                .store
+                .finish_run(self.run_id, self.metrics.dropped_total())
+                .await
+            {
+                Ok(run) => return Ok(run),
+                Err(e) if Instant::now() + pause < until => {
+                    tracing::warn!(error = %e, "closing the run failed; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    // Nothing may be sent from here on; count any straggler as dropped.
-    rx.close();
-    while let Ok(msg) = rx.try_recv() {
-        if let Msg::Record(_, _, weight) = msg {
-            metrics.queue_bytes.dec_by(weight as i64);
-            metrics.dropped.inc();
-        }
-    }
-    store.finish_run(run_id, metrics.dropped.get()).await
 }

@@ -75,6 +75,11 @@ pub struct RecordArgs {
     /// Longest wait for the upstream's response head before answering 504 [default: 30s].
     #[arg(long)]
     pub upstream_timeout: Option<String>,
+    /// On SIGINT/SIGTERM, longest wait for in-flight requests (long
+    /// streams, open sockets) before closing the capture; those still open
+    /// are counted as dropped [default: 30s].
+    #[arg(long)]
+    pub drain_timeout: Option<String>,
     /// Forward the client's Host header instead of the upstream's.
     #[arg(long)]
     #[serde(default)]
@@ -157,6 +162,9 @@ impl RecordArgs {
         }
         if let Some(s) = self.upstream_timeout.or(file.upstream_timeout) {
             config.upstream_timeout = parse_duration(&s).context("--upstream-timeout")?;
+        }
+        if let Some(s) = self.drain_timeout.or(file.drain_timeout) {
+            config.drain_timeout = parse_duration(&s).context("--drain-timeout")?;
         }
         if let Some(s) = self.max_header_bytes.or(file.max_header_bytes) {
             config.max_header_bytes = parse_size(&s).context("--max-header-bytes")?;

@@ -69,6 +69,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Exit> {
         ));
         tokio::spawn(admin::serve(l, recording.metrics(), shutdown.clone()));
     }
+    let metrics = recording.metrics();
     let run = recording.finished().await?;
     store.close().await;
     status_line(format_args!(
@@ -76,6 +77,21 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Exit> {
         terminal::run_line(&run),
         store.path().display()
     ));
+    // The capture is closed and usable, so this is still a success; the
+    // line says what it lacks.
+    if run.dropped > 0 {
+        let reasons: Vec<String> = metrics
+            .writer
+            .dropped_by_reason()
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        status_line(format_args!(
+            "tapedeck: warning: {} exchanges were answered but not recorded ({}); the capture holds the rest",
+            run.dropped,
+            reasons.join(", ")
+        ));
+    }
     Ok(Exit::Success)
 }
 

@@ -1,7 +1,9 @@
 //! The admin endpoint: `GET /healthz` and Prometheus `GET /metrics`.
 //!
 //! A separate listener so that probes and scrapes are never recorded and
-//! never compete with proxied traffic for the proxy's port.
+//! never compete with proxied traffic for the proxy's port. `/healthz`
+//! answers 503 with the reason while the capture store refuses batches
+//! (records are being dropped for it), and `ok` otherwise.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -49,7 +51,19 @@ pub async fn serve(listener: TcpListener, metrics: Arc<ProxyMetrics>, shutdown: 
 
 fn respond(req: &Request<Incoming>, metrics: &ProxyMetrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        (&Method::GET, "/healthz") => match metrics.writer.storage_fault() {
+            None => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+            // Traffic still flows; what is said is that it is not being
+            // recorded, so a probe or an alert can tell.
+            Some((reason, error)) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                Bytes::from(format!(
+                    "recording degraded: dropping records ({}): {error}\n",
+                    reason.as_str()
+                )),
+            ),
+        },
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -212,7 +213,7 @@ pub(crate) async fn handle(
             ttfb: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
-            _in_flight: state.in_flight.enter(),
+            in_flight: state.in_flight.enter(),
         }
     });
 
@@ -262,9 +263,15 @@ pub(crate) async fn handle(
     parts.uri = target;
     parts.version = Version::HTTP_11;
     let request_capture = pending.as_ref().and_then(|p| p.request_capture.clone());
+    let client_failed = Arc::new(AtomicBool::new(false));
     let upstream_req = Request::from_parts(
         parts,
-        RequestBody::new(body, request_capture, state.config.max_body),
+        RequestBody::new(
+            body,
+            request_capture,
+            state.config.max_body,
+            client_failed.clone(),
+        ),
     );
 
     let client = match upgrade {
@@ -319,6 +326,26 @@ pub(crate) async fn handle(
             }
             let cap = state.config.max_body;
             return Ok(resp.map(|b| ProxyBody::Upstream(ResponseBody::new(b, cap, pending))));
+        }
+        Ok(Err(_)) if client_failed.load(Ordering::SeqCst) => {
+            // The client went away mid-upload: no answer reaches anyone,
+            // and the upstream did nothing wrong.
+            if let Some(p) = pending {
+                p.complete(
+                    CapturedBody::default(),
+                    Some(ExchangeFailure {
+                        kind: "downstream_closed",
+                        message: "the client went away before the end of its request body".into(),
+                    }),
+                );
+            }
+            let resp = json_answer(
+                StatusCode::BAD_REQUEST,
+                "downstream_closed",
+                "the request body ended early",
+                upstream.as_str(),
+            );
+            return Ok(resp.map(ProxyBody::Local));
         }
         Ok(Err(e)) => classify(&e),
         Err(_) => ExchangeFailure {

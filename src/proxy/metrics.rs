@@ -80,7 +80,7 @@ impl Default for ProxyMetrics {
         );
         registry.register(
             "records_dropped",
-            "Exchanges observed but not stored (full queue or store failure)",
+            "Exchanges observed but not stored, by reason: queue_full, disk_full, store_busy, store_error, drain_timeout, flush_timeout",
             writer.dropped.clone(),
         );
         registry.register(

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use crate::capture::redact::{RedactionConfig, Redactor};
-use crate::capture::writer::{self, WriterConfig};
+use crate::capture::writer::{self, DropReason, WriterConfig};
 use crate::capture::{CaptureError, CaptureSink, NewRun, RunSummary, Store};
 use crate::shutdown::Shutdown;
 use crate::tls::{ClientTls, Connector};
@@ -164,9 +164,17 @@ pub(crate) struct ProxyState {
 /// dropped by a task of its own, possibly after its connection has ended,
 /// and a WebSocket's handshake is recorded when the socket closes: neither
 /// is covered by waiting for the connections.
+///
+/// When the drain timeout ends the wait, [`InFlight::seal`] counts the
+/// exchanges still open, and from then on they are no longer queued: each
+/// is counted as dropped exactly once, before the run is closed.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     active: std::sync::atomic::AtomicUsize,
+    /// Write-locked only by `seal`; queueing an exchange holds it for
+    /// reading, so no exchange is half queued while the open ones are
+    /// counted.
+    sealed: std::sync::RwLock<bool>,
     idle: tokio::sync::Notify,
 }
 
@@ -190,6 +198,29 @@ impl InFlight {
             }
             notified.await;
         }
+    }
+
+    /// Stops queueing and returns how many exchanges are still open; they
+    /// are the caller's to count as dropped.
+    fn seal(&self) -> u64 {
+        let mut sealed = self.sealed.write().unwrap_or_else(|p| p.into_inner());
+        *sealed = true;
+        self.active.load(std::sync::atomic::Ordering::SeqCst) as u64
+    }
+}
+
+impl InFlightGuard {
+    /// Queues the exchange with `send`, unless the proxy has stopped
+    /// waiting for it (then it was counted as dropped already).
+    pub(crate) fn queue(self, send: impl FnOnce()) {
+        let in_flight = self.0.clone();
+        let sealed = in_flight.sealed.read().unwrap_or_else(|p| p.into_inner());
+        if !*sealed {
+            send();
+        }
+        // The count drops while the lock is held.
+        drop(self);
+        drop(sealed);
     }
 }
 
@@ -243,9 +274,15 @@ impl Recording {
                 redaction: &redaction,
             })
             .await?;
+        let lock = store.lock_run(run_id).await?;
         let metrics = Arc::new(ProxyMetrics::default());
-        let (sink, writer) =
-            writer::spawn(store, run_id, config.writer.clone(), metrics.writer.clone());
+        let (sink, writer) = writer::spawn(
+            store,
+            run_id,
+            lock,
+            config.writer.clone(),
+            metrics.writer.clone(),
+        );
 
         let tls = &config.upstream_tls;
         let pooled = |connector| {
@@ -406,6 +443,7 @@ async fn accept_loop(
     drop(listener);
     let drain_timeout = state.config.drain_timeout;
     let in_flight = state.in_flight.clone();
+    let metrics = state.metrics.clone();
     drop(state);
     // Switched connections are cut by the shutdown signal itself and
     // record what they saw; wait for them as for requests.
@@ -415,9 +453,16 @@ async fn accept_loop(
     };
     tokio::select! {
         () = drained => {}
-        () = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!(?drain_timeout, "in-flight requests still open after the drain timeout; closing the capture anyway");
-        }
+        () = tokio::time::sleep(drain_timeout) => {}
+    }
+    let cut = in_flight.seal();
+    if cut > 0 {
+        metrics.writer.drop_records(DropReason::DrainTimeout, cut);
+        tracing::warn!(
+            drain_timeout = %humantime::format_duration(drain_timeout),
+            exchanges = cut,
+            "exchanges still open after the drain timeout are counted as dropped; closing the capture"
+        );
     }
     writer.close().await
 }

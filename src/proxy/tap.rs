@@ -8,6 +8,7 @@
 //! never awaits: the sink's `try_send` either queues or counts a drop.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -89,6 +90,9 @@ pub struct RequestBody {
     inner: Incoming,
     capture: Option<Arc<Mutex<RequestCapture>>>,
     cap: usize,
+    /// Set when reading the client's body failed (the client went away
+    /// mid-upload): the forwarding error that follows is the client's.
+    client_failed: Arc<AtomicBool>,
 }
 
 impl RequestBody {
@@ -96,6 +100,7 @@ impl RequestBody {
         inner: Incoming,
         capture: Option<Arc<Mutex<RequestCapture>>>,
         cap: usize,
+        client_failed: Arc<AtomicBool>,
     ) -> Self {
         // An empty body may never be polled: it is complete from the start.
         if inner.is_end_stream()
@@ -107,6 +112,7 @@ impl RequestBody {
             inner,
             capture,
             cap,
+            client_failed,
         }
     }
 }
@@ -121,6 +127,9 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Err(_)) = &frame {
+            this.client_failed.store(true, Ordering::SeqCst);
+        }
         if let Some(capture) = &this.capture {
             let mut c = capture.lock().unwrap_or_else(|p| p.into_inner());
             match &frame {
@@ -170,7 +179,7 @@ pub(crate) struct Pending {
     /// A WebSocket handshake: the socket's frames.
     pub ws_frames: Vec<WsFrame>,
     /// Keeps the proxy from closing the capture before this is queued.
-    pub _in_flight: super::InFlightGuard,
+    pub in_flight: super::InFlightGuard,
 }
 
 impl Pending {
@@ -268,7 +277,9 @@ impl Pending {
             response_chunks: self.response_chunks,
             ws_frames: self.ws_frames,
         };
-        state.sink.try_send(record);
+        self.in_flight.queue(|| {
+            state.sink.try_send(record);
+        });
     }
 }
 

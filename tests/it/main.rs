@@ -19,5 +19,6 @@ mod radicale;
 mod redaction;
 mod replay;
 mod rules;
+mod storage;
 mod synapse;
 mod tls;

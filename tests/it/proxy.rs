@@ -277,11 +277,14 @@ async fn a_locked_store_drops_records_but_never_requests() {
     }
     let metrics = proxy.recording.as_ref().expect("running").metrics();
     assert!(
-        metrics.writer.dropped.get() > 0,
+        metrics.writer.dropped_total() > 0,
         "drops are counted while the store is locked"
     );
     let text = metrics.encode();
-    assert!(text.contains("tapedeck_records_dropped_total"), "{text}");
+    assert!(
+        text.contains("tapedeck_records_dropped_total{reason="),
+        "{text}"
+    );
 
     sqlx::query("ROLLBACK")
         .execute(&mut lock)
@@ -545,7 +548,8 @@ async fn admin_serves_health_and_prometheus_metrics() {
     let text = String::from_utf8(body.to_vec()).expect("utf8");
     for name in [
         "tapedeck_requests_total 1",
-        "tapedeck_records_dropped_total 0",
+        "tapedeck_records_dropped_total{reason=\"disk_full\"} 0",
+        "tapedeck_records_dropped_total{reason=\"queue_full\"} 0",
         "tapedeck_writer_queue_bytes",
         "tapedeck_request_duration_seconds_count 1",
         "tapedeck_live_sessions 1",

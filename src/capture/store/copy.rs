@@ -41,12 +41,12 @@ impl Store {
             let sessions = self.session_rows(run.id).await?;
             let sessions: Vec<SessionRow<'_>> =
                 sessions.iter().map(OwnedSessionRow::borrow).collect();
-            to.insert_rows(id, &sessions, &[]).await?;
+            to.insert_rows(id, &sessions, &[], None).await?;
             for session in &sessions {
                 let exchanges = self.session_exchanges(run.id, session.session_no).await?;
                 let rows: Vec<ExchangeRow<'_>> =
                     exchanges.iter().map(ExchangeRow::stored).collect();
-                to.insert_rows(id, &[], &rows).await?;
+                to.insert_rows(id, &[], &rows, None).await?;
                 progress(rows.len() as u64);
             }
             match run.stopped_at_us {

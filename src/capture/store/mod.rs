@@ -109,9 +109,49 @@ pub struct Store {
 
 // Declared after `on_pool!` so the statements in them can use it.
 mod copy;
+mod lock;
 mod read;
 mod rows;
 mod write;
+
+pub use lock::RunLock;
+
+/// What kind of failure a store error is, for the writer's counting and
+/// retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The disk (or the database server's) is full: SQLITE_FULL,
+    /// PostgreSQL class 53 (insufficient resources).
+    Full,
+    /// Another connection holds the lock: SQLITE_BUSY or SQLITE_LOCKED, a
+    /// PostgreSQL lock or serialization failure.
+    Busy,
+    /// Anything else: I/O errors, a lost connection.
+    Other,
+}
+
+impl CaptureError {
+    /// What kind of store failure this is.
+    pub fn fault(&self) -> StoreFault {
+        let CaptureError::Sql(sqlx::Error::Database(db)) = self else {
+            return StoreFault::Other;
+        };
+        let code = db.code().unwrap_or_default();
+        if let Ok(extended) = code.parse::<i64>() {
+            // SQLite: the primary result code is the low byte.
+            return match extended & 0xff {
+                13 => StoreFault::Full,
+                5 | 6 => StoreFault::Busy,
+                _ => StoreFault::Other,
+            };
+        }
+        match code.get(..2) {
+            Some("53") => StoreFault::Full,
+            Some("40" | "55") => StoreFault::Busy,
+            _ => StoreFault::Other,
+        }
+    }
+}
 
 impl Store {
     /// Opens a capture for recording: a SQLite file, created (mode 0600)

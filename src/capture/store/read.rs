@@ -33,7 +33,11 @@ impl Store {
             let rows = sqlx::query(AssertSqlSafe(format!("{RUN_SELECT} ORDER BY c.id")))
                 .fetch_all(p)
                 .await?;
-            rows.iter().map(run_from_row).collect()
+            let mut runs: Vec<RunSummary> = rows.iter().map(run_from_row).collect::<Result<_, _>>()?;
+            for run in &mut runs {
+                run.state = self.run_state(run.id, run.stopped_at_us.is_some()).await?;
+            }
+            Ok(runs)
         })
     }
 
@@ -56,7 +60,9 @@ impl Store {
                 .await?
                 .ok_or(CaptureError::Empty)?,
             };
-            run_from_row(&row)
+            let mut run = run_from_row(&row)?;
+            run.state = self.run_state(run.id, run.stopped_at_us.is_some()).await?;
+            Ok(run)
         })
     }
 

@@ -166,6 +166,8 @@ where
         tool_version: r.try_get("tool_version")?,
         started_at_us: r.try_get("started_at_us")?,
         stopped_at_us: r.try_get("stopped_at_us")?,
+        // Decided by the reader (`lock.rs`), which knows the store.
+        state: crate::capture::RunState::Stopped,
         max_body_bytes: r.try_get("max_body_bytes")?,
         redaction: r.try_get("redaction")?,
         exchanges: r.try_get("exchanges")?,

@@ -34,11 +34,12 @@ impl Store {
             .await
     }
 
-    /// Records the dropped count of a run (called as it changes).
+    /// Records the dropped count of a run (a copied run that was never
+    /// closed).
     ///
     /// # Errors
     /// On a store failure.
-    pub async fn set_dropped(&self, run_id: i64, dropped: u64) -> Result<(), CaptureError> {
+    pub(super) async fn set_dropped(&self, run_id: i64, dropped: u64) -> Result<(), CaptureError> {
         on_pool!(self, p => {
             sqlx::query("UPDATE captures SET dropped = $1 WHERE id = $2")
                 .bind(i64::try_from(dropped).unwrap_or(i64::MAX))
@@ -57,9 +58,15 @@ impl Store {
         self.close_run(run_id, now_epoch_us(), dropped).await?;
         match &self.pool {
             Pool::Sqlite(p) => {
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                // The run is closed either way; a checkpoint that cannot
+                // grow the file (a full disk) leaves the pages in the WAL,
+                // where readers find them.
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                     .execute(p)
-                    .await?;
+                    .await
+                {
+                    tracing::warn!(error = %e, "checkpointing the capture's WAL failed; its pages stay in the -wal file");
+                }
             }
             #[cfg(feature = "postgres")]
             Pool::Postgres(_) => {}
@@ -90,35 +97,45 @@ impl Store {
         Ok(())
     }
 
-    /// Writes sessions first seen in this batch and a batch of exchanges, in
-    /// one transaction.
+    /// Writes sessions first seen in this batch and a batch of exchanges,
+    /// and brings the run's counters up to date (`exchanges`, `sessions`
+    /// and the `dropped` count so far), in one transaction: after a crash
+    /// the run's row agrees with the rows that are there.
     ///
     /// # Errors
-    /// On a store failure; nothing of the batch is then stored.
+    /// On a store failure; nothing of the batch is then stored, and the
+    /// connection that failed is closed rather than reused (a failed
+    /// commit can leave it inside a transaction).
     pub async fn insert_batch(
         &self,
         run_id: i64,
         new_sessions: &[Arc<SessionInfo>],
         records: &[ExchangeRecord],
+        dropped: u64,
     ) -> Result<(), CaptureError> {
         let sessions: Vec<SessionRow<'_>> = new_sessions
             .iter()
             .map(|s| SessionRow::first_seen(s))
             .collect();
         let rows: Vec<ExchangeRow<'_>> = records.iter().map(ExchangeRow::recorded).collect();
-        self.insert_rows(run_id, &sessions, &rows).await
+        self.insert_rows(run_id, &sessions, &rows, Some(dropped))
+            .await
     }
 
-    /// Writes session and exchange rows of a run in one transaction.
+    /// Writes session and exchange rows of a run in one transaction, with
+    /// the run's counters (and, given, its dropped count).
     pub(super) async fn insert_rows(
         &self,
         run_id: i64,
         sessions: &[SessionRow<'_>],
         rows: &[ExchangeRow<'_>],
+        dropped: Option<u64>,
     ) -> Result<(), CaptureError> {
         let numbered = self.is_postgres();
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut conn = p.acquire().await?;
+            let written = async {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             for s in sessions {
                 sqlx::query(
                     "INSERT INTO sessions (capture_id, session_no, key_kind, key, client_addr, user_agent, started_at_us) \
@@ -164,7 +181,26 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
-            tx.commit().await?;
+            sqlx::query(
+                "UPDATE captures SET exchanges = exchanges + $1, sessions = sessions + $2, \
+                 dropped = coalesce($3, dropped) WHERE id = $4",
+            )
+            .bind(rows.len() as i64)
+            .bind(sessions.len() as i64)
+            .bind(dropped.map(|d| i64::try_from(d).unwrap_or(i64::MAX)))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+            }
+            .await;
+            if written.is_err() {
+                // SQLite may keep a transaction open after a failed
+                // commit (a full disk); sqlx would then nest the next
+                // batch in a savepoint that never reaches the file.
+                conn.close_on_drop();
+            }
+            written?;
         });
         Ok(())
     }

@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::table::{self, Column, StageCell, TERMINAL};
-use crate::capture::{RouteCount, RunSummary, SessionSummary};
+use crate::capture::{RouteCount, RunState, RunSummary, SessionSummary};
 use crate::report::model::{Report, StageReport};
 use crate::report::verdict::warnings;
 use crate::time::timestamp;
@@ -25,7 +25,7 @@ fn route_width<'a>(routes: impl Iterator<Item = &'a str>) -> usize {
 /// The one-line summary of a finished run.
 pub fn run_line(run: &RunSummary) -> String {
     let took = run.stopped_at_us.map_or_else(
-        || "still open".to_string(),
+        || run.state.as_str().to_string(),
         |s| seconds(s - run.started_at_us),
     );
     format!(
@@ -43,9 +43,10 @@ pub fn runs_table(runs: &[RunSummary]) -> String {
         "run", "started (UTC)", "duration", "exchanges", "sessions", "dropped"
     );
     for r in runs {
-        let took = r
-            .stopped_at_us
-            .map_or_else(|| "open".to_string(), |s| seconds(s - r.started_at_us));
+        let took = r.stopped_at_us.map_or_else(
+            || r.state.as_str().to_string(),
+            |s| seconds(s - r.started_at_us),
+        );
         let _ = writeln!(
             out,
             "{:>4}  {:<20}  {:>9}  {:>9}  {:>8}  {:>9}  {}",
@@ -70,6 +71,14 @@ pub fn run_details(
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", run_line(run));
+    let state = match run.state {
+        RunState::Recording => "recording (its recorder is running)",
+        RunState::Stopped => "stopped cleanly",
+        RunState::Interrupted => {
+            "interrupted (its recorder is gone without closing the run; the rows committed before are counted above)"
+        }
+    };
+    let _ = writeln!(out, "  state      {state}");
     let _ = writeln!(out, "  upstream   {}", run.upstream);
     let _ = writeln!(out, "  started    {}", timestamp(run.started_at_us));
     let _ = writeln!(out, "  redaction  {}", run.redaction);

@@ -450,7 +450,7 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
         }
     }
     store
-        .insert_batch(run, &infos, &records)
+        .insert_batch(run, &infos, &records, 0)
         .await
         .expect("insert");
     store.finish_run(run, 0).await.expect("finish");
@@ -587,16 +587,25 @@ pub async fn record_process(
     String,
     tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 ) {
+    record_process_with(upstream, capture, &[]).await
+}
+
+/// [`record_process`] with more flags (`--admin 127.0.0.1:0` prints the
+/// admin address as the next line).
+pub async fn record_process_with(
+    upstream: &str,
+    capture: &std::ffi::OsStr,
+    flags: &[&str],
+) -> (
+    tokio::process::Child,
+    String,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) {
     use tokio::io::AsyncBufReadExt;
     let mut child = tapedeck()
-        .args([
-            "record",
-            "--upstream",
-            upstream,
-            "--listen",
-            "127.0.0.1:0",
-            "--capture",
-        ])
+        .args(["record", "--upstream", upstream, "--listen", "127.0.0.1:0"])
+        .args(flags)
+        .arg("--capture")
         .arg(capture)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
