@@ -36,7 +36,7 @@ pub struct RecordArgs {
     #[arg(long)]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Serve /healthz and Prometheus /metrics on this address.
+    /// Serve /healthz, /livez and Prometheus /metrics on this address.
     #[arg(long)]
     pub admin: Option<SocketAddr>,
     /// Serve HTTPS (ALPN h2 and http/1.1) with this PEM certificate chain.

@@ -65,7 +65,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Exit> {
     if let Some(l) = admin_listener {
         let addr = l.local_addr().context("admin listener address")?;
         status_line(format_args!(
-            "tapedeck: admin on http://{addr} (/healthz, /metrics)"
+            "tapedeck: admin on http://{addr} (/healthz, /livez, /metrics)"
         ));
         tokio::spawn(admin::serve(l, recording.metrics(), shutdown.clone()));
     }

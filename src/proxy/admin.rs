@@ -1,4 +1,5 @@
-//! The admin endpoint: `GET /healthz` and Prometheus `GET /metrics`.
+//! The admin endpoint: `GET /healthz` (is it recording), `GET /livez` (is
+//! it serving) and Prometheus `GET /metrics`.
 //!
 //! A separate listener so that probes and scrapes are never recorded and
 //! never compete with proxied traffic for the proxy's port. `/healthz`
@@ -64,6 +65,10 @@ fn respond(req: &Request<Incoming>, metrics: &ProxyMetrics) -> Response<Full<Byt
                 )),
             ),
         },
+        // The process serves: for Kubernetes probes, which must not take
+        // a proxy whose recording is degraded out of rotation (traffic is
+        // forwarded either way) or restart it.
+        (&Method::GET, "/livez") => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -72,7 +77,7 @@ fn respond(req: &Request<Incoming>, metrics: &ProxyMetrics) -> Response<Full<Byt
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
-            Bytes::from_static(b"admin endpoints: /healthz, /metrics\n"),
+            Bytes::from_static(b"admin endpoints: /healthz, /livez, /metrics\n"),
         ),
     };
     let mut resp = Response::new(Full::new(body));

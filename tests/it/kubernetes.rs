@@ -120,10 +120,11 @@ fn the_manifests_are_valid_kubernetes_objects() {
         .as_i64()
         .expect("grace period");
     assert!(grace > 30, "{grace}");
-    assert_eq!(
-        container(record)["readinessProbe"]["httpGet"]["path"],
-        "/healthz"
-    );
+    // Probes ask whether the proxy serves, not whether it records: a full
+    // disk must not take it out of rotation or restart it.
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container(record)[probe]["httpGet"]["path"], "/livez");
+    }
     // The replay Job's shard count is its completions.
     let replay = object(&all, "Job", "tapedeck-replay");
     assert_eq!(replay["spec"]["completionMode"], "Indexed");
@@ -182,7 +183,7 @@ async fn the_manifests_commands_record_replay_in_shards_and_merge_as_local_proce
         let health = crate::support::send(
             &crate::support::client(),
             http::Method::GET,
-            &format!("http://{admin}/healthz"),
+            &format!("http://{admin}/livez"),
             &[],
             bytes::Bytes::new(),
         )
