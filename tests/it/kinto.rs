@@ -19,7 +19,7 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::support::thirdparty::{
-    basic, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
+    basic, etag, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
 };
 use crate::support::{TestProxy, client, send};
 
@@ -198,14 +198,6 @@ fn json_body(body: &Value) -> Bytes {
     } else {
         Bytes::from(body.to_string())
     }
-}
-
-fn etag(headers: &http::HeaderMap) -> String {
-    headers
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .expect("an ETag")
-        .to_string()
 }
 
 /// The recorded traffic: each user's session, one after the other.

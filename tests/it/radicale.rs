@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::support::thirdparty::{
-    basic, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
+    basic, etag, free_port, replay_1x_5x_and_verbatim, uuid, wait_until_answers,
 };
 use crate::support::{TestProxy, client, send};
 
@@ -189,14 +189,6 @@ fn event(uid: &str, summary: &str) -> Bytes {
 
 fn method(name: &str) -> Method {
     Method::from_bytes(name.as_bytes()).expect("method")
-}
-
-fn etag(headers: &http::HeaderMap) -> String {
-    headers
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .expect("an ETag")
-        .to_string()
 }
 
 /// The recorded traffic: each user's session, one after the other.

@@ -1123,6 +1123,28 @@ fn lists_are_aligned_by_identity_and_a_second_mapping_is_a_conflict() {
     );
 }
 
+/// Whether a live 200 answer with `body` is a shape mismatch against
+/// `recorded` (correlation off: the check runs either way).
+fn shape_mismatch(recorded: &StoredExchange, body: &'static [u8]) -> bool {
+    let correlation = Correlation::new(false, Default::default(), Rules::default());
+    let answer = Answer {
+        status: Some(200),
+        failure: None,
+        headers: &[],
+        body: &Bytes::from_static(body),
+    };
+    correlation
+        .learn(
+            "GET /x",
+            recorded,
+            recorded,
+            answer,
+            &SessionValues::default(),
+            &World::default(),
+        )
+        .shape_mismatch
+}
+
 #[test]
 fn a_success_whose_json_lacks_what_the_recording_had_is_a_shape_mismatch() {
     let recorded = ex(
@@ -1132,19 +1154,7 @@ fn a_success_whose_json_lacks_what_the_recording_had_is_a_shape_mismatch() {
         "",
         r#"{"items":[{"id":"m_Aa11Bb22Cc33","text":"hi"}],"next":null}"#,
     );
-    let correlation = Correlation::new(false, Default::default(), Rules::default());
-    let (world, values) = (World::default(), SessionValues::default());
-    let shape = |body: &'static [u8]| {
-        let answer = Answer {
-            status: Some(200),
-            failure: None,
-            headers: &[],
-            body: &Bytes::from_static(body),
-        };
-        correlation
-            .learn("GET /x", &recorded, &recorded, answer, &values, &world)
-            .shape_mismatch
-    };
+    let shape = |body: &'static [u8]| shape_mismatch(&recorded, body);
     assert!(!shape(
         br#"{"items":[{"id":"m_Zz99Yy88Xx77","text":"yo","seen":true}],"next":"c_1"}"#
     ));
@@ -1231,19 +1241,7 @@ fn a_list_in_another_order_whose_items_differ_in_keys_keeps_its_shape() {
         "",
         r#"{"messages":[{"id":"m_Aa11Bb22Cc33","text":"one","client_msg_id":"0c6f3e58-8d1e-4b5a-9f3e-1a2b3c4d5e6f"},{"id":"m_Dd44Ee55Ff66","text":"two"}],"total":2}"#,
     );
-    let correlation = Correlation::new(false, Default::default(), Rules::default());
-    let (world, values) = (World::default(), SessionValues::default());
-    let shape = |body: &'static [u8]| {
-        let answer = Answer {
-            status: Some(200),
-            failure: None,
-            headers: &[],
-            body: &Bytes::from_static(body),
-        };
-        correlation
-            .learn("GET /x", &recorded, &recorded, answer, &values, &world)
-            .shape_mismatch
-    };
+    let shape = |body: &'static [u8]| shape_mismatch(&recorded, body);
     assert!(!shape(
         br#"{"messages":[{"id":"m_Yy99Xx88Ww77","text":"two"},{"id":"m_Vv66Uu55Tt44","text":"one","client_msg_id":"9d1b2c3e-8d1e-4b5a-9f3e-1a2b3c4d5e6f"}],"total":2}"#
     ));

@@ -54,6 +54,15 @@ pub fn uuid() -> String {
     )
 }
 
+/// The `ETag` an answer carries.
+pub fn etag(headers: &http::HeaderMap) -> String {
+    headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .expect("an ETag")
+        .to_string()
+}
+
 /// An `Authorization` value for HTTP Basic.
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
