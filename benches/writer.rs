@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
+use tapedeck::capture::redact::Redactor;
 use tapedeck::capture::writer::{self, WriterConfig, WriterMetrics};
 use tapedeck::capture::{
     CapturedBody, ExchangeRecord, NewRun, SessionInfo, SessionKeyKind, Store, now_epoch_us,
@@ -61,7 +62,7 @@ async fn measure(capture: &std::path::Path, n: i64) -> f64 {
             upstream: "http://bench",
             listen: "-",
             max_body_bytes: 1 << 20,
-            redaction: "none",
+            redaction: "default",
         })
         .await
         .expect("run");
@@ -69,7 +70,13 @@ async fn measure(capture: &std::path::Path, n: i64) -> f64 {
     let half = (config.queue_bytes / 2) as i64;
     let metrics = WriterMetrics::default();
     let lock = store.lock_run(run).await.expect("run lock");
-    let (sink, handle) = writer::spawn(store.clone(), run, lock, config, metrics.clone());
+    // Records are redacted in the writer, as when recording with defaults.
+    let redactor = Redactor::new(
+        store.redaction_key().await.expect("key"),
+        &Default::default(),
+    )
+    .expect("default redaction");
+    let (sink, handle) = writer::spawn(store.clone(), run, lock, config, metrics.clone(), redactor);
     let body: Bytes = (0..1600u32)
         .map(|i| b'a' + (i % 26) as u8)
         .collect::<Vec<u8>>()

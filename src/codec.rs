@@ -55,39 +55,45 @@ impl Coding {
     /// Decodes `body`. A body cut short (a capture's size cap) gives what
     /// decodes before the cut; `None` when nothing does.
     pub fn decode(self, body: &[u8]) -> Option<Vec<u8>> {
+        self.decode_up_to(body, MAX_DECODED)
+    }
+
+    /// [`Coding::decode`], stopping after `limit` bytes of content.
+    pub fn decode_up_to(self, body: &[u8], limit: u64) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         // `read_to_end` keeps what it read before an error: a truncated
         // body decodes as far as it goes.
         let _ = match self {
             Coding::Gzip => flate2::read::MultiGzDecoder::new(body)
-                .take(MAX_DECODED)
+                .take(limit)
                 .read_to_end(&mut out),
             Coding::Deflate => {
                 let zlib = flate2::read::ZlibDecoder::new(body)
-                    .take(MAX_DECODED)
+                    .take(limit)
                     .read_to_end(&mut out);
                 if out.is_empty() {
                     flate2::read::DeflateDecoder::new(body)
-                        .take(MAX_DECODED)
+                        .take(limit)
                         .read_to_end(&mut out)
                 } else {
                     zlib
                 }
             }
             Coding::Brotli => brotli::Decompressor::new(body, 4096)
-                .take(MAX_DECODED)
+                .take(limit)
                 .read_to_end(&mut out),
             Coding::Zstd => match ruzstd::decoding::StreamingDecoder::new(body) {
-                Ok(d) => d.take(MAX_DECODED).read_to_end(&mut out),
+                Ok(d) => d.take(limit).read_to_end(&mut out),
                 Err(_) => return None,
             },
         };
         (!out.is_empty() || body.is_empty()).then_some(out)
     }
 
-    /// Encodes `body` in this coding.
+    /// Encodes `body` in this coding, at the fastest level: a stored
+    /// copy or a replayed body is read once, size matters less than time.
     pub fn encode(self, body: &[u8]) -> Vec<u8> {
-        let level = flate2::Compression::default();
+        let level = flate2::Compression::fast();
         // Writing into a Vec cannot fail.
         match self {
             Coding::Gzip => {
@@ -103,7 +109,7 @@ impl Coding {
             Coding::Brotli => {
                 let mut out = Vec::new();
                 {
-                    let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    let mut w = brotli::CompressorWriter::new(&mut out, 4096, 1, 22);
                     let _ = w.write_all(body);
                 }
                 out

@@ -17,6 +17,12 @@
 //! `tapedeck_records_dropped_total{reason}`, and the run's `dropped` column
 //! and the summary give the same total.
 //!
+//! Records arrive as the proxy saw them; the writer has each batch
+//! redacted ([`Redactor::redact_record`]) before its first try, on a
+//! thread of its own at a lower priority ([`Background`]), so decoding,
+//! scanning and re-encoding bodies never runs on the client's path, holds
+//! up a runtime worker, or takes CPU that forwarding needs.
+//!
 //! Closing ([`WriterHandle::close`]) writes what is queued, trying each
 //! batch once, for at most [`FLUSH_LIMIT`]; what cannot be written then is
 //! counted as dropped, and the run is closed.
@@ -33,6 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::redact::{Background, Redactor};
 use super::{CaptureError, ExchangeRecord, RunLock, RunSummary, SessionInfo, Store, StoreFault};
 
 /// Longest a closing writer spends writing what is still queued.
@@ -276,14 +283,15 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer for run `run_id` of `store`; it holds `lock` until
-/// the run is closed.
+/// Starts the writer for run `run_id` of `store`, redacting with
+/// `redactor`; it holds `lock` until the run is closed.
 pub fn spawn(
     store: Store,
     run_id: i64,
     lock: RunLock,
     config: WriterConfig,
     metrics: WriterMetrics,
+    redactor: Redactor,
 ) -> (CaptureSink, WriterHandle) {
     let (tx, rx) = mpsc::unbounded_channel();
     let (close, closed) = watch::channel(false);
@@ -301,6 +309,7 @@ pub fn spawn(
         metrics,
         rx,
         seen_sessions: HashSet::new(),
+        redaction: (!redactor.keeps_credentials()).then(|| Background::spawn(redactor)),
     };
     let task = tokio::spawn(writer.run(config, closed, lock));
     (sink, WriterHandle { close, task })
@@ -313,6 +322,8 @@ struct Batch {
     records: Vec<ExchangeRecord>,
     held: Vec<(OwnedSemaphorePermit, usize)>,
     tries: u32,
+    /// The records were redacted (once, before the first try).
+    redacted: bool,
 }
 
 impl Batch {
@@ -325,6 +336,7 @@ impl Batch {
     fn release(&mut self, metrics: &WriterMetrics) {
         self.records.clear();
         self.tries = 0;
+        self.redacted = false;
         for (permit, weight) in self.held.drain(..) {
             metrics.queue_bytes.dec_by(weight as i64);
             drop(permit);
@@ -338,6 +350,9 @@ struct Writer {
     metrics: WriterMetrics,
     rx: mpsc::UnboundedReceiver<Queued>,
     seen_sessions: HashSet<i64>,
+    /// `None` with `--keep-credentials`; `Some(Err)` when the redaction
+    /// thread could not start (every record is dropped, counted).
+    redaction: Option<std::io::Result<Background>>,
 }
 
 impl Writer {
@@ -385,6 +400,10 @@ impl Writer {
                 break;
             }
             let full = batch.records.len() == max_batch;
+            self.redact(&mut batch).await;
+            if batch.records.is_empty() {
+                continue;
+            }
             match self.write(&batch).await {
                 Ok(()) => {
                     batch.release(&self.metrics);
@@ -437,6 +456,36 @@ impl Writer {
             lock.release().await;
         }
         closed
+    }
+
+    /// Has a batch taken from the queue redacted (once, before its first
+    /// try). A batch that cannot be is dropped and counted: nothing
+    /// unredacted is stored.
+    async fn redact(&self, batch: &mut Batch) {
+        let Some(redaction) = &self.redaction else {
+            return;
+        };
+        if batch.redacted {
+            return;
+        }
+        batch.redacted = true;
+        let records = std::mem::take(&mut batch.records);
+        let redacted = match redaction {
+            Ok(thread) => thread.redact(records).await,
+            Err(_) => None,
+        };
+        match redacted {
+            Some(records) => batch.records = records,
+            None => {
+                tracing::error!(
+                    records = batch.held.len(),
+                    "the redaction thread is gone; records dropped"
+                );
+                self.metrics
+                    .drop_records(DropReason::StoreError, batch.held.len() as u64);
+                batch.release(&self.metrics);
+            }
+        }
     }
 
     /// One try at committing the batch.

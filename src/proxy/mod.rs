@@ -282,6 +282,7 @@ impl Recording {
             lock,
             config.writer.clone(),
             metrics.writer.clone(),
+            redactor.clone(),
         );
 
         let tls = &config.upstream_tls;

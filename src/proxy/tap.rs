@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::ProxyState;
 use super::session::set_cookies;
-use crate::capture::redact::{BodyKind, scannable};
+use crate::capture::redact::scannable_up_to;
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -182,94 +182,44 @@ pub(crate) struct Pending {
     pub in_flight: super::InFlightGuard,
 }
 
+/// How much of an answer (decoded, when it is encoded) is scanned on the
+/// client's path for credentials to bind: a login's answer is far
+/// smaller, and the scan stays cheap and bounded whatever the answer's
+/// size (a streaming decoder stops there too).
+const BIND_SCAN: usize = 64 * 1024;
+
 impl Pending {
-    /// Builds the record (redacting as configured), binds credentials the
-    /// response handed out to the session, and queues the record.
-    pub(crate) fn complete(
-        mut self,
-        response_body: CapturedBody,
-        failure: Option<ExchangeFailure>,
-    ) {
+    /// Binds credentials the response handed out to the session, and
+    /// queues the record. Redaction happens in the writer, off the
+    /// client's path.
+    pub(crate) fn complete(self, response_body: CapturedBody, failure: Option<ExchangeFailure>) {
         let state = &self.state;
         let duration = self.arrived.elapsed();
         state.metrics.latency.observe(duration.as_secs_f64());
-        let redactor = &state.redactor;
-        let mut request_body = match &self.request_capture {
+        let request_body = match &self.request_capture {
             Some(c) => c.lock().unwrap_or_else(|p| p.into_inner()).take(),
             None => CapturedBody::default(),
         };
-        let mut response_body = response_body;
-        let succeeded = self.status.is_some_and(|s| (200..300).contains(&s));
-        // Read (decoded when encoded) only when a token may be bound or a
-        // secret redacted.
-        let response = (succeeded || !redactor.keeps_credentials())
-            .then(|| scannable(&self.response_headers, &response_body.bytes))
-            .flatten();
-
-        if succeeded {
-            let tokens: Vec<&[u8]> = match &response {
-                Some(r) => redactor
-                    .secret_ranges(&r.content, &r.kind)
-                    .into_iter()
-                    .map(|range| &r.content[range])
-                    .collect(),
-                None => Vec::new(),
-            };
-            let cookies = set_cookies(&self.response_headers);
-            state
-                .sessions
-                .bind_credentials(self.session.session_no, &tokens, &cookies);
+        if self.status.is_some_and(|s| (200..300).contains(&s)) {
+            bind_handed_out(
+                state,
+                self.session.session_no,
+                &self.response_headers,
+                &response_body.bytes,
+            );
         }
-
-        let mut uri = self.uri;
-        let mut request_headers = self.request_headers;
-        let mut response_headers = self.response_headers;
-        if !redactor.keeps_credentials() {
-            // What the request carried in clear, to be redacted wherever
-            // the response echoes it too.
-            let mut secrets = redactor.redact_headers(&mut request_headers);
-            if let Some(redacted) = redactor.redact_uri(&uri, &mut secrets) {
-                uri = redacted;
-            }
-            if let Some(body) = scannable(&request_headers, &request_body.bytes) {
-                secrets.extend(
-                    redactor
-                        .secret_ranges(&body.content, &body.kind)
-                        .into_iter()
-                        .map(|r| body.content[r].to_vec()),
-                );
-                if let Some(b) = redactor.redact_content(&body, &[]) {
-                    request_body.bytes = b;
-                }
-            }
-            redactor.redact_headers(&mut response_headers);
-            redactor.redact_echoed_headers(&mut response_headers, &secrets);
-            if let Some(body) = response
-                && let Some(b) = redactor.redact_content(&body, &secrets)
-            {
-                response_body.bytes = b;
-            }
-            for frame in self.ws_frames.iter_mut().filter(|f| f.op == "text") {
-                if let Some(b) =
-                    redactor.redact_body(frame.data.as_bytes(), &BodyKind::Json, &secrets)
-                {
-                    frame.data = String::from_utf8_lossy(&b).into_owned();
-                }
-            }
-        }
-
         let record = ExchangeRecord {
             offset: self.arrived.saturating_duration_since(state.run_started),
             session: self.session,
             seq: self.seq,
             started_at_us: self.started_at_us,
             method: self.method,
-            uri,
+            uri: self.uri,
             http_version: self.http_version,
-            request_headers,
+            request_headers: self.request_headers,
             request_body,
             status: self.status,
-            response_headers,
+            response_headers: self.response_headers,
             response_body,
             ttfb: self.ttfb,
             duration,
@@ -281,6 +231,33 @@ impl Pending {
             state.sink.try_send(record);
         });
     }
+}
+
+/// Binds what a successful answer hands out (secret fields such as a
+/// login's `token`, the session cookie) to the session that asked for
+/// it, before the answer's last bytes reach the client: the client's next
+/// request, presenting it, lands in the same session. Only the first
+/// [`BIND_SCAN`] bytes of content are scanned.
+fn bind_handed_out(state: &ProxyState, session_no: i64, headers: &HeaderMap, body: &Bytes) {
+    let cookies = set_cookies(headers);
+    let encoded = headers.contains_key(http::header::CONTENT_ENCODING);
+    let head = if encoded {
+        &body[..]
+    } else {
+        &body[..body.len().min(BIND_SCAN)]
+    };
+    let tokens = scannable_up_to(headers, head, BIND_SCAN as u64);
+    let tokens = tokens.as_ref().map_or_else(Vec::new, |s| {
+        state
+            .redactor
+            .secret_ranges(&s.content, &s.kind)
+            .into_iter()
+            .map(|range| &s.content[range])
+            .collect()
+    });
+    state
+        .sessions
+        .bind_credentials(session_no, &tokens, &cookies);
 }
 
 /// The upstream's response body on its way to the client.

@@ -4,11 +4,11 @@
 //! markers `redacted:<keyed hash>`. The key is made once per store and kept
 //! in it, so equal values give equal markers across runs and replicas:
 //! sessions still group and replay can still map a marker to the live value
-//! learned from a replayed login. Works on bytes and header maps only; the
-//! proxy calls it before a record is queued, so the writer never sees a
-//! clear credential unless `--keep-credentials` asked for that.
+//! learned from a replayed login. Works on bytes, header maps and records;
+//! the capture writer redacts each record before its batch is written
+//! ([`Redactor::redact_record`]), so no clear credential reaches the store
+//! unless `--keep-credentials` asked for that.
 
-use std::borrow::Cow;
 use std::ops::Range;
 
 use base64::Engine;
@@ -16,13 +16,13 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::codec::Coding;
-
 mod names;
+mod record;
 mod scan;
 
 pub use names::{is_credential_header, is_secret_field};
-pub use scan::BodyKind;
+pub use record::Background;
+pub use scan::{BodyKind, Scannable, scannable, scannable_up_to};
 
 /// Prefix of every marker.
 pub const MARKER_PREFIX: &str = "redacted:";
@@ -357,52 +357,6 @@ fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A body's content as [`scannable`] gives it: decoded when it is
-/// content-encoded.
-pub struct Scannable<'a> {
-    /// The content.
-    pub content: Cow<'a, [u8]>,
-    /// What kind of body it is.
-    pub kind: BodyKind,
-    /// Its coding, to encode a redacted copy again.
-    pub coding: Option<Coding>,
-}
-
-/// What of a body with these headers can be scanned for secret fields:
-/// its content (decoded when it is content-encoded), kind and coding, for
-/// a JSON, form or multipart body; `None` for other types and codings this
-/// cannot read.
-pub fn scannable<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<Scannable<'a>> {
-    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let kind = BodyKind::of(ct)?;
-    let coding = match headers.get(header::CONTENT_ENCODING) {
-        Some(v) => match Coding::parse(v.as_bytes()) {
-            Ok(c) => c,
-            Err(_) => {
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    tracing::warn!(
-                        content_encoding = ?v,
-                        "a JSON, form or text body in a Content-Encoding other than gzip, deflate, br or zstd \
-                         is stored as received: its secret fields are not redacted (warned once)"
-                    );
-                });
-                return None;
-            }
-        },
-        None => None,
-    };
-    let content = match coding {
-        None => Cow::Borrowed(body),
-        Some(c) => Cow::Owned(c.decode(body)?),
-    };
-    Some(Scannable {
-        content,
-        kind,
-        coding,
-    })
-}
-
 fn trim(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
@@ -418,6 +372,7 @@ fn trim(b: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::Coding;
 
     fn redactor() -> Redactor {
         Redactor::new([7; 32], &RedactionConfig::default()).expect("default config is valid")

@@ -1,7 +1,12 @@
 //! Finding secret values in bodies without parsing them: scanners that
 //! work on truncated bodies and leave every other byte as it was.
 
+use std::borrow::Cow;
 use std::ops::Range;
+
+use http::header::{self, HeaderMap};
+
+use crate::codec::{Coding, MAX_DECODED};
 
 /// What kind of body a scan reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +207,62 @@ pub(super) fn percent_decode(b: &[u8]) -> String {
     percent_encoding::percent_decode(&spaced)
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// A body's content as [`scannable`] gives it: decoded when it is
+/// content-encoded.
+pub struct Scannable<'a> {
+    /// The content.
+    pub content: Cow<'a, [u8]>,
+    /// What kind of body it is.
+    pub kind: BodyKind,
+    /// Its coding, to encode a redacted copy again.
+    pub coding: Option<Coding>,
+}
+
+/// What of a body with these headers can be scanned for secret fields:
+/// its content (decoded when it is content-encoded), kind and coding, for
+/// a JSON, form or multipart body; `None` for other types and codings this
+/// cannot read.
+pub fn scannable<'a>(headers: &HeaderMap, body: &'a [u8]) -> Option<Scannable<'a>> {
+    scannable_up_to(headers, body, MAX_DECODED)
+}
+
+/// [`scannable`], decoding at most `limit` bytes of an encoded body: a
+/// longer content is cut there (check its length to tell).
+pub fn scannable_up_to<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+    limit: u64,
+) -> Option<Scannable<'a>> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let kind = BodyKind::of(ct)?;
+    let coding = match headers.get(header::CONTENT_ENCODING) {
+        Some(v) => match Coding::parse(v.as_bytes()) {
+            Ok(c) => c,
+            Err(_) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    tracing::warn!(
+                        content_encoding = ?v,
+                        "a JSON, form or text body in a Content-Encoding other than gzip, deflate, br or zstd \
+                         is stored as received: its secret fields are not redacted (warned once)"
+                    );
+                });
+                return None;
+            }
+        },
+        None => None,
+    };
+    let content = match coding {
+        None => Cow::Borrowed(body),
+        Some(c) => Cow::Owned(c.decode_up_to(body, limit)?),
+    };
+    Some(Scannable {
+        content,
+        kind,
+        coding,
+    })
 }
 
 #[cfg(test)]
