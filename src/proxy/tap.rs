@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::ProxyState;
 use super::session::set_cookies;
-use crate::capture::redact::{BodyKind, scannable};
+use crate::capture::redact::scannable;
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -249,13 +249,7 @@ impl Pending {
             {
                 response_body.bytes = b;
             }
-            for frame in self.ws_frames.iter_mut().filter(|f| f.op == "text") {
-                if let Some(b) =
-                    redactor.redact_body(frame.data.as_bytes(), &BodyKind::Json, &secrets)
-                {
-                    frame.data = String::from_utf8_lossy(&b).into_owned();
-                }
-            }
+            redactor.redact_frames(&mut self.ws_frames, &secrets);
         }
 
         let record = ExchangeRecord {

@@ -6,7 +6,8 @@
 //! sessions still group and replay can still map a marker to the live value
 //! learned from a replayed login. Works on bytes and header maps only; the
 //! proxy calls it before a record is queued, so the writer never sees a
-//! clear credential unless `--keep-credentials` asked for that.
+//! clear credential unless `--keep-credentials` asked for that. WebSocket
+//! frames (SASL, STOMP, Socket.IO) are read in [`frames`].
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -18,6 +19,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::codec::Coding;
 
+pub mod frames;
 mod names;
 mod scan;
 
