@@ -16,6 +16,9 @@ use super::values::{
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
+use crate::capture::redact::frames::{
+    login_parts, packet_json, sasl_auth, sasl_plain_parts, stomp,
+};
 use crate::capture::redact::{MARKER_PREFIX, basic_parts, is_credential_header, is_secret_field};
 use crate::codec;
 use crate::route;
@@ -123,6 +126,7 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             }
             login_password(&request_places(ex), credentials)
                 .or_else(|| basic_password(ex, credentials))
+                .or_else(|| frame_password(ex, credentials))
         })
         .collect();
     SessionValues {
@@ -170,6 +174,67 @@ fn basic_password(ex: &StoredExchange, credentials: &Credentials) -> Option<Stri
         return None;
     }
     credentials.users.get(&user).cloned()
+}
+
+/// The password of the user a socket's client frame logs in as, from the
+/// credentials file: a SASL PLAIN `<auth>` or a STOMP `CONNECT` whose
+/// password recording replaced by a marker (the user name kept), or JSON
+/// behind a packet prefix (`42["login",{…}]`) that is a login as a body
+/// is. The first such frame of the socket names its user.
+fn frame_password(ex: &StoredExchange, credentials: &Credentials) -> Option<String> {
+    client_text(ex).find_map(|(_, text)| {
+        if let Some((user, password)) = login_parts(text) {
+            return password
+                .starts_with(MARKER_PREFIX)
+                .then(|| credentials.users.get(&user).cloned())
+                .flatten();
+        }
+        let at = packet_json(text).filter(|at| *at > 0)?;
+        let json = serde_json::from_str::<Value>(&text[at..]).ok()?;
+        let mut places = Vec::new();
+        json_leaves(&json, "$", &mut places);
+        login_password(&places, credentials)
+    })
+}
+
+/// A socket's client text frames, numbered among all its frames.
+fn client_text(ex: &StoredExchange) -> impl Iterator<Item = (usize, &str)> {
+    ex.ws_frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.dir == "client" && f.op == "text" && !f.truncated)
+        .map(|(i, f)| (i, f.data.as_str()))
+}
+
+/// Markers in a socket's client frames that are not in plain JSON (which
+/// [`request_places`] reads whole), with where they sit: `frame 2 sasl
+/// password`, `frame 3 stomp passcode`, `body frame 4 $.token` (JSON
+/// behind a packet prefix).
+fn frame_markers(ex: &StoredExchange) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, text) in client_text(ex) {
+        if let Some(auth) = sasl_auth(text) {
+            let payload = &text[auth.payload];
+            match sasl_plain_parts(payload) {
+                Some((_, _, password)) => out.push((format!("frame {i} sasl password"), password)),
+                None => out.push((format!("frame {i} sasl payload"), payload.to_string())),
+            }
+        } else if let Some(frame) = stomp(text) {
+            out.extend(frame.headers.iter().map(|(name, value)| {
+                // `Authorization: Bearer redacted:…`: the credential part.
+                let value = &text[value.clone()];
+                let value = value.split_once(' ').map_or(value, |(_, c)| c.trim());
+                let name = text[name.clone()].to_ascii_lowercase();
+                (format!("frame {i} stomp {name}"), value.to_string())
+            }));
+        } else if let Some(at) = packet_json(text).filter(|at| *at > 0)
+            && let Ok(json) = serde_json::from_str::<Value>(&text[at..])
+        {
+            json_leaves(&json, &format!("frame {i} $"), &mut out);
+        }
+    }
+    out.retain(|(_, v)| v.starts_with(MARKER_PREFIX));
+    out
 }
 
 /// Whether the value at place `at` of `ex` names what the request creates
@@ -300,6 +365,7 @@ fn request_places(ex: &StoredExchange) -> Vec<(String, String)> {
     for (i, json) in text_frames(ex, "client") {
         json_leaves(&json, &format!("frame {i} $"), &mut out);
     }
+    out.extend(frame_markers(ex));
     out
 }
 
