@@ -25,6 +25,9 @@ use crate::capture::redact::frames::packet_json;
 /// "alice@example.com" = "hunter2"
 /// ```
 ///
+/// `[users]` also serves the user names recording keeps: a Basic
+/// credential's, a socket's SASL PLAIN `<auth>` and STOMP `login`.
+///
 /// A user listed here keeps its recorded name in every world (a real
 /// account), instead of getting a fresh one.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
