@@ -84,6 +84,7 @@ impl Explanation {
                 let from = source.get(&v);
                 let what = if v.starts_with(MARKER_PREFIX) {
                     if credentials.markers.contains_key(&v)
+                        || values.frame_secrets.contains_key(&v)
                         || values.secrets.get(i).is_some_and(Option::is_some)
                     {
                         "credential, from the credentials file".to_string()

@@ -34,6 +34,10 @@ pub struct SessionValues {
     /// Per request: the password of the user its body names, from the
     /// credentials file.
     pub secrets: Vec<Option<String>>,
+    /// Marker → password, for the passwords a socket's login frames send
+    /// (a SASL PLAIN `<auth>`, a STOMP `CONNECT`, a JSON login, behind a
+    /// Socket.IO prefix too) whose user the credentials file lists.
+    pub frame_secrets: HashMap<String, String>,
 }
 
 /// Makes a recorded exchange's bodies readable: a content-encoded request
@@ -126,13 +130,19 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
             }
             login_password(&request_places(ex), credentials)
                 .or_else(|| basic_password(ex, credentials))
-                .or_else(|| frame_password(ex, credentials))
         })
+        .collect();
+    let frame_secrets = exchanges
+        .iter()
+        .filter(|_| !credentials.users.is_empty())
+        .flat_map(client_text)
+        .flat_map(|(_, text)| frame_login(text, credentials))
         .collect();
     SessionValues {
         nonces,
         handed_out,
         secrets,
+        frame_secrets,
     }
 }
 
@@ -176,25 +186,33 @@ fn basic_password(ex: &StoredExchange, credentials: &Credentials) -> Option<Stri
     credentials.users.get(&user).cloned()
 }
 
-/// The password of the user a socket's client frame logs in as, from the
-/// credentials file: a SASL PLAIN `<auth>` or a STOMP `CONNECT` whose
-/// password recording replaced by a marker (the user name kept), or JSON
-/// behind a packet prefix (`42["login",{…}]`) that is a login as a body
-/// is. The first such frame of the socket names its user.
-fn frame_password(ex: &StoredExchange, credentials: &Credentials) -> Option<String> {
-    client_text(ex).find_map(|(_, text)| {
-        if let Some((user, password)) = login_parts(text) {
-            return password
-                .starts_with(MARKER_PREFIX)
-                .then(|| credentials.users.get(&user).cloned())
-                .flatten();
-        }
-        let at = packet_json(text).filter(|at| *at > 0)?;
-        let json = serde_json::from_str::<Value>(&text[at..]).ok()?;
-        let mut places = Vec::new();
-        json_leaves(&json, "$", &mut places);
-        login_password(&places, credentials)
-    })
+/// The password markers a client frame logs in with, each with the
+/// password the credentials file gives its user: a SASL PLAIN `<auth>` or
+/// a STOMP `CONNECT` whose password recording replaced by a marker (the
+/// user name kept), or JSON (behind a packet prefix too: `42["login",
+/// {…}]`) that is a login as a body is.
+fn frame_login(text: &str, credentials: &Credentials) -> Vec<(String, String)> {
+    if let Some((user, password)) = login_parts(text) {
+        return match credentials.users.get(&user) {
+            Some(clear) if password.starts_with(MARKER_PREFIX) => vec![(password, clear.clone())],
+            _ => Vec::new(),
+        };
+    }
+    let Some(json) =
+        packet_json(text).and_then(|at| serde_json::from_str::<Value>(&text[at..]).ok())
+    else {
+        return Vec::new();
+    };
+    let mut places = Vec::new();
+    json_leaves(&json, "$", &mut places);
+    let Some(clear) = login_password(&places, credentials) else {
+        return Vec::new();
+    };
+    places
+        .into_iter()
+        .filter(|(at, v)| v.starts_with(MARKER_PREFIX) && is_credential_place(at))
+        .map(|(_, marker)| (marker, clear.clone()))
+        .collect()
 }
 
 /// A socket's client text frames, numbered among all its frames.

@@ -128,6 +128,9 @@ impl Rewriter<'_> {
             let kind = if marker { "credential" } else { "correlated" };
             return Some((live, kind));
         }
+        if marker && let Some(secret) = self.session.frame_secrets.get(v) {
+            return Some((secret.clone(), "credential"));
+        }
         if marker && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten() {
             return Some((secret, "credential"));
         }

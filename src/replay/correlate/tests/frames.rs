@@ -120,6 +120,19 @@ fn a_stomp_passcode_comes_back_by_login_and_a_bearer_by_marker() {
         login_parts(&frames[0]),
         Some(("alice".into(), "Hunter2-stomp".into()))
     );
+    // The user's password is for the passcode only: the token it does
+    // not give stays as recorded, counted.
+    let (frames, unresolved) = sent(&recorded, "[users]\nalice = \"Hunter2-stomp\"\n");
+    assert_eq!(
+        (frames[0].as_str(), unresolved),
+        (
+            recorded.ws_frames[0]
+                .data
+                .replace(MARK, "Hunter2-stomp")
+                .as_str(),
+            1
+        )
+    );
     // Unlisted: as recorded, both counted.
     let (frames, unresolved) = sent(&recorded, "[users]\nbob = \"x\"\n");
     assert_eq!(
