@@ -84,6 +84,7 @@ impl Explanation {
                 let from = source.get(&v);
                 let what = if v.starts_with(MARKER_PREFIX) {
                     if credentials.markers.contains_key(&v)
+                        || values.frame_secrets.contains_key(&v)
                         || values.secrets.get(i).is_some_and(Option::is_some)
                     {
                         "credential, from the credentials file".to_string()
@@ -134,5 +135,64 @@ impl Explanation {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::WsFrame;
+    use crate::capture::redact::frames::sasl_plain_payload;
+
+    const MARK: &str = "redacted:0123456789abcdef0123456789abcdef";
+
+    fn socket(frames: &[&str]) -> StoredExchange {
+        StoredExchange {
+            method: "GET".into(),
+            uri: "/ws".into(),
+            status: Some(101),
+            ws_frames: frames
+                .iter()
+                .map(|data| WsFrame {
+                    t_us: 0,
+                    dir: "client".into(),
+                    op: "text".into(),
+                    fin: true,
+                    len: data.len() as u64,
+                    data: data.to_string(),
+                    truncated: false,
+                    close_code: None,
+                })
+                .collect(),
+            ..StoredExchange::default()
+        }
+    }
+
+    #[test]
+    fn frame_credentials_are_listed_with_where_their_clear_values_come_from() {
+        let sasl = format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>",
+            sasl_plain_payload("", "alice", MARK)
+        );
+        let stomp = format!("CONNECT\nlogin:bob\npasscode:{MARK}\n\n\0");
+        let sio = format!(r#"40{{"token":"{MARK}"}}"#);
+        let creds: Credentials = toml::from_str("[users]\nalice = \"pw\"\n").expect("valid");
+        let mut explanation = Explanation::default();
+        explanation.add_session(vec![socket(&[&sasl])], &creds);
+        explanation.add_session(vec![socket(&[&stomp, &sio])], &creds);
+        // Places are padded to one width per route: compare words.
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let table = explanation.render();
+        let lines: Vec<String> = table.lines().map(words).collect();
+        for expected in [
+            "frame 0 sasl password credential, from the credentials file (1)",
+            "frame 0 stomp passcode credential with no live source",
+            "body frame 1 $.token credential with no live source",
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(expected)),
+                "{expected:?} not in\n{table}"
+            );
+        }
     }
 }

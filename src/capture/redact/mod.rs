@@ -8,6 +8,7 @@
 //! the capture writer redacts each record before its batch is written
 //! ([`Redactor::redact_record`]), so no clear credential reaches the store
 //! unless `--keep-credentials` asked for that.
+//! WebSocket frames (SASL, STOMP, Socket.IO) are read in [`frames`].
 
 use std::ops::Range;
 
@@ -16,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+pub mod frames;
 mod names;
 mod record;
 mod scan;

@@ -12,8 +12,8 @@ const HEADERS: [&str; 4] = [
 ];
 
 /// Words that make a header name a credential's (`X-Auth-Token`,
-/// `X-Api-Key`, `X-Session-Id`, `X-Amz-Signature`).
-const HEADER_WORDS: [&str; 9] = [
+/// `X-Api-Key`, `X-Session-Id`, `X-Amz-Signature`, STOMP's `passcode`).
+const HEADER_WORDS: [&str; 10] = [
     "token",
     "key",
     "apikey",
@@ -23,6 +23,7 @@ const HEADER_WORDS: [&str; 9] = [
     "signature",
     "cookie",
     "password",
+    "passcode",
 ];
 
 /// Field and parameter names that are secrets whole.
@@ -85,7 +86,8 @@ fn snake(name: &str) -> String {
 }
 
 /// Whether a JSON, form or multipart field, or a query parameter, of this
-/// name holds a secret: any name with `password` in it, `secret`, `token`,
+/// name holds a secret: any name with `password` or `passcode` in it,
+/// `secret`, `token`,
 /// `api_key`, `id_token`, `client_secret`, or one ending in `_token`,
 /// `_secret` or `_key` (`refresh_token`, `accessToken`, `apiKey`) — but
 /// not an idempotency key.
@@ -93,13 +95,14 @@ pub fn is_secret_field(name: &str) -> bool {
     let name = snake(name);
     !never(&name)
         && (name.contains("password")
+            || name.contains("passcode")
             || FIELDS.contains(&name.as_str())
             || FIELD_SUFFIXES.iter().any(|s| name.ends_with(s)))
 }
 
 /// Whether a header of this name carries a credential: `Authorization`,
 /// `Cookie`, `Set-Cookie`, or a name with a word saying token, key,
-/// secret, auth, session, signature, cookie or password in it
+/// secret, auth, session, signature, cookie, password or passcode in it
 /// (`X-Auth-Token`, `X-Api-Key`, `X-Session-Id`) — but not
 /// `Idempotency-Key`, `Sec-WebSocket-Key` or a request or correlation id.
 pub fn is_credential_header(name: &str) -> bool {
@@ -129,6 +132,7 @@ mod tests {
             "apiKey",
             "api-key",
             "signing_key",
+            "passcode",
         ] {
             assert!(is_secret_field(secret), "{secret}");
         }
@@ -151,6 +155,7 @@ mod tests {
             "X-Session-Id",
             "X-Amz-Signature",
             "Api-Key",
+            "passcode",
         ] {
             assert!(is_credential_header(header), "{header}");
         }

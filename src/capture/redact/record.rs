@@ -6,7 +6,7 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::{BodyKind, Redactor, scannable};
+use super::{Redactor, scannable};
 use crate::capture::ExchangeRecord;
 
 /// How much lower the redaction thread's priority is than the proxy's
@@ -101,10 +101,6 @@ impl Redactor {
         {
             r.response_body.bytes = b;
         }
-        for frame in r.ws_frames.iter_mut().filter(|f| f.op == "text") {
-            if let Some(b) = self.redact_body(frame.data.as_bytes(), &BodyKind::Json, &secrets) {
-                frame.data = String::from_utf8_lossy(&b).into_owned();
-            }
-        }
+        self.redact_frames(&mut r.ws_frames, &secrets);
     }
 }

@@ -16,6 +16,9 @@ use super::values::{
 };
 use super::world::Credentials;
 use crate::capture::StoredExchange;
+use crate::capture::redact::frames::{
+    login_parts, packet_json, sasl_auth, sasl_plain_parts, stomp,
+};
 use crate::capture::redact::{MARKER_PREFIX, basic_parts, is_credential_header, is_secret_field};
 use crate::codec;
 use crate::route;
@@ -31,6 +34,10 @@ pub struct SessionValues {
     /// Per request: the password of the user its body names, from the
     /// credentials file.
     pub secrets: Vec<Option<String>>,
+    /// Marker → password, for the passwords a socket's login frames send
+    /// (a SASL PLAIN `<auth>`, a STOMP `CONNECT`, a JSON login, behind a
+    /// Socket.IO prefix too) whose user the credentials file lists.
+    pub frame_secrets: HashMap<String, String>,
 }
 
 /// Makes a recorded exchange's bodies readable: a content-encoded request
@@ -125,10 +132,17 @@ pub fn analyze_with(exchanges: &[StoredExchange], credentials: &Credentials) -> 
                 .or_else(|| basic_password(ex, credentials))
         })
         .collect();
+    let frame_secrets = exchanges
+        .iter()
+        .filter(|_| !credentials.users.is_empty())
+        .flat_map(client_text)
+        .flat_map(|(_, text)| frame_login(text, credentials))
+        .collect();
     SessionValues {
         nonces,
         handed_out,
         secrets,
+        frame_secrets,
     }
 }
 
@@ -170,6 +184,75 @@ fn basic_password(ex: &StoredExchange, credentials: &Credentials) -> Option<Stri
         return None;
     }
     credentials.users.get(&user).cloned()
+}
+
+/// The password markers a client frame logs in with, each with the
+/// password the credentials file gives its user: a SASL PLAIN `<auth>` or
+/// a STOMP `CONNECT` whose password recording replaced by a marker (the
+/// user name kept), or JSON (behind a packet prefix too: `42["login",
+/// {…}]`) that is a login as a body is.
+fn frame_login(text: &str, credentials: &Credentials) -> Vec<(String, String)> {
+    if let Some((user, password)) = login_parts(text) {
+        return match credentials.users.get(&user) {
+            Some(clear) if password.starts_with(MARKER_PREFIX) => vec![(password, clear.clone())],
+            _ => Vec::new(),
+        };
+    }
+    let Some(json) =
+        packet_json(text).and_then(|at| serde_json::from_str::<Value>(&text[at..]).ok())
+    else {
+        return Vec::new();
+    };
+    let mut places = Vec::new();
+    json_leaves(&json, "$", &mut places);
+    let Some(clear) = login_password(&places, credentials) else {
+        return Vec::new();
+    };
+    places
+        .into_iter()
+        .filter(|(at, v)| v.starts_with(MARKER_PREFIX) && is_credential_place(at))
+        .map(|(_, marker)| (marker, clear.clone()))
+        .collect()
+}
+
+/// A socket's client text frames, numbered among all its frames.
+fn client_text(ex: &StoredExchange) -> impl Iterator<Item = (usize, &str)> {
+    ex.ws_frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.dir == "client" && f.op == "text" && !f.truncated)
+        .map(|(i, f)| (i, f.data.as_str()))
+}
+
+/// Markers in a socket's client frames that are not in plain JSON (which
+/// [`request_places`] reads whole), with where they sit: `frame 2 sasl
+/// password`, `frame 3 stomp passcode`, `body frame 4 $.token` (JSON
+/// behind a packet prefix).
+fn frame_markers(ex: &StoredExchange) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, text) in client_text(ex) {
+        if let Some(auth) = sasl_auth(text) {
+            let payload = &text[auth.payload];
+            match sasl_plain_parts(payload) {
+                Some((_, _, password)) => out.push((format!("frame {i} sasl password"), password)),
+                None => out.push((format!("frame {i} sasl payload"), payload.to_string())),
+            }
+        } else if let Some(frame) = stomp(text) {
+            out.extend(frame.headers.iter().map(|(name, value)| {
+                // `Authorization: Bearer redacted:…`: the credential part.
+                let value = &text[value.clone()];
+                let value = value.split_once(' ').map_or(value, |(_, c)| c.trim());
+                let name = text[name.clone()].to_ascii_lowercase();
+                (format!("frame {i} stomp {name}"), value.to_string())
+            }));
+        } else if let Some(at) = packet_json(text).filter(|at| *at > 0)
+            && let Ok(json) = serde_json::from_str::<Value>(&text[at..])
+        {
+            json_leaves(&json, &format!("frame {i} $"), &mut out);
+        }
+    }
+    out.retain(|(_, v)| v.starts_with(MARKER_PREFIX));
+    out
 }
 
 /// Whether the value at place `at` of `ex` names what the request creates
@@ -300,6 +383,7 @@ fn request_places(ex: &StoredExchange) -> Vec<(String, String)> {
     for (i, json) in text_frames(ex, "client") {
         json_leaves(&json, &format!("frame {i} $"), &mut out);
     }
+    out.extend(frame_markers(ex));
     out
 }
 

@@ -1,11 +1,13 @@
 //! Substitution: a recorded request made ready to send in one world. The
 //! profile's rules decide first; then (when correlating) every path
 //! segment, query value, dynamic header, JSON or form value and client
-//! WebSocket frame gets the world's live value, a nonce's fresh copy or a
-//! credential; a request that needs a value whose answer failed is marked
+//! WebSocket frame (JSON, JSON behind a Socket.IO prefix, a STOMP frame's
+//! headers and body, a SASL `<auth>`'s password) gets the world's live
+//! value, a nonce's fresh copy or a credential; a request that needs a value whose answer failed is marked
 //! to be skipped.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -18,6 +20,9 @@ use super::values::{
 };
 use super::world::{Known, World};
 use crate::capture::StoredExchange;
+use crate::capture::redact::frames::{
+    SaslAuth, packet_json, sasl_auth, sasl_plain_parts, sasl_plain_payload, splice, stomp,
+};
 use crate::capture::redact::{MARKER_PREFIX, basic_credential, basic_parts};
 use crate::route;
 
@@ -123,6 +128,9 @@ impl Rewriter<'_> {
             let kind = if marker { "credential" } else { "correlated" };
             return Some((live, kind));
         }
+        if marker && let Some(secret) = self.session.frame_secrets.get(v) {
+            return Some((secret.clone(), "credential"));
+        }
         if marker && let Some(secret) = self.session.secrets.get(self.index).cloned().flatten() {
             return Some((secret, "credential"));
         }
@@ -220,51 +228,9 @@ impl Rewriter<'_> {
     fn rewrite(&mut self, ex: &StoredExchange, out: &mut StoredExchange) {
         out.uri = rewrite_uri(&ex.uri, &mut |v| self.subst(v));
         for (name, value) in out.request_headers.iter_mut() {
-            let lower = name.to_ascii_lowercase();
-            if STATIC_HEADERS.contains(&lower.as_str()) {
-                continue;
+            if let Some(live) = self.header(name, value, &ex.uri) {
+                *value = live;
             }
-            *value = match lower.as_str() {
-                "authorization" | "proxy-authorization" => match value.split_once(' ') {
-                    Some((scheme, cred)) => match self.subst(cred.trim()) {
-                        Some(live) => format!("{scheme} {live}"),
-                        None if scheme.eq_ignore_ascii_case("basic") => match self.basic(cred) {
-                            Some(live) => format!("{scheme} {live}"),
-                            None => continue,
-                        },
-                        None => continue,
-                    },
-                    None => match self.subst(value) {
-                        Some(live) => live,
-                        None => continue,
-                    },
-                },
-                "cookie" => value
-                    .split(';')
-                    .map(|pair| {
-                        let pair = pair.trim();
-                        match pair.split_once('=') {
-                            Some((k, v)) => match self.subst(v) {
-                                Some(live) => format!("{k}={live}"),
-                                None => pair.to_string(),
-                            },
-                            None => pair.to_string(),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                _ => match self.subst(value.trim()) {
-                    Some(live) => live,
-                    // `If-Match: W/"3"`: a version an answer's body gave.
-                    None => match self.world.conditional(&lower, value, &ex.uri) {
-                        Some(live) => {
-                            self.substitutions.push("correlated");
-                            live
-                        }
-                        None => continue,
-                    },
-                },
-            };
         }
         if let Some(body) = self.rewrite_json(&ex.request_body, &ex.uri) {
             out.request_body = body;
@@ -288,17 +254,109 @@ impl Rewriter<'_> {
             self.substitutions.push(kind);
             out.request_body = live.into_bytes();
         }
-        // A WebSocket's JSON text frames from the client (a join naming a
-        // conversation, a message to it).
+        // A WebSocket's text frames from the client (a join naming a
+        // conversation, a message to it, a login).
         for frame in out
             .ws_frames
             .iter_mut()
             .filter(|f| f.dir == "client" && f.op == "text")
         {
-            if let Some(text) = self.rewrite_json(frame.data.as_bytes(), &ex.uri) {
-                frame.data = String::from_utf8_lossy(&text).into_owned();
+            if let Some(text) = self.rewrite_frame(&frame.data, &ex.uri) {
+                frame.data = text;
             }
         }
+    }
+
+    /// A request header's (or a STOMP frame header's) value with its
+    /// values substituted: the credential of `Authorization` (a Basic
+    /// one's password), each cookie value, the whole value of any other
+    /// dynamic header, or a version a conditional header names; `None`
+    /// when nothing changes.
+    fn header(&mut self, name: &str, value: &str, uri: &str) -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        if STATIC_HEADERS.contains(&lower.as_str()) {
+            return None;
+        }
+        match lower.as_str() {
+            "authorization" | "proxy-authorization" => match value.split_once(' ') {
+                Some((scheme, cred)) => {
+                    let live = match self.subst(cred.trim()) {
+                        Some(live) => live,
+                        None if scheme.eq_ignore_ascii_case("basic") => self.basic(cred)?,
+                        None => return None,
+                    };
+                    Some(format!("{scheme} {live}"))
+                }
+                None => self.subst(value),
+            },
+            "cookie" => Some(
+                value
+                    .split(';')
+                    .map(|pair| {
+                        let pair = pair.trim();
+                        match pair.split_once('=') {
+                            Some((k, v)) => match self.subst(v) {
+                                Some(live) => format!("{k}={live}"),
+                                None => pair.to_string(),
+                            },
+                            None => pair.to_string(),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            _ => self.subst(value.trim()).or_else(|| {
+                // `If-Match: W/"3"`: a version an answer's body gave.
+                let live = self.world.conditional(&lower, value, uri)?;
+                self.substitutions.push("correlated");
+                Some(live)
+            }),
+        }
+    }
+
+    /// A client's text frame with its values substituted: a SASL
+    /// `<auth>`'s password (encoded again), a STOMP frame's headers and
+    /// JSON body, or JSON (behind a Socket.IO packet prefix too); `None`
+    /// when nothing changes.
+    fn rewrite_frame(&mut self, text: &str, uri: &str) -> Option<String> {
+        if let Some(auth) = sasl_auth(text) {
+            return self.sasl(text, &auth);
+        }
+        if let Some(frame) = stomp(text) {
+            let values: Vec<(Range<usize>, String)> = frame
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    let live = self.header(&text[name.clone()], &text[value.clone()], uri)?;
+                    (live != text[value.clone()]).then(|| (value.clone(), live))
+                })
+                .collect();
+            let body = self
+                .rewrite_json(text[frame.body.clone()].as_bytes(), uri)
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            return (!values.is_empty() || body.is_some())
+                .then(|| frame.rebuild(text, values, body));
+        }
+        let at = packet_json(text).unwrap_or(0);
+        let json = self.rewrite_json(&text.as_bytes()[at..], uri)?;
+        Some(format!("{}{}", &text[..at], String::from_utf8_lossy(&json)))
+    }
+
+    /// A SASL `<auth>` whose password (or whole payload) recording
+    /// replaced by a marker, with the clear value the credentials file
+    /// gives (by marker, or by the kept user name) and its payload encoded
+    /// again; `None` when there is none.
+    fn sasl(&mut self, text: &str, auth: &SaslAuth) -> Option<String> {
+        let payload = &text[auth.payload.clone()];
+        let live = match sasl_plain_parts(payload) {
+            Some((authzid, user, password)) if password.starts_with(MARKER_PREFIX) => {
+                sasl_plain_payload(&authzid, &user, &self.subst(&password)?)
+            }
+            Some(_) => return None,
+            None if payload.starts_with(MARKER_PREFIX) => self.subst(payload)?,
+            None => return None,
+        };
+        Some(splice(text, vec![(auth.payload.clone(), live)]))
     }
 
     /// A Basic credential whose password recording replaced by a marker,

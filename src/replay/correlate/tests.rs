@@ -9,6 +9,7 @@ use super::values::{is_dynamic, is_token, may_hand_out, percent_decode, percent_
 use super::*;
 use crate::capture::StoredExchange;
 
+mod frames;
 mod versions;
 
 /// A recorded exchange: request line, headers, body and response body.

@@ -14,6 +14,7 @@ use serde_json::Value;
 use super::values::{
     VersionPair, path_ids, rewrite_conditional, version_text, walk_strings, walk_versions,
 };
+use crate::capture::redact::frames::packet_json;
 
 /// Clear values for redacted credentials (`--credentials-file`, TOML):
 ///
@@ -23,6 +24,9 @@ use super::values::{
 /// [users]                        # a login whose body names this user -> its password
 /// "alice@example.com" = "hunter2"
 /// ```
+///
+/// `[users]` also serves the user names recording keeps: a Basic
+/// credential's, a socket's SASL PLAIN `<auth>` and STOMP `login`.
 ///
 /// A user listed here keeps its recorded name in every world (a real
 /// account), instead of getting a fresh one.
@@ -329,12 +333,14 @@ impl World {
         }
     }
 
-    /// A JSON text with every string the world has a live value for
-    /// replaced; `None` when it is not JSON or nothing changed. Used for a
-    /// WebSocket client's frames at the moment they are sent, so that what
-    /// the server said earlier on the socket is used.
+    /// A JSON text (behind a Socket.IO packet prefix too: `42[…]`) with
+    /// every string the world has a live value for replaced; `None` when
+    /// it is not JSON or nothing changed. Used for a WebSocket client's
+    /// frames at the moment they are sent, so that what the server said
+    /// earlier on the socket is used.
     pub fn substitute_json(&self, text: &str) -> Option<String> {
-        let mut json = serde_json::from_str::<Value>(text).ok()?;
+        let at = packet_json(text).unwrap_or(0);
+        let mut json = serde_json::from_str::<Value>(&text[at..]).ok()?;
         let state = self.lock();
         let mut changed = false;
         walk_strings(&mut json, &mut |s| {
@@ -343,6 +349,6 @@ impl World {
             live
         });
         drop(state);
-        changed.then(|| json.to_string())
+        changed.then(|| format!("{}{json}", &text[..at]))
     }
 }
