@@ -1,7 +1,8 @@
 //! Test harness: an in-process upstream that reports what it saw, a
 //! recording proxy on an ephemeral port with a temporary capture, a plain
-//! HTTP client, and raw-socket helpers.
+//! HTTP client, raw-socket helpers and (`admin`) a recorder's metrics.
 
+pub mod admin;
 pub mod thirdparty;
 
 use std::collections::HashMap;
