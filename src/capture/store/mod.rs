@@ -16,7 +16,8 @@
 //! and closing. The statements live beside it by direction: `write.rs`
 //! (runs and batches from the single writer task, [`super::writer`]),
 //! `read.rs` (what `captures`, replay, the demo and tests read), `copy.rs`
-//! (a capture into another store) and `rows.rs` (the row shapes between
+//! (a capture into another store), `remove.rs` (runs out of a capture,
+//! and their traces out of the file) and `rows.rs` (the row shapes between
 //! the capture's plain types and the columns). Input and output are the
 //! capture's plain types; nothing here knows replay, report, proxy or demo.
 
@@ -111,6 +112,7 @@ pub struct Store {
 mod copy;
 mod lock;
 mod read;
+mod remove;
 mod rows;
 mod write;
 

@@ -1,4 +1,5 @@
-//! Text for the terminal: capture runs (`captures list`, `captures show`),
+//! Text for the terminal: capture runs (`captures list`, `captures show`,
+//! what `captures delete` and `captures prune` removed),
 //! a report's stage table, per-stage details, capacity and warnings, and a
 //! comparison. Input is the capture's summaries and the report model (with
 //! the judgements of [`crate::report::verdict`]); output is a `String` the
@@ -7,7 +8,7 @@
 use std::fmt::Write;
 
 use super::table::{self, Column, StageCell, TERMINAL};
-use crate::capture::{RouteCount, RunState, RunSummary, SessionSummary};
+use crate::capture::{Removal, RouteCount, RunState, RunSummary, SessionSummary};
 use crate::report::model::{Report, StageReport};
 use crate::report::verdict::warnings;
 use crate::time::timestamp;
@@ -31,6 +32,28 @@ pub fn run_line(run: &RunSummary) -> String {
     format!(
         "run {}: {} exchanges in {} sessions, {} dropped, {}",
         run.id, run.exchanges, run.sessions, run.dropped, took
+    )
+}
+
+/// The line of `captures delete` and `captures prune`: what left the
+/// capture, in plain numbers (bytes unscaled, so scripts read them).
+pub fn removal_line(removal: &Removal, capture: &std::path::Path) -> String {
+    let ids: Vec<String> = removal.runs.iter().map(i64::to_string).collect();
+    let runs = match ids.len() {
+        0 => "0 runs".to_string(),
+        1 => format!("1 run ({})", ids[0]),
+        n => format!("{n} runs ({})", ids.join(",")),
+    };
+    let freed = match removal.bytes_freed {
+        Some(bytes) => format!(", {bytes} bytes freed"),
+        None if removal.runs.is_empty() => String::new(),
+        None => " (the server's VACUUM reclaims their space)".to_string(),
+    };
+    format!(
+        "removed {runs}: {} sessions, {} exchanges{freed} from {}",
+        removal.sessions,
+        removal.exchanges,
+        capture.display()
     )
 }
 
