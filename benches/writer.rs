@@ -62,6 +62,7 @@ async fn measure(capture: &std::path::Path, n: i64) -> f64 {
             listen: "-",
             max_body_bytes: 1 << 20,
             redaction: "none",
+            sample_fraction: 1.0,
         })
         .await
         .expect("run");

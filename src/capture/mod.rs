@@ -121,6 +121,8 @@ pub struct NewRun<'a> {
     pub max_body_bytes: u64,
     /// Redaction description.
     pub redaction: &'a str,
+    /// Share of sessions recorded, in (0, 1]; 1 records every session.
+    pub sample_fraction: f64,
 }
 
 /// One user session of a recording run, as first seen.
@@ -309,6 +311,8 @@ pub struct RunSummary {
     pub max_body_bytes: i64,
     /// What was redacted.
     pub redaction: String,
+    /// Share of sessions recorded (`record --sample`), in (0, 1].
+    pub sample_fraction: f64,
     /// Exchanges stored.
     pub exchanges: i64,
     /// Sessions stored.

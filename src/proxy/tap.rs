@@ -6,6 +6,9 @@
 //! exchange is complete when the response body ends, fails or is dropped
 //! (client gone); exactly one record is emitted in each case. The tap
 //! never awaits: the sink's `try_send` either queues or counts a drop.
+//! An exchange of a session outside the sample (`record --sample`) is
+//! tapped only for the credentials its response hands out, which keep the
+//! session's later requests in it; it emits no record.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,7 +182,9 @@ pub(crate) struct Pending {
     /// A WebSocket handshake: the socket's frames.
     pub ws_frames: Vec<WsFrame>,
     /// Keeps the proxy from closing the capture before this is queued.
-    pub in_flight: super::InFlightGuard,
+    /// `None` for an exchange of an unsampled session: it is never queued,
+    /// so stopping neither waits for it nor counts it as dropped.
+    pub in_flight: Option<super::InFlightGuard>,
 }
 
 impl Pending {
@@ -202,7 +207,8 @@ impl Pending {
         let succeeded = self.status.is_some_and(|s| (200..300).contains(&s));
         // Read (decoded when encoded) only when a token may be bound or a
         // secret redacted.
-        let response = (succeeded || !redactor.keeps_credentials())
+        let redacts = !redactor.keeps_credentials() && self.in_flight.is_some();
+        let response = (succeeded || redacts)
             .then(|| scannable(&self.response_headers, &response_body.bytes))
             .flatten();
 
@@ -220,6 +226,10 @@ impl Pending {
                 .sessions
                 .bind_credentials(self.session.session_no, &tokens, &cookies);
         }
+        // Unsampled: the session knows its credentials now; nothing to record.
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
 
         let mut uri = self.uri;
         let mut request_headers = self.request_headers;
@@ -277,7 +287,7 @@ impl Pending {
             response_chunks: self.response_chunks,
             ws_frames: self.ws_frames,
         };
-        self.in_flight.queue(|| {
+        in_flight.queue(|| {
             state.sink.try_send(record);
         });
     }

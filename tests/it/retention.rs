@@ -1,14 +1,17 @@
 //! Retention and volume (the real binary): `captures delete` and `captures
 //! prune` take runs out of a capture so that no byte of their bodies stays
-//! in the file or beside it, and refuse a run that is being recorded.
+//! in the file or beside it, refuse a run that is being recorded, and
+//! `record --sample` records a consistent share of the sessions whole.
 //! docs/reliability.md ("Retention") lists the promises these check.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use tapedeck::capture::Store;
 
+use crate::support::admin::{admin_address, dropped, get, wait_for};
 use crate::support::{self, TestUpstream, output, pattern, send};
 
 /// A string no other run sends: the run's mark in its bodies.
@@ -282,4 +285,121 @@ async fn postgres_delete_refuses_a_live_run_and_removes_a_stopped_one() {
     );
     assert!(store.exchanges(2).await.expect("read").is_empty());
     store.close().await;
+}
+
+/// Sessions of the sampling test, requests per session, the fraction.
+const SESSIONS: usize = 400;
+const PER_SESSION: usize = 3;
+const SAMPLE: f64 = 0.25;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_records_about_a_quarter_of_the_sessions_each_whole_and_counts_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("sampled.db");
+    let mut upstream = TestUpstream::start().await;
+    let (mut child, addr, mut lines) = support::record_process_with(
+        &upstream.url(),
+        capture.as_os_str(),
+        &["--sample", "0.25", "--admin", "127.0.0.1:0"],
+    )
+    .await;
+    let admin = admin_address(&mut lines).await;
+
+    // Eight clients, each with its share of the sessions; the requests of
+    // a session go one after another.
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                let client = support::client();
+                for s in (w..SESSIONS).step_by(8) {
+                    let session = format!("user-{s:04}");
+                    for r in 0..PER_SESSION {
+                        let (status, _, _) = send(
+                            &client,
+                            Method::GET,
+                            &format!("http://{addr}/api/rooms/{s}/messages?page={r}"),
+                            &[("x-session-id", &session)],
+                            Bytes::new(),
+                        )
+                        .await;
+                        assert_eq!(status, 200, "every request is forwarded");
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("client");
+    }
+    let answered = (SESSIONS * PER_SESSION) as u64;
+    assert_eq!(upstream.drain().len() as u64, answered);
+    let m = wait_for(
+        &admin,
+        Duration::from_secs(30),
+        "every answer counted",
+        |m| {
+            get(m, "tapedeck_exchanges_recorded_total")
+                + dropped(m)
+                + get(m, "tapedeck_exchanges_unsampled_total")
+                == answered
+        },
+    )
+    .await;
+    let recorded = get(&m, "tapedeck_exchanges_recorded_total");
+    let unsampled = get(&m, "tapedeck_exchanges_unsampled_total");
+    assert_eq!(dropped(&m), 0);
+
+    assert_eq!(support::terminate(&mut child).await, Some(0));
+    let summary = lines
+        .next_line()
+        .await
+        .expect("read")
+        .expect("summary line");
+    assert!(
+        summary.contains(&format!("{recorded} exchanges"))
+            && summary.contains("(a 0.25 sample)")
+            && summary.contains(&format!("0 dropped, {unsampled} unsampled")),
+        "{summary}"
+    );
+
+    let store = Store::open(&capture).await.expect("open");
+    let run = store.run(None).await.expect("run");
+    assert_eq!(run.sample_fraction, SAMPLE);
+    let sessions = store.sessions(run.id).await.expect("sessions");
+    let n = sessions.len();
+    assert!(
+        (SESSIONS * 15 / 100..=SESSIONS * 35 / 100).contains(&n),
+        "{n} of {SESSIONS} sessions recorded at {SAMPLE}"
+    );
+    assert!(
+        sessions.iter().all(|s| s.exchanges == PER_SESSION as i64),
+        "every recorded session is whole: {:?}",
+        sessions.iter().map(|s| s.exchanges).collect::<Vec<_>>()
+    );
+    let numbers: Vec<i64> = sessions.iter().map(|s| s.session_no).collect();
+    assert_eq!(numbers, (1..=n as i64).collect::<Vec<_>>(), "numbered 1..n");
+    assert_eq!(recorded, (n * PER_SESSION) as u64);
+    assert_eq!(run.exchanges as u64, recorded);
+    assert_eq!(unsampled, answered - recorded);
+    store.close().await;
+
+    let path = capture.to_str().expect("utf8 path");
+    let (code, show, _) = output(&["captures", "show", path]).await;
+    assert_eq!(code, 0);
+    assert!(show.contains("sampled    0.25 of the sessions"), "{show}");
+
+    for bad in ["0", "1.5", "-0.1"] {
+        let (code, _, err) = output(&[
+            "record",
+            "--upstream",
+            &upstream.url(),
+            "--capture",
+            path,
+            &format!("--sample={bad}"),
+        ])
+        .await;
+        assert_eq!(code, 2, "--sample {bad}");
+        assert!(err.contains("above 0 and at most 1"), "{err}");
+    }
 }

@@ -25,13 +25,34 @@ fn route_width<'a>(routes: impl Iterator<Item = &'a str>) -> usize {
 
 /// The one-line summary of a finished run.
 pub fn run_line(run: &RunSummary) -> String {
+    counts_line(run, None)
+}
+
+/// The recorder's summary of its run: [`run_line`] with the exchanges
+/// left out of the sample when the run sampled sessions.
+pub fn recorded_line(run: &RunSummary, unsampled: u64) -> String {
+    counts_line(run, Some(unsampled))
+}
+
+fn counts_line(run: &RunSummary, unsampled: Option<u64>) -> String {
     let took = run.stopped_at_us.map_or_else(
         || run.state.as_str().to_string(),
         |s| seconds(s - run.started_at_us),
     );
+    let (sample, unsampled) = match (run.sample_fraction < 1.0, unsampled) {
+        (false, _) => (String::new(), String::new()),
+        (true, None) => (
+            format!(" (a {} sample)", run.sample_fraction),
+            String::new(),
+        ),
+        (true, Some(n)) => (
+            format!(" (a {} sample)", run.sample_fraction),
+            format!(", {n} unsampled"),
+        ),
+    };
     format!(
-        "run {}: {} exchanges in {} sessions, {} dropped, {}",
-        run.id, run.exchanges, run.sessions, run.dropped, took
+        "run {}: {} exchanges in {} sessions{sample}, {} dropped{unsampled}, {took}",
+        run.id, run.exchanges, run.sessions, run.dropped
     )
 }
 
@@ -106,6 +127,11 @@ pub fn run_details(
     let _ = writeln!(out, "  started    {}", timestamp(run.started_at_us));
     let _ = writeln!(out, "  redaction  {}", run.redaction);
     let _ = writeln!(out, "  body cap   {} bytes", run.max_body_bytes);
+    let sample = match run.sample_fraction < 1.0 {
+        true => format!("{} of the sessions (record --sample)", run.sample_fraction),
+        false => "every session".to_string(),
+    };
+    let _ = writeln!(out, "  sampled    {sample}");
     let _ = writeln!(out);
     let width = route_width(routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(

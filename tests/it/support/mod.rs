@@ -410,6 +410,7 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
             listen: "-",
             max_body_bytes: 1 << 20,
             redaction: "none",
+            sample_fraction: 1.0,
         })
         .await
         .expect("run");
