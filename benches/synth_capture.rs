@@ -31,6 +31,7 @@ fn main() {
                 listen: "-",
                 max_body_bytes: 1 << 20,
                 redaction: "none",
+                sample_fraction: 1.0,
             })
             .await
             .expect("run");

@@ -63,6 +63,7 @@ async fn measure(capture: &std::path::Path, n: i64) -> f64 {
             listen: "-",
             max_body_bytes: 1 << 20,
             redaction: "default",
+            sample_fraction: 1.0,
         })
         .await
         .expect("run");

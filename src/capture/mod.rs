@@ -51,6 +51,12 @@ pub enum CaptureError {
     /// The store holds no recording run at all.
     #[error("capture holds no recording run yet")]
     Empty,
+    /// A run that cannot be removed because its recorder is alive.
+    #[error(
+        "run {0} is still being recorded (its recorder holds the run's lock); stop that \
+         `tapedeck record` with SIGINT or SIGTERM, then remove the run"
+    )]
+    RunRecording(i64),
     /// A query failed.
     #[error("capture store: {0}")]
     Sql(#[from] sqlx::Error),
@@ -115,6 +121,8 @@ pub struct NewRun<'a> {
     pub max_body_bytes: u64,
     /// Redaction description.
     pub redaction: &'a str,
+    /// Share of sessions recorded, in (0, 1]; 1 records every session.
+    pub sample_fraction: f64,
 }
 
 /// One user session of a recording run, as first seen.
@@ -303,12 +311,34 @@ pub struct RunSummary {
     pub max_body_bytes: i64,
     /// What was redacted.
     pub redaction: String,
+    /// Share of sessions recorded (`record --sample`), in (0, 1].
+    pub sample_fraction: f64,
     /// Exchanges stored.
     pub exchanges: i64,
     /// Sessions stored.
     pub sessions: i64,
     /// Exchanges observed but not stored (full queue or store failure).
     pub dropped: i64,
+}
+
+/// What `captures delete` or `captures prune` took out of a capture.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Removal {
+    /// The runs removed, by id.
+    pub runs: Vec<i64>,
+    /// Sessions removed with them.
+    pub sessions: u64,
+    /// Exchanges removed with them (bodies, chunk timings and frames).
+    pub exchanges: u64,
+    /// How many bytes smaller the SQLite file and its WAL are; `None` on
+    /// PostgreSQL, where the server's VACUUM reclaims the space.
+    pub bytes_freed: Option<u64>,
+    /// Runs left in place because their recorder is alive (prune only).
+    pub kept_recording: Vec<i64>,
+    /// Why bytes of the removed rows may still be in a SQLite file (its
+    /// compaction failed), and how to finish; `None` when none are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leftover: Option<String>,
 }
 
 /// How a recording run stands when it is read.

@@ -25,10 +25,11 @@ pub fn parse_size(text: &str) -> anyhow::Result<usize> {
         .with_context(|| format!("size `{text}` is too large"))
 }
 
-/// A duration such as `30s`, `500ms`, `30m`.
+/// A duration such as `30s`, `500ms`, `30m`, `12h`, `7d` or `2w`.
 pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(text.trim())
-        .with_context(|| format!("`{text}` is not a duration; use e.g. 500ms, 30s, 30m"))
+    humantime::parse_duration(text.trim()).with_context(|| {
+        format!("`{text}` is not a duration; use e.g. 500ms, 30s, 30m, 12h, 7d, 2w")
+    })
 }
 
 #[cfg(test)]
@@ -42,5 +43,17 @@ mod tests {
         assert_eq!(parse_size("1000").expect("valid"), 1000);
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn durations_take_seconds_to_weeks() {
+        let secs = |t| parse_duration(t).expect("valid").as_secs();
+        assert_eq!(secs("0s"), 0);
+        assert_eq!(secs("90m"), 90 * 60);
+        assert_eq!(secs("12h"), 12 * 3600);
+        assert_eq!(secs("7d"), 7 * 86_400);
+        assert_eq!(secs("2w"), 14 * 86_400);
+        assert!(parse_duration("7").is_err(), "a unit is required");
+        assert!(parse_duration("soon").is_err());
     }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::client_tls::ClientTlsArgs;
 use super::parse::{parse_duration, parse_size};
 use tapedeck::capture::redact::RedactionConfig;
+use tapedeck::proxy::sample::SampleFraction;
 use tapedeck::proxy::session::{KeySource, SessionConfig};
 use tapedeck::proxy::{PathFilter, RecordConfig};
 use tapedeck::upstream::Upstream;
@@ -92,6 +93,11 @@ pub struct RecordArgs {
     /// Idle gap that starts a new session [default: 30m].
     #[arg(long)]
     pub session_idle: Option<String>,
+    /// Share of sessions to record, above 0 and at most 1: a session is
+    /// recorded whole or not at all, by a hash of its key; every request
+    /// is forwarded [default: 1].
+    #[arg(long, value_name = "FRACTION")]
+    pub sample: Option<f64>,
     /// Store credentials in clear instead of redaction markers.
     #[arg(long)]
     #[serde(default)]
@@ -208,6 +214,11 @@ impl RecordArgs {
         if let Some(s) = self.session_idle.or(file.session_idle) {
             session.idle_gap = parse_duration(&s).context("--session-idle")?;
         }
+        if let Some(f) = self.sample.or(file.sample) {
+            session.sample = SampleFraction::new(f)
+                .map_err(anyhow::Error::msg)
+                .context("--sample")?;
+        }
         config.session = session;
         config.redaction = RedactionConfig {
             keep_credentials: self.keep_credentials || file.keep_credentials,
@@ -288,6 +299,24 @@ mod tests {
         };
         let plan = args.into_plan().expect("valid");
         assert!(plan.config.upstream_tls.insecure_skip_verify);
+    }
+
+    #[test]
+    fn a_sample_outside_zero_to_one_is_refused_with_the_range() {
+        let args = |sample| RecordArgs {
+            upstream: Some("http://127.0.0.1:9".into()),
+            sample: Some(sample),
+            ..RecordArgs::default()
+        };
+        let plan = args(0.25).into_plan().expect("valid");
+        assert_eq!(plan.config.session.sample.get(), 0.25);
+        for bad in [0.0, 1.5, -1.0] {
+            let err = format!("{:#}", args(bad).into_plan().expect_err("out of range"));
+            assert!(
+                err.contains("--sample") && err.contains("above 0 and at most 1"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

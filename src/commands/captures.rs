@@ -1,11 +1,12 @@
-//! `tapedeck captures list|show|copy`: reads a capture through the store
-//! and prints its runs, one run's details, or copies every run into another
-//! capture. Renderings are the library's.
+//! `tapedeck captures list|show|copy|delete|prune`: reads a capture
+//! through the store and prints its runs or one run's details, copies every
+//! run into another capture, or removes runs and prints what left.
+//! Renderings are the library's.
 
 use super::Exit;
 use super::output::counting_bar;
 use crate::cli::captures::CapturesCommand;
-use tapedeck::capture::Store;
+use tapedeck::capture::{Removal, Store, as_us, now_epoch_us};
 use tapedeck::report::render::terminal;
 
 /// Runs `tapedeck captures …`.
@@ -71,6 +72,39 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             source.close().await;
             target.close().await;
         }
+        CapturesCommand::Delete { path, runs } => {
+            let store = Store::open(&path).await?;
+            let removal = store.delete_runs(&runs).await?;
+            store.close().await;
+            print_removal(&removal, &store)?;
+        }
+        CapturesCommand::Prune { path, older_than } => {
+            let store = Store::open(&path).await?;
+            let cutoff = now_epoch_us().saturating_sub(as_us(older_than));
+            let removal = store.prune_runs(cutoff).await?;
+            store.close().await;
+            print_removal(&removal, &store)?;
+        }
     }
     Ok(Exit::Success)
+}
+
+/// The removal line on stdout; on stderr, the runs a prune kept because
+/// they are being recorded.
+///
+/// # Errors
+/// When bytes of the removed runs may be left in the file: the removal
+/// stands, but the command did not do all it promises.
+fn print_removal(removal: &Removal, store: &Store) -> anyhow::Result<()> {
+    println!("{}", terminal::removal_line(removal, store.path()));
+    for id in &removal.kept_recording {
+        eprintln!(
+            "tapedeck: warning: run {id} is old enough to prune but still being recorded; \
+             it was kept: prune again after its recorder stops"
+        );
+    }
+    match &removal.leftover {
+        Some(leftover) => anyhow::bail!("{leftover}"),
+        None => Ok(()),
+    }
 }

@@ -74,7 +74,7 @@ pub async fn run(args: RecordArgs) -> anyhow::Result<Exit> {
     store.close().await;
     status_line(format_args!(
         "tapedeck: stopped; {} -> {}",
-        terminal::run_line(&run),
+        terminal::recorded_line(&run, metrics.unsampled.get()),
         store.path().display()
     ));
     // The capture is closed and usable, so this is still a success; the

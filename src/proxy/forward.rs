@@ -190,14 +190,18 @@ pub(crate) async fn handle(
     strip_hop_by_hop(&mut parts.headers);
 
     let pending = recorded.then(|| {
-        let (session, seq) =
-            state
-                .sessions
-                .assign(&parts.headers, peer.ip(), &state.redactor, arrived);
+        let assigned = state
+            .sessions
+            .assign(&parts.headers, peer.ip(), &state.redactor, arrived);
+        // Counted on arrival, as recorded exchanges are committed or
+        // dropped: each answered exchange is in exactly one count.
+        if !assigned.sampled {
+            state.metrics.unsampled.inc();
+        }
         Pending {
             state: state.clone(),
-            session,
-            seq,
+            session: assigned.session,
+            seq: assigned.seq,
             arrived,
             started_at_us,
             method: parts.method.as_str().to_string(),
@@ -207,13 +211,15 @@ pub(crate) async fn handle(
                 .map_or_else(|| "/".to_string(), |pq| pq.as_str().to_string()),
             http_version: version_name(parts.version),
             request_headers: parts.headers.clone(),
-            request_capture: Some(Arc::new(Mutex::new(RequestCapture::default()))),
+            request_capture: assigned
+                .sampled
+                .then(|| Arc::new(Mutex::new(RequestCapture::default()))),
             status: None,
             response_headers: HeaderMap::new(),
             ttfb: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
-            in_flight: state.in_flight.enter(),
+            in_flight: assigned.sampled.then(|| state.in_flight.enter()),
         }
     });
 
@@ -300,11 +306,12 @@ pub(crate) async fn handle(
                 // The handshake is recorded when the socket closes, with
                 // its frames.
                 let upstream_side = hyper::upgrade::on(&mut resp);
+                // An unsampled socket is relayed without reading frames.
                 tokio::spawn(super::websocket::relay(
                     client_side,
                     upstream_side,
                     peer,
-                    pending.take(),
+                    pending.take().filter(|p| p.in_flight.is_some()),
                     state.shutdown.clone(),
                 ));
                 if h2_socket {

@@ -28,6 +28,9 @@ pub struct ProxyMetrics {
     pub latency: Histogram,
     /// Sessions tracked in memory.
     pub live_sessions: Gauge,
+    /// Exchanges of sessions outside the sample (`record --sample`):
+    /// forwarded, neither recorded nor dropped.
+    pub unsampled: Counter,
     /// The capture writer's counters.
     pub writer: WriterMetrics,
 }
@@ -42,6 +45,7 @@ impl Default for ProxyMetrics {
         // 100 µs .. ~105 s
         let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
         let live_sessions = Gauge::default();
+        let unsampled = Counter::default();
         let writer = WriterMetrics::default();
         registry.register(
             "requests",
@@ -79,6 +83,11 @@ impl Default for ProxyMetrics {
             writer.recorded.clone(),
         );
         registry.register(
+            "exchanges_unsampled",
+            "Exchanges of sessions outside the sample (record --sample): forwarded, not recorded, not dropped",
+            unsampled.clone(),
+        );
+        registry.register(
             "records_dropped",
             "Exchanges observed but not stored, by reason: queue_full, disk_full, store_busy, store_error, drain_timeout, flush_timeout",
             writer.dropped.clone(),
@@ -96,6 +105,7 @@ impl Default for ProxyMetrics {
             upstream_errors,
             latency,
             live_sessions,
+            unsampled,
             writer,
         }
     }

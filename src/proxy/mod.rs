@@ -4,7 +4,8 @@
 //! them on shutdown; `forward` turns one client request into one upstream request
 //! and answers 502/504/403/405 itself where it must; `tap` copies bodies up
 //! to the cap and hands finished exchanges to the capture sink; `session`
-//! keys requests into user sessions; `admin` serves health and metrics.
+//! keys requests into user sessions and `sample` decides which sessions are
+//! recorded; `admin` serves health and metrics.
 //! The proxy depends on `capture` for types, the sink and (at start) the
 //! store's redaction key and run row; it never waits on the store while
 //! serving: recording can fail without a request failing.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub(crate) mod forward;
 pub mod metrics;
+pub mod sample;
 pub mod session;
 pub mod tap;
 mod websocket;
@@ -272,6 +274,7 @@ impl Recording {
                 listen: &addr.to_string(),
                 max_body_bytes: config.max_body as u64,
                 redaction: &redaction,
+                sample_fraction: config.session.sample.get(),
             })
             .await?;
         let lock = store.lock_run(run_id).await?;

@@ -7,6 +7,11 @@
 //! `Set-Cookie` of the session cookie) is bound to the session that asked
 //! for it, so the requests a user makes after logging in stay in the
 //! session of the login. Credentials appear in keys only as markers.
+//!
+//! With sampling (`record --sample`) each new session is decided in or out
+//! of the sample once, by `sample`; the tracker keeps unsampled sessions
+//! too (with numbers below zero, never stored), so their later requests
+//! and the credentials they are handed stay out of the recording as well.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
@@ -20,6 +25,7 @@ use http::header::{self, HeaderName};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
+use super::sample::SampleFraction;
 use crate::capture::redact::Redactor;
 use crate::capture::{SessionInfo, SessionKeyKind, now_epoch_us};
 
@@ -65,6 +71,8 @@ pub struct SessionConfig {
     pub sources: Vec<KeySource>,
     /// A gap without requests longer than this starts a new session.
     pub idle_gap: Duration,
+    /// The share of sessions recorded.
+    pub sample: SampleFraction,
 }
 
 impl Default for SessionConfig {
@@ -77,6 +85,7 @@ impl Default for SessionConfig {
                 KeySource::Client,
             ],
             idle_gap: Duration::from_secs(30 * 60),
+            sample: SampleFraction::default(),
         }
     }
 }
@@ -94,7 +103,10 @@ pub struct SessionTracker {
 struct Inner {
     by_key: HashMap<u64, i64>,
     sessions: HashMap<i64, Live>,
+    /// Numbers of sampled sessions count up from 1, the run's session
+    /// numbers; unsampled ones count down from -1 and are never stored.
     last_no: i64,
+    last_unsampled_no: i64,
     assigned_since_sweep: u64,
 }
 
@@ -103,6 +115,17 @@ struct Live {
     info: Arc<SessionInfo>,
     last_seen: Instant,
     next_seq: i64,
+}
+
+/// The session of one request.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The session (an unsampled one has a number below zero).
+    pub session: Arc<SessionInfo>,
+    /// The request's position in the session, from 1.
+    pub seq: i64,
+    /// Whether the session is in the sample, i.e. recorded.
+    pub sampled: bool,
 }
 
 /// Sweep idle sessions out of memory every this many assignments.
@@ -123,14 +146,15 @@ impl SessionTracker {
         }
     }
 
-    /// The session and sequence number of a request arriving now.
+    /// The session and sequence number of a request arriving now, and
+    /// whether its session is sampled.
     pub fn assign(
         &self,
         headers: &HeaderMap,
         peer: IpAddr,
         redactor: &Redactor,
         now: Instant,
-    ) -> (Arc<SessionInfo>, i64) {
+    ) -> Assignment {
         let matched = self.match_key(headers, peer);
         let lookup = self.lookup_hash(&matched);
         let gap = self.config.idle_gap;
@@ -151,9 +175,17 @@ impl SessionTracker {
         let no = match current {
             Some(no) => no,
             None => {
-                inner.last_no += 1;
-                let no = inner.last_no;
                 let (key_kind, key) = matched.describe(redactor);
+                let no = match self.config.sample.keeps(key_kind, &key) {
+                    true => {
+                        inner.last_no += 1;
+                        inner.last_no
+                    }
+                    false => {
+                        inner.last_unsampled_no -= 1;
+                        inner.last_unsampled_no
+                    }
+                };
                 let info = Arc::new(SessionInfo {
                     session_no: no,
                     key_kind,
@@ -184,7 +216,11 @@ impl SessionTracker {
         live.last_seen = now;
         let seq = live.next_seq;
         live.next_seq += 1;
-        (live.info.clone(), seq)
+        Assignment {
+            session: live.info.clone(),
+            seq,
+            sampled: no > 0,
+        }
     }
 
     /// Binds credentials a response handed out (bearer tokens and cookies,
@@ -339,6 +375,12 @@ mod tests {
         Redactor::new([3; 32], &RedactionConfig::default()).expect("valid")
     }
 
+    /// The session and sequence number of a sampled assignment.
+    fn pair(a: Assignment) -> (Arc<SessionInfo>, i64) {
+        assert!(a.sampled, "every session is sampled by default");
+        (a.session, a.seq)
+    }
+
     #[test]
     fn first_matching_source_wins_and_sequence_counts_up() {
         let t = SessionTracker::new(SessionConfig::default(), Gauge::default());
@@ -348,13 +390,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-session-id", HeaderValue::from_static("s1"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
-        let (a, seq_a) = t.assign(&h, ip, &r, now);
-        let (b, seq_b) = t.assign(&h, ip, &r, now);
+        let (a, seq_a) = pair(t.assign(&h, ip, &r, now));
+        let (b, seq_b) = pair(t.assign(&h, ip, &r, now));
         assert_eq!(a.key_kind, SessionKeyKind::Header);
         assert_eq!(a.session_no, b.session_no);
         assert_eq!((seq_a, seq_b), (1, 2));
         h.remove("x-session-id");
-        let (c, _) = t.assign(&h, ip, &r, now);
+        let (c, _) = pair(t.assign(&h, ip, &r, now));
         assert_eq!(c.key_kind, SessionKeyKind::Bearer);
         assert_eq!(c.key, r.marker(b"t"));
         assert_ne!(c.session_no, a.session_no);
@@ -371,9 +413,9 @@ mod tests {
         let ip: IpAddr = [10, 0, 0, 1].into();
         let now = Instant::now();
         let h = HeaderMap::new();
-        let (a, _) = t.assign(&h, ip, &r, now);
-        let (b, _) = t.assign(&h, ip, &r, now + Duration::from_secs(9));
-        let (c, seq) = t.assign(&h, ip, &r, now + Duration::from_secs(20));
+        let (a, _) = pair(t.assign(&h, ip, &r, now));
+        let (b, _) = pair(t.assign(&h, ip, &r, now + Duration::from_secs(9)));
+        let (c, seq) = pair(t.assign(&h, ip, &r, now + Duration::from_secs(20)));
         assert_eq!(a.session_no, b.session_no);
         assert_ne!(b.session_no, c.session_no);
         assert_eq!(seq, 1);
@@ -385,16 +427,61 @@ mod tests {
         let r = redactor();
         let ip: IpAddr = [10, 0, 0, 2].into();
         let now = Instant::now();
-        let (login, _) = t.assign(&HeaderMap::new(), ip, &r, now);
+        let (login, _) = pair(t.assign(&HeaderMap::new(), ip, &r, now));
         t.bind_credentials(login.session_no, &[b"tok"], &[]);
         let mut h = HeaderMap::new();
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer tok"),
         );
-        let (next, seq) = t.assign(&h, ip, &r, now);
+        let (next, seq) = pair(t.assign(&h, ip, &r, now));
         assert_eq!(next.session_no, login.session_no);
         assert_eq!(seq, 2);
+    }
+
+    #[test]
+    fn a_sampled_out_session_stays_out_with_its_login_and_numbers_stay_dense() {
+        let config = SessionConfig {
+            sample: SampleFraction::new(0.5).expect("valid"),
+            ..SessionConfig::default()
+        };
+        let t = SessionTracker::new(config, Gauge::default());
+        let r = redactor();
+        let ip: IpAddr = [10, 0, 0, 3].into();
+        let now = Instant::now();
+        let with_id = |id: String| {
+            let mut h = HeaderMap::new();
+            h.insert("x-session-id", HeaderValue::from_str(&id).expect("value"));
+            h
+        };
+        let mut sampled_numbers = Vec::new();
+        for i in 0..64 {
+            let h = with_id(format!("user-{i}"));
+            let first = t.assign(&h, ip, &r, now);
+            let again = t.assign(&h, ip, &r, now);
+            assert_eq!(first.sampled, again.sampled, "decided once per session");
+            assert_eq!(first.session.session_no, again.session.session_no);
+            if first.sampled {
+                sampled_numbers.push(first.session.session_no);
+                continue;
+            }
+            assert!(first.session.session_no < 0, "never a stored number");
+            // A token handed to an unsampled login continues it, unsampled.
+            let token = format!("tok-{i}");
+            t.bind_credentials(first.session.session_no, &[token.as_bytes()], &[]);
+            let mut h = HeaderMap::new();
+            let bearer = format!("Bearer {token}");
+            h.insert(
+                header::AUTHORIZATION,
+                HeaderValue::from_str(&bearer).expect("value"),
+            );
+            let next = t.assign(&h, ip, &r, now);
+            assert!(!next.sampled);
+            assert_eq!(next.session.session_no, first.session.session_no);
+        }
+        let n = sampled_numbers.len() as i64;
+        assert!((16..=48).contains(&n), "{n} of 64 sampled at 0.5");
+        assert_eq!(sampled_numbers, (1..=n).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! exchange is complete when the response body ends, fails or is dropped
 //! (client gone); exactly one record is emitted in each case. The tap
 //! never awaits: the sink's `try_send` either queues or counts a drop.
+//! An exchange of a session outside the sample (`record --sample`) is
+//! tapped only for the credentials its response hands out, which keep the
+//! session's later requests in it; it emits no record.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,7 +182,9 @@ pub(crate) struct Pending {
     /// A WebSocket handshake: the socket's frames.
     pub ws_frames: Vec<WsFrame>,
     /// Keeps the proxy from closing the capture before this is queued.
-    pub in_flight: super::InFlightGuard,
+    /// `None` for an exchange of an unsampled session: it is never queued,
+    /// so stopping neither waits for it nor counts it as dropped.
+    pub in_flight: Option<super::InFlightGuard>,
 }
 
 /// How much of an answer (decoded, when it is encoded) is scanned on the
@@ -192,7 +197,11 @@ impl Pending {
     /// Binds credentials the response handed out to the session, and
     /// queues the record. Redaction happens in the writer, off the
     /// client's path.
-    pub(crate) fn complete(self, response_body: CapturedBody, failure: Option<ExchangeFailure>) {
+    pub(crate) fn complete(
+        mut self,
+        response_body: CapturedBody,
+        failure: Option<ExchangeFailure>,
+    ) {
         let state = &self.state;
         let duration = self.arrived.elapsed();
         state.metrics.latency.observe(duration.as_secs_f64());
@@ -208,6 +217,10 @@ impl Pending {
                 &response_body.bytes,
             );
         }
+        // Unsampled: the session knows its credentials now; nothing to record.
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
         let record = ExchangeRecord {
             offset: self.arrived.saturating_duration_since(state.run_started),
             session: self.session,
@@ -227,7 +240,7 @@ impl Pending {
             response_chunks: self.response_chunks,
             ws_frames: self.ws_frames,
         };
-        self.in_flight.queue(|| {
+        in_flight.queue(|| {
             state.sink.try_send(record);
         });
     }

@@ -4,7 +4,6 @@
 //! drain timeout (in process). docs/reliability.md lists the promises these
 //! check.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +13,7 @@ use bytes::Bytes;
 use http::Method;
 use tapedeck::capture::{RunState, Store};
 
+use crate::support::admin::{admin_address, dropped, get, scrape, wait_for};
 use crate::support::{self, TestProxy, TestUpstream, output, pattern, send};
 
 /// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
@@ -63,37 +63,6 @@ impl Drop for SmallDisk {
             .arg(&self.path)
             .status();
     }
-}
-
-/// Every sample of a Prometheus text exposition, by name with labels.
-async fn scrape(admin: &str) -> HashMap<String, f64> {
-    let client = support::client();
-    let (status, _, body) = send(
-        &client,
-        Method::GET,
-        &format!("http://{admin}/metrics"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
-fn dropped(m: &HashMap<String, f64>) -> u64 {
-    m.iter()
-        .filter(|(k, _)| k.starts_with("tapedeck_records_dropped_total{"))
-        .map(|(_, v)| *v as u64)
-        .sum()
-}
-
-fn get(m: &HashMap<String, f64>, name: &str) -> u64 {
-    m.get(name).copied().unwrap_or(0.0) as u64
 }
 
 async fn healthz(admin: &str) -> (u16, String) {
@@ -171,38 +140,6 @@ impl Load {
         }
         self.answered.load(Ordering::SeqCst)
     }
-}
-
-/// Polls the admin endpoint (every 20 ms, at most `limit`) until `ready`.
-async fn wait_for(
-    admin: &str,
-    limit: Duration,
-    what: &str,
-    ready: impl Fn(&HashMap<String, f64>) -> bool,
-) -> HashMap<String, f64> {
-    let until = tokio::time::Instant::now() + limit;
-    loop {
-        let m = scrape(admin).await;
-        if ready(&m) {
-            return m;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "{what}: never; last metrics {m:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn admin_address(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-) -> String {
-    let line = lines.next_line().await.expect("read").expect("admin line");
-    line.split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
-        .to_string()
 }
 
 fn rows(capture: &Path) -> i64 {

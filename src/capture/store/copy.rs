@@ -33,6 +33,7 @@ impl Store {
                         listen: &run.listen,
                         max_body_bytes: run.max_body_bytes.max(0) as u64,
                         redaction: &run.redaction,
+                        sample_fraction: run.sample_fraction,
                     },
                     &run.tool_version,
                     run.started_at_us,

@@ -135,6 +135,17 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Removes the lock file a removed run may have left beside a SQLite
+    /// capture (an interrupted run's recorder could not remove it); a later
+    /// run that gets the same id makes its own.
+    pub(super) fn forget_run_lock(&self, run_id: i64) {
+        if let Pool::Sqlite(_) = &self.pool {
+            let _ = std::fs::remove_file(lock_path(&self.path, run_id));
+        }
+    }
+}
+
 /// The advisory lock's second key: the run id (ids past 2^31 wrap, which
 /// only risks calling a dead run alive while another run holds the key).
 #[cfg(feature = "postgres")]

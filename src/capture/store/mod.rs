@@ -16,7 +16,8 @@
 //! and closing. The statements live beside it by direction: `write.rs`
 //! (runs and batches from the single writer task, [`super::writer`]),
 //! `read.rs` (what `captures`, replay, the demo and tests read), `copy.rs`
-//! (a capture into another store) and `rows.rs` (the row shapes between
+//! (a capture into another store), `remove.rs` (runs out of a capture,
+//! and their traces out of the file) and `rows.rs` (the row shapes between
 //! the capture's plain types and the columns). Input and output are the
 //! capture's plain types; nothing here knows replay, report, proxy or demo.
 
@@ -33,7 +34,7 @@ use sqlx::sqlite::{
 use super::CaptureError;
 
 /// (version, description, SQLite script, PostgreSQL script).
-const MIGRATIONS: [(i64, &str, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 4] = [
     (
         1,
         "initial",
@@ -51,6 +52,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 3] = [
         "websocket frames",
         include_str!("../migrations/sqlite/0003_ws_frames.sql"),
         include_str!("../migrations/postgres/0003_ws_frames.sql"),
+    ),
+    (
+        4,
+        "sample fraction",
+        include_str!("../migrations/sqlite/0004_sample_fraction.sql"),
+        include_str!("../migrations/postgres/0004_sample_fraction.sql"),
     ),
 ];
 
@@ -111,6 +118,7 @@ pub struct Store {
 mod copy;
 mod lock;
 mod read;
+mod remove;
 mod rows;
 mod write;
 

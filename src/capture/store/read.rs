@@ -18,7 +18,7 @@ use crate::capture::{
 use crate::route;
 
 const RUN_SELECT: &str = "SELECT c.id, c.upstream, c.listen, c.tool_version, c.started_at_us, \
-    c.stopped_at_us, c.max_body_bytes, c.redaction, c.dropped, \
+    c.stopped_at_us, c.max_body_bytes, c.redaction, c.sample_fraction, c.dropped, \
     (SELECT count(*) FROM exchanges e WHERE e.capture_id = c.id) AS exchanges, \
     (SELECT count(*) FROM sessions s WHERE s.capture_id = c.id) AS sessions \
     FROM captures c";

@@ -157,6 +157,7 @@ where
     R: Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(RunSummary {
@@ -170,6 +171,7 @@ where
         state: crate::capture::RunState::Stopped,
         max_body_bytes: r.try_get("max_body_bytes")?,
         redaction: r.try_get("redaction")?,
+        sample_fraction: r.try_get("sample_fraction")?,
         exchanges: r.try_get("exchanges")?,
         sessions: r.try_get("sessions")?,
         dropped: r.try_get("dropped")?,

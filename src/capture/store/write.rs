@@ -214,8 +214,8 @@ impl Store {
     ) -> Result<i64, CaptureError> {
         let id = on_pool!(self, p => {
             sqlx::query_scalar(
-                "INSERT INTO captures (upstream, listen, tool_version, started_at_us, max_body_bytes, redaction) \
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "INSERT INTO captures (upstream, listen, tool_version, started_at_us, max_body_bytes, \
+                 redaction, sample_fraction) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )
             .bind(run.upstream)
             .bind(run.listen)
@@ -223,6 +223,7 @@ impl Store {
             .bind(started_at_us)
             .bind(i64::try_from(run.max_body_bytes).unwrap_or(i64::MAX))
             .bind(run.redaction)
+            .bind(run.sample_fraction)
             .fetch_one(p)
             .await?
         });

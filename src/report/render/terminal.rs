@@ -1,4 +1,5 @@
-//! Text for the terminal: capture runs (`captures list`, `captures show`),
+//! Text for the terminal: capture runs (`captures list`, `captures show`,
+//! what `captures delete` and `captures prune` removed),
 //! a report's stage table, per-stage details, capacity and warnings, and a
 //! comparison. Input is the capture's summaries and the report model (with
 //! the judgements of [`crate::report::verdict`]); output is a `String` the
@@ -7,7 +8,7 @@
 use std::fmt::Write;
 
 use super::table::{self, Column, StageCell, TERMINAL};
-use crate::capture::{RouteCount, RunState, RunSummary, SessionSummary};
+use crate::capture::{Removal, RouteCount, RunState, RunSummary, SessionSummary};
 use crate::report::model::{Report, StageReport};
 use crate::report::verdict::warnings;
 use crate::time::timestamp;
@@ -24,13 +25,56 @@ fn route_width<'a>(routes: impl Iterator<Item = &'a str>) -> usize {
 
 /// The one-line summary of a finished run.
 pub fn run_line(run: &RunSummary) -> String {
+    counts_line(run, None)
+}
+
+/// The recorder's summary of its run: [`run_line`] with the exchanges
+/// left out of the sample when the run sampled sessions.
+pub fn recorded_line(run: &RunSummary, unsampled: u64) -> String {
+    counts_line(run, Some(unsampled))
+}
+
+fn counts_line(run: &RunSummary, unsampled: Option<u64>) -> String {
     let took = run.stopped_at_us.map_or_else(
         || run.state.as_str().to_string(),
         |s| seconds(s - run.started_at_us),
     );
+    let (sample, unsampled) = match (run.sample_fraction < 1.0, unsampled) {
+        (false, _) => (String::new(), String::new()),
+        (true, None) => (
+            format!(" (a {} sample)", run.sample_fraction),
+            String::new(),
+        ),
+        (true, Some(n)) => (
+            format!(" (a {} sample)", run.sample_fraction),
+            format!(", {n} unsampled"),
+        ),
+    };
     format!(
-        "run {}: {} exchanges in {} sessions, {} dropped, {}",
-        run.id, run.exchanges, run.sessions, run.dropped, took
+        "run {}: {} exchanges in {} sessions{sample}, {} dropped{unsampled}, {took}",
+        run.id, run.exchanges, run.sessions, run.dropped
+    )
+}
+
+/// The line of `captures delete` and `captures prune`: what left the
+/// capture, in plain numbers (bytes unscaled, so scripts read them).
+pub fn removal_line(removal: &Removal, capture: &std::path::Path) -> String {
+    let ids: Vec<String> = removal.runs.iter().map(i64::to_string).collect();
+    let runs = match ids.len() {
+        0 => "0 runs".to_string(),
+        1 => format!("1 run ({})", ids[0]),
+        n => format!("{n} runs ({})", ids.join(",")),
+    };
+    let freed = match removal.bytes_freed {
+        Some(bytes) => format!(", {bytes} bytes freed"),
+        None if removal.runs.is_empty() => String::new(),
+        None => " (the server's VACUUM reclaims their space)".to_string(),
+    };
+    format!(
+        "removed {runs}: {} sessions, {} exchanges{freed} from {}",
+        removal.sessions,
+        removal.exchanges,
+        capture.display()
     )
 }
 
@@ -83,6 +127,11 @@ pub fn run_details(
     let _ = writeln!(out, "  started    {}", timestamp(run.started_at_us));
     let _ = writeln!(out, "  redaction  {}", run.redaction);
     let _ = writeln!(out, "  body cap   {} bytes", run.max_body_bytes);
+    let sample = match run.sample_fraction < 1.0 {
+        true => format!("{} of the sessions (record --sample)", run.sample_fraction),
+        false => "every session".to_string(),
+    };
+    let _ = writeln!(out, "  sampled    {sample}");
     let _ = writeln!(out);
     let width = route_width(routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(

@@ -1,7 +1,8 @@
 //! Test harness: an in-process upstream that reports what it saw, a
 //! recording proxy on an ephemeral port with a temporary capture, a plain
-//! HTTP client, and raw-socket helpers.
+//! HTTP client, raw-socket helpers and (`admin`) a recorder's metrics.
 
+pub mod admin;
 pub mod thirdparty;
 
 use std::collections::HashMap;
@@ -409,6 +410,7 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
             listen: "-",
             max_body_bytes: 1 << 20,
             redaction: "none",
+            sample_fraction: 1.0,
         })
         .await
         .expect("run");

@@ -1,0 +1,3 @@
+-- The share of sessions a run recorded (`record --sample`): 1 records
+-- every session; runs recorded before sampling existed recorded all.
+ALTER TABLE captures ADD COLUMN sample_fraction DOUBLE PRECISION NOT NULL DEFAULT 1.0;
