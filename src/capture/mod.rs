@@ -240,10 +240,11 @@ pub fn is_stream(content_type: Option<&[u8]>) -> bool {
 }
 
 impl ExchangeRecord {
-    /// Copies header values and bodies into allocations of their own size.
-    /// As parsed, they are views into the connection's read buffers, and a
-    /// queued record would keep each whole buffer alive: 64 MiB of queued
-    /// records held ten times that.
+    /// Copies header values into allocations of their own size. As
+    /// parsed, they are views into the connection's read buffers, and a
+    /// queued record would keep each whole buffer alive. Bodies must come
+    /// in allocations of their own already (the proxy's tap copies each
+    /// body out once).
     pub fn compact(&mut self) {
         fn headers(h: &mut HeaderMap) {
             for v in h.values_mut() {
@@ -255,11 +256,6 @@ impl ExchangeRecord {
         }
         headers(&mut self.request_headers);
         headers(&mut self.response_headers);
-        for body in [&mut self.request_body, &mut self.response_body] {
-            if !body.bytes.is_empty() {
-                body.bytes = Bytes::copy_from_slice(&body.bytes);
-            }
-        }
     }
 
     /// Approximate memory held by this record (after [`Self::compact`]),
