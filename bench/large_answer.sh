@@ -95,17 +95,6 @@ ttlb() {
   done >> "$WORK/$name.txt"
 }
 
-start_tapedeck() {
-  local name=$1; shift
-  require_free_port "$PORT_TD"
-  TD_CAPTURE="$WORK/$name.db"
-  rm -f "$TD_CAPTURE"*
-  "$TAPEDECK" record --upstream "http://127.0.0.1:$PORT_UP" --listen "127.0.0.1:$PORT_TD" \
-    --capture "$TD_CAPTURE" "$@" >"$WORK/$name.log" 2>&1 &
-  TD_PID=$!; PIDS+=("$TD_PID")
-  wait_port "$PORT_TD" "$TD_PID"
-}
-
 CHECKS="$WORK/checks.txt"; : > "$CHECKS"
 ttlb warmup "$PORT_UP"; rm -f "$WORK/warmup.txt"
 for r in $(seq 1 "$ROUNDS"); do

@@ -113,6 +113,20 @@ upstream_requests() {
   curl -s --max-time 2 "http://127.0.0.1:$PORT_UP/nginx_status" | awk 'NR==3{print $3}'
 }
 
+# start_tapedeck NAME [extra record args...]: `$TAPEDECK record` on PORT_TD
+# in front of the upstream, into a fresh capture $WORK/NAME.db (TD_CAPTURE);
+# its PID in TD_PID
+start_tapedeck() {
+  local name=$1; shift
+  require_free_port "$PORT_TD"
+  TD_CAPTURE="$WORK/$name.db"
+  rm -f "$TD_CAPTURE"*
+  "$TAPEDECK" record --upstream "http://127.0.0.1:$PORT_UP" --listen "127.0.0.1:$PORT_TD" \
+    --capture "$TD_CAPTURE" "$@" >"$WORK/$name.log" 2>&1 &
+  TD_PID=$!; PIDS+=("$TD_PID")
+  wait_port "$PORT_TD" "$TD_PID"
+}
+
 # ---------------------------------------------------------------- servers
 # a ~300-byte chat-message-like JSON body (no $, no single quotes: nginx literal)
 response_body() {

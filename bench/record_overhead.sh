@@ -34,17 +34,6 @@ URL_GET="/v1/chat/messages/42"
 URL_POST="/v1/chat/completions"
 POST_LUA="$BENCH_DIR/post.lua"
 
-# start_tapedeck NAME [extra record args...]: a fresh capture per run
-start_tapedeck() {
-  local name=$1; shift
-  require_free_port "$PORT_TD"
-  TD_CAPTURE="$WORK/$name.db"
-  rm -f "$TD_CAPTURE"*
-  "$TAPEDECK" record --upstream "http://127.0.0.1:$PORT_UP" --listen "127.0.0.1:$PORT_TD" \
-    --capture "$TD_CAPTURE" "$@" >"$WORK/$name.log" 2>&1 &
-  TD_PID=$!; PIDS+=("$TD_PID")
-  wait_port "$PORT_TD" "$TD_PID"
-}
 
 # stop_tapedeck NAME RECORDED(0|1): SIGTERM, then check the capture against wrk
 stop_tapedeck() {
