@@ -33,7 +33,7 @@ use sqlx::sqlite::{
 use super::CaptureError;
 
 /// (version, description, SQLite script, PostgreSQL script).
-const MIGRATIONS: [(i64, &str, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 4] = [
     (
         1,
         "initial",
@@ -51,6 +51,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 3] = [
         "websocket frames",
         include_str!("../migrations/sqlite/0003_ws_frames.sql"),
         include_str!("../migrations/postgres/0003_ws_frames.sql"),
+    ),
+    (
+        4,
+        "websocket frame parts",
+        include_str!("../migrations/sqlite/0004_ws_frame_parts.sql"),
+        include_str!("../migrations/postgres/0004_ws_frame_parts.sql"),
     ),
 ];
 

@@ -73,6 +73,10 @@ pub struct WriterMetrics {
     pub dropped: Family<DropLabels, Counter>,
     /// Bytes of records waiting in the queue.
     pub queue_bytes: Gauge,
+    /// WebSocket frames not stored (past the bounds, or in a part that was
+    /// dropped); each is also counted in its exchange's
+    /// `ws_frames_dropped` when that exchange is stored.
+    pub ws_frames_dropped: Counter,
     /// The sum of `dropped` over its reasons.
     dropped_total: Counter,
     /// Set while the store refuses batches: the reason and what it said.
@@ -90,6 +94,7 @@ impl Default for WriterMetrics {
             recorded: Counter::default(),
             dropped,
             queue_bytes: Gauge::default(),
+            ws_frames_dropped: Counter::default(),
             dropped_total: Counter::default(),
             fault: Arc::default(),
         }
@@ -104,6 +109,13 @@ impl WriterMetrics {
                 .get_or_create(&vec![("reason", reason.as_str())])
                 .inc_by(n);
             self.dropped_total.inc_by(n);
+        }
+    }
+
+    /// Counts `n` WebSocket frames not stored.
+    pub fn drop_frames(&self, n: u64) {
+        if n > 0 {
+            self.ws_frames_dropped.inc_by(n);
         }
     }
 

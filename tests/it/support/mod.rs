@@ -446,11 +446,12 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
                 failure: None,
                 response_chunks: Vec::new(),
                 ws_frames: Vec::new(),
+                ws_frames_dropped: 0,
             });
         }
     }
     store
-        .insert_batch(run, &infos, &records, 0)
+        .insert_batch(run, &infos, &records, &[], 0)
         .await
         .expect("insert");
     store.finish_run(run, 0).await.expect("finish");
