@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::table::{self, Column, StageCell, TERMINAL};
-use crate::capture::{RouteCount, RunState, RunSummary, SessionSummary};
+use crate::capture::{RouteCount, RunState, RunSummary, SessionSummary, SocketSummary};
 use crate::report::model::{Report, StageReport};
 use crate::report::verdict::warnings;
 use crate::time::timestamp;
@@ -67,6 +67,7 @@ pub fn run_details(
     run: &RunSummary,
     sessions: &[SessionSummary],
     routes: &[RouteCount],
+    sockets: &SocketSummary,
     max_rows: usize,
 ) -> String {
     let mut out = String::new();
@@ -83,6 +84,24 @@ pub fn run_details(
     let _ = writeln!(out, "  started    {}", timestamp(run.started_at_us));
     let _ = writeln!(out, "  redaction  {}", run.redaction);
     let _ = writeln!(out, "  body cap   {} bytes", run.max_body_bytes);
+    if sockets.sockets > 0 {
+        let _ = write!(
+            out,
+            "  websocket  {} sockets, {} frames stored",
+            sockets.sockets, sockets.frames
+        );
+        match sockets.frames_dropped {
+            0 => {
+                let _ = writeln!(out);
+            }
+            n => {
+                let _ = writeln!(
+                    out,
+                    ", {n} not stored (past --ws-max-frames/--ws-max-bytes, or the writer's queue was full)"
+                );
+            }
+        }
+    }
     let _ = writeln!(out);
     let width = route_width(routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(
