@@ -65,26 +65,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Every sample of a Prometheus text exposition, by name with labels.
-async fn scrape(admin: &str) -> HashMap<String, f64> {
-    let client = support::client();
-    let (status, _, body) = send(
-        &client,
-        Method::GET,
-        &format!("http://{admin}/metrics"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(status, 200);
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.rsplit_once(' '))
-        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
-}
-
 fn dropped(m: &HashMap<String, f64>) -> u64 {
     m.iter()
         .filter(|(k, _)| k.starts_with("tapedeck_records_dropped_total{"))
@@ -182,7 +162,7 @@ async fn wait_for(
 ) -> HashMap<String, f64> {
     let until = tokio::time::Instant::now() + limit;
     loop {
-        let m = scrape(admin).await;
+        let m = support::scrape(admin).await;
         if ready(&m) {
             return m;
         }
@@ -192,17 +172,6 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn admin_address(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
-) -> String {
-    let line = lines.next_line().await.expect("read").expect("admin line");
-    line.split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
-        .to_string()
 }
 
 fn rows(capture: &Path) -> i64 {
@@ -238,11 +207,11 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
         ],
     )
     .await;
-    let admin = admin_address(&mut lines).await;
+    let admin = support::admin_address(&mut lines).await;
     let pid = child.id().expect("pid");
     // What the idle process holds (more in a debug build than in a
     // release one): the bound is on what recording adds to it.
-    let idle = rss(pid, "VmRSS:");
+    let idle = support::rss(pid, "VmRSS:");
 
     // Fill the disk, then the queue: drops for the disk begin.
     let load = Load::start(&addr, 8, 400_000, false);
@@ -274,7 +243,7 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
         },
     )
     .await;
-    let rss_peak = rss(pid, "VmHWM:");
+    let rss_peak = support::rss(pid, "VmHWM:");
     let recorded = get(&settled, "tapedeck_exchanges_recorded_total");
     let lost = dropped(&settled);
     assert!(
@@ -319,18 +288,6 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
     store.close().await;
 }
 
-/// A resident-set figure of the process, bytes: `VmRSS:` now, `VmHWM:`
-/// its peak.
-fn rss(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_the_rows_are_there_counted_and_the_run_shows_as_interrupted() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -371,14 +328,17 @@ async fn kill_9_under_load(capture: &str, missing: Option<i64>) -> i64 {
         &["--admin", "127.0.0.1:0"],
     )
     .await;
-    let admin = admin_address(&mut lines).await;
+    let admin = support::admin_address(&mut lines).await;
     let load = Load::start(&addr, 4, 1_000_000, true);
     wait_for(&admin, Duration::from_secs(60), "2000 recorded", |m| {
         get(m, "tapedeck_exchanges_recorded_total") >= 2000
     })
     .await;
     let (code, live, _) = output(&["captures", "list", capture]).await;
-    let committed = get(&scrape(&admin).await, "tapedeck_exchanges_recorded_total") as i64;
+    let committed = get(
+        &support::scrape(&admin).await,
+        "tapedeck_exchanges_recorded_total",
+    ) as i64;
     assert_eq!(code, 0);
     assert!(live.contains("recording"), "a live run: {live}");
 

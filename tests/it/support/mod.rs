@@ -623,6 +623,51 @@ pub async fn record_process_with(
     (child, addr, lines)
 }
 
+/// The admin address `record --admin 127.0.0.1:0` prints after its banner.
+pub async fn admin_address(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    let line = lines.next_line().await.expect("read").expect("admin line");
+    line.split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+        .to_string()
+}
+
+/// Every sample of the admin endpoint's Prometheus text exposition, by
+/// name with labels.
+pub async fn scrape(admin: &str) -> HashMap<String, f64> {
+    let client = client();
+    let (status, _, body) = send(
+        &client,
+        Method::GET,
+        &format!("http://{admin}/metrics"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// A resident-set figure of the process, bytes: `VmRSS:` now, `VmHWM:`
+/// its peak.
+pub fn rss(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
 /// Sends SIGTERM and waits for the exit code.
 pub async fn terminate(child: &mut tokio::process::Child) -> Option<i32> {
     let pid = child.id().expect("pid").to_string();
