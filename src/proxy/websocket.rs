@@ -5,7 +5,8 @@
 //!
 //! What a socket keeps is bounded ([`WsLimits`]: frames and payload bytes
 //! per socket); frames past either bound are counted, not kept, except
-//! close frames, which are always kept. Kept frames go to the capture
+//! close frames, which are always kept (with the handshake's record, never
+//! in a part). Kept frames go to the capture
 //! writer in parts while the socket is open ([`FramePart`], at most a
 //! thousand frames or 1 MiB of payload each), so a socket holds at most one
 //! part in memory however long it stays open; a part the writer's queue
@@ -149,11 +150,20 @@ struct Recorder {
     handshake: Arc<Handshake>,
 }
 
+/// Close frames held for the handshake's record; a peer that sends more
+/// (after a close nothing else is allowed) has the rest treated like any
+/// frame.
+const HELD_CLOSES: usize = 4;
+
 /// What a socket has kept so far, and the part being filled.
 #[derive(Debug)]
 struct FrameLog {
     limits: WsLimits,
     part: Vec<WsFrame>,
+    /// Close frames, kept aside for the handshake's record rather than a
+    /// part: a part can be dropped when the queue is full, and a recorded
+    /// socket ends with its close whatever happened before.
+    closes: Vec<WsFrame>,
     fill: PartFill,
     kept_frames: usize,
     kept_bytes: usize,
@@ -225,10 +235,10 @@ impl Recorder {
     /// The frames after the last part, in time order, and the count of
     /// frames not stored.
     fn finish(self) -> (Vec<WsFrame>, u64) {
-        let log = self.log.into_inner().unwrap_or_else(|e| e.into_inner());
-        let mut frames = log.part;
-        frames.sort_by_key(|f| f.t_us);
-        (frames, log.dropped)
+        self.log
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_tail()
     }
 }
 
@@ -244,6 +254,7 @@ impl FrameLog {
         FrameLog {
             limits,
             part: Vec::new(),
+            closes: Vec::new(),
             fill: PartFill::default(),
             kept_frames: 0,
             kept_bytes: 0,
@@ -253,20 +264,31 @@ impl FrameLog {
         }
     }
 
+    /// The frames for the handshake's record (those after the last part,
+    /// and the closes), in time order, and the count of frames not stored.
+    fn into_tail(self) -> (Vec<WsFrame>, u64) {
+        let mut frames = self.part;
+        frames.extend(self.closes);
+        frames.sort_by_key(|f| f.t_us);
+        (frames, self.dropped)
+    }
+
     /// Keeps a frame or counts it; returns a part when this frame fills
-    /// one.
+    /// one. Close frames are always kept.
     fn keep(&mut self, frame: WsFrame) -> Kept {
+        if frame.op == "close" && self.closes.len() < HELD_CLOSES {
+            self.closes.push(frame);
+            return Kept::Yes;
+        }
         let payload = kept_payload(&frame);
-        if frame.op != "close" {
-            let room = self.kept_frames < self.limits.max_frames
-                && self.kept_bytes.saturating_add(payload) <= self.limits.max_bytes;
-            // Bounds keep a prefix of the socket: once one is reached,
-            // nothing later is kept, even a frame that would fit.
-            if self.full || !room {
-                self.full = true;
-                self.dropped += 1;
-                return Kept::No;
-            }
+        let room = self.kept_frames < self.limits.max_frames
+            && self.kept_bytes.saturating_add(payload) <= self.limits.max_bytes;
+        // Bounds keep a prefix of the socket: once one is reached, nothing
+        // later is kept, even a frame that would fit.
+        if self.full || !room {
+            self.full = true;
+            self.dropped += 1;
+            return Kept::No;
         }
         self.kept_frames += 1;
         self.kept_bytes += payload;
@@ -507,8 +529,25 @@ mod tests {
         // a frame that would fit) are counted, not kept.
         assert_eq!(kept, [true, true, false, false]);
         assert!(matches!(log.keep(frame(5, "close", 2)), Kept::Yes));
-        let times: Vec<u64> = log.part.iter().map(|f| f.t_us).collect();
-        assert_eq!((times, log.dropped), (vec![1, 2, 5], 2));
+        let (tail, dropped) = log.into_tail();
+        let times: Vec<u64> = tail.iter().map(|f| f.t_us).collect();
+        assert_eq!((times, dropped), (vec![1, 2, 5], 2));
+    }
+
+    #[test]
+    fn closes_stay_with_the_handshakes_record_not_in_a_part() {
+        let mut log = FrameLog::new(WsLimits::default());
+        let mut parted = 0;
+        for t in 0..1500 {
+            let op = if t == 10 { "close" } else { "text" };
+            if let Kept::Part(_, frames) = log.keep(frame(t, op, 5)) {
+                assert!(frames.iter().all(|f| f.op != "close"));
+                parted += frames.len();
+            }
+        }
+        let (tail, _) = log.into_tail();
+        assert_eq!((parted, tail.len()), (1000, 500));
+        assert_eq!(tail[0].op, "close", "in time order");
     }
 
     #[test]
