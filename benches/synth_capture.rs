@@ -76,10 +76,11 @@ fn main() {
                     failure: None,
                     response_chunks: Vec::new(),
                     ws_frames: Vec::new(),
+                    ws_frames_dropped: 0,
                 });
                 if batch.len() == 1024 {
                     store
-                        .insert_batch(run, &infos, &batch, 0)
+                        .insert_batch(run, &infos, &batch, &[], 0)
                         .await
                         .expect("insert");
                     batch.clear();
@@ -88,7 +89,7 @@ fn main() {
             }
         }
         store
-            .insert_batch(run, &infos, &batch, 0)
+            .insert_batch(run, &infos, &batch, &[], 0)
             .await
             .expect("insert");
         let summary = store.finish_run(run, 0).await.expect("finish");

@@ -52,6 +52,7 @@ fn record(
         failure: None,
         response_chunks: Vec::new(),
         ws_frames: Vec::new(),
+        ws_frames_dropped: 0,
     }
 }
 

@@ -3,7 +3,8 @@
 //! Owns the plain data types: the records written ([`NewRun`],
 //! [`SessionInfo`], [`ExchangeRecord`] with its [`CapturedBody`] and
 //! [`WsFrame`]s) and the ones read back ([`RunSummary`], [`SessionSummary`],
-//! [`RouteCount`], [`SessionSpan`], [`StoredExchange`]); the store (`store`,
+//! [`RouteCount`], [`SessionSpan`], [`StoredExchange`]); a long
+//! WebSocket's frames in parts (`socket`); the store (`store`,
 //! SQLite or PostgreSQL, the only module that speaks SQL), the single writer
 //! task behind a byte-bounded queue (`writer`) and credential redaction
 //! (`redact`). Records come in from the proxy's tap; rows go out to the
@@ -12,6 +13,7 @@
 //! profile: they depend on the capture, never the other way round.
 
 pub mod redact;
+pub mod socket;
 pub mod store;
 pub mod writer;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 
+pub use socket::{FramePart, Handshake, SocketSummary};
 pub use store::{RunLock, Store, StoreFault};
 pub use writer::{CaptureSink, WriterConfig, WriterHandle};
 
@@ -199,8 +202,12 @@ pub struct ExchangeRecord {
     /// Streamed responses (SSE, NDJSON): (µs since the response head,
     /// bytes) per body chunk, at most [`MAX_CHUNKS`]; empty otherwise.
     pub response_chunks: Vec<(u64, u64)>,
-    /// A WebSocket handshake: the frames of the socket that followed.
+    /// A WebSocket handshake: the frames of the socket that followed, after
+    /// those queued in parts while it was open ([`FramePart`]).
     pub ws_frames: Vec<WsFrame>,
+    /// A WebSocket handshake: frames of the socket not stored (past the
+    /// bounds, or in a part the writer's queue had no room for).
+    pub ws_frames_dropped: u64,
 }
 
 /// One WebSocket frame as it passed the proxy.
@@ -216,7 +223,8 @@ pub struct WsFrame {
     pub fin: bool,
     /// True payload length.
     pub len: u64,
-    /// The payload (unmasked, up to 64 KiB): text as is, binary as base64.
+    /// The payload (unmasked, up to [`socket::MAX_FRAME_PAYLOAD`]): text as
+    /// is, binary as base64.
     pub data: String,
     /// The payload was longer than what is kept.
     pub truncated: bool,
@@ -246,16 +254,8 @@ impl ExchangeRecord {
     /// in allocations of their own already (the proxy's tap copies each
     /// body out once).
     pub fn compact(&mut self) {
-        fn headers(h: &mut HeaderMap) {
-            for v in h.values_mut() {
-                if let Ok(mut own) = http::HeaderValue::from_bytes(v.as_bytes()) {
-                    own.set_sensitive(v.is_sensitive());
-                    *v = own;
-                }
-            }
-        }
-        headers(&mut self.request_headers);
-        headers(&mut self.response_headers);
+        own_headers(&mut self.request_headers);
+        own_headers(&mut self.response_headers);
     }
 
     /// Approximate memory held by this record (after [`Self::compact`]),
@@ -276,11 +276,18 @@ impl ExchangeRecord {
             + headers(&self.response_headers)
             + self.request_body.bytes.len()
             + self.response_body.bytes.len()
-            + self
-                .ws_frames
-                .iter()
-                .map(|f| f.data.len() + 64)
-                .sum::<usize>()
+            + socket::frames_weight(&self.ws_frames)
+    }
+}
+
+/// Copies header values into allocations of their own size (see
+/// [`ExchangeRecord::compact`]).
+pub fn own_headers(h: &mut HeaderMap) {
+    for v in h.values_mut() {
+        if let Ok(mut own) = http::HeaderValue::from_bytes(v.as_bytes()) {
+            own.set_sensitive(v.is_sensitive());
+            *v = own;
+        }
     }
 }
 
@@ -453,8 +460,11 @@ pub struct StoredExchange {
     pub error_message: Option<String>,
     /// Streamed responses: (µs since the response head, bytes) per chunk.
     pub response_chunks: Vec<(i64, i64)>,
-    /// A WebSocket handshake: the socket's frames.
+    /// A WebSocket handshake: the socket's frames, in time order (its
+    /// stored parts and the row's own frames, as one list).
     pub ws_frames: Vec<WsFrame>,
+    /// A WebSocket handshake: frames of the socket that were not stored.
+    pub ws_frames_dropped: i64,
 }
 
 impl StoredExchange {

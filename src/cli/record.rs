@@ -73,6 +73,16 @@ pub struct RecordArgs {
     /// Pending-record budget of the capture writer [default: 64MiB].
     #[arg(long)]
     pub queue_bytes: Option<String>,
+    /// WebSocket frames kept per socket; later ones are counted in the
+    /// exchange (`ws_frames_dropped`), not kept, but close frames are
+    /// always kept [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub ws_max_frames: Option<usize>,
+    /// WebSocket payload bytes kept per socket (each frame keeps at most
+    /// 64KiB of its payload); past it frames are counted, not kept, but
+    /// close frames are always kept [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    pub ws_max_bytes: Option<String>,
     /// Longest wait for the upstream's response head before answering 504 [default: 30s].
     #[arg(long)]
     pub upstream_timeout: Option<String>,
@@ -165,6 +175,12 @@ impl RecordArgs {
         }
         if let Some(s) = self.queue_bytes.or(file.queue_bytes) {
             config.writer.queue_bytes = parse_size(&s).context("--queue-bytes")?;
+        }
+        if let Some(n) = self.ws_max_frames.or(file.ws_max_frames) {
+            config.websocket.max_frames = n;
+        }
+        if let Some(s) = self.ws_max_bytes.or(file.ws_max_bytes) {
+            config.websocket.max_bytes = parse_size(&s).context("--ws-max-bytes")?;
         }
         if let Some(s) = self.upstream_timeout.or(file.upstream_timeout) {
             config.upstream_timeout = parse_duration(&s).context("--upstream-timeout")?;
@@ -317,6 +333,49 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn websocket_bounds_come_from_flags_or_the_file_and_default_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("record.toml");
+        std::fs::write(
+            &file,
+            "upstream = \"http://127.0.0.1:9\"\nws_max_frames = 500\nws_max_bytes = \"2MiB\"\n",
+        )
+        .expect("write");
+        let args = RecordArgs {
+            config: Some(file.clone()),
+            ws_max_bytes: Some("1MiB".into()),
+            ..RecordArgs::default()
+        };
+        let plan = args.into_plan().expect("valid");
+        assert_eq!(
+            (
+                plan.config.websocket.max_frames,
+                plan.config.websocket.max_bytes
+            ),
+            (500, 1024 * 1024)
+        );
+        let args = RecordArgs {
+            upstream: Some("http://127.0.0.1:9".into()),
+            ..RecordArgs::default()
+        };
+        let plan = args.into_plan().expect("valid");
+        assert_eq!(
+            plan.config.websocket,
+            tapedeck::proxy::WsLimits {
+                max_frames: 100_000,
+                max_bytes: 64 * 1024 * 1024
+            }
+        );
+        let args = RecordArgs {
+            upstream: Some("http://127.0.0.1:9".into()),
+            ws_max_bytes: Some("lots".into()),
+            ..RecordArgs::default()
+        };
+        let err = format!("{:#}", args.into_plan().expect_err("not a size"));
+        assert!(err.contains("--ws-max-bytes"), "{err}");
     }
 
     #[test]

@@ -33,11 +33,17 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             let run = store.run(run).await?;
             let sessions = store.sessions(run.id).await?;
             let routes = store.route_counts(run.id).await?;
+            let sockets = store.socket_summary(run.id).await?;
             if json {
-                let doc = serde_json::json!({ "run": run, "routes": routes, "sessions": sessions });
+                let doc = serde_json::json!({
+                    "run": run, "routes": routes, "sessions": sessions, "websockets": sockets
+                });
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                print!("{}", terminal::run_details(&run, &sessions, &routes, limit));
+                print!(
+                    "{}",
+                    terminal::run_details(&run, &sessions, &routes, &sockets, limit)
+                );
             }
         }
         CapturesCommand::Copy { from, to } => {

@@ -92,7 +92,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<Exit> {
     println!("capture {}", recorded.capture.display());
     print!(
         "{}",
-        terminal::run_details(&recorded.run, &recorded.sessions, &recorded.routes, 8)
+        terminal::run_details(
+            &recorded.run,
+            &recorded.sessions,
+            &recorded.routes,
+            &recorded.sockets,
+            8
+        )
     );
     let credentials = tapedeck::demo::write_credentials(&out, &population)
         .with_context(|| format!("writing the credentials file into {}", out.display()))?;

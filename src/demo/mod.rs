@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::capture::{RouteCount, RunSummary, SessionSummary, Store};
+use crate::capture::{RouteCount, RunSummary, SessionSummary, SocketSummary, Store};
 use crate::profile::Profile;
 use crate::proxy::{ProxyError, RecordConfig, Recording};
 use crate::replay::correlate::Credentials;
@@ -42,6 +42,8 @@ pub struct RecordedDemo {
     pub sessions: Vec<SessionSummary>,
     /// Its routes.
     pub routes: Vec<RouteCount>,
+    /// What its WebSockets hold.
+    pub sockets: SocketSummary,
     /// What the script saw.
     pub script: ScriptOutcome,
 }
@@ -69,6 +71,7 @@ pub async fn record(
     let run = recording.stop().await?;
     let sessions = store.sessions(run.id).await?;
     let routes = store.route_counts(run.id).await?;
+    let sockets = store.socket_summary(run.id).await?;
     store.close().await;
     Ok(RecordedDemo {
         proxy_url: format!("http://{proxy_addr}"),
@@ -76,6 +79,7 @@ pub async fn record(
         run,
         sessions,
         routes,
+        sockets,
         script,
     })
 }

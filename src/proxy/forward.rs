@@ -219,6 +219,7 @@ pub(crate) async fn handle(
             ttfb: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
+            ws_frames_dropped: 0,
             in_flight: assigned.sampled.then(|| state.in_flight.enter()),
         }
     });

@@ -93,6 +93,11 @@ impl Default for ProxyMetrics {
             writer.dropped.clone(),
         );
         registry.register(
+            "ws_frames_dropped",
+            "WebSocket frames not stored: past --ws-max-frames/--ws-max-bytes, or in a part of a socket's frames the writer's queue had no room for",
+            writer.ws_frames_dropped.clone(),
+        );
+        registry.register(
             "writer_queue_bytes",
             "Bytes of records waiting for the capture writer",
             writer.queue_bytes.clone(),

@@ -39,6 +39,7 @@ use crate::upstream::{Upstream, UpstreamError};
 use metrics::ProxyMetrics;
 use session::{SessionConfig, SessionTracker};
 use tap::RequestBody;
+pub use websocket::WsLimits;
 
 /// Errors that stop the proxy from starting.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +114,8 @@ pub struct RecordConfig {
     pub filter: PathFilter,
     /// The writer queue.
     pub writer: WriterConfig,
+    /// How much of each WebSocket is kept.
+    pub websocket: WsLimits,
     /// Longest wait for in-flight requests on shutdown.
     pub drain_timeout: Duration,
     /// Serve TLS on the listener (`--tls-cert`, `--tls-key`).
@@ -134,6 +137,7 @@ impl RecordConfig {
             redaction: RedactionConfig::default(),
             filter: PathFilter::default(),
             writer: WriterConfig::default(),
+            websocket: WsLimits::default(),
             drain_timeout: Duration::from_secs(30),
             tls: None,
             upstream_tls: ClientTls::default(),

@@ -183,8 +183,11 @@ pub(crate) struct Pending {
     pub ttfb: Option<Duration>,
     /// Streamed responses: (µs since the response head, bytes) per chunk.
     pub response_chunks: Vec<(u64, u64)>,
-    /// A WebSocket handshake: the socket's frames.
+    /// A WebSocket handshake: the socket's frames after the last part
+    /// queued while it was open.
     pub ws_frames: Vec<WsFrame>,
+    /// A WebSocket handshake: frames of the socket not stored.
+    pub ws_frames_dropped: u64,
     /// Keeps the proxy from closing the capture before this is queued.
     /// `None` for an exchange of an unsampled session: it is never queued,
     /// so stopping neither waits for it nor counts it as dropped.
@@ -243,6 +246,7 @@ impl Pending {
             failure,
             response_chunks: self.response_chunks,
             ws_frames: self.ws_frames,
+            ws_frames_dropped: self.ws_frames_dropped,
         };
         in_flight.queue(|| {
             state.sink.try_send(record);

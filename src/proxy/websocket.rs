@@ -1,12 +1,23 @@
 //! A switched connection (WebSocket) through the proxy: bytes are copied
 //! both ways untouched, and the WebSocket frames passing by are read
 //! (tungstenite's header parser) and kept with their offset, direction,
-//! opcode and payload, capped per frame. The handshake exchange is
-//! recorded when the socket closes, with its frames.
+//! opcode and payload, capped per frame.
+//!
+//! What a socket keeps is bounded ([`WsLimits`]: frames and payload bytes
+//! per socket); frames past either bound are counted, not kept, except
+//! close frames, which are always kept (with the handshake's record, never
+//! in a part). Kept frames go to the capture
+//! writer in parts while the socket is open ([`FramePart`], at most a
+//! thousand frames or 1 MiB of payload each), so a socket holds at most one
+//! part in memory however long it stays open; a part the writer's queue
+//! has no room for is counted like the frames past the bounds. The
+//! handshake exchange is recorded when the socket closes, with the frames
+//! after the last part and the count of frames not stored.
 
 use std::io::Cursor;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use hyper::upgrade::OnUpgrade;
@@ -17,14 +28,31 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
 use super::tap::Pending;
-use crate::capture::{CapturedBody, WsFrame};
+use crate::capture::socket::{MAX_FRAME_PAYLOAD, PartFill, kept_payload};
+use crate::capture::{CaptureSink, CapturedBody, FramePart, Handshake, WsFrame};
 use crate::shutdown::Shutdown;
 
-/// Payload bytes kept per frame; the true length is always kept.
-const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// How much of each socket recording keeps (`--ws-max-frames`,
+/// `--ws-max-bytes`). Past either bound, frames are counted in the
+/// exchange's `ws_frames_dropped` instead of kept; close frames are kept
+/// whatever the bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLimits {
+    /// Frames kept per socket (default 100,000).
+    pub max_frames: usize,
+    /// Payload bytes kept per socket, each frame counting the at most
+    /// 64 KiB it keeps (default 64 MiB).
+    pub max_bytes: usize,
+}
 
-/// Frames kept per socket; later ones are counted in the log only.
-const MAX_FRAMES: usize = 100_000;
+impl Default for WsLimits {
+    fn default() -> Self {
+        WsLimits {
+            max_frames: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
 
 /// Relays an upgraded connection until both sides close. With `pending`
 /// (the handshake being recorded) and a WebSocket, the frames are read on
@@ -57,15 +85,13 @@ pub(crate) async fn relay(
             return;
         }
     };
-    let started = Instant::now();
-    let log = Mutex::new(Vec::new());
+    let recorder = pending.as_deref().map(Recorder::new);
     let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
     let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
-    let record = pending.is_some().then_some((&log, started));
     let pumps = async {
         tokio::join!(
-            pump(client_read, upstream_write, "client", record),
-            pump(upstream_read, client_write, "server", record),
+            pump(client_read, upstream_write, "client", recorder.as_ref()),
+            pump(upstream_read, client_write, "server", recorder.as_ref()),
         )
     };
     tokio::select! {
@@ -73,20 +99,15 @@ pub(crate) async fn relay(
         () = stop.wait() => tracing::debug!(%peer, "switched connection cut: the proxy is stopping"),
     }
     if let Some(mut p) = pending {
-        let mut frames = log.into_inner().unwrap_or_else(|e| e.into_inner());
-        frames.sort_by_key(|f: &WsFrame| f.t_us);
-        p.ws_frames = frames;
+        if let Some(recorder) = recorder {
+            (p.ws_frames, p.ws_frames_dropped) = recorder.finish();
+        }
         p.complete(CapturedBody::default(), None);
     }
 }
 
 /// Copies one direction; returns the bytes copied.
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
-    dir: &'static str,
-    log: Option<(&Mutex<Vec<WsFrame>>, Instant)>,
-) -> u64
+async fn pump<R, W>(mut from: R, mut to: W, dir: &'static str, record: Option<&Recorder>) -> u64
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -103,18 +124,185 @@ where
             break;
         }
         copied += n as u64;
-        if let Some((log, started)) = log {
-            let t_us = started.elapsed().as_micros() as u64;
-            let frames = reader.feed(&buf[..n], t_us, dir);
+        if let Some(record) = record {
+            let t_us = record.started.elapsed().as_micros() as u64;
+            // Past the bounds only close frames are kept: the others'
+            // payloads are not even copied.
+            let frames = reader.feed(&buf[..n], t_us, dir, !record.full.load(Ordering::Relaxed));
             if !frames.is_empty() {
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                let room = MAX_FRAMES.saturating_sub(log.len());
-                log.extend(frames.into_iter().take(room));
+                record.observe(frames);
             }
         }
     }
     let _ = to.shutdown().await;
     copied
+}
+
+/// The frames of one recorded socket, as both directions' pumps keep them.
+struct Recorder {
+    started: Instant,
+    log: Mutex<FrameLog>,
+    /// Set once a bound is reached (it stays set).
+    full: AtomicBool,
+    sink: CaptureSink,
+    session_no: i64,
+    seq: i64,
+    handshake: Arc<Handshake>,
+}
+
+/// Close frames held for the handshake's record; a peer that sends more
+/// (after a close nothing else is allowed) has the rest treated like any
+/// frame.
+const HELD_CLOSES: usize = 4;
+
+/// What a socket has kept so far, and the part being filled.
+#[derive(Debug)]
+struct FrameLog {
+    limits: WsLimits,
+    part: Vec<WsFrame>,
+    /// Close frames, kept aside for the handshake's record rather than a
+    /// part: a part can be dropped when the queue is full, and a recorded
+    /// socket ends with its close whatever happened before.
+    closes: Vec<WsFrame>,
+    fill: PartFill,
+    kept_frames: usize,
+    kept_bytes: usize,
+    full: bool,
+    dropped: u64,
+    parts: i64,
+}
+
+impl Recorder {
+    fn new(p: &Pending) -> Recorder {
+        Recorder {
+            started: Instant::now(),
+            log: Mutex::new(FrameLog::new(p.state.config.websocket)),
+            full: AtomicBool::new(false),
+            sink: p.state.sink.clone(),
+            session_no: p.session.session_no,
+            seq: p.seq,
+            handshake: Arc::new(Handshake::new(&p.uri, &p.request_headers)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FrameLog> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps or counts frames as they complete, and hands each part that
+    /// fills to the writer (outside the lock, without waiting).
+    fn observe(&self, frames: Vec<WsFrame>) {
+        let (mut ready, mut past) = (Vec::new(), 0);
+        {
+            let mut log = self.lock();
+            for frame in frames {
+                match log.keep(frame) {
+                    Kept::Yes => {}
+                    Kept::Part(part_no, frames) => ready.push((part_no, frames)),
+                    Kept::No => past += 1,
+                }
+            }
+            if log.full && !self.full.swap(true, Ordering::Relaxed) {
+                tracing::debug!(
+                    session = self.session_no,
+                    seq = self.seq,
+                    "a WebSocket reached its recording bounds; later frames but the close are counted, not kept"
+                );
+            }
+        }
+        // Frames past the bounds are in the log's count already; a part the
+        // queue has no room for joins it here.
+        let mut lost = 0;
+        for (part_no, frames) in ready {
+            let n = frames.len() as u64;
+            let part = FramePart {
+                session_no: self.session_no,
+                seq: self.seq,
+                part_no,
+                frames,
+                handshake: self.handshake.clone(),
+            };
+            if !self.sink.try_send_part(part) {
+                lost += n;
+            }
+        }
+        if lost > 0 {
+            self.lock().dropped += lost;
+        }
+        self.sink.metrics().drop_frames(past + lost);
+    }
+
+    /// The frames after the last part, in time order, and the count of
+    /// frames not stored.
+    fn finish(self) -> (Vec<WsFrame>, u64) {
+        self.log
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner())
+            .into_tail()
+    }
+}
+
+enum Kept {
+    Yes,
+    /// Kept, and it filled a part: the part's number and frames.
+    Part(i64, Vec<WsFrame>),
+    No,
+}
+
+impl FrameLog {
+    fn new(limits: WsLimits) -> FrameLog {
+        FrameLog {
+            limits,
+            part: Vec::new(),
+            closes: Vec::new(),
+            fill: PartFill::default(),
+            kept_frames: 0,
+            kept_bytes: 0,
+            full: false,
+            dropped: 0,
+            parts: 0,
+        }
+    }
+
+    /// The frames for the handshake's record (those after the last part,
+    /// and the closes), in time order, and the count of frames not stored.
+    fn into_tail(self) -> (Vec<WsFrame>, u64) {
+        let mut frames = self.part;
+        frames.extend(self.closes);
+        frames.sort_by_key(|f| f.t_us);
+        (frames, self.dropped)
+    }
+
+    /// Keeps a frame or counts it; returns a part when this frame fills
+    /// one. Close frames are always kept.
+    fn keep(&mut self, frame: WsFrame) -> Kept {
+        if frame.op == "close" && self.closes.len() < HELD_CLOSES {
+            self.closes.push(frame);
+            return Kept::Yes;
+        }
+        let payload = kept_payload(&frame);
+        let room = self.kept_frames < self.limits.max_frames
+            && self.kept_bytes.saturating_add(payload) <= self.limits.max_bytes;
+        // Bounds keep a prefix of the socket: once one is reached, nothing
+        // later is kept, even a frame that would fit.
+        if self.full || !room {
+            self.full = true;
+            self.dropped += 1;
+            return Kept::No;
+        }
+        self.kept_frames += 1;
+        self.kept_bytes += payload;
+        let filled = self.fill.add(&frame);
+        self.part.push(frame);
+        if !filled {
+            return Kept::Yes;
+        }
+        self.fill = PartFill::default();
+        self.parts += 1;
+        let mut part = std::mem::take(&mut self.part);
+        part.sort_by_key(|f| f.t_us);
+        Kept::Part(self.parts, part)
+    }
 }
 
 /// Reads WebSocket frames out of one direction's bytes as they pass.
@@ -134,65 +322,107 @@ struct Partial {
     len: u64,
     remaining: u64,
     kept: Vec<u8>,
+    /// Whether the payload is kept (a frame past the bounds only counts).
+    keep: bool,
     /// Where the mask stands for the next payload byte.
     offset: usize,
     t_us: u64,
 }
 
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEADER: usize = 14;
+
 impl FrameReader {
-    fn feed(&mut self, mut bytes: &[u8], t_us: u64, dir: &'static str) -> Vec<WsFrame> {
+    /// Reads `bytes`; returns the frames they complete. `keep` says
+    /// whether the payloads of frames starting here are kept (a close
+    /// frame's always is).
+    fn feed(&mut self, mut bytes: &[u8], t_us: u64, dir: &'static str, keep: bool) -> Vec<WsFrame> {
         let mut out = Vec::new();
         while !bytes.is_empty() && !self.lost {
-            match &mut self.current {
-                Some(p) => {
-                    let take = bytes
-                        .len()
-                        .min(usize::try_from(p.remaining).unwrap_or(usize::MAX));
-                    let keep = take.min(MAX_FRAME_BYTES.saturating_sub(p.kept.len()));
-                    for (i, b) in bytes[..keep].iter().enumerate() {
-                        let m = p.header.mask.map_or(0, |m| m[(p.offset + i) % 4]);
-                        p.kept.push(b ^ m);
+            if let Some(p) = &mut self.current {
+                let take = bytes
+                    .len()
+                    .min(usize::try_from(p.remaining).unwrap_or(usize::MAX));
+                if p.keep {
+                    let keep = take.min(MAX_FRAME_PAYLOAD.saturating_sub(p.kept.len()));
+                    let (mask, offset) = (p.header.mask, p.offset);
+                    p.kept.extend(
+                        bytes[..keep]
+                            .iter()
+                            .enumerate()
+                            .map(|(i, b)| b ^ mask.map_or(0, |m| m[(offset + i) % 4])),
+                    );
+                }
+                p.offset += take;
+                p.remaining -= take as u64;
+                bytes = &bytes[take..];
+                if p.remaining == 0
+                    && let Some(done) = self.current.take()
+                {
+                    out.push(done.finish(dir));
+                }
+                continue;
+            }
+            // A header: from these bytes alone, or completing one held back
+            // from the last read (headers are short: no more is copied).
+            let held = self.head.len();
+            let parsed = if held == 0 {
+                let mut cursor = Cursor::new(bytes);
+                let parsed = FrameHeader::parse(&mut cursor);
+                let used = usize::try_from(cursor.position()).unwrap_or(0);
+                match parsed {
+                    Ok(Some(_)) => bytes = &bytes[used.min(bytes.len())..],
+                    Ok(None) => {
+                        self.head.extend_from_slice(bytes);
+                        bytes = &[];
                     }
-                    p.offset += take;
-                    p.remaining -= take as u64;
-                    bytes = &bytes[take..];
-                    if p.remaining == 0
+                    Err(_) => {}
+                }
+                parsed
+            } else {
+                let add = bytes.len().min(MAX_HEADER.saturating_sub(held));
+                self.head.extend_from_slice(&bytes[..add]);
+                let mut cursor = Cursor::new(&self.head[..]);
+                let parsed = FrameHeader::parse(&mut cursor);
+                let used = usize::try_from(cursor.position()).unwrap_or(0);
+                match parsed {
+                    Ok(Some(_)) => {
+                        bytes = &bytes[used.saturating_sub(held).min(bytes.len())..];
+                        self.head.clear();
+                    }
+                    // Still short: wait for more.
+                    Ok(None) if add == bytes.len() => bytes = &[],
+                    // 14 bytes and no header: not WebSocket framing.
+                    Ok(None) => {
+                        tracing::debug!("no frame header in 14 bytes; frames not recorded");
+                        self.lost = true;
+                    }
+                    Err(_) => {}
+                }
+                parsed
+            };
+            match parsed {
+                Ok(Some((header, len))) => {
+                    let close = header.opcode == OpCode::Control(Control::Close);
+                    self.current = Some(Partial {
+                        header,
+                        len,
+                        remaining: len,
+                        kept: Vec::new(),
+                        keep: keep || close,
+                        offset: 0,
+                        t_us,
+                    });
+                    if len == 0
                         && let Some(done) = self.current.take()
                     {
                         out.push(done.finish(dir));
                     }
                 }
-                None => {
-                    self.head.extend_from_slice(bytes);
-                    bytes = &[];
-                    let mut cursor = Cursor::new(&self.head[..]);
-                    match FrameHeader::parse(&mut cursor) {
-                        Ok(Some((header, len))) => {
-                            let used = usize::try_from(cursor.position()).unwrap_or(0);
-                            let rest = self.head.split_off(used);
-                            self.head.clear();
-                            self.current = Some(Partial {
-                                header,
-                                len,
-                                remaining: len,
-                                kept: Vec::new(),
-                                offset: 0,
-                                t_us,
-                            });
-                            if len == 0
-                                && let Some(done) = self.current.take()
-                            {
-                                out.push(done.finish(dir));
-                            }
-                            // Continue with the bytes after the header.
-                            out.extend(self.feed(&rest, t_us, dir));
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::debug!(error = %e, "not WebSocket framing; frames not recorded");
-                            self.lost = true;
-                        }
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "not WebSocket framing; frames not recorded");
+                    self.lost = true;
                 }
             }
         }
@@ -212,6 +442,7 @@ impl Partial {
             _ => "reserved",
         };
         let truncated = (self.kept.len() as u64) < self.len;
+        // (A frame past the bounds, kept only to be counted, has no payload.)
         let close_code = (op == "close" && self.kept.len() >= 2)
             .then(|| u16::from_be_bytes([self.kept[0], self.kept[1]]));
         let data = match std::str::from_utf8(&self.kept) {
@@ -251,8 +482,8 @@ mod tests {
         bytes.extend([0x88, 0x02, 0x03, 0xe8]); // close 1000, unmasked
         for split in 1..bytes.len() {
             let mut reader = FrameReader::default();
-            let mut frames = reader.feed(&bytes[..split], 1, "client");
-            frames.extend(reader.feed(&bytes[split..], 2, "client"));
+            let mut frames = reader.feed(&bytes[..split], 1, "client", true);
+            frames.extend(reader.feed(&bytes[split..], 2, "client", true));
             let got: Vec<(&str, &str)> = frames
                 .iter()
                 .map(|f| (f.op.as_str(), f.data.as_str()))
@@ -266,11 +497,84 @@ mod tests {
         }
     }
 
+    fn frame(t_us: u64, op: &str, len: u64) -> WsFrame {
+        WsFrame {
+            t_us,
+            dir: "client".into(),
+            op: op.into(),
+            fin: true,
+            len,
+            data: String::new(),
+            truncated: false,
+            close_code: None,
+        }
+    }
+
+    #[test]
+    fn bounds_keep_a_prefix_count_the_rest_and_always_keep_closes() {
+        let mut log = FrameLog::new(WsLimits {
+            max_frames: 3,
+            max_bytes: 100,
+        });
+        let kept = [
+            (1, "text", 10),
+            (2, "ping", 0),
+            (3, "binary", 100),
+            (4, "text", 1),
+        ]
+        .into_iter()
+        .map(|(t, op, len)| !matches!(log.keep(frame(t, op, len)), Kept::No))
+        .collect::<Vec<_>>();
+        // The third would pass 100 bytes: it and everything after it (even
+        // a frame that would fit) are counted, not kept.
+        assert_eq!(kept, [true, true, false, false]);
+        assert!(matches!(log.keep(frame(5, "close", 2)), Kept::Yes));
+        let (tail, dropped) = log.into_tail();
+        let times: Vec<u64> = tail.iter().map(|f| f.t_us).collect();
+        assert_eq!((times, dropped), (vec![1, 2, 5], 2));
+    }
+
+    #[test]
+    fn closes_stay_with_the_handshakes_record_not_in_a_part() {
+        let mut log = FrameLog::new(WsLimits::default());
+        let mut parted = 0;
+        for t in 0..1500 {
+            let op = if t == 10 { "close" } else { "text" };
+            if let Kept::Part(_, frames) = log.keep(frame(t, op, 5)) {
+                assert!(frames.iter().all(|f| f.op != "close"));
+                parted += frames.len();
+            }
+        }
+        let (tail, _) = log.into_tail();
+        assert_eq!((parted, tail.len()), (1000, 500));
+        assert_eq!(tail[0].op, "close", "in time order");
+    }
+
+    #[test]
+    fn a_part_goes_out_every_thousand_frames_or_mebibyte() {
+        let mut log = FrameLog::new(WsLimits::default());
+        let mut parts = Vec::new();
+        for t in 0..2100 {
+            if let Kept::Part(n, frames) = log.keep(frame(t, "text", 5)) {
+                parts.push((n, frames.len()));
+            }
+        }
+        for t in 0..20 {
+            if let Kept::Part(n, frames) = log.keep(frame(t, "binary", 64 * 1024)) {
+                parts.push((n, frames.len()));
+            }
+        }
+        // The third part closes at 1 MiB: the 100 small frames left, and
+        // 16 large ones.
+        assert_eq!(parts, [(1, 1000), (2, 1000), (3, 116)]);
+        assert_eq!(log.part.len(), 4);
+    }
+
     #[test]
     fn a_stream_that_is_not_websocket_is_let_alone() {
         let mut reader = FrameReader::default();
         // RSV bits set and a reserved opcode: not a frame tungstenite accepts.
-        let frames = reader.feed(b"\xff\xffGET / HTTP/1.1", 1, "client");
+        let frames = reader.feed(b"\xff\xffGET / HTTP/1.1", 1, "client", true);
         assert!(frames.is_empty());
         assert!(reader.lost);
     }

@@ -537,6 +537,7 @@ mod tests {
             error_message: None,
             response_chunks: Vec::new(),
             ws_frames: Vec::new(),
+            ws_frames_dropped: 0,
         }
     }
 

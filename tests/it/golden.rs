@@ -187,6 +187,7 @@ fn exchange(
         error_message: None,
         response_chunks: Vec::new(),
         ws_frames: Vec::new(),
+        ws_frames_dropped: 0,
     }
 }
 

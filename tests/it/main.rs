@@ -23,3 +23,4 @@ mod rules;
 mod storage;
 mod synapse;
 mod tls;
+mod websocket_bounds;

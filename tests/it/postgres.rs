@@ -1,5 +1,6 @@
 //! The PostgreSQL capture store: proxy replicas writing one capture at
-//! once, replay from it, and copies between SQLite and PostgreSQL.
+//! once, replay from it, copies between SQLite and PostgreSQL, and a long
+//! WebSocket's frames in parts.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -280,4 +281,42 @@ async fn a_postgres_capture_can_require_a_verified_tls_connection() {
         .await
         .expect_err("an untrusted server");
     assert!(err.to_string().contains("certificate"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_socket_is_stored_in_parts_in_postgres_and_copied_to_sqlite_whole() {
+    use crate::websocket_bounds as ws;
+    let capture = pg_capture().await;
+    let upstream = ws::upstream().await;
+    let rec =
+        ws::Recorder::start(&upstream, Path::new(&capture), &["--ws-max-frames", "2500"]).await;
+    ws::tiny_frames(&rec.url(), 3000).await;
+    rec.settled().await;
+    let ex = rec.stop(Path::new(&capture)).await;
+    // Two parts of 1,000 frames, and 500 frames and the closes in the row.
+    ws::check_tiny(&ex, 2500);
+    assert_eq!(ex.ws_frames_dropped, 500);
+    let shown = ws::shown(Path::new(&capture)).await;
+    assert_eq!(
+        (
+            &shown["sockets"],
+            &shown["frames"],
+            &shown["frames_dropped"]
+        ),
+        (&1.into(), &2502.into(), &500.into()),
+        "{shown}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("copy.db");
+    let (code, _, err) =
+        output(&["captures", "copy", &capture, file.to_str().expect("utf8")]).await;
+    assert_eq!(code, 0, "{err}");
+    let store = Store::open(&file).await.expect("copy");
+    let run = store.run(None).await.expect("run");
+    let copied = store.exchanges(run.id).await.expect("exchanges");
+    store.close().await;
+    assert_eq!(
+        (&copied[0].ws_frames, copied[0].ws_frames_dropped),
+        (&ex.ws_frames, 500)
+    );
 }

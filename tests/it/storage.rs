@@ -179,7 +179,7 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
     let pid = child.id().expect("pid");
     // What the idle process holds (more in a debug build than in a
     // release one): the bound is on what recording adds to it.
-    let idle = rss(pid, "VmRSS:");
+    let idle = support::rss(pid, "VmRSS:");
 
     // Fill the disk, then the queue: drops for the disk begin.
     let load = Load::start(&addr, 8, 400_000, false);
@@ -211,7 +211,7 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
         },
     )
     .await;
-    let rss_peak = rss(pid, "VmHWM:");
+    let rss_peak = support::rss(pid, "VmHWM:");
     let recorded = get(&settled, "tapedeck_exchanges_recorded_total");
     let lost = dropped(&settled);
     assert!(
@@ -254,18 +254,6 @@ async fn a_full_disk_drops_and_counts_records_recording_resumes_when_space_retur
     assert_eq!(run.state, RunState::Stopped);
     assert_eq!((run.exchanges, run.dropped), (recorded as i64, lost as i64));
     store.close().await;
-}
-
-/// A resident-set figure of the process, bytes: `VmRSS:` now, `VmHWM:`
-/// its peak.
-fn rss(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

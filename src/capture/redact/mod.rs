@@ -5,8 +5,9 @@
 //! in it, so equal values give equal markers across runs and replicas:
 //! sessions still group and replay can still map a marker to the live value
 //! learned from a replayed login. Works on bytes, header maps and records;
-//! the capture writer redacts each record before its batch is written
-//! ([`Redactor::redact_record`]), so no clear credential reaches the store
+//! the capture writer redacts each record and each part of a socket's
+//! frames before its batch is written ([`Redactor::redact_record`],
+//! [`Redactor::redact_part`]), so no clear credential reaches the store
 //! unless `--keep-credentials` asked for that.
 //! WebSocket frames (SASL, STOMP, Socket.IO) are read in [`frames`].
 

@@ -1,20 +1,24 @@
-//! Redaction of a whole exchange record, as the capture writer applies it
-//! before a batch is written: off the client's path (docs/recording.md),
-//! on a thread of its own at a lower scheduling priority.
+//! Redaction of a whole exchange record, and of a part of a socket's
+//! frames, as the capture writer applies it before a batch is written: off
+//! the client's path (docs/recording.md), on a thread of its own at a lower
+//! scheduling priority.
 
 use std::sync::mpsc;
 
+use http::HeaderMap;
 use tokio::sync::oneshot;
 
 use super::{Redactor, scannable};
-use crate::capture::ExchangeRecord;
+use crate::capture::{ExchangeRecord, FramePart};
 
 /// How much lower the redaction thread's priority is than the proxy's
 /// (a nice value, Linux): under CPU contention forwarding goes first,
 /// and redaction takes what is left (about a tenth of a busy core).
 const NICE: i32 = 10;
 
-type Job = (Vec<ExchangeRecord>, oneshot::Sender<Vec<ExchangeRecord>>);
+/// A batch's records and frame parts.
+type Work = (Vec<ExchangeRecord>, Vec<FramePart>);
+type Job = (Work, oneshot::Sender<Work>);
 
 /// A thread that redacts batches of records, one at a time, at a lower
 /// priority than the threads that forward traffic. It ends when the
@@ -35,21 +39,28 @@ impl Background {
             .name("tapedeck-redact".into())
             .spawn(move || {
                 lower_priority();
-                for (mut records, done) in rx {
+                for ((mut records, mut parts), done) in rx {
                     for r in &mut records {
                         redactor.redact_record(r);
                     }
-                    let _ = done.send(records);
+                    for p in &mut parts {
+                        redactor.redact_part(p);
+                    }
+                    let _ = done.send((records, parts));
                 }
             })?;
         Ok(Background { jobs })
     }
 
-    /// The records, redacted; `None` if the thread is gone (it panicked):
-    /// nothing unredacted may be stored then.
-    pub async fn redact(&self, records: Vec<ExchangeRecord>) -> Option<Vec<ExchangeRecord>> {
+    /// The records and frame parts, redacted; `None` if the thread is gone
+    /// (it panicked): nothing unredacted may be stored then.
+    pub async fn redact(
+        &self,
+        records: Vec<ExchangeRecord>,
+        parts: Vec<FramePart>,
+    ) -> Option<(Vec<ExchangeRecord>, Vec<FramePart>)> {
         let (done, redacted) = oneshot::channel();
-        self.jobs.send((records, done)).ok()?;
+        self.jobs.send(((records, parts), done)).ok()?;
         redacted.await.ok()
     }
 }
@@ -80,10 +91,7 @@ impl Redactor {
         }
         // What the request carried in clear, to be redacted wherever the
         // response echoes it too.
-        let mut secrets = self.redact_headers(&mut r.request_headers);
-        if let Some(redacted) = self.redact_uri(&r.uri, &mut secrets) {
-            r.uri = redacted;
-        }
+        let mut secrets = self.redact_request_head(&mut r.request_headers, &mut r.uri);
         if let Some(body) = scannable(&r.request_headers, &r.request_body.bytes) {
             secrets.extend(
                 self.secret_ranges(&body.content, &body.kind)
@@ -102,5 +110,92 @@ impl Redactor {
             r.response_body.bytes = b;
         }
         self.redact_frames(&mut r.ws_frames, &secrets);
+    }
+
+    /// Redacts a part of a socket's frames as [`Redactor::redact_record`]
+    /// redacts the frames its handshake's record carries: the same rules,
+    /// and the values the handshake request carried in clear (its
+    /// credential headers and secret query parameters; a handshake is a
+    /// `GET`, without a body) replaced wherever a frame repeats them. A
+    /// no-op with `--keep-credentials`.
+    pub fn redact_part(&self, part: &mut FramePart) {
+        if self.keeps_credentials() {
+            return;
+        }
+        let mut headers = part.handshake.request_headers.clone();
+        let mut uri = part.handshake.uri.clone();
+        let secrets = self.redact_request_head(&mut headers, &mut uri);
+        self.redact_frames(&mut part.frames, &secrets);
+    }
+
+    /// Replaces a request's credential headers and secret query parameters
+    /// by markers, in place; returns the clear values replaced.
+    fn redact_request_head(&self, headers: &mut HeaderMap, uri: &mut String) -> Vec<Vec<u8>> {
+        let mut secrets = self.redact_headers(headers);
+        if let Some(redacted) = self.redact_uri(uri, &mut secrets) {
+            *uri = redacted;
+        }
+        secrets
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{HeaderMap, HeaderValue, header};
+
+    use super::super::RedactionConfig;
+    use super::*;
+    use crate::capture::{Handshake, WsFrame};
+
+    fn text(data: &str) -> WsFrame {
+        WsFrame {
+            t_us: 1,
+            dir: "server".into(),
+            op: "text".into(),
+            fin: true,
+            len: data.len() as u64,
+            data: data.into(),
+            truncated: false,
+            close_code: None,
+        }
+    }
+
+    #[test]
+    fn a_parts_frames_are_redacted_with_the_handshakes_secrets() {
+        let r = Redactor::new([3; 32], &RedactionConfig::default()).expect("valid");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer tok_live_123456789"),
+        );
+        let handshake = Handshake::new("/ws?room=1&access_token=qtok_abcdefgh", &headers);
+        let mut part = FramePart {
+            session_no: 1,
+            seq: 1,
+            part_no: 1,
+            frames: vec![
+                text(r#"{"password":"hunter2","note":"you are tok_live_123456789"}"#),
+                text("welcome qtok_abcdefgh"),
+            ],
+            handshake: Arc::new(handshake),
+        };
+        r.redact_part(&mut part);
+        let [fields, echo] = &part.frames[..] else {
+            panic!("two frames")
+        };
+        assert_eq!(
+            fields.data,
+            format!(
+                r#"{{"password":"{}","note":"you are {}"}}"#,
+                r.marker(b"hunter2"),
+                r.marker(b"tok_live_123456789")
+            )
+        );
+        assert_eq!(echo.data, format!("welcome {}", r.marker(b"qtok_abcdefgh")));
+        // The handshake itself is left as it came: its record is redacted
+        // on its own.
+        assert!(part.handshake.uri.contains("qtok_abcdefgh"));
     }
 }

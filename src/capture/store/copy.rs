@@ -3,10 +3,11 @@
 //!
 //! Reads `self` through `read.rs` and writes `to` through `write.rs`, so the
 //! copy goes through the same statements as recording; the rows in between
-//! are `rows.rs`'s.
+//! are `rows.rs`'s. A socket's frames are read as one list and written in
+//! parts again, cut as recording cuts them.
 
 use super::Store;
-use super::rows::{ExchangeRow, OwnedSessionRow, SessionRow};
+use super::rows::{ExchangeRow, OwnedSessionRow, PartRow, SessionRow};
 use crate::capture::{CaptureError, NewRun};
 
 impl Store {
@@ -42,12 +43,13 @@ impl Store {
             let sessions = self.session_rows(run.id).await?;
             let sessions: Vec<SessionRow<'_>> =
                 sessions.iter().map(OwnedSessionRow::borrow).collect();
-            to.insert_rows(id, &sessions, &[], None).await?;
+            to.insert_rows(id, &sessions, &[], &[], None).await?;
             for session in &sessions {
                 let exchanges = self.session_exchanges(run.id, session.session_no).await?;
-                let rows: Vec<ExchangeRow<'_>> =
-                    exchanges.iter().map(ExchangeRow::stored).collect();
-                to.insert_rows(id, &[], &rows, None).await?;
+                let (rows, parts): (Vec<ExchangeRow<'_>>, Vec<Vec<PartRow<'_>>>) =
+                    exchanges.iter().map(ExchangeRow::stored).unzip();
+                let parts: Vec<PartRow<'_>> = parts.into_iter().flatten().collect();
+                to.insert_rows(id, &[], &rows, &parts, None).await?;
                 progress(rows.len() as u64);
             }
             match run.stopped_at_us {

@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 use super::CaptureError;
 
 /// (version, description, SQLite script, PostgreSQL script).
-const MIGRATIONS: [(i64, &str, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str, &str); 5] = [
     (
         1,
         "initial",
@@ -58,6 +58,12 @@ const MIGRATIONS: [(i64, &str, &str, &str); 4] = [
         "sample fraction",
         include_str!("../migrations/sqlite/0004_sample_fraction.sql"),
         include_str!("../migrations/postgres/0004_sample_fraction.sql"),
+    ),
+    (
+        5,
+        "websocket frame parts",
+        include_str!("../migrations/sqlite/0005_ws_frame_parts.sql"),
+        include_str!("../migrations/postgres/0005_ws_frame_parts.sql"),
     ),
 ];
 

@@ -1,6 +1,7 @@
-//! Reading a capture: runs, sessions, route counts, exchanges, the
-//! session spans the replay plan starts from, and a run's credentials in
-//! order.
+//! Reading a capture: runs, sessions, route counts, exchanges (a socket's
+//! frames assembled from its parts and its row), what a run's sockets
+//! hold, the session spans the replay plan starts from, and a run's
+//! credentials in order.
 //!
 //! Callers are `captures`, replay, the demo and tests; what they get back
 //! are the capture's plain read-side types, made from rows by `rows.rs`.
@@ -10,10 +11,14 @@ use std::collections::HashMap;
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::rows::{OwnedSessionRow, exchange_from_row, run_from_row, session_from_row};
+use super::rows::{
+    OwnedSessionRow, exchange_from_row, part_frames, run_from_row, session_from_row,
+};
 use super::{Pool, Store};
+use crate::capture::socket::assemble;
 use crate::capture::{
-    CaptureError, RouteCount, RunChoice, RunSummary, SessionSpan, SessionSummary, StoredExchange,
+    CaptureError, RouteCount, RunChoice, RunSummary, SessionSpan, SessionSummary, SocketSummary,
+    StoredExchange, WsFrame,
 };
 use crate::route;
 
@@ -159,7 +164,7 @@ impl Store {
     /// # Errors
     /// On a store failure or a damaged header column.
     pub async fn exchanges(&self, run_id: i64) -> Result<Vec<StoredExchange>, CaptureError> {
-        on_pool!(self, p => {
+        let exchanges = on_pool!(self, p => {
             let rows = sqlx::query(
                 "SELECT * FROM exchanges WHERE capture_id = $1 ORDER BY session_no, seq",
             )
@@ -168,7 +173,89 @@ impl Store {
             .await?;
             rows.iter()
                 .map(|r| exchange_from_row(&self.path, r))
-                .collect()
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        self.with_parts(run_id, None, exchanges).await
+    }
+
+    /// Puts each socket's stored parts before the frames its row holds, in
+    /// time order, so readers see one list; `session_no` limits the lookup
+    /// to one session.
+    async fn with_parts(
+        &self,
+        run_id: i64,
+        session_no: Option<i64>,
+        mut exchanges: Vec<StoredExchange>,
+    ) -> Result<Vec<StoredExchange>, CaptureError> {
+        if !exchanges.iter().any(|e| e.status == Some(101)) {
+            return Ok(exchanges);
+        }
+        let sql = match session_no {
+            Some(_) => {
+                "SELECT session_no, seq, frames FROM ws_frame_parts \
+                 WHERE capture_id = $1 AND session_no = $2 ORDER BY seq, part_no"
+            }
+            None => {
+                "SELECT session_no, seq, frames FROM ws_frame_parts \
+                 WHERE capture_id = $1 ORDER BY session_no, seq, part_no"
+            }
+        };
+        let mut parts: HashMap<(i64, i64), Vec<Vec<WsFrame>>> = HashMap::new();
+        on_pool!(self, p => {
+            let mut query = sqlx::query(sql).bind(run_id);
+            if let Some(s) = session_no {
+                query = query.bind(s);
+            }
+            let rows = query.fetch_all(p).await?;
+            for r in &rows {
+                let text: String = r.try_get("frames")?;
+                parts
+                    .entry((r.try_get("session_no")?, r.try_get("seq")?))
+                    .or_default()
+                    .push(part_frames(&self.path, &text)?);
+            }
+        });
+        for e in &mut exchanges {
+            if let Some(parts) = parts.remove(&(e.session_no, e.seq)) {
+                e.ws_frames = assemble(parts, std::mem::take(&mut e.ws_frames));
+            }
+        }
+        Ok(exchanges)
+    }
+
+    /// What the sockets of a run hold: handshakes, frames stored, frames
+    /// not stored. Parts of sockets still open (no exchange row yet) are
+    /// not counted.
+    ///
+    /// # Errors
+    /// On a store failure.
+    pub async fn socket_summary(&self, run_id: i64) -> Result<SocketSummary, CaptureError> {
+        // Counting a JSON array is each database's own function.
+        let length = match &self.pool {
+            Pool::Sqlite(_) => "json_array_length(ws_frames)",
+            #[cfg(feature = "postgres")]
+            Pool::Postgres(_) => "json_array_length(ws_frames::json)",
+        };
+        let sockets = format!(
+            "SELECT count(*) AS sockets, CAST(coalesce(sum(ws_frames_dropped), 0) AS BIGINT) AS dropped, \
+                    CAST(coalesce(sum({length}), 0) AS BIGINT) AS frames \
+             FROM exchanges WHERE capture_id = $1 AND status = 101"
+        );
+        const PARTS: &str = "SELECT CAST(coalesce(sum(p.frame_count), 0) AS BIGINT) \
+             FROM ws_frame_parts p WHERE p.capture_id = $1 AND EXISTS \
+             (SELECT 1 FROM exchanges e WHERE e.capture_id = p.capture_id \
+              AND e.session_no = p.session_no AND e.seq = p.seq)";
+        on_pool!(self, p => {
+            let row = sqlx::query(AssertSqlSafe(sockets))
+                .bind(run_id)
+                .fetch_one(p)
+                .await?;
+            let in_parts: i64 = sqlx::query_scalar(PARTS).bind(run_id).fetch_one(p).await?;
+            Ok(SocketSummary {
+                sockets: row.try_get("sockets")?,
+                frames: row.try_get::<i64, _>("frames")? + in_parts,
+                frames_dropped: row.try_get("dropped")?,
+            })
         })
     }
 
@@ -294,7 +381,7 @@ impl Store {
         run_id: i64,
         session_no: i64,
     ) -> Result<Vec<StoredExchange>, CaptureError> {
-        on_pool!(self, p => {
+        let exchanges = on_pool!(self, p => {
             let rows = sqlx::query(
                 "SELECT * FROM exchanges WHERE capture_id = $1 AND session_no = $2 ORDER BY seq",
             )
@@ -304,7 +391,8 @@ impl Store {
             .await?;
             rows.iter()
                 .map(|r| exchange_from_row(&self.path, r))
-                .collect()
-        })
+                .collect::<Result<Vec<_>, _>>()?
+        });
+        self.with_parts(run_id, Some(session_no), exchanges).await
     }
 }

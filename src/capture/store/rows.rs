@@ -1,19 +1,21 @@
 //! Rows: the shapes between the capture's plain types and the tables'
 //! columns, in both directions.
 //!
-//! Records ([`SessionInfo`], [`ExchangeRecord`]) and stored exchanges (a
-//! copy) become [`SessionRow`]s and [`ExchangeRow`]s for `write.rs`;
-//! database rows become [`RunSummary`], [`SessionSummary`] and
-//! [`StoredExchange`] for `read.rs`. Headers and lists are stored as JSON
-//! text. No query runs here.
+//! Records ([`SessionInfo`], [`ExchangeRecord`], [`FramePart`]) and stored
+//! exchanges (a copy) become [`SessionRow`]s, [`ExchangeRow`]s and
+//! [`PartRow`]s for `write.rs`; database rows become [`RunSummary`],
+//! [`SessionSummary`] and [`StoredExchange`] for `read.rs`. Headers and
+//! lists are stored as JSON text. No query runs here.
 
 use std::borrow::Cow;
 use std::path::Path;
 
 use sqlx::Row;
 
+use crate::capture::socket::split_parts;
 use crate::capture::{
-    CaptureError, ExchangeRecord, RunSummary, SessionInfo, SessionSummary, StoredExchange, as_us,
+    CaptureError, ExchangeRecord, FramePart, RunSummary, SessionInfo, SessionSummary,
+    StoredExchange, WsFrame, as_us,
 };
 
 /// A session row to write.
@@ -87,6 +89,34 @@ pub(super) struct ExchangeRow<'a> {
     pub(super) error_message: Option<&'a str>,
     pub(super) response_chunks: Option<String>,
     pub(super) ws_frames: Option<String>,
+    pub(super) ws_frames_dropped: i64,
+}
+
+/// A part of a socket's frames to write (`ws_frame_parts`). Its JSON is
+/// made when its statement runs ([`PartRow::frames_json`]), so a batch
+/// holds one part's text at a time, not the batch's.
+pub(super) struct PartRow<'a> {
+    pub(super) session_no: i64,
+    pub(super) seq: i64,
+    pub(super) part_no: i64,
+    pub(super) frames: &'a [WsFrame],
+}
+
+impl<'a> PartRow<'a> {
+    /// A part the proxy queued while its socket was open.
+    pub(super) fn recorded(p: &'a FramePart) -> PartRow<'a> {
+        PartRow {
+            session_no: p.session_no,
+            seq: p.seq,
+            part_no: p.part_no,
+            frames: &p.frames,
+        }
+    }
+
+    /// The `frames` column.
+    pub(super) fn frames_json(&self) -> String {
+        serde_json::to_string(self.frames).unwrap_or_else(|_| "[]".into())
+    }
 }
 
 impl<'a> ExchangeRow<'a> {
@@ -115,15 +145,29 @@ impl<'a> ExchangeRow<'a> {
             error_message: r.failure.as_ref().map(|f| f.message.as_str()),
             response_chunks: json_unless_empty(&r.response_chunks),
             ws_frames: json_unless_empty(&r.ws_frames),
+            ws_frames_dropped: len_i64(r.ws_frames_dropped),
         }
     }
 
-    /// A stored exchange written again as it is (copying a capture).
-    pub(super) fn stored(e: &'a StoredExchange) -> ExchangeRow<'a> {
+    /// A stored exchange written again as it is (copying a capture), with
+    /// its frames cut into parts as recording cuts them (the row keeps the
+    /// rest), so no row holds a long socket whole.
+    pub(super) fn stored(e: &'a StoredExchange) -> (ExchangeRow<'a>, Vec<PartRow<'a>>) {
+        let (parts, rest) = split_parts(&e.ws_frames);
+        let parts = parts
+            .into_iter()
+            .zip(1..)
+            .map(|(frames, part_no)| PartRow {
+                session_no: e.session_no,
+                seq: e.seq,
+                part_no,
+                frames,
+            })
+            .collect();
         let headers = |h: &[(String, String)]| {
             Cow::Owned(serde_json::to_string(h).unwrap_or_else(|_| "[]".into()))
         };
-        ExchangeRow {
+        let row = ExchangeRow {
             session_no: e.session_no,
             seq: e.seq,
             started_at_us: e.started_at_us,
@@ -145,8 +189,10 @@ impl<'a> ExchangeRow<'a> {
             error_kind: e.error_kind.as_deref(),
             error_message: e.error_message.as_deref(),
             response_chunks: json_unless_empty(&e.response_chunks),
-            ws_frames: json_unless_empty(&e.ws_frames),
-        }
+            ws_frames: json_unless_empty(rest),
+            ws_frames_dropped: e.ws_frames_dropped,
+        };
+        (row, parts)
     }
 }
 
@@ -251,6 +297,15 @@ where
         error_message: r.try_get("error_message")?,
         response_chunks: list(path, r.try_get("response_chunks")?, "response_chunks")?,
         ws_frames: list(path, r.try_get("ws_frames")?, "ws_frames")?,
+        ws_frames_dropped: r.try_get("ws_frames_dropped")?,
+    })
+}
+
+/// The frames of a `ws_frame_parts` row.
+pub(super) fn part_frames(path: &Path, text: &str) -> Result<Vec<WsFrame>, CaptureError> {
+    serde_json::from_str(text).map_err(|e| CaptureError::NotACapture {
+        path: path.to_path_buf(),
+        reason: format!("a row of ws_frame_parts does not hold what tapedeck wrote there: {e}"),
     })
 }
 

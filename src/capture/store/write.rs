@@ -1,6 +1,7 @@
-//! Writing a capture: a run's start and end, and the batches of sessions
-//! and exchanges the single writer task (`capture::writer`) hands over,
-//! each batch in one transaction; and a copied run's start, for `copy.rs`.
+//! Writing a capture: a run's start and end, and the batches of sessions,
+//! exchanges and WebSocket frame parts the single writer task
+//! (`capture::writer`) hands over, each batch in one transaction; and a
+//! copied run's start, for `copy.rs`.
 //!
 //! Records come in as the capture's plain types and leave as rows
 //! (`rows.rs` does the mapping); nothing here reads them back except the
@@ -10,9 +11,11 @@ use std::sync::{Arc, OnceLock};
 
 use sqlx::{AssertSqlSafe, SqlStr};
 
-use super::rows::{ExchangeRow, SessionRow};
+use super::rows::{ExchangeRow, PartRow, SessionRow};
 use super::{Pool, Store};
-use crate::capture::{CaptureError, ExchangeRecord, NewRun, RunSummary, SessionInfo, now_epoch_us};
+use crate::capture::{
+    CaptureError, ExchangeRecord, FramePart, NewRun, RunSummary, SessionInfo, now_epoch_us,
+};
 
 /// Rows per multi-row INSERT: many rows per statement is what makes SQLite
 /// fast through sqlx (each statement is a hand-off to its worker thread).
@@ -21,8 +24,8 @@ const ROWS_PER_STATEMENT: usize = 64;
 const EXCHANGE_COLUMNS: &str = "capture_id, session_no, seq, started_at_us, offset_us, method, uri, \
      http_version, request_headers, request_body, request_body_len, request_truncated, status, \
      response_headers, response_body, response_body_len, response_truncated, ttfb_us, \
-     duration_us, error_kind, error_message, response_chunks, ws_frames";
-const EXCHANGE_PARAMS: usize = 23;
+     duration_us, error_kind, error_message, response_chunks, ws_frames, ws_frames_dropped";
+const EXCHANGE_PARAMS: usize = 24;
 
 impl Store {
     /// Starts a recording run and returns its id.
@@ -50,12 +53,24 @@ impl Store {
         Ok(())
     }
 
-    /// Closes a run: stop time, final counters.
+    /// Closes a run: stop time, final counters. Frame parts of sockets
+    /// whose exchange was not stored (dropped, or cut at the drain
+    /// timeout) are deleted: nothing reads them.
     ///
     /// # Errors
     /// On a store failure.
     pub async fn finish_run(&self, run_id: i64, dropped: u64) -> Result<RunSummary, CaptureError> {
         self.close_run(run_id, now_epoch_us(), dropped).await?;
+        on_pool!(self, p => {
+            sqlx::query(
+                "DELETE FROM ws_frame_parts WHERE capture_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM exchanges e WHERE e.capture_id = ws_frame_parts.capture_id \
+                  AND e.session_no = ws_frame_parts.session_no AND e.seq = ws_frame_parts.seq)",
+            )
+            .bind(run_id)
+            .execute(p)
+            .await?;
+        });
         match &self.pool {
             Pool::Sqlite(p) => {
                 // The run is closed either way; a checkpoint that cannot
@@ -97,10 +112,11 @@ impl Store {
         Ok(())
     }
 
-    /// Writes sessions first seen in this batch and a batch of exchanges,
-    /// and brings the run's counters up to date (`exchanges`, `sessions`
-    /// and the `dropped` count so far), in one transaction: after a crash
-    /// the run's row agrees with the rows that are there.
+    /// Writes sessions first seen in this batch, a batch of exchanges and
+    /// frame parts of open sockets, and brings the run's counters up to
+    /// date (`exchanges`, `sessions` and the `dropped` count so far), in
+    /// one transaction: after a crash the run's row agrees with the rows
+    /// that are there. Parts are not exchanges and count in neither.
     ///
     /// # Errors
     /// On a store failure; nothing of the batch is then stored, and the
@@ -111,6 +127,7 @@ impl Store {
         run_id: i64,
         new_sessions: &[Arc<SessionInfo>],
         records: &[ExchangeRecord],
+        parts: &[FramePart],
         dropped: u64,
     ) -> Result<(), CaptureError> {
         let sessions: Vec<SessionRow<'_>> = new_sessions
@@ -118,17 +135,20 @@ impl Store {
             .map(|s| SessionRow::first_seen(s))
             .collect();
         let rows: Vec<ExchangeRow<'_>> = records.iter().map(ExchangeRow::recorded).collect();
-        self.insert_rows(run_id, &sessions, &rows, Some(dropped))
+        let parts: Vec<PartRow<'_>> = parts.iter().map(PartRow::recorded).collect();
+        self.insert_rows(run_id, &sessions, &rows, &parts, Some(dropped))
             .await
     }
 
-    /// Writes session and exchange rows of a run in one transaction, with
-    /// the run's counters (and, given, its dropped count).
+    /// Writes session, exchange and frame-part rows of a run in one
+    /// transaction, with the run's counters (and, given, its dropped
+    /// count).
     pub(super) async fn insert_rows(
         &self,
         run_id: i64,
         sessions: &[SessionRow<'_>],
         rows: &[ExchangeRow<'_>],
+        parts: &[PartRow<'_>],
         dropped: Option<u64>,
     ) -> Result<(), CaptureError> {
         let numbered = self.is_postgres();
@@ -177,9 +197,26 @@ impl Store {
                         .bind(r.error_kind)
                         .bind(r.error_message)
                         .bind(r.response_chunks.as_deref())
-                        .bind(r.ws_frames.as_deref());
+                        .bind(r.ws_frames.as_deref())
+                        .bind(r.ws_frames_dropped);
                 }
                 q.execute(&mut *tx).await?;
+            }
+            // A part is large (up to a thousand frames): one statement
+            // each costs little beside its bytes.
+            for part in parts {
+                sqlx::query(
+                    "INSERT INTO ws_frame_parts (capture_id, session_no, seq, part_no, frame_count, frames) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(run_id)
+                .bind(part.session_no)
+                .bind(part.seq)
+                .bind(part.part_no)
+                .bind(part.frames.len() as i64)
+                .bind(part.frames_json())
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(
                 "UPDATE captures SET exchanges = exchanges + $1, sessions = sessions + $2, \

@@ -47,6 +47,7 @@ pub(crate) fn ex(
         error_message: None,
         response_chunks: Vec::new(),
         ws_frames: Vec::new(),
+        ws_frames_dropped: 0,
     }
 }
 

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use super::table::{self, Column, StageCell, TERMINAL};
-use crate::capture::{Removal, RouteCount, RunState, RunSummary, SessionSummary};
+use crate::capture::{Removal, RouteCount, RunState, RunSummary, SessionSummary, SocketSummary};
 use crate::report::model::{Report, StageReport};
 use crate::report::verdict::warnings;
 use crate::time::timestamp;
@@ -111,6 +111,7 @@ pub fn run_details(
     run: &RunSummary,
     sessions: &[SessionSummary],
     routes: &[RouteCount],
+    sockets: &SocketSummary,
     max_rows: usize,
 ) -> String {
     let mut out = String::new();
@@ -132,6 +133,24 @@ pub fn run_details(
         false => "every session".to_string(),
     };
     let _ = writeln!(out, "  sampled    {sample}");
+    if sockets.sockets > 0 {
+        let _ = write!(
+            out,
+            "  websocket  {} sockets, {} frames stored",
+            sockets.sockets, sockets.frames
+        );
+        match sockets.frames_dropped {
+            0 => {
+                let _ = writeln!(out);
+            }
+            n => {
+                let _ = writeln!(
+                    out,
+                    ", {n} not stored (past --ws-max-frames/--ws-max-bytes, or the writer's queue was full)"
+                );
+            }
+        }
+    }
     let _ = writeln!(out);
     let width = route_width(routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(

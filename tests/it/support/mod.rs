@@ -448,11 +448,12 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
                 failure: None,
                 response_chunks: Vec::new(),
                 ws_frames: Vec::new(),
+                ws_frames_dropped: 0,
             });
         }
     }
     store
-        .insert_batch(run, &infos, &records, 0)
+        .insert_batch(run, &infos, &records, &[], 0)
         .await
         .expect("insert");
     store.finish_run(run, 0).await.expect("finish");
@@ -622,6 +623,18 @@ pub async fn record_process_with(
         .unwrap_or_else(|| panic!("no address in {banner:?}"))
         .to_string();
     (child, addr, lines)
+}
+
+/// A resident-set figure of the process, bytes: `VmRSS:` now, `VmHWM:`
+/// its peak.
+pub fn rss(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 /// Sends SIGTERM and waits for the exit code.

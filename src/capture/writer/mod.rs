@@ -18,29 +18,41 @@
 //! and the summary give the same total.
 //!
 //! Records arrive as the proxy saw them; the writer has each batch
-//! redacted ([`Redactor::redact_record`]) before its first try, on a
-//! thread of its own at a lower priority ([`Background`]), so decoding,
-//! scanning and re-encoding bodies never runs on the client's path, holds
-//! up a runtime worker, or takes CPU that forwarding needs.
+//! redacted ([`Redactor::redact_record`], [`Redactor::redact_part`])
+//! before its first try, on a thread of its own at a lower priority
+//! ([`Background`]), so decoding, scanning and re-encoding bodies never
+//! runs on the client's path, holds up a runtime worker, or takes CPU that
+//! forwarding needs.
+//!
+//! An open WebSocket's frames come in parts ([`FramePart`]) through the
+//! same queue, budget and batches; a part is not an exchange: it counts
+//! neither as recorded nor as dropped. A part the writer has to drop (the
+//! store failed) has its frames added to its exchange's
+//! `ws_frames_dropped` when that exchange's record comes through (always
+//! after its parts: the queue is first in, first out).
 //!
 //! Closing ([`WriterHandle::close`]) writes what is queued, trying each
 //! batch once, for at most [`FLUSH_LIMIT`]; what cannot be written then is
 //! counted as dropped, and the run is closed.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+mod metrics;
+mod sink;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::redact::{Background, Redactor};
-use super::{CaptureError, ExchangeRecord, RunLock, RunSummary, SessionInfo, Store, StoreFault};
+use super::{
+    CaptureError, ExchangeRecord, FramePart, RunLock, RunSummary, SessionInfo, Store, StoreFault,
+};
+pub use metrics::{DropLabels, DropReason, WriterMetrics};
+pub use sink::CaptureSink;
+use sink::{Item, Queued};
 
 /// Longest a closing writer spends writing what is still queued.
 pub const FLUSH_LIMIT: Duration = Duration::from_secs(10);
@@ -55,7 +67,7 @@ const TRIES_OTHER: u32 = 3;
 pub struct WriterConfig {
     /// Budget of pending records, in bytes (default 64 MiB).
     pub queue_bytes: usize,
-    /// Most records written in one transaction.
+    /// Most records (and frame parts) written in one transaction.
     pub max_batch: usize,
     /// After writing a batch that was not full, wait this long before taking
     /// the next one. Records queue up meanwhile without waking the writer,
@@ -71,188 +83,6 @@ impl Default for WriterConfig {
             max_batch: 1024,
             linger: Duration::from_millis(5),
         }
-    }
-}
-
-/// Why a record was not stored: the `reason` label of
-/// `tapedeck_records_dropped_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// The queue's byte budget was spent while the store kept up badly.
-    QueueFull,
-    /// The store's disk is full (SQLITE_FULL, PostgreSQL class 53).
-    DiskFull,
-    /// The store stayed locked by another connection.
-    StoreBusy,
-    /// Any other store failure (I/O error, lost connection).
-    StoreError,
-    /// Still in flight when the drain timeout ended the stop.
-    DrainTimeout,
-    /// Still queued when the bounded flush at stop ran out of time.
-    FlushTimeout,
-}
-
-impl DropReason {
-    /// Every reason, in the order the metric lists them.
-    pub const ALL: [DropReason; 6] = [
-        DropReason::QueueFull,
-        DropReason::DiskFull,
-        DropReason::StoreBusy,
-        DropReason::StoreError,
-        DropReason::DrainTimeout,
-        DropReason::FlushTimeout,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue_full",
-            DropReason::DiskFull => "disk_full",
-            DropReason::StoreBusy => "store_busy",
-            DropReason::StoreError => "store_error",
-            DropReason::DrainTimeout => "drain_timeout",
-            DropReason::FlushTimeout => "flush_timeout",
-        }
-    }
-
-    fn of(fault: StoreFault) -> DropReason {
-        match fault {
-            StoreFault::Full => DropReason::DiskFull,
-            StoreFault::Busy => DropReason::StoreBusy,
-            StoreFault::Other => DropReason::StoreError,
-        }
-    }
-}
-
-/// Label set of `tapedeck_records_dropped_total`: `reason`.
-pub type DropLabels = Vec<(&'static str, &'static str)>;
-
-/// Counters the writer keeps; the admin endpoint exports them.
-#[derive(Debug, Clone)]
-pub struct WriterMetrics {
-    /// Exchanges committed to the store.
-    pub recorded: Counter,
-    /// Exchanges observed but not stored, by reason.
-    pub dropped: Family<DropLabels, Counter>,
-    /// Bytes of records waiting in the queue.
-    pub queue_bytes: Gauge,
-    /// The sum of `dropped` over its reasons.
-    dropped_total: Counter,
-    /// Set while the store refuses batches: the reason and what it said.
-    fault: Arc<Mutex<Option<(DropReason, String)>>>,
-}
-
-impl Default for WriterMetrics {
-    fn default() -> Self {
-        let dropped = Family::<DropLabels, Counter>::default();
-        // Every reason is listed from the start, at 0.
-        for reason in DropReason::ALL {
-            let _ = dropped.get_or_create(&vec![("reason", reason.as_str())]);
-        }
-        WriterMetrics {
-            recorded: Counter::default(),
-            dropped,
-            queue_bytes: Gauge::default(),
-            dropped_total: Counter::default(),
-            fault: Arc::default(),
-        }
-    }
-}
-
-impl WriterMetrics {
-    /// Counts `n` records dropped for `reason`.
-    pub fn drop_records(&self, reason: DropReason, n: u64) {
-        if n > 0 {
-            self.dropped
-                .get_or_create(&vec![("reason", reason.as_str())])
-                .inc_by(n);
-            self.dropped_total.inc_by(n);
-        }
-    }
-
-    /// Records dropped so far, all reasons.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped_total.get()
-    }
-
-    /// Records dropped so far, by reason, leaving out reasons at 0.
-    pub fn dropped_by_reason(&self) -> Vec<(&'static str, u64)> {
-        DropReason::ALL
-            .iter()
-            .map(|r| {
-                let n = self
-                    .dropped
-                    .get_or_create(&vec![("reason", r.as_str())])
-                    .get();
-                (r.as_str(), n)
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect()
-    }
-
-    /// While the store refuses batches (records are being dropped for it):
-    /// the reason and the store's error.
-    pub fn storage_fault(&self) -> Option<(DropReason, String)> {
-        self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn set_fault(&self, fault: Option<(DropReason, String)>) {
-        *self.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
-    }
-}
-
-type Queued = (Box<ExchangeRecord>, OwnedSemaphorePermit, usize);
-
-/// Where the proxy's tap puts records. Cloning is cheap.
-#[derive(Debug, Clone)]
-pub struct CaptureSink {
-    tx: mpsc::UnboundedSender<Queued>,
-    budget: Arc<Semaphore>,
-    budget_total: usize,
-    metrics: WriterMetrics,
-    warned_full: Arc<AtomicBool>,
-}
-
-impl CaptureSink {
-    /// Queues a record without waiting. Returns `false` (and counts the
-    /// record as dropped) when the queue is full or the writer is gone.
-    pub fn try_send(&self, mut record: ExchangeRecord) -> bool {
-        record.compact();
-        let weight = record.weight();
-        let permits = u32::try_from(weight)
-            .ok()
-            .filter(|_| weight <= self.budget_total);
-        let permit = permits.and_then(|n| self.budget.clone().try_acquire_many_owned(n).ok());
-        let Some(permit) = permit else {
-            // A full queue while the store refuses batches is the store's
-            // fault, and counted as such.
-            let reason = self
-                .metrics
-                .storage_fault()
-                .map_or(DropReason::QueueFull, |(r, _)| r);
-            self.metrics.drop_records(reason, 1);
-            if !self.warned_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    queue_bytes = self.budget_total,
-                    reason = reason.as_str(),
-                    "capture queue full: dropping records (counted in tapedeck_records_dropped_total) \
-                     until the store catches up; requests are still forwarded"
-                );
-            }
-            return false;
-        };
-        self.metrics.queue_bytes.inc_by(weight as i64);
-        if self.tx.send((Box::new(record), permit, weight)).is_err() {
-            self.metrics.queue_bytes.dec_by(weight as i64);
-            self.metrics.drop_records(DropReason::DrainTimeout, 1);
-            return false;
-        }
-        true
-    }
-
-    /// The writer's counters.
-    pub fn metrics(&self) -> &WriterMetrics {
-        &self.metrics
     }
 }
 
@@ -296,30 +126,26 @@ pub fn spawn(
     let (tx, rx) = mpsc::unbounded_channel();
     let (close, closed) = watch::channel(false);
     let budget_total = config.queue_bytes.min(Semaphore::MAX_PERMITS);
-    let sink = CaptureSink {
-        tx,
-        budget: Arc::new(Semaphore::new(budget_total)),
-        budget_total,
-        metrics: metrics.clone(),
-        warned_full: Arc::new(AtomicBool::new(false)),
-    };
+    let sink = CaptureSink::new(tx, budget_total, metrics.clone());
     let writer = Writer {
         store,
         run_id,
         metrics,
         rx,
         seen_sessions: HashSet::new(),
+        lost_frames: HashMap::new(),
         redaction: (!redactor.keeps_credentials()).then(|| Background::spawn(redactor)),
     };
     let task = tokio::spawn(writer.run(config, closed, lock));
     (sink, WriterHandle { close, task })
 }
 
-/// Records taken from the queue, with the budget they hold until they are
-/// written or dropped.
+/// Records and frame parts taken from the queue, with the budget they hold
+/// until they are written or dropped.
 #[derive(Default)]
 struct Batch {
     records: Vec<ExchangeRecord>,
+    parts: Vec<FramePart>,
     held: Vec<(OwnedSemaphorePermit, usize)>,
     tries: u32,
     /// The records were redacted (once, before the first try).
@@ -327,14 +153,18 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, (record, permit, weight): Queued) {
-        self.records.push(*record);
-        self.held.push((permit, weight));
+    fn len(&self) -> usize {
+        self.records.len() + self.parts.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Empties the batch and gives its budget back to the queue.
     fn release(&mut self, metrics: &WriterMetrics) {
         self.records.clear();
+        self.parts.clear();
         self.tries = 0;
         self.redacted = false;
         for (permit, weight) in self.held.drain(..) {
@@ -350,6 +180,9 @@ struct Writer {
     metrics: WriterMetrics,
     rx: mpsc::UnboundedReceiver<Queued>,
     seen_sessions: HashSet<i64>,
+    /// Frames of parts dropped here, by their exchange (session, seq),
+    /// until its record comes through and counts them.
+    lost_frames: HashMap<(i64, i64), u64>,
     /// `None` with `--keep-credentials`; `Some(Err)` when the redaction
     /// thread could not start (every record is dropped, counted).
     redaction: Option<std::io::Result<Background>>,
@@ -367,12 +200,12 @@ impl Writer {
         let mut backoff = RETRY_FIRST;
         let mut flush_until: Option<Instant> = None;
         loop {
-            if batch.records.is_empty() {
+            if batch.is_empty() {
                 if flush_until.is_none() {
                     tokio::select! {
                         biased;
                         queued = self.rx.recv() => match queued {
-                            Some(q) => batch.push(q),
+                            Some(q) => self.take(&mut batch, q),
                             None => flush_until = Some(Instant::now() + FLUSH_LIMIT),
                         },
                         _ = closed.wait_for(|c| *c) => flush_until = Some(Instant::now() + FLUSH_LIMIT),
@@ -381,13 +214,13 @@ impl Writer {
                 // Take whatever else is already queued, so a busy proxy
                 // gets large transactions and an idle one gets each record
                 // written at once.
-                while batch.records.len() < max_batch {
+                while batch.len() < max_batch {
                     match self.rx.try_recv() {
-                        Ok(q) => batch.push(q),
+                        Ok(q) => self.take(&mut batch, q),
                         Err(_) => break,
                     }
                 }
-                if batch.records.is_empty() {
+                if batch.is_empty() {
                     if flush_until.is_some() {
                         break;
                     }
@@ -399,9 +232,9 @@ impl Writer {
                 self.drop_queued(DropReason::FlushTimeout);
                 break;
             }
-            let full = batch.records.len() == max_batch;
+            let full = batch.len() == max_batch;
             self.redact(&mut batch).await;
-            if batch.records.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
             match self.write(&batch).await {
@@ -458,10 +291,26 @@ impl Writer {
         closed
     }
 
+    /// Puts an item taken from the queue into the batch. A record gets the
+    /// frames of its socket's parts that were dropped here counted.
+    fn take(&mut self, batch: &mut Batch, queued: Queued) {
+        match queued.item {
+            Item::Exchange(mut record) => {
+                let key = (record.session.session_no, record.seq);
+                if let Some(lost) = self.lost_frames.remove(&key) {
+                    record.ws_frames_dropped += lost;
+                }
+                batch.records.push(*record);
+            }
+            Item::Part(part) => batch.parts.push(*part),
+        }
+        batch.held.push((queued.permit, queued.weight));
+    }
+
     /// Has a batch taken from the queue redacted (once, before its first
     /// try). A batch that cannot be is dropped and counted: nothing
     /// unredacted is stored.
-    async fn redact(&self, batch: &mut Batch) {
+    async fn redact(&mut self, batch: &mut Batch) {
         let Some(redaction) = &self.redaction else {
             return;
         };
@@ -470,19 +319,31 @@ impl Writer {
         }
         batch.redacted = true;
         let records = std::mem::take(&mut batch.records);
+        let parts = std::mem::take(&mut batch.parts);
+        let count = records.len();
+        let part_frames: Vec<((i64, i64), u64)> = parts
+            .iter()
+            .map(|p| ((p.session_no, p.seq), p.frames.len() as u64))
+            .collect();
         let redacted = match redaction {
-            Ok(thread) => thread.redact(records).await,
+            Ok(thread) => thread.redact(records, parts).await,
             Err(_) => None,
         };
         match redacted {
-            Some(records) => batch.records = records,
+            Some((records, parts)) => {
+                batch.records = records;
+                batch.parts = parts;
+            }
             None => {
                 tracing::error!(
-                    records = batch.held.len(),
+                    records = count,
                     "the redaction thread is gone; records dropped"
                 );
                 self.metrics
-                    .drop_records(DropReason::StoreError, batch.held.len() as u64);
+                    .drop_records(DropReason::StoreError, count as u64);
+                for (exchange, n) in part_frames {
+                    self.lose_frames(exchange, n);
+                }
                 batch.release(&self.metrics);
             }
         }
@@ -502,6 +363,7 @@ impl Writer {
                 self.run_id,
                 &new_sessions,
                 &batch.records,
+                &batch.parts,
                 self.metrics.dropped_total(),
             )
             .await;
@@ -519,25 +381,43 @@ impl Writer {
         }
     }
 
-    fn drop_batch(&self, batch: &mut Batch, reason: DropReason) {
+    fn drop_batch(&mut self, batch: &mut Batch, reason: DropReason) {
         self.metrics
             .drop_records(reason, batch.records.len() as u64);
         tracing::warn!(
             records = batch.records.len(),
+            frame_parts = batch.parts.len(),
             reason = reason.as_str(),
             "capture records dropped"
         );
+        for part in std::mem::take(&mut batch.parts) {
+            self.lose(&part);
+        }
         batch.release(&self.metrics);
     }
 
-    /// Counts everything still in the queue as dropped.
+    /// Counts everything still in the queue as dropped: records as
+    /// exchanges, parts as frames.
     fn drop_queued(&mut self, reason: DropReason) {
         let mut n = 0;
-        while let Ok((_, _, weight)) = self.rx.try_recv() {
-            self.metrics.queue_bytes.dec_by(weight as i64);
-            n += 1;
+        while let Ok(queued) = self.rx.try_recv() {
+            self.metrics.queue_bytes.dec_by(queued.weight as i64);
+            match queued.item {
+                Item::Exchange(_) => n += 1,
+                Item::Part(part) => self.lose(&part),
+            }
         }
         self.metrics.drop_records(reason, n);
+    }
+
+    /// Counts a dropped part's frames, to be added to its exchange.
+    fn lose(&mut self, part: &FramePart) {
+        self.lose_frames((part.session_no, part.seq), part.frames.len() as u64);
+    }
+
+    fn lose_frames(&mut self, exchange: (i64, i64), n: u64) {
+        self.metrics.drop_frames(n);
+        *self.lost_frames.entry(exchange).or_default() += n;
     }
 
     /// Closes the run with the final dropped count; a store that fails is
