@@ -24,7 +24,6 @@ use tokio::time::Instant;
 
 use super::ProxyState;
 use super::session::set_cookies;
-use crate::capture::redact::scannable_up_to;
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -261,21 +260,8 @@ impl Pending {
 /// [`BIND_SCAN`] bytes of content are scanned.
 fn bind_handed_out(state: &ProxyState, session_no: i64, headers: &HeaderMap, body: &Bytes) {
     let cookies = set_cookies(headers);
-    let encoded = headers.contains_key(http::header::CONTENT_ENCODING);
-    let head = if encoded {
-        &body[..]
-    } else {
-        &body[..body.len().min(BIND_SCAN)]
-    };
-    let tokens = scannable_up_to(headers, head, BIND_SCAN as u64);
-    let tokens = tokens.as_ref().map_or_else(Vec::new, |s| {
-        state
-            .redactor
-            .secret_ranges(&s.content, &s.kind)
-            .into_iter()
-            .map(|range| &s.content[range])
-            .collect()
-    });
+    let tokens = state.redactor.secrets_in_head(headers, body, BIND_SCAN);
+    let tokens: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
     state
         .sessions
         .bind_credentials(session_no, &tokens, &cookies);

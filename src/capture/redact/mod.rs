@@ -283,6 +283,24 @@ impl Redactor {
         scan::secret_ranges(body, kind, &|name| self.redacts_field(name))
     }
 
+    /// The values of secret fields among the first `limit` bytes of a
+    /// body's content (decoded when encoded; the decoder stops there):
+    /// what an answer such as a login's hands out, found at a bounded cost
+    /// whatever the body's size.
+    pub fn secrets_in_head(&self, headers: &HeaderMap, body: &[u8], limit: usize) -> Vec<Vec<u8>> {
+        let head = match headers.contains_key(header::CONTENT_ENCODING) {
+            true => body,
+            false => &body[..body.len().min(limit)],
+        };
+        let Some(s) = scannable_up_to(headers, head, limit as u64) else {
+            return Vec::new();
+        };
+        self.secret_ranges(&s.content, &s.kind)
+            .into_iter()
+            .map(|range| s.content[range].to_vec())
+            .collect()
+    }
+
     /// [`Redactor::redact_body`] of a body as [`scannable`] gives it,
     /// encoded again in its coding.
     pub fn redact_content(&self, body: &Scannable<'_>, echoes: &[Vec<u8>]) -> Option<Bytes> {

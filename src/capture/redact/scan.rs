@@ -66,7 +66,15 @@ pub fn secret_ranges(
 }
 
 /// Every key of a JSON text (any depth) and the string or scalar after it.
+///
+/// Only keys are judged, each distinct name once (an array of objects
+/// repeats the same few names), and string values are skipped whole: the
+/// scan costs about one pass over the bytes, which matters on the client's
+/// path (docs/recording.md).
 fn json(body: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
+    /// Distinct names remembered; past that, names are judged each time.
+    const JUDGED: usize = 64;
+    let mut judged: Vec<(&[u8], bool)> = Vec::new();
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(q) = memchr::memchr(b'"', &body[i..]) {
@@ -77,18 +85,58 @@ fn json(body: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
             break;
         }
         // A key is a string followed by a colon.
-        if let Ok(name) = std::str::from_utf8(&body[start..end])
-            && secret(name)
-            && let Some(value) = json_value_after(body, end + 1)
-        {
-            // Continue after the value (a string value is not a key).
-            i = value.end + usize::from(body.get(value.end) == Some(&b'"'));
-            if !value.is_empty() {
-                out.push(value);
+        let Some(v) = after_colon(body, end + 1) else {
+            continue;
+        };
+        let name = &body[start..end];
+        let is_secret = match judged.iter().find(|(n, _)| *n == name) {
+            Some(&(_, verdict)) => verdict,
+            None => {
+                let verdict = std::str::from_utf8(name).is_ok_and(secret);
+                if judged.len() < JUDGED {
+                    judged.push((name, verdict));
+                }
+                verdict
             }
+        };
+        match body.get(v) {
+            Some(b'"') => {
+                // A string value is not a key: continue after it.
+                let value_end = string_end(body, v + 1);
+                if is_secret && value_end > v + 1 {
+                    out.push(v + 1..value_end);
+                }
+                i = (value_end + 1).min(body.len());
+            }
+            // Objects, arrays and `null`/`true`/`false` are not secrets.
+            Some(b'{' | b'[') | None => {}
+            Some(_) if is_secret => {
+                let scalar_end = body[v..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                    .map_or(body.len(), |k| v + k);
+                if !matches!(&body[v..scalar_end], b"" | b"null" | b"true" | b"false") {
+                    out.push(v..scalar_end);
+                }
+            }
+            Some(_) => {}
         }
     }
     out
+}
+
+/// Where a key's value starts: after blanks, a colon and blanks following
+/// the key's closing quote at `i - 1`; `None` when no colon follows (a
+/// string value, not a key).
+fn after_colon(body: &[u8], i: usize) -> Option<usize> {
+    let skip_blank = |mut i: usize| {
+        while i < body.len() && body[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        i
+    };
+    let i = skip_blank(i);
+    (body.get(i) == Some(&b':')).then(|| skip_blank(i + 1))
 }
 
 /// The index of the quote that ends the JSON string starting at `start`
@@ -103,35 +151,6 @@ fn string_end(body: &[u8], start: usize) -> usize {
         }
     }
     body.len()
-}
-
-/// The value after a key: skips blanks and a colon, then a string (to its
-/// closing quote, or the end of a truncated body) or a bare scalar.
-/// Objects, arrays and `null`/`true`/`false` are not secrets.
-fn json_value_after(body: &[u8], i: usize) -> Option<Range<usize>> {
-    let skip_blank = |mut i: usize| {
-        while i < body.len() && body[i].is_ascii_whitespace() {
-            i += 1;
-        }
-        i
-    };
-    let i = skip_blank(i);
-    if body.get(i) != Some(&b':') {
-        return None; // a string value, not a key
-    }
-    let i = skip_blank(i + 1);
-    match body.get(i)? {
-        b'"' => Some(i + 1..string_end(body, i + 1)),
-        b'{' | b'[' => None,
-        _ => {
-            let end = body[i..]
-                .iter()
-                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
-                .map_or(body.len(), |k| i + k);
-            let scalar = &body[i..end];
-            (!matches!(scalar, b"null" | b"true" | b"false")).then_some(i..end)
-        }
-    }
 }
 
 /// `k=v&k=v`: each value whose (decoded) name is a secret's.
@@ -282,6 +301,20 @@ mod tests {
         let body = r#"{"user":"ann","auth":{"clientSecret":"cs1","id_token":"it1"},
             "note":"token","idempotency_key":"k1","items":[{"api_key":42}],"password":"pw"#;
         assert_eq!(values(body, BodyKind::Json), ["cs1", "it1", "42", "pw"]);
+    }
+
+    #[test]
+    fn json_names_judged_once_still_find_every_value_and_only_keys() {
+        // Past the names remembered, and repeated names, judged alike; a
+        // value that reads like a key's name and a key-like text inside a
+        // string are not keys.
+        let mut body = String::from("{");
+        for k in 0..100 {
+            body.push_str(&format!(r#""field{k}":"token","#));
+        }
+        body.push_str(r#""items":[{"token":"t1","text":"\"token\":\"no\""},{"token":"t2"}],"#);
+        body.push_str(r#""late":{"token":"t3"},"cut":{"secret":"t4"#);
+        assert_eq!(values(&body, BodyKind::Json), ["t1", "t2", "t3", "t4"]);
     }
 
     #[test]
