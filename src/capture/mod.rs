@@ -233,6 +233,23 @@ pub struct WsFrame {
     pub close_code: Option<u16>,
 }
 
+impl WsFrame {
+    /// A whole text frame sent by `dir` (`client` or `server`) at the
+    /// switch (`t_us` 0), kept in full.
+    pub fn text(dir: &str, data: &str) -> WsFrame {
+        WsFrame {
+            t_us: 0,
+            dir: dir.into(),
+            op: "text".into(),
+            fin: true,
+            len: data.len() as u64,
+            data: data.into(),
+            truncated: false,
+            close_code: None,
+        }
+    }
+}
+
 /// Chunks timed per streamed response; later ones are not listed.
 pub const MAX_CHUNKS: usize = 4096;
 

@@ -143,15 +143,7 @@ impl Load {
 }
 
 fn rows(capture: &Path) -> i64 {
-    let out = std::process::Command::new("sqlite3")
-        .arg(format!("file:{}?mode=ro", capture.display()))
-        .arg("SELECT count(*) FROM exchanges")
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sqlite3 said {out:?}"))
+    support::sqlite_count(capture, "SELECT count(*) FROM exchanges")
 }
 
 const QUEUE: u64 = 16 * 1024 * 1024;

@@ -22,9 +22,9 @@ use hyper_util::rt::TokioIo;
 use tapedeck::capture::{Store, StoredExchange};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::support;
 
@@ -47,36 +47,16 @@ pub(crate) async fn upstream() -> String {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    let key = req
-                        .headers()
-                        .get("sec-websocket-key")
-                        .map(|k| {
-                            tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-                                k.as_bytes(),
-                            )
-                        })
-                        .unwrap_or_default();
-                    let upgraded = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let Ok(io) = upgraded.await else { return };
-                        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                            TokioIo::new(io),
-                            Role::Server,
-                            None,
-                        )
-                        .await;
-                        while let Some(Ok(msg)) = ws.next().await {
-                            if msg.is_binary() && ws.send(msg).await.is_err() {
-                                break;
+                    Ok::<_, std::convert::Infallible>(support::accept_websocket(
+                        &mut req,
+                        |mut ws| async move {
+                            while let Some(Ok(msg)) = ws.next().await {
+                                if msg.is_binary() && ws.send(msg).await.is_err() {
+                                    break;
+                                }
                             }
-                        }
-                    });
-                    http::Response::builder()
-                        .status(101)
-                        .header("connection", "upgrade")
-                        .header("upgrade", "websocket")
-                        .header("sec-websocket-accept", key)
-                        .body(http_body_util::Empty::<bytes::Bytes>::new())
+                        },
+                    ))
                 });
                 // HTTP/1.1 only: the proxy sends upgrades on connections of
                 // their own.
@@ -235,15 +215,7 @@ pub(crate) fn check_tiny(ex: &StoredExchange, kept: usize) {
 
 /// Rows of the capture's frame-part table.
 fn parts(capture: &Path) -> i64 {
-    let out = std::process::Command::new("sqlite3")
-        .arg(format!("file:{}?mode=ro", capture.display()))
-        .arg("SELECT count(*) FROM ws_frame_parts")
-        .output()
-        .expect("sqlite3");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("sqlite3 said {out:?}"))
+    support::sqlite_count(capture, "SELECT count(*) FROM ws_frame_parts")
 }
 
 /// What `captures show --json` says of the run's sockets.

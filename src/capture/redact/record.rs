@@ -150,16 +150,7 @@ mod tests {
     use crate::capture::{Handshake, WsFrame};
 
     fn text(data: &str) -> WsFrame {
-        WsFrame {
-            t_us: 1,
-            dir: "server".into(),
-            op: "text".into(),
-            fin: true,
-            len: data.len() as u64,
-            data: data.into(),
-            truncated: false,
-            close_code: None,
-        }
+        WsFrame::text("server", data)
     }
 
     #[test]

@@ -542,16 +542,7 @@ fn percent_encoded_ids_and_object_keys_are_matched() {
 }
 
 fn text_frame(dir: &str, data: &str) -> crate::capture::WsFrame {
-    crate::capture::WsFrame {
-        t_us: 0,
-        dir: dir.into(),
-        op: "text".into(),
-        fin: true,
-        len: data.len() as u64,
-        data: data.into(),
-        truncated: false,
-        close_code: None,
-    }
+    crate::capture::WsFrame::text(dir, data)
 }
 
 #[test]

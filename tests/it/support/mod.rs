@@ -709,6 +709,56 @@ pub async fn output(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A WebSocket upstream's socket, server side, once the handshake is done.
+pub type ServerSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Answers a WebSocket handshake (`101`, the key's accept value) and hands
+/// the socket to `serve` once the connection has switched.
+pub fn accept_websocket<F, Fut>(
+    req: &mut Request<Incoming>,
+    serve: F,
+) -> Response<http_body_util::Empty<Bytes>>
+where
+    F: FnOnce(ServerSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgraded = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(io) = upgraded.await else { return };
+        let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
+        serve(
+            tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(io), role, None).await,
+        )
+        .await;
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", key)
+        .body(http_body_util::Empty::new())
+        .expect("101")
+}
+
+/// The one number a query of a SQLite capture answers (`sqlite3`, read only).
+pub fn sqlite_count(capture: &std::path::Path, sql: &str) -> i64 {
+    let out = std::process::Command::new("sqlite3")
+        .arg(format!("file:{}?mode=ro", capture.display()))
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("sqlite3 said {out:?}"))
+}
+
 /// Each socket's client text frames, in arrival order, as a WebSocket
 /// upstream saw them.
 pub type SocketLog = Arc<std::sync::Mutex<Vec<Vec<String>>>>;
@@ -724,7 +774,6 @@ pub async fn ws_echo_upstream() -> (String, SocketLog) {
 pub async fn ws_echo_upstream_with(tls: Option<Arc<rustls::ServerConfig>>) -> (String, SocketLog) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::protocol::Role;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let url = match tls {
@@ -742,24 +791,7 @@ pub async fn ws_echo_upstream_with(tls: Option<Arc<rustls::ServerConfig>>) -> (S
                 let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let sockets = sockets.clone();
                     async move {
-                        let key = req
-                            .headers()
-                            .get("sec-websocket-key")
-                            .map(|k| {
-                                tokio_tungstenite::tungstenite::handshake::derive_accept_key(
-                                    k.as_bytes(),
-                                )
-                            })
-                            .unwrap_or_default();
-                        let upgraded = hyper::upgrade::on(&mut req);
-                        tokio::spawn(async move {
-                            let Ok(io) = upgraded.await else { return };
-                            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                                TokioIo::new(io),
-                                Role::Server,
-                                None,
-                            )
-                            .await;
+                        Ok::<_, Infallible>(accept_websocket(&mut req, |mut ws| async move {
                             let index = {
                                 let mut s = sockets.lock().expect("log");
                                 s.push(Vec::new());
@@ -771,16 +803,7 @@ pub async fn ws_echo_upstream_with(tls: Option<Arc<rustls::ServerConfig>>) -> (S
                                     let _ = ws.send(Message::text(t.to_uppercase())).await;
                                 }
                             }
-                        });
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(101)
-                                .header("connection", "upgrade")
-                                .header("upgrade", "websocket")
-                                .header("sec-websocket-accept", key)
-                                .body(http_body_util::Empty::<Bytes>::new())
-                                .expect("101"),
-                        )
+                        }))
                     }
                 });
                 let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -9,16 +9,7 @@ fn redactor() -> Redactor {
 }
 
 fn frame(dir: &str, data: &str) -> WsFrame {
-    WsFrame {
-        t_us: 0,
-        dir: dir.into(),
-        op: "text".into(),
-        fin: true,
-        len: data.len() as u64,
-        data: data.into(),
-        truncated: false,
-        close_code: None,
-    }
+    WsFrame::text(dir, data)
 }
 
 /// Every base64 run that encodes `secret` alone, at each of the three
