@@ -67,29 +67,15 @@ gzip -kf -6 "$DOCS/history.json"
 echo "# answer: $(stat -c %s "$DOCS/history.json") bytes of JSON, $(stat -c %s "$DOCS/history.json.gz") bytes gzip"
 
 require_free_port "$PORT_UP"
-d="$WORK/ngx-up"; mkdir -p "$d"
-cat > "$d/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+run_nginx ngx-up 1 "$PORT_UP" <<EOF
   types { application/json json; }
   server {
     listen 127.0.0.1:$PORT_UP;
     root $DOCS;
     location / { gzip_static always; }
   }
-}
 EOF
-nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-UP_PID=$!; PIDS+=("$UP_PID")
-wait_port "$PORT_UP" "$UP_PID"
+UP_PID=$NGINX_PID
 
 # ttlb NAME PORT: one GET, its time_total appended to NAME.txt, then PACE
 ttlb() {

@@ -128,6 +128,32 @@ start_tapedeck() {
 }
 
 # ---------------------------------------------------------------- servers
+# run_nginx NAME WORKERS PORT: nginx with WORKERS workers and, inside its
+# `http` block, the directives read from stdin (logs, pid and temp paths
+# under $WORK/NAME are set here); waits for PORT; its PID in NGINX_PID.
+run_nginx() {
+  local d="$WORK/$1" workers=$2 port=$3; mkdir -p "$d"
+  {
+    cat <<EOF
+worker_processes $workers;
+daemon off;
+master_process on;
+pid $d/nginx.pid;
+error_log $d/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
+  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+EOF
+    cat
+    echo "}"
+  } > "$d/nginx.conf"
+  nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
+  NGINX_PID=$!; PIDS+=("$NGINX_PID")
+  wait_port "$port" "$NGINX_PID"
+}
+
 # a ~300-byte chat-message-like JSON body (no $, no single quotes: nginx literal)
 response_body() {
   "$PYTHON" - <<'EOF'
@@ -144,19 +170,8 @@ EOF
 
 start_upstream() {
   require_free_port "$PORT_UP"
-  local d="$WORK/ngx-up"; mkdir -p "$d"
   local body; body="$(response_body)"
-  cat > "$d/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  run_nginx ngx-up 1 "$PORT_UP" <<EOF
   keepalive_requests 1000000;
   keepalive_timeout 65s;
   client_body_buffer_size 16k;
@@ -171,11 +186,8 @@ http {
       return 200 '$body';
     }
   }
-}
 EOF
-  nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-  UP_PID=$!; PIDS+=("$UP_PID")
-  wait_port "$PORT_UP" "$UP_PID"
+  UP_PID=$NGINX_PID
   sleep 0.2
 }
 
@@ -183,22 +195,12 @@ EOF
 # with a PEM certificate and key it terminates TLS 1.3 there.
 start_nginx_proxy() {
   require_free_port "$PORT_NGX"
-  local d="$WORK/ngx-proxy" ssl="" tls=""; mkdir -p "$d"
+  local ssl="" tls=""
   if [ $# -ge 2 ]; then
     ssl=" ssl"
     tls="ssl_certificate $1; ssl_certificate_key $2; ssl_protocols TLSv1.3;"
   fi
-  cat > "$d/nginx.conf" <<EOF
-worker_processes $NGX_PROXY_WORKERS;
-daemon off;
-master_process on;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $d/body; proxy_temp_path $d/proxy; fastcgi_temp_path $d/fcgi;
-  uwsgi_temp_path $d/uwsgi; scgi_temp_path $d/scgi;
+  run_nginx ngx-proxy "$NGX_PROXY_WORKERS" "$PORT_NGX" <<EOF
   keepalive_requests 1000000;
   keepalive_timeout 65s;
   upstream chat_backend {
@@ -215,11 +217,8 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 EOF
-  nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
-  NGX_PID=$!; PIDS+=("$NGX_PID")
-  wait_port "$PORT_NGX" "$NGX_PID"
+  NGX_PID=$NGINX_PID
   sleep 0.2
 }
 
