@@ -106,6 +106,8 @@ fn shard_report(index: u32) -> Report {
         verdict: verdict::overall(&stages, false),
         capacity: verdict::capacity(&stages, None),
         stages,
+        interrupted: false,
+        max_invalid: tapedeck::profile::DEFAULT_MAX_INVALID,
     }
 }
 

@@ -65,8 +65,26 @@ fn main() -> ExitCode {
         Ok(Exit::Failed) => ExitCode::from(EXIT_FAILED),
         Ok(Exit::Aborted) => ExitCode::from(EXIT_ABORTED),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", said_once(&e));
             ExitCode::from(EXIT_INPUT)
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text is
+/// already in what was said (an error that prints its own source) is left
+/// out, so no message repeats itself.
+fn said_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -47,6 +47,20 @@ impl Shutdown {
             this.trigger();
         });
     }
+
+    /// Fires on the first SIGINT or SIGTERM, saying `first`; a second
+    /// one exits the process at once with `code`, saying so.
+    pub fn on_signals_or_exit(&self, first: &'static str, code: i32) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::warn!("{first}");
+            this.trigger();
+            wait_for_signal().await;
+            eprintln!("tapedeck: second stop signal: exiting at once");
+            std::process::exit(code);
+        });
+    }
 }
 
 async fn wait_for_signal() {

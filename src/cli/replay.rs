@@ -108,6 +108,10 @@ pub struct ReplayArgs {
     /// SLO: highest error rate as a fraction, e.g. 0.01.
     #[arg(long)]
     pub slo_error_rate: Option<f64>,
+    /// A stage whose transport errors or unsent requests pass this
+    /// fraction of its requests is not a valid measurement (default 0.05).
+    #[arg(long, value_name = "FRACTION")]
+    pub max_invalid: Option<f64>,
 }
 
 /// What `replay` runs with.
@@ -180,6 +184,9 @@ impl ReplayArgs {
         }
         if let Some(n) = self.max_inflight {
             profile.safety.max_inflight = n;
+        }
+        if let Some(f) = self.max_invalid {
+            profile.safety.max_invalid = f;
         }
         if let Some(t) = &self.timeout {
             profile.safety.request_timeout = parse_duration(t).context("--timeout")?;
@@ -282,6 +289,7 @@ impl ReplayArgs {
                 http2: self.http2,
                 headers,
                 start_at: self.start_at,
+                interrupt: tapedeck::shutdown::Shutdown::new(),
             },
             capture: self.capture,
             report,

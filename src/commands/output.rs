@@ -13,6 +13,43 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use tapedeck::report::outcome::LiveStats;
 
+/// Checks, before a long run, that `path` can be written as `flag` says
+/// (`--report`, `--html`): its directory is created and the file opened
+/// for writing (a file that was not there is removed again), so a path
+/// that cannot be written fails before anything is sent, not after.
+pub fn check_writable(path: &Path, flag: &str) -> anyhow::Result<()> {
+    let fail = |why: String| {
+        anyhow::anyhow!(
+            "{flag} {}: {why}; give a path that can be written",
+            path.display()
+        )
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(file) = dir.ancestors().find(|a| a.is_file()) {
+            return Err(fail(format!(
+                "{} is a file, not a directory",
+                file.display()
+            )));
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    if path.is_dir() {
+        return Err(fail("that is a directory".into()));
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| fail(e.to_string()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
 /// A bar counting to `len` on a terminal; hidden otherwise, so output
 /// stays parseable.
 pub fn counting_bar(len: u64, template: &str) -> ProgressBar {

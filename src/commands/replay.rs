@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::Exit;
-use super::output::{progress_line, write_page};
+use super::output::{check_writable, progress_line, write_page};
 use crate::cli::replay::ReplayArgs;
 use tapedeck::capture::Store;
 use tapedeck::replay::{explain, tokens};
@@ -18,6 +18,12 @@ use tapedeck::report::render::{html, terminal};
 /// Runs `tapedeck replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
     let mut plan = args.into_plan()?;
+    if !plan.explain {
+        check_writable(&plan.report, "--report")?;
+        if let Some(path) = &plan.html {
+            check_writable(path, "--html")?;
+        }
+    }
     let store = Store::open(&plan.capture).await?;
     if !plan.tokens.is_empty() {
         let credentials = tokens::assign_tokens(
@@ -41,6 +47,11 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
         .iter()
         .map(|s| s.name.clone())
         .collect();
+    plan.config.interrupt.on_signals_or_exit(
+        "stop signal: stopping the replay and writing a partial report \
+         (a second signal exits at once, without one)",
+        i32::from(crate::EXIT_ABORTED),
+    );
     let live = Arc::new(LiveStats::default());
     let progress = progress_line(live.clone(), stage_names);
     let outcome = tapedeck::replay::run(&store, plan.config, live).await;
@@ -58,8 +69,12 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
     println!();
     print!("{}", terminal::capacity(&run.report));
     print!("{}", terminal::warnings_text(&run.report));
+    let interrupted = match run.report.interrupted {
+        true => " (interrupted by a stop signal: partial)",
+        false => "",
+    };
     println!(
-        "verdict: {} — report {}",
+        "verdict: {}{interrupted} — report {}",
         run.report.verdict,
         plan.report.display()
     );

@@ -98,7 +98,26 @@ pub struct Safety {
     pub abort_window: Duration,
     /// The abort rule needs at least this many requests in the window.
     pub abort_min_requests: u64,
+    /// A stage whose transport errors (connect, reset, timeout, tls), or
+    /// whose requests not sent (dependent and truncated skips), pass this
+    /// share is not a valid measurement, whatever its SLOs say
+    /// (`verdict::judge_validity`).
+    pub max_invalid: f64,
 }
+
+/// Most worlds a stage plays: each is a copy of every session, and one
+/// process schedules them all (past this, shard the replay).
+pub const MAX_MULTIPLIER: u32 = 100_000;
+/// Slowest and fastest replay speeds: a day of traffic replayed at the
+/// slowest speed still fits a timer, and at the fastest it is a burst.
+pub const MIN_SPEED: f64 = 0.001;
+/// See [`MIN_SPEED`].
+pub const MAX_SPEED: f64 = 1_000_000.0;
+/// Longest stage, request timeout or abort window: a week.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The default of [`Safety::max_invalid`]: 5 %.
+pub const DEFAULT_MAX_INVALID: f64 = 0.05;
 
 impl Default for Safety {
     fn default() -> Self {
@@ -109,6 +128,7 @@ impl Default for Safety {
             abort_error_rate: None,
             abort_window: Duration::from_secs(10),
             abort_min_requests: 50,
+            max_invalid: DEFAULT_MAX_INVALID,
         }
     }
 }
@@ -247,17 +267,31 @@ impl Profile {
             if s.name.trim().is_empty() {
                 return Err(format!("stage[{i}].name is empty"));
             }
-            if s.multiplier == 0 {
-                return Err(format!("{at}.multiplier = 0: use 1 or more"));
+            if !(1..=MAX_MULTIPLIER).contains(&s.multiplier) {
+                return Err(format!(
+                    "{at}.multiplier = {}: use 1 to {MAX_MULTIPLIER} (for more load, run \
+                     shards on several machines: --shard)",
+                    s.multiplier
+                ));
             }
-            if !(s.speed.is_finite() && s.speed > 0.0) {
-                return Err(format!("{at}.speed = {}: use a number above 0", s.speed));
+            if !(s.speed.is_finite() && (MIN_SPEED..=MAX_SPEED).contains(&s.speed)) {
+                return Err(format!(
+                    "{at}.speed = {}: use a number from {MIN_SPEED} to {MAX_SPEED}",
+                    s.speed
+                ));
             }
             if s.repeat && s.duration.is_none() {
                 return Err(format!("{at}.loop = true needs a duration to fill"));
             }
             if s.duration.is_some_and(|d| d.is_zero()) {
                 return Err(format!("{at}.duration is zero"));
+            }
+            if let Some(d) = s.duration.filter(|d| *d > MAX_DURATION) {
+                return Err(format!(
+                    "{at}.duration = {}: at most {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_DURATION)
+                ));
             }
             check_slo(&format!("{at}.slo"), &s.slo)?;
         }
@@ -268,8 +302,23 @@ impl Profile {
         if safety.max_vus == 0 {
             return Err("safety.max_vus = 0: use 1 or more".into());
         }
-        if safety.request_timeout.is_zero() {
-            return Err("safety.request_timeout is zero".into());
+        for (key, d) in [
+            ("request_timeout", safety.request_timeout),
+            ("abort_window", safety.abort_window),
+        ] {
+            if d.is_zero() || d > MAX_DURATION {
+                return Err(format!(
+                    "safety.{key} = {}: use more than 0 and at most {}",
+                    humantime::format_duration(d),
+                    humantime::format_duration(MAX_DURATION)
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&safety.max_invalid) {
+            return Err(format!(
+                "safety.max_invalid = {}: use a fraction from 0 to 1",
+                safety.max_invalid
+            ));
         }
         if let Some(r) = safety.abort_error_rate
             && !(0.0..=1.0).contains(&r)
@@ -277,9 +326,6 @@ impl Profile {
             return Err(format!(
                 "safety.abort_error_rate = {r}: use a fraction from 0 to 1"
             ));
-        }
-        if safety.abort_window.is_zero() {
-            return Err("safety.abort_window is zero".into());
         }
         self.rules.check()?;
         Ok(())

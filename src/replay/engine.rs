@@ -109,6 +109,10 @@ pub struct StageRun {
     /// Dynamic values (docs/replay.md, "Dynamic values"): every decision about
     /// what a request carries and what an answer hands out.
     pub correlation: Arc<Correlation>,
+    /// Fired by a stop signal: unlike a safety abort, which lets requests
+    /// already sent finish and be measured, requests in flight are dropped
+    /// at once, unmeasured (the report says it was interrupted).
+    pub interrupt: Shutdown,
 }
 
 /// A VU's identity for the dedup detector: (world, pass).
@@ -126,6 +130,7 @@ struct Ctx<D, S> {
     events: mpsc::UnboundedSender<Event>,
     live: Arc<LiveStats>,
     abort: Shutdown,
+    interrupt: Shutdown,
     deadline: Option<Instant>,
     speed: f64,
     read_only: bool,
@@ -277,6 +282,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         events,
         live,
         abort: abort.clone(),
+        interrupt: stage.interrupt.clone(),
         deadline: stage.duration.map(|d| origin + d),
         speed: stage.speed,
         read_only: stage.read_only,
@@ -353,21 +359,29 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     let ex = &session.exchanges[index];
     let route = &session.routes[index];
     // The in-flight cap: waiting here makes the send late, and the
-    // corrected latency shows it.
-    let Ok(_permit) = ctx.inflight.clone().acquire_owned().await else {
-        return;
+    // corrected latency shows it. An abort ends the wait: what has not
+    // been sent by then is not sent.
+    let _permit = tokio::select! {
+        permit = ctx.inflight.clone().acquire_owned() => match permit {
+            Ok(permit) => permit,
+            Err(_) => return,
+        },
+        () = ctx.abort.wait() => return,
     };
-    if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
+    if ctx.abort.is_triggered() || ctx.deadline.is_some_and(|d| Instant::now() >= d) {
         return;
     }
     let sent_at = Instant::now();
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
-    let sent = ctx
-        .dispatch
-        .send(to_send.clone(), ctx.correlation.socket_values(&world))
-        .await;
+    let sent = tokio::select! {
+        sent = ctx.dispatch.send(to_send.clone(), ctx.correlation.socket_values(&world)) => Some(sent),
+        () = ctx.interrupt.wait() => None,
+    };
     ctx.live.inflight.fetch_sub(1, Ordering::Relaxed);
+    let Some(sent) = sent else {
+        return;
+    };
     let answer = Answer {
         status: sent.status,
         failure: sent.failure,
@@ -673,7 +687,83 @@ mod tests {
             shard: None,
             max_vus: 100_000,
             correlation: Arc::new(Correlation::new(true, Arc::default(), Default::default())),
+            interrupt: Shutdown::new(),
         }
+    }
+
+    /// One stage of four one-request sessions due at once, each answered
+    /// after a minute, one in flight at a time; `stop` fires after a
+    /// second. Returns the sends, the outcomes and the stage's length.
+    async fn stopped_after_a_second(interrupt: bool) -> (usize, usize, Duration) {
+        let sessions: Vec<Vec<StoredExchange>> =
+            (1..=4).map(|s| vec![exchange(s, 1, 0, 5)]).collect();
+        let spans: Vec<SessionSpan> = (1..=4)
+            .map(|s| SessionSpan {
+                run_id: 1,
+                session_no: s,
+                first_offset_us: 0,
+                requests: 1,
+            })
+            .collect();
+        let fake = Arc::new(Fake {
+            service: (1..=4)
+                .map(|s| (s * 100 + 1, Duration::from_secs(60)))
+                .collect(),
+            answers: HashMap::new(),
+            sends: Mutex::new(Vec::new()),
+        });
+        let source = Arc::new(Memory(
+            sessions.into_iter().map(|s| (s[0].session_no, s)).collect(),
+            Default::default(),
+        ));
+        let stage = stage(1, 1.0);
+        let abort = Shutdown::new();
+        let stop = match interrupt {
+            true => stage.interrupt.clone(),
+            false => abort.clone(),
+        };
+        let also_abort = abort.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.trigger();
+            also_abort.trigger();
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let started = Instant::now();
+        run_stage(
+            &stage,
+            &spans,
+            5_000,
+            fake.clone(),
+            source,
+            Arc::new(Semaphore::new(1)),
+            tx,
+            Arc::new(LiveStats::default()),
+            abort,
+        )
+        .await;
+        let mut outcomes = 0;
+        while let Ok(e) = rx.try_recv() {
+            outcomes += usize::from(matches!(e, Event::Outcome(_)));
+        }
+        let sends = fake.sends.lock().expect("lock").len();
+        (sends, outcomes, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_cancels_sends_waiting_for_an_in_flight_permit() {
+        // The request in flight finishes and is measured; the three
+        // waiting for its permit are never sent.
+        let (sends, outcomes, took) = stopped_after_a_second(false).await;
+        assert_eq!((sends, outcomes), (1, 1));
+        assert!(took < Duration::from_secs(61), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_interrupt_drops_requests_in_flight_unmeasured() {
+        let (sends, outcomes, took) = stopped_after_a_second(true).await;
+        assert_eq!((sends, outcomes), (1, 0));
+        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 
     #[tokio::test(start_paused = true)]

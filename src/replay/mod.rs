@@ -98,6 +98,10 @@ pub struct ReplayConfig {
     /// Start the first stage at this wall-clock time (`--start-at`), so
     /// that shards started apart begin together.
     pub start_at: Option<std::time::SystemTime>,
+    /// Fired by a stop signal: the replay stops scheduling, drops what is
+    /// in flight and reports what it measured until then, marked
+    /// interrupted (verdict `aborted`).
+    pub interrupt: Shutdown,
 }
 
 impl ReplayConfig {
@@ -121,6 +125,7 @@ impl ReplayConfig {
             credentials: Arc::default(),
             start_at: None,
             headers: Vec::new(),
+            interrupt: Shutdown::new(),
         }
     }
 
@@ -138,7 +143,7 @@ impl ReplayConfig {
 pub struct ReplayRun {
     /// The report.
     pub report: Report,
-    /// Whether a safety limit stopped it.
+    /// Whether a safety limit or a stop signal stopped it.
     pub aborted: bool,
 }
 
@@ -267,13 +272,28 @@ pub async fn run(
     });
     let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
 
+    // A stop signal stops the stage as a safety abort does, and also
+    // drops what is in flight (`StageRun::interrupt`).
+    let stop_on_interrupt = {
+        let (interrupt, abort) = (config.interrupt.clone(), abort.clone());
+        tokio::spawn(async move {
+            interrupt.wait().await;
+            abort.trigger();
+        })
+    };
     if let Some(at) = config.start_at {
-        wait_for_start(at).await;
+        tokio::select! {
+            () = wait_for_start(at) => {}
+            () = config.interrupt.wait() => {}
+        }
     }
     let started_at_us = now_epoch_us();
     let mut stages = Vec::new();
     let mut aborted = false;
     for (index, stage) in config.profile.stages.iter().enumerate() {
+        if config.interrupt.is_triggered() {
+            break;
+        }
         live.stage
             .store(index as u64, std::sync::atomic::Ordering::Relaxed);
         let data = StageData {
@@ -302,6 +322,7 @@ pub async fn run(
             shard: config.shard,
             max_vus: config.profile.safety.max_vus,
             correlation: correlation.clone(),
+            interrupt: config.interrupt.clone(),
         };
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();
@@ -325,7 +346,7 @@ pub async fn run(
                 break;
             }
         };
-        aborted |= collector.aborted();
+        aborted |= collector.aborted() || config.interrupt.is_triggered();
         stages.push(
             collector
                 .finish(stage_started_us, stage_finished_us)
@@ -335,7 +356,12 @@ pub async fn run(
             break;
         }
     }
+    stop_on_interrupt.abort();
+    let interrupted = config.interrupt.is_triggered();
+    aborted |= interrupted;
     let finished_at_us = now_epoch_us();
+    let max_invalid = config.profile.safety.max_invalid;
+    verdict::judge_validity(&mut stages, max_invalid);
     let report = Report {
         format: model::FORMAT.to_string(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -358,6 +384,8 @@ pub async fn run(
         verdict: verdict::overall(&stages, aborted),
         capacity: verdict::capacity(&stages, config.profile.safety.abort_error_rate),
         stages,
+        interrupted,
+        max_invalid,
     };
     Ok(ReplayRun { report, aborted })
 }

@@ -355,6 +355,7 @@ impl StageData {
             ttfb_hdr: self.ttfb.encode(),
             send_lag_hdr: self.send_lag.encode(),
             slo: Vec::new(),
+            invalid: None,
         };
         report.slo = verdict::evaluate(&self.slo, &report);
         report

@@ -174,7 +174,8 @@ pub fn merge(
             }
         }
     }
-    let stage_reports: Vec<StageReport> = stages.iter().map(StageData::report).collect();
+    let mut stage_reports: Vec<StageReport> = stages.iter().map(StageData::report).collect();
+    verdict::judge_validity(&mut stage_reports, first.max_invalid);
     let mut merged = first.clone();
     merged.shard = None;
     merged.started_at = reports
@@ -187,6 +188,8 @@ pub fn merge(
         .map(|(_, r)| r.finished_at.clone())
         .max()
         .unwrap_or_default();
+    // A shard stopped by a signal leaves the whole replay partial.
+    merged.interrupted = reports.iter().any(|(_, r)| r.interrupted);
     merged.verdict = verdict::overall(&stage_reports, aborted);
     merged.capacity = verdict::capacity(&stage_reports, abort_error_rate);
     merged.stages = stage_reports;

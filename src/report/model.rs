@@ -336,6 +336,11 @@ pub struct StageReport {
     pub send_lag_hdr: String,
     /// Thresholds evaluated for this stage.
     pub slo: Vec<SloResult>,
+    /// Why the stage is not a valid measurement (it sent nothing, or too
+    /// many of its requests failed in transport or were not sent); absent
+    /// when it is valid. Set by `verdict::judge_validity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }
 
 /// The capacity verdict over the stages, made by
@@ -379,6 +384,18 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// Capacity verdict.
     pub capacity: Capacity,
+    /// A stop signal ended the replay early: the stages hold what was
+    /// measured until then, and the verdict is `aborted`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
+    /// The share of transport errors or unsent requests past which a
+    /// stage is not a valid measurement (`--max-invalid`).
+    #[serde(default = "default_max_invalid")]
+    pub max_invalid: f64,
+}
+
+fn default_max_invalid() -> f64 {
+    crate::profile::DEFAULT_MAX_INVALID
 }
 
 /// A report around `stages` with fixed metadata, for unit tests.
@@ -406,5 +423,7 @@ pub(crate) fn test_report(stages: Vec<StageReport>) -> Report {
         verdict: Verdict::Pass,
         stages,
         capacity: Capacity::default(),
+        interrupted: false,
+        max_invalid: default_max_invalid(),
     }
 }

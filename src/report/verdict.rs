@@ -117,14 +117,69 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
     c
 }
 
-/// The verdict of a set of stages.
+/// The verdict of a set of stages: aborted, or a fail when a stage is not
+/// a valid measurement or failed an SLO.
 pub fn overall(stages: &[StageReport], aborted: bool) -> Verdict {
     if aborted {
         Verdict::Aborted
-    } else if stages.iter().all(|s| s.slo.iter().all(|r| r.pass)) {
+    } else if stages
+        .iter()
+        .all(|s| s.invalid.is_none() && s.slo.iter().all(|r| r.pass))
+    {
         Verdict::Pass
     } else {
         Verdict::Fail
+    }
+}
+
+/// Error kinds that say the request never got a whole answer from the
+/// target: it was not measured, it failed to be.
+const TRANSPORT: [&str; 4] = ["connect", "reset", "timeout", "tls"];
+
+/// Marks each stage that is not a valid measurement, with a sentence
+/// saying why: it sent nothing; or its transport errors, or its requests
+/// not sent, are more than `max_invalid` of its requests. Such a stage
+/// fails the verdict whether SLOs were set or not.
+pub fn judge_validity(stages: &mut [StageReport], max_invalid: f64) {
+    let pct = |n: u64, of: u64| 100.0 * n as f64 / of.max(1) as f64;
+    let bound = 100.0 * max_invalid;
+    for s in stages {
+        let unsent = s.dependent_skipped + s.truncated_skipped;
+        let planned = s.requests + unsent;
+        let transport: Vec<(&str, u64)> = TRANSPORT
+            .iter()
+            .filter_map(|k| s.error_kinds.get(*k).map(|n| (*k, *n)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let failed: u64 = transport.iter().map(|(_, n)| n).sum();
+        s.invalid = if s.requests == 0 {
+            Some(match unsent {
+                0 => "it sent no request, so nothing was measured (is the capture's run empty \
+                      for this stage, or were its sessions unreadable?)"
+                    .to_string(),
+                _ => format!("it sent no request: all {unsent} planned were not sent"),
+            })
+        } else if pct(failed, s.requests) > bound {
+            let kinds: Vec<String> = transport.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            Some(format!(
+                "{failed} of its {} requests ({:.1} %) got no answer ({}), over the {bound:.1} % \
+                 bound (--max-invalid): the target was unreachable or failing, not measured",
+                s.requests,
+                pct(failed, s.requests),
+                kinds.join(", ")
+            ))
+        } else if pct(unsent, planned) > bound {
+            Some(format!(
+                "{unsent} of its {planned} planned requests ({:.1} %) were not sent ({} needed a \
+                 value from a failed response, {} had a truncated recorded body), over the \
+                 {bound:.1} % bound (--max-invalid)",
+                pct(unsent, planned),
+                s.dependent_skipped,
+                s.truncated_skipped
+            ))
+        } else {
+            None
+        };
     }
 }
 
@@ -145,6 +200,9 @@ pub(crate) fn failed_slos(s: &StageReport) -> Option<Vec<&str>> {
 pub fn warnings(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     for s in &report.stages {
+        if let Some(why) = &s.invalid {
+            out.push(format!("{}: not a valid measurement: {why}", s.name));
+        }
         for r in s.routes.iter().filter(|r| r.suspected_dedup > 0) {
             out.push(format!(
                 "{}: {} of {} sends of {} got back a server-made id that another copy of the same \

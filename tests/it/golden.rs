@@ -83,6 +83,8 @@ fn report(stages: Vec<StageData>, target: &str) -> Report {
         verdict: verdict::overall(&stages, false),
         capacity: verdict::capacity(&stages, Some(0.05)),
         stages,
+        interrupted: false,
+        max_invalid: tapedeck::profile::DEFAULT_MAX_INVALID,
     }
 }
 

@@ -709,6 +709,40 @@ pub async fn output(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Runs the binary to the end under a small Python wrapper that reads the
+/// child's peak resident set from the kernel once it has exited
+/// (`getrusage(RUSAGE_CHILDREN)`, the wrapper's only child): (exit code,
+/// stderr, peak RSS in bytes). Polling `/proc` would miss a process that
+/// exits within a few milliseconds.
+pub async fn output_with_peak_rss(args: &[&str]) -> (i32, String, u64) {
+    const WRAPPER: &str = "import resource, subprocess, sys\n\
+        code = subprocess.run(sys.argv[1:]).returncode\n\
+        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stdout)\n\
+        sys.exit(code if code >= 0 else 128 - code)\n";
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(WRAPPER)
+        .arg(env!("CARGO_BIN_EXE_tapedeck"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run python3 with tapedeck");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // ru_maxrss is in KiB on Linux; the wrapper's line is the last one.
+    let peak_kib: u64 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak RSS line in {stdout:?}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        peak_kib * 1024,
+    )
+}
+
 /// A WebSocket upstream's socket, server side, once the handshake is done.
 pub type ServerSocket = tokio_tungstenite::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
