@@ -267,9 +267,12 @@ impl Profile {
             if s.name.trim().is_empty() {
                 return Err(format!("stage[{i}].name is empty"));
             }
-            if !(1..=MAX_MULTIPLIER).contains(&s.multiplier) {
+            if s.multiplier == 0 {
+                return Err(format!("{at}.multiplier = 0: use 1 or more"));
+            }
+            if s.multiplier > MAX_MULTIPLIER {
                 return Err(format!(
-                    "{at}.multiplier = {}: use 1 to {MAX_MULTIPLIER} (for more load, run \
+                    "{at}.multiplier = {}: use at most {MAX_MULTIPLIER} (for more load, run \
                      shards on several machines: --shard)",
                     s.multiplier
                 ));
