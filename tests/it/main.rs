@@ -18,6 +18,7 @@ mod proxy;
 mod radicale;
 mod redaction;
 mod replay;
+mod report_inputs;
 mod retention;
 mod rules;
 mod storage;
