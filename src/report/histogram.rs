@@ -351,6 +351,35 @@ mod tests {
     }
 
     #[test]
+    fn the_payload_bound_is_hdrhistograms_counts_array_at_nine_bytes_a_count() {
+        for sigfig in 1..=5u8 {
+            for (low, high) in [
+                (1, 2),
+                (1, 4_194_304),
+                (1, MAX_HIGH_US),
+                (1000, MAX_HIGH_US),
+            ] {
+                let h = Histogram::<u64>::new_with_bounds(low, high, sigfig).expect("valid");
+                assert_eq!(
+                    payload_bound(low, high, u32::from(sigfig)),
+                    h.distinct_values() as u64 * MAX_VARINT_LEN,
+                    "{sigfig} digits, {low}..={high}"
+                );
+            }
+        }
+        // The largest value we record still decodes.
+        let mut h = LatencyHistogram::new();
+        h.record(Duration::from_secs(7200));
+        h.record(Duration::from_micros(1));
+        assert_eq!(
+            LatencyHistogram::decode(&h.encode())
+                .expect("decodes")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
     fn percentiles_are_within_three_significant_digits() {
         let mut h = LatencyHistogram::new();
         for ms in 1..=100u64 {
