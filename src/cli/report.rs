@@ -17,6 +17,10 @@ pub enum ReportCommand {
         /// Where to write the merged report.
         #[arg(short, long)]
         output: PathBuf,
+        /// Merge even when shards are missing; the merged report is marked
+        /// `capacity.partial` with the missing shards.
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Print a saved report's tables.
     Render {

@@ -1,11 +1,13 @@
-//! `tapedeck compare`: loads a base and a candidate report, compares them
-//! with the `--threshold` rules, writes the JSON and HTML asked for and
-//! prints the comparison. Comparing and rendering are the library's.
+//! `tapedeck compare`: loads a base and a candidate report (every histogram
+//! checked), refuses two with no stage in common, warns once per caveat
+//! (other captures, a partial merge), compares them with the `--threshold`
+//! rules, writes the JSON and HTML asked for and prints the comparison.
+//! Comparing and rendering are the library's.
 
 use anyhow::Context;
 
-use super::Exit;
 use super::output::write_page;
+use super::{Exit, LOG_TARGET};
 use crate::cli::report::CompareArgs;
 use tapedeck::report::compare::{self, Thresholds};
 use tapedeck::report::render::{html, markdown, terminal};
@@ -17,6 +19,10 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
         .context("--threshold")?;
     let base = tapedeck::report::load(&args.base)?;
     let candidate = tapedeck::report::load(&args.candidate)?;
+    tapedeck::report::comparable(&args.base, &base, &args.candidate, &candidate)?;
+    for caveat in tapedeck::report::comparison_caveats(&base, &candidate) {
+        tracing::warn!(target: LOG_TARGET, "{caveat}");
+    }
     let diff = compare::compare(&base, &candidate, &thresholds);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&diff)?;

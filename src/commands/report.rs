@@ -10,15 +10,20 @@ use tapedeck::report::render::{html, markdown, terminal};
 /// Runs `tapedeck report …`.
 pub async fn run(cmd: ReportCommand) -> anyhow::Result<Exit> {
     match cmd {
-        ReportCommand::Merge { files, output } => {
+        ReportCommand::Merge {
+            files,
+            output,
+            allow_partial,
+        } => {
             let mut reports = Vec::new();
             for f in files {
                 let r = tapedeck::report::load(&f)?;
                 reports.push((f, r));
             }
-            let merged = tapedeck::report::merge(&reports, None)?;
+            let merged = tapedeck::report::merge_shards(&reports, None, allow_partial)?;
             tapedeck::report::save(&merged, &output)?;
             print!("{}", terminal::stages_table(&merged));
+            print!("{}", terminal::warnings_text(&merged));
             println!("merged {} reports into {}", reports.len(), output.display());
         }
         ReportCommand::Render {

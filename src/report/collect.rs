@@ -341,10 +341,16 @@ mod tests {
     fn merging_two_halves_equals_the_report_of_the_union() {
         let all = outcomes();
         let (a, b) = all.split_at(173);
+        // The halves are the two shards of one replay (two unsharded
+        // reports would be the whole replay twice, which merge refuses).
+        let shard = |r: Report, index| Report {
+            shard: Some(crate::report::Shard { index, count: 2 }),
+            ..r
+        };
         let merged = merge(
             &[
-                ("a".into(), report(&collect(a))),
-                ("b".into(), report(&collect(b))),
+                ("a".into(), shard(report(&collect(a)), 0)),
+                ("b".into(), shard(report(&collect(b)), 1)),
             ],
             None,
         )

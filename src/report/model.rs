@@ -355,6 +355,36 @@ pub struct Capacity {
     pub breaking_multiplier: Option<u32>,
     /// Sentences explaining the above.
     pub notes: Vec<String>,
+    /// Set on a report merged with `report merge --allow-partial` from
+    /// fewer shards than the replay had: every count, and so this verdict,
+    /// covers only the shards present. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Partial>,
+}
+
+/// Which shards a partial merge lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partial {
+    /// Indexes of the shards not merged, ascending.
+    pub missing_shards: Vec<u32>,
+    /// Number of shards of the replay.
+    pub of: u32,
+}
+
+impl std::fmt::Display for Partial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let missing: Vec<String> = self.missing_shards.iter().map(u32::to_string).collect();
+        write!(
+            f,
+            "merged without shard{} {} of {}: counts, throughput and capacity cover only {} of \
+             the {} shards",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            self.of,
+            self.of as usize - missing.len().min(self.of as usize),
+            self.of
+        )
+    }
 }
 
 /// A whole replay report.

@@ -199,6 +199,9 @@ pub(crate) fn failed_slos(s: &StageReport) -> Option<Vec<&str>> {
 /// out as recorded. One line each; none for a faithful replay.
 pub fn warnings(report: &Report) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(p) = &report.capacity.partial {
+        out.push(format!("partial report: {p}"));
+    }
     for s in &report.stages {
         if let Some(why) = &s.invalid {
             out.push(format!("{}: not a valid measurement: {why}", s.name));

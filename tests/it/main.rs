@@ -19,6 +19,7 @@ mod radicale;
 mod redaction;
 mod replay;
 mod replay_faults;
+mod report_inputs;
 mod retention;
 mod rules;
 mod storage;

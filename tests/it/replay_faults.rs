@@ -174,7 +174,7 @@ async fn numbers_past_their_bounds_exit_2_naming_the_flag_without_a_large_alloca
         let mut args = replay_args(capture, &target, report);
         args.retain(|a| *a != "--multiplier" && *a != "1");
         args.extend([flag, value]);
-        let (code, stderr, peak) = support::output_with_peak_rss(&args).await;
+        let (code, _, stderr, peak) = support::output_with_peak_rss(&args).await;
         assert_eq!(code, 2, "{flag} {value}: {stderr}");
         assert!(stderr.contains(named), "{flag} {value}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");

@@ -712,16 +712,18 @@ pub async fn output(args: &[&str]) -> (i32, String, String) {
 /// Runs the binary to the end under a small Python wrapper that reads the
 /// child's peak resident set from the kernel once it has exited
 /// (`getrusage(RUSAGE_CHILDREN)`, the wrapper's only child): (exit code,
-/// stderr, peak RSS in bytes). Polling `/proc` would miss a process that
-/// exits within a few milliseconds.
-pub async fn output_with_peak_rss(args: &[&str]) -> (i32, String, u64) {
+/// stdout, stderr, peak RSS in bytes). Exact however short the run:
+/// polling `/proc` misses a process that exits within a few milliseconds.
+pub async fn output_with_peak_rss(args: &[&str]) -> (i32, String, String, u64) {
     const WRAPPER: &str = "import resource, subprocess, sys\n\
-        code = subprocess.run(sys.argv[1:]).returncode\n\
-        print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stdout)\n\
+        code = subprocess.run(sys.argv[2:]).returncode\n\
+        open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n\
         sys.exit(code if code >= 0 else 128 - code)\n";
+    let rss_file = tempfile::NamedTempFile::new().expect("temp file");
     let out = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(WRAPPER)
+        .arg(rss_file.path())
         .arg(env!("CARGO_BIN_EXE_tapedeck"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -729,15 +731,15 @@ pub async fn output_with_peak_rss(args: &[&str]) -> (i32, String, u64) {
         .output()
         .await
         .expect("run python3 with tapedeck");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    // ru_maxrss is in KiB on Linux; the wrapper's line is the last one.
-    let peak_kib: u64 = stdout
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS line in {stdout:?}"));
+    // ru_maxrss is in KiB on Linux.
+    let text = std::fs::read_to_string(rss_file.path()).expect("the wrapper's figure");
+    let peak_kib: u64 = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no peak RSS figure in {text:?}"));
     (
         out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
         peak_kib * 1024,
     )
