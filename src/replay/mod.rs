@@ -346,7 +346,7 @@ pub async fn run(
                 break;
             }
         };
-        aborted |= collector.aborted() || config.interrupt.is_triggered();
+        aborted |= collector.aborted();
         stages.push(
             collector
                 .finish(stage_started_us, stage_finished_us)
