@@ -118,6 +118,9 @@ fn json(body: &[u8], secret: &impl Fn(&str) -> bool) -> Vec<Range<usize>> {
                 if !matches!(&body[v..scalar_end], b"" | b"null" | b"true" | b"false") {
                     out.push(v..scalar_end);
                 }
+                // What the value covers is not a key: a quote inside a
+                // damaged scalar must not start a range inside this one.
+                i = i.max(scalar_end);
             }
             Some(_) => {}
         }
@@ -332,5 +335,13 @@ mod tests {
                     --XyZ--\r\n";
         let kind = BodyKind::of("multipart/form-data; boundary=\"XyZ\"").expect("multipart");
         assert_eq!(values(body, kind), ["hunter2"]);
+    }
+
+    #[test]
+    fn a_quote_inside_a_secret_scalar_starts_no_second_range() {
+        // Found by the redact fuzz target: the second key sat inside the
+        // first value's range, and redact_body sliced backwards.
+        let body = r#"{"password":nu"x":"t1","token":cdefg}"#;
+        assert_eq!(values(body, BodyKind::Json), [r#"nu"x":"t1""#, "cdefg"]);
     }
 }
