@@ -34,8 +34,11 @@ use crate::report::model::{self, Report};
 use crate::report::render::markdown;
 use crate::route;
 
+/// A target: any bytes in, a panic only for a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name its corpus folder and fuzz binary have.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("redact", redact),
     ("ws_frames", ws_frames),
     ("report", report),
