@@ -43,6 +43,8 @@
 pub mod capture;
 pub mod codec;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod profile;
 pub mod proxy;
 pub mod replay;

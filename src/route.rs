@@ -7,9 +7,12 @@
 pub fn normalize(method: &str, uri: &str) -> String {
     let path = uri.split(['?', '#']).next().unwrap_or("");
     // Absolute-form targets keep only their path.
+    // (An origin-form path may hold `://` itself: `/proxy/https://cdn/x`.)
     let path = match path.find("://") {
-        Some(i) => path[i + 3..].find('/').map_or("/", |j| &path[i + 3 + j..]),
-        None => path,
+        Some(i) if !path.starts_with('/') => {
+            path[i + 3..].find('/').map_or("/", |j| &path[i + 3 + j..])
+        }
+        _ => path,
     };
     let mut out = String::with_capacity(method.len() + path.len() + 1);
     out.push_str(method);
@@ -132,5 +135,9 @@ mod tests {
         );
         assert_eq!(normalize("GET", ""), "GET /");
         assert_eq!(normalize("GET", "http://h:1/a/99?q"), "GET /a/{id}");
+        // Found by the route fuzz target: normalizing again cut the path.
+        let once = normalize("GET", "/proxy/https://cdn.example/42/a.png");
+        assert_eq!(once, "GET /proxy/https://cdn.example/{id}/a.png");
+        assert_eq!(normalize("GET", &once[4..]), once);
     }
 }

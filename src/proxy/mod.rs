@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod sample;
 pub mod session;
 pub mod tap;
-mod websocket;
+pub(crate) mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

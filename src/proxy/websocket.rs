@@ -307,7 +307,7 @@ impl FrameLog {
 
 /// Reads WebSocket frames out of one direction's bytes as they pass.
 #[derive(Debug, Default)]
-struct FrameReader {
+pub(crate) struct FrameReader {
     /// Bytes of a header not yet complete.
     head: Vec<u8>,
     /// The frame whose payload is arriving.
@@ -336,7 +336,13 @@ impl FrameReader {
     /// Reads `bytes`; returns the frames they complete. `keep` says
     /// whether the payloads of frames starting here are kept (a close
     /// frame's always is).
-    fn feed(&mut self, mut bytes: &[u8], t_us: u64, dir: &'static str, keep: bool) -> Vec<WsFrame> {
+    pub(crate) fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        t_us: u64,
+        dir: &'static str,
+        keep: bool,
+    ) -> Vec<WsFrame> {
         let mut out = Vec::new();
         while !bytes.is_empty() && !self.lost {
             if let Some(p) = &mut self.current {

@@ -25,6 +25,7 @@ mod scan;
 
 pub use names::{is_credential_header, is_secret_field};
 pub use record::Background;
+pub(crate) use scan::percent_decode;
 pub use scan::{BodyKind, Scannable, scannable, scannable_up_to};
 
 /// Prefix of every marker.

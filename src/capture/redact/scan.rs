@@ -221,7 +221,7 @@ fn multipart(body: &[u8], boundary: &[u8], secret: &impl Fn(&str) -> bool) -> Ve
 }
 
 /// `%XX` and `+` decoded, as forms and queries encode.
-pub(super) fn percent_decode(b: &[u8]) -> String {
+pub(crate) fn percent_decode(b: &[u8]) -> String {
     let spaced: Vec<u8> = b
         .iter()
         .map(|c| if *c == b'+' { b' ' } else { *c })

@@ -449,8 +449,10 @@ pub(super) fn align_urls(rec: &str, live: &str, out: &mut Vec<(String, String)>)
             push(percent_decode(a), percent_decode(b));
         }
     }
-    for (k, a) in rec.query {
-        if let Some((_, b)) = live.query.iter().find(|(lk, _)| *lk == k) {
+    // A repeated name pairs its n-th recorded value with its n-th live one.
+    for (i, (k, a)) in rec.query.iter().enumerate() {
+        let nth = rec.query[..i].iter().filter(|(rk, _)| rk == k).count();
+        if let Some((_, b)) = live.query.iter().filter(|(lk, _)| lk == k).nth(nth) {
             push(decode_query_value(a), decode_query_value(b));
         }
     }

@@ -307,6 +307,32 @@ fn cursors_inside_next_page_links_are_handed_out_and_learned() {
 }
 
 #[test]
+fn a_repeated_query_name_pairs_values_in_order() {
+    // Found by the correlate fuzz target: the second recorded `cursor` was
+    // paired with the first live one, so an answer identical to the
+    // recording mapped one of its own values to another.
+    let link = "/api/search?cursor=cur_Zz11Yy22Xx33&cursor=cur_Aa99Bb88Cc77";
+    let mut pairs = Vec::new();
+    align_urls(link, link, &mut pairs);
+    assert!(pairs.is_empty(), "{pairs:?}");
+    let live = "/api/search?cursor=cur_L1ve11Yy22Xx&cursor=cur_L1ve99Bb88Cc";
+    align_urls(link, live, &mut pairs);
+    assert_eq!(
+        pairs,
+        [
+            (
+                "cur_Zz11Yy22Xx33".to_string(),
+                "cur_L1ve11Yy22Xx".to_string()
+            ),
+            (
+                "cur_Aa99Bb88Cc77".to_string(),
+                "cur_L1ve99Bb88Cc".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
 fn form_bodies_are_read_and_rewritten_like_json_ones() {
     const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
     let auth = ("authorization", "Bearer xoxb-R3c0rded-T0ken");
