@@ -60,7 +60,8 @@ pub struct ReplayArgs {
     /// Also write the report as a self-contained HTML page.
     #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Send only GET, HEAD and OPTIONS requests.
+    /// Send only GET, HEAD and OPTIONS requests, and no WebSocket whose
+    /// client sent data; what is left out is counted (`read_only_skipped`).
     #[arg(long)]
     pub read_only: bool,
     /// Do not send the X-Tapedeck-Replay header.

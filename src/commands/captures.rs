@@ -13,8 +13,10 @@ use tapedeck::report::render::terminal;
 pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
     match cmd {
         CapturesCommand::List { path, json } => {
-            let store = Store::open(&path).await?;
-            let runs = store.runs().await?;
+            let store = Store::open_read_only(&path).await?;
+            let runs = store.runs().await;
+            store.close().await;
+            let runs = runs?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else if runs.is_empty() {
@@ -29,11 +31,17 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             json,
             limit,
         } => {
-            let store = Store::open(&path).await?;
-            let run = store.run(run).await?;
-            let sessions = store.sessions(run.id).await?;
-            let routes = store.route_counts(run.id).await?;
-            let sockets = store.socket_summary(run.id).await?;
+            let store = Store::open_read_only(&path).await?;
+            let read = async {
+                let run = store.run(run).await?;
+                let sessions = store.sessions(run.id).await?;
+                let routes = store.route_counts(run.id).await?;
+                let sockets = store.socket_summary(run.id).await?;
+                Ok::<_, tapedeck::capture::CaptureError>((run, sessions, routes, sockets))
+            };
+            let read = read.await;
+            store.close().await;
+            let (run, sessions, routes, sockets) = read?;
             if json {
                 let doc = serde_json::json!({
                     "run": run, "routes": routes, "sessions": sessions, "websockets": sockets
@@ -47,7 +55,7 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             }
         }
         CapturesCommand::Copy { from, to } => {
-            let source = Store::open(&from).await?;
+            let source = Store::open_read_only(&from).await?;
             let target = Store::create(&to).await?;
             if source.path() == target.path() {
                 anyhow::bail!(

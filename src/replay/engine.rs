@@ -411,8 +411,15 @@ async fn send_one<D: Dispatch, S: SessionSource>(
     }));
 }
 
-fn is_safe(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS")
+/// Whether a `--read-only` replay leaves the exchange out: a method other
+/// than GET, HEAD and OPTIONS, or a WebSocket whose client sent data (its
+/// upgrade is a GET, its frames are the writes: chat messages, joins).
+fn writes(ex: &StoredExchange) -> bool {
+    !matches!(ex.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        || (ex.status == Some(101)
+            && ex.ws_frames.iter().any(|f| {
+                f.dir == "client" && matches!(f.op.as_str(), "text" | "binary" | "continuation")
+            }))
 }
 
 async fn run_vu<D: Dispatch, S: SessionSource>(
@@ -446,7 +453,8 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         if ctx.deadline.is_some_and(|d| due >= d) || ctx.abort.is_triggered() {
             break;
         }
-        if ctx.read_only && !is_safe(&ex.method) {
+        if ctx.read_only && writes(&ex) {
+            let _ = ctx.events.send(Event::ReadOnlySkipped);
             handles.push(None);
             continue;
         }

@@ -186,6 +186,8 @@ pub struct StageData {
     pub dependent_skips: BTreeMap<(String, String), (u64, String)>,
     /// Truncated skips.
     pub truncated_skipped: u64,
+    /// Read-only skips.
+    pub read_only_skipped: u64,
     /// Service latency of SLO routes.
     pub latency: LatencyHistogram,
     /// Corrected latency of SLO routes.
@@ -231,6 +233,7 @@ impl StageData {
                 .0 += n;
         }
         self.truncated_skipped += other.truncated_skipped;
+        self.read_only_skipped += other.read_only_skipped;
         self.latency.add(&other.latency);
         self.corrected.add(&other.corrected);
         self.ttfb.add(&other.ttfb);
@@ -345,6 +348,7 @@ impl StageData {
                 })
                 .collect(),
             truncated_skipped: self.truncated_skipped,
+            read_only_skipped: self.read_only_skipped,
             suspected_dedup,
             conflicting_values,
             shape_mismatches,
@@ -433,6 +437,7 @@ impl StageData {
                 })
                 .collect(),
             truncated_skipped: r.truncated_skipped,
+            read_only_skipped: r.read_only_skipped,
             latency: LatencyHistogram::decode(&r.hdr)?,
             corrected: LatencyHistogram::decode(&r.corrected_hdr)?,
             ttfb: LatencyHistogram::decode(&r.ttfb_hdr)?,

@@ -85,6 +85,7 @@ impl Collector {
         match event {
             Event::VuStarted => self.data.vus += 1,
             Event::TruncatedSkipped => self.data.truncated_skipped += 1,
+            Event::ReadOnlySkipped => self.data.read_only_skipped += 1,
             Event::DependentSkipped { route, waited_for } => {
                 self.data.dependent_skipped += 1;
                 if let Some((value, from)) = waited_for {

@@ -312,6 +312,11 @@ pub struct StageReport {
     pub dependent_skips: Vec<DependentSkip>,
     /// Requests not sent because their recorded body was truncated.
     pub truncated_skipped: u64,
+    /// Requests and WebSockets a `--read-only` replay did not send: methods
+    /// other than GET, HEAD and OPTIONS, and sockets whose client sent
+    /// data frames.
+    #[serde(default)]
+    pub read_only_skipped: u64,
     /// Writes whose live ids repeated across worlds.
     pub suspected_dedup: u64,
     /// Recorded values that would have mapped to a second live value in

@@ -56,6 +56,9 @@ pub enum Event {
     Outcome(Outcome),
     /// A request was not sent because its recorded body was truncated.
     TruncatedSkipped,
+    /// A request or WebSocket was not sent because the replay is
+    /// `--read-only` and it writes.
+    ReadOnlySkipped,
     /// A request was not sent because a response it needs failed.
     DependentSkipped {
         /// The skipped request's route.

@@ -5,6 +5,7 @@ mod support;
 
 mod architecture;
 mod binary;
+mod capture_inputs;
 mod correlation;
 mod demo_backend;
 mod demo_edits;

@@ -4,7 +4,7 @@
 //! drain timeout (in process). docs/reliability.md lists the promises these
 //! check.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,56 +14,8 @@ use http::Method;
 use tapedeck::capture::{RunState, Store};
 
 use crate::support::admin::{admin_address, dropped, get, scrape, wait_for};
+use crate::support::disk::SmallDisk;
 use crate::support::{self, TestProxy, TestUpstream, output, pattern, send};
-
-/// A tmpfs of `size` mounted on a fresh folder, unmounted when dropped.
-struct SmallDisk {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let uid = std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .expect("id -u");
-        assert!(
-            String::from_utf8_lossy(&uid.stdout).trim() == "0",
-            "the disk-full test mounts a small tmpfs and needs root (CI runs the suite as root); \
-             run it as root, e.g. `sudo -E cargo test --release --test it storage`"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).expect("mount point");
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .expect("mount");
-        assert!(mounted.success(), "mounting a {size} tmpfs failed");
-        SmallDisk { path, _dir: dir }
-    }
-
-    /// Frees space the way an operator would: the file system grows.
-    fn grow(&self, size: &str) {
-        let grown = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.path)
-            .status()
-            .expect("remount");
-        assert!(grown.success(), "growing the tmpfs failed");
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.path)
-            .status();
-    }
-}
 
 async fn healthz(admin: &str) -> (u16, String) {
     let client = support::client();

@@ -13,7 +13,7 @@ use crate::capture::{CaptureError, NewRun};
 impl Store {
     /// Copies every run of `self` into `to`, run by run (new run ids,
     /// everything else as stored); a fresh `to` gets this store's redaction
-    /// key, so recording into it later keeps the same markers. Returns the
+    /// key (when it has one), so recording into it later keeps the same markers. Returns the
     /// (source id, new id) of each run copied.
     ///
     /// # Errors
@@ -23,8 +23,9 @@ impl Store {
         to: &Store,
         mut progress: impl FnMut(u64),
     ) -> Result<Vec<(i64, i64)>, CaptureError> {
-        let key = self.redaction_key().await?;
-        to.set_redaction_key_if_missing(&key).await?;
+        if let Some(key) = self.stored_redaction_key().await? {
+            to.set_redaction_key_if_missing(&key).await?;
+        }
         let mut copied = Vec::new();
         for run in self.runs().await? {
             let id = to

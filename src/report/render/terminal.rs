@@ -224,7 +224,7 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "stage {}: {} errors{}, {} status mismatches, {} shape mismatches, {} late, {} skipped (truncated)",
+        "stage {}: {} errors{}, {} status mismatches, {} shape mismatches, {} late, {} skipped (truncated){}",
         s.name,
         s.errors,
         if kinds.is_empty() {
@@ -235,7 +235,12 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
         s.status_mismatches,
         s.shape_mismatches,
         s.late_requests,
-        s.truncated_skipped
+        s.truncated_skipped,
+        if s.read_only_skipped > 0 {
+            format!(", {} not sent (read-only)", s.read_only_skipped)
+        } else {
+            String::new()
+        }
     );
     let width = route_width(s.routes.iter().map(|r| r.route.as_str()));
     let _ = writeln!(

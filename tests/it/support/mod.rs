@@ -3,6 +3,7 @@
 //! HTTP client, raw-socket helpers and (`admin`) a recorder's metrics.
 
 pub mod admin;
+pub mod disk;
 pub mod thirdparty;
 
 use std::collections::HashMap;
@@ -384,7 +385,8 @@ pub fn group<K: std::hash::Hash + Eq, V>(
 pub type Rec = (u64, u64, &'static str, String, u16);
 
 /// Writes a capture whose sessions hold exactly these exchanges (each
-/// request carries `x-test-id: s{session}-{index}`), through the real store.
+/// request carries `x-test-id: s{session}-{index}`; a 101 is a WebSocket
+/// whose client sent one text frame), through the real store.
 pub async fn synthetic_capture(path: &std::path::Path, sessions: &[Vec<Rec>]) -> Store {
     synthetic_runs(path, &[(0, sessions.to_vec())]).await
 }
@@ -447,7 +449,15 @@ async fn synthetic_run(store: &Store, start_ms: u64, first_session: usize, sessi
                 duration: Duration::from_millis(*duration),
                 failure: None,
                 response_chunks: Vec::new(),
-                ws_frames: Vec::new(),
+                // A socket: its client says hello.
+                ws_frames: if *status == 101 {
+                    vec![tapedeck::capture::WsFrame::text(
+                        "client",
+                        &format!("hello from s{s}-{i}"),
+                    )]
+                } else {
+                    Vec::new()
+                },
                 ws_frames_dropped: 0,
             });
         }
