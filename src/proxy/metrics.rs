@@ -89,7 +89,7 @@ impl Default for ProxyMetrics {
         );
         registry.register(
             "records_dropped",
-            "Exchanges observed but not stored, by reason: queue_full, disk_full, store_busy, store_error, drain_timeout, flush_timeout",
+            "Exchanges observed but not stored, by reason: queue_full, disk_full, store_busy, store_error, drain_timeout, flush_timeout, redaction_failed",
             writer.dropped.clone(),
         );
         registry.register(

@@ -24,7 +24,7 @@ mod record;
 mod scan;
 
 pub use names::{is_credential_header, is_secret_field};
-pub use record::Background;
+pub use record::{Background, Redacted};
 pub(crate) use scan::percent_decode;
 pub use scan::{BodyKind, Scannable, scannable, scannable_up_to};
 

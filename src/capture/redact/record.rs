@@ -18,11 +18,42 @@ const NICE: i32 = 10;
 
 /// A batch's records and frame parts.
 type Work = (Vec<ExchangeRecord>, Vec<FramePart>);
-type Job = (Work, oneshot::Sender<Work>);
+type Job = (Work, oneshot::Sender<Redacted>);
+
+/// A batch back from the redaction thread.
+#[derive(Debug)]
+pub struct Redacted {
+    /// The records, redacted.
+    pub records: Vec<ExchangeRecord>,
+    /// The frame parts, redacted.
+    pub parts: Vec<FramePart>,
+    /// Records whose redaction panicked: left out, never stored.
+    pub failed_records: u64,
+    /// Parts whose redaction panicked, as they came (never stored; their
+    /// frames are counted as dropped).
+    pub failed_parts: Vec<FramePart>,
+}
+
+/// What the thread does to each record and part.
+trait Redact: Send + 'static {
+    fn record(&self, r: &mut ExchangeRecord);
+    fn part(&self, p: &mut FramePart);
+}
+
+impl Redact for Redactor {
+    fn record(&self, r: &mut ExchangeRecord) {
+        self.redact_record(r);
+    }
+    fn part(&self, p: &mut FramePart) {
+        self.redact_part(p);
+    }
+}
 
 /// A thread that redacts batches of records, one at a time, at a lower
 /// priority than the threads that forward traffic. It ends when the
-/// handle is dropped.
+/// handle is dropped. A record or part whose redaction panics is left
+/// out of its batch and counted; the rest of the batch, and later ones,
+/// go on.
 #[derive(Debug)]
 pub struct Background {
     jobs: mpsc::Sender<Job>,
@@ -34,35 +65,58 @@ impl Background {
     /// # Errors
     /// When the OS cannot start a thread.
     pub fn spawn(redactor: Redactor) -> std::io::Result<Self> {
+        Self::spawn_with(redactor)
+    }
+
+    fn spawn_with(redactor: impl Redact) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("tapedeck-redact".into())
             .spawn(move || {
                 lower_priority();
-                for ((mut records, mut parts), done) in rx {
-                    for r in &mut records {
-                        redactor.redact_record(r);
-                    }
-                    for p in &mut parts {
-                        redactor.redact_part(p);
-                    }
-                    let _ = done.send((records, parts));
+                for ((records, parts), done) in rx {
+                    let (records, failed_records) = isolated(records, |r| redactor.record(r));
+                    let (parts, failed_parts) = isolated(parts, |p| redactor.part(p));
+                    let _ = done.send(Redacted {
+                        records,
+                        parts,
+                        failed_records: failed_records.len() as u64,
+                        failed_parts,
+                    });
                 }
             })?;
         Ok(Background { jobs })
     }
 
-    /// The records and frame parts, redacted; `None` if the thread is gone
-    /// (it panicked): nothing unredacted may be stored then.
+    /// The records and frame parts, redacted; `None` if the thread is gone:
+    /// nothing unredacted may be stored then.
     pub async fn redact(
         &self,
         records: Vec<ExchangeRecord>,
         parts: Vec<FramePart>,
-    ) -> Option<(Vec<ExchangeRecord>, Vec<FramePart>)> {
+    ) -> Option<Redacted> {
         let (done, redacted) = oneshot::channel();
         self.jobs.send(((records, parts), done)).ok()?;
         redacted.await.ok()
     }
+}
+
+/// Applies `f` to each item, each on its own: an item `f` panics on is
+/// moved to the second list (as it was before `f`, as far as `f` left
+/// it), the others stay in order in the first.
+fn isolated<T>(items: Vec<T>, f: impl Fn(&mut T)) -> (Vec<T>, Vec<T>) {
+    let mut done = Vec::with_capacity(items.len());
+    let mut failed = Vec::new();
+    for mut item in items {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut item))) {
+            Ok(()) => done.push(item),
+            Err(_) => {
+                tracing::error!("redacting a record panicked (a bug); it is dropped, not stored");
+                failed.push(item);
+            }
+        }
+    }
+    (done, failed)
 }
 
 /// Lowers the calling thread's scheduling priority by [`NICE`]. On Linux
@@ -142,12 +196,13 @@ impl Redactor {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use http::{HeaderMap, HeaderValue, header};
 
     use super::super::RedactionConfig;
     use super::*;
-    use crate::capture::{Handshake, WsFrame};
+    use crate::capture::{CapturedBody, Handshake, SessionInfo, SessionKeyKind, WsFrame};
 
     fn text(data: &str) -> WsFrame {
         WsFrame::text("server", data)
@@ -188,5 +243,63 @@ mod tests {
         // The handshake itself is left as it came: its record is redacted
         // on its own.
         assert!(part.handshake.uri.contains("qtok_abcdefgh"));
+    }
+
+    fn record(uri: &str) -> ExchangeRecord {
+        ExchangeRecord {
+            session: Arc::new(SessionInfo {
+                session_no: 1,
+                key_kind: SessionKeyKind::Header,
+                key: "s".into(),
+                client_addr: "127.0.0.1".into(),
+                user_agent: None,
+                started_at_us: 0,
+            }),
+            seq: 1,
+            started_at_us: 0,
+            offset: Duration::ZERO,
+            method: "GET".into(),
+            uri: uri.into(),
+            http_version: "HTTP/1.1",
+            request_headers: HeaderMap::new(),
+            request_body: CapturedBody::default(),
+            status: Some(200),
+            response_headers: HeaderMap::new(),
+            response_body: CapturedBody::default(),
+            ttfb: None,
+            duration: Duration::ZERO,
+            failure: None,
+            response_chunks: Vec::new(),
+            ws_frames: Vec::new(),
+            ws_frames_dropped: 0,
+        }
+    }
+
+    /// Marks each record's URI, and panics on one.
+    struct PanicsOn(&'static str);
+
+    impl Redact for PanicsOn {
+        fn record(&self, r: &mut ExchangeRecord) {
+            assert!(r.uri != self.0, "a redaction bug");
+            r.uri.push_str("?redacted");
+        }
+        fn part(&self, _: &mut FramePart) {}
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_redaction_panics_is_left_out_and_the_thread_goes_on() {
+        let thread = Background::spawn_with(PanicsOn("/bad")).expect("thread");
+        let batch = vec![record("/a"), record("/bad"), record("/b")];
+        let out = thread.redact(batch, Vec::new()).await.expect("redacted");
+        let uris: Vec<&str> = out.records.iter().map(|r| r.uri.as_str()).collect();
+        assert_eq!(uris, ["/a?redacted", "/b?redacted"]);
+        assert_eq!(out.failed_records, 1);
+        // The thread is still there for the next batch.
+        let out = thread
+            .redact(vec![record("/c")], Vec::new())
+            .await
+            .expect("the thread survived");
+        assert_eq!(out.records[0].uri, "/c?redacted");
+        assert_eq!(out.failed_records, 0);
     }
 }

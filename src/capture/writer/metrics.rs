@@ -27,17 +27,21 @@ pub enum DropReason {
     DrainTimeout,
     /// Still queued when the bounded flush at stop ran out of time.
     FlushTimeout,
+    /// Redacting the record failed (a bug: it panicked, or the redaction
+    /// thread is gone); it is not stored unredacted.
+    RedactionFailed,
 }
 
 impl DropReason {
     /// Every reason, in the order the metric lists them.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::QueueFull,
         DropReason::DiskFull,
         DropReason::StoreBusy,
         DropReason::StoreError,
         DropReason::DrainTimeout,
         DropReason::FlushTimeout,
+        DropReason::RedactionFailed,
     ];
 
     /// The label value.
@@ -49,6 +53,7 @@ impl DropReason {
             DropReason::StoreError => "store_error",
             DropReason::DrainTimeout => "drain_timeout",
             DropReason::FlushTimeout => "flush_timeout",
+            DropReason::RedactionFailed => "redaction_failed",
         }
     }
 

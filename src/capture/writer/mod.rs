@@ -330,9 +330,16 @@ impl Writer {
             Err(_) => None,
         };
         match redacted {
-            Some((records, parts)) => {
-                batch.records = records;
-                batch.parts = parts;
+            Some(redacted) => {
+                batch.records = redacted.records;
+                batch.parts = redacted.parts;
+                if redacted.failed_records > 0 {
+                    self.metrics
+                        .drop_records(DropReason::RedactionFailed, redacted.failed_records);
+                }
+                for part in &redacted.failed_parts {
+                    self.lose(part);
+                }
             }
             None => {
                 tracing::error!(
@@ -340,7 +347,7 @@ impl Writer {
                     "the redaction thread is gone; records dropped"
                 );
                 self.metrics
-                    .drop_records(DropReason::StoreError, count as u64);
+                    .drop_records(DropReason::RedactionFailed, count as u64);
                 for (exchange, n) in part_frames {
                     self.lose_frames(exchange, n);
                 }
