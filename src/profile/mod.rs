@@ -57,25 +57,114 @@ pub struct Slo {
     pub p99_ms: Option<f64>,
     /// Highest acceptable error rate (errors / requests).
     pub error_rate: Option<f64>,
+    /// Thresholds for the requests of the routes a pattern matches
+    /// (`[[slo.route]]`).
+    #[serde(default)]
+    pub route: Vec<RouteSlo>,
 }
+
+/// Thresholds over the pooled requests of every route a pattern matches.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSlo {
+    /// A route template as reports print it (`GET /api/conversations/{id}`),
+    /// `*` matching any run of characters; without a method (starting
+    /// with `/`) it matches the path under every method.
+    pub route: String,
+    /// Highest acceptable p50 latency, ms.
+    pub p50_ms: Option<f64>,
+    /// Highest acceptable p95 latency, ms.
+    pub p95_ms: Option<f64>,
+    /// Highest acceptable p99 latency, ms.
+    pub p99_ms: Option<f64>,
+    /// Highest acceptable error rate (errors / requests).
+    pub error_rate: Option<f64>,
+}
+
+/// The thresholds' names, in the order reports list them.
+pub const SLO_NAMES: [&str; 4] = ["p50_ms", "p95_ms", "p99_ms", "error_rate"];
 
 impl Slo {
     /// Whether any threshold is set.
     pub fn is_empty(&self) -> bool {
-        self.p50_ms.is_none()
-            && self.p95_ms.is_none()
-            && self.p99_ms.is_none()
-            && self.error_rate.is_none()
+        self.bounds().iter().all(Option::is_none) && self.route.is_empty()
     }
 
-    /// Thresholds of `self`, falling back to `base` for the unset ones.
+    /// The stage-wide thresholds, in [`SLO_NAMES`] order.
+    pub fn bounds(&self) -> [Option<f64>; 4] {
+        [self.p50_ms, self.p95_ms, self.p99_ms, self.error_rate]
+    }
+
+    /// Sets the threshold named `name` (one of [`SLO_NAMES`]).
+    pub fn set(&mut self, name: &str, bound: f64) {
+        set_bound(
+            [
+                &mut self.p50_ms,
+                &mut self.p95_ms,
+                &mut self.p99_ms,
+                &mut self.error_rate,
+            ],
+            name,
+            bound,
+        );
+    }
+
+    /// Thresholds of `self`, falling back to `base` for the unset ones;
+    /// route thresholds are `self`'s when it lists any, else `base`'s.
     pub fn or(&self, base: &Slo) -> Slo {
         Slo {
             p50_ms: self.p50_ms.or(base.p50_ms),
             p95_ms: self.p95_ms.or(base.p95_ms),
             p99_ms: self.p99_ms.or(base.p99_ms),
             error_rate: self.error_rate.or(base.error_rate),
+            route: if self.route.is_empty() {
+                base.route.clone()
+            } else {
+                self.route.clone()
+            },
         }
+    }
+}
+
+/// Sets the one of `fields` (in [`SLO_NAMES`] order) named `name`.
+fn set_bound(fields: [&mut Option<f64>; 4], name: &str, bound: f64) {
+    if let Some((_, field)) = SLO_NAMES.iter().zip(fields).find(|(n, _)| **n == name) {
+        *field = Some(bound);
+    }
+}
+
+impl RouteSlo {
+    /// No threshold yet, for `pattern`.
+    pub fn new(pattern: &str) -> RouteSlo {
+        RouteSlo {
+            route: pattern.to_string(),
+            ..RouteSlo::default()
+        }
+    }
+
+    /// The thresholds, in [`SLO_NAMES`] order.
+    pub fn bounds(&self) -> [Option<f64>; 4] {
+        [self.p50_ms, self.p95_ms, self.p99_ms, self.error_rate]
+    }
+
+    /// Sets the threshold named `name` (one of [`SLO_NAMES`]).
+    pub fn set(&mut self, name: &str, bound: f64) {
+        set_bound(
+            [
+                &mut self.p50_ms,
+                &mut self.p95_ms,
+                &mut self.p99_ms,
+                &mut self.error_rate,
+            ],
+            name,
+            bound,
+        );
+    }
+
+    /// Whether the route template `route` (`METHOD /path`) is one the
+    /// pattern names (as rules match routes: `rules::RouteMatch`).
+    pub fn matches(&self, route: &str) -> bool {
+        rules::RouteMatch::parse(Some(&self.route)).is_ok_and(|m| m.matches(route))
     }
 }
 
@@ -336,25 +425,35 @@ impl Profile {
 }
 
 fn check_slo(at: &str, slo: &Slo) -> Result<(), String> {
-    for (key, value) in [
-        ("p50_ms", slo.p50_ms),
-        ("p95_ms", slo.p95_ms),
-        ("p99_ms", slo.p99_ms),
-    ] {
-        if let Some(v) = value
-            && !(v.is_finite() && v > 0.0)
-        {
+    check_bounds(at, slo.bounds())?;
+    for (i, r) in slo.route.iter().enumerate() {
+        let at = format!("{at}.route[{i}]");
+        rules::RouteMatch::parse(Some(&r.route)).map_err(|e| format!("{at}.{e}"))?;
+        if r.bounds().iter().all(Option::is_none) {
+            return Err(format!(
+                "{at} ({}) sets no threshold: give p50_ms, p95_ms, p99_ms or error_rate",
+                r.route
+            ));
+        }
+        check_bounds(&at, r.bounds())?;
+    }
+    Ok(())
+}
+
+fn check_bounds(at: &str, bounds: [Option<f64>; 4]) -> Result<(), String> {
+    for (key, value) in SLO_NAMES.into_iter().zip(bounds) {
+        let Some(v) = value else { continue };
+        if key == "error_rate" {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!(
+                    "{at}.error_rate = {v}: use a fraction from 0 to 1 (0.01 = 1%)"
+                ));
+            }
+        } else if !(v.is_finite() && v > 0.0) {
             return Err(format!(
                 "{at}.{key} = {v}: use a number of milliseconds above 0"
             ));
         }
-    }
-    if let Some(r) = slo.error_rate
-        && !(0.0..=1.0).contains(&r)
-    {
-        return Err(format!(
-            "{at}.error_rate = {r}: use a fraction from 0 to 1 (0.01 = 1%)"
-        ));
     }
     Ok(())
 }
@@ -365,6 +464,88 @@ mod tests {
 
     fn parse(text: &str) -> Result<Profile, String> {
         Profile::parse(text, Path::new("p.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn route_slos_apply_to_every_stage_unless_a_stage_lists_its_own() {
+        let p = parse(
+            r#"
+            version = 1
+            [[slo.route]]
+            route = "GET /api/conversations/*/messages"
+            p95_ms = 250
+            [[slo.route]]
+            route = "POST /api/conversations/{id}/messages"
+            p95_ms = 300
+            error_rate = 0.01
+            [[stage]]
+            name = "1x"
+            [[stage]]
+            name = "5x"
+            multiplier = 5
+            [[stage.slo.route]]
+            route = "/api/*"
+            p99_ms = 900
+            "#,
+        )
+        .expect("valid");
+        let first = p.stages[0].slo.or(&p.slo);
+        assert_eq!(first.route.len(), 2);
+        assert_eq!(first.route[1].error_rate, Some(0.01));
+        let second = p.stages[1].slo.or(&p.slo);
+        assert_eq!(second.route.len(), 1);
+        assert_eq!(second.route[0].p99_ms, Some(900.0));
+    }
+
+    #[test]
+    fn a_route_slo_must_name_a_route_and_set_a_threshold() {
+        let e = parse("version = 1\n[[slo.route]]\nroute = \"GET /x\"\n[[stage]]\nname = \"a\"\n")
+            .expect_err("no threshold");
+        assert!(e.contains("slo.route[0] (GET /x) sets no threshold"), "{e}");
+        let e = parse(
+            "version = 1\n[[slo.route]]\nroute = \"messages\"\np95_ms = 1\n[[stage]]\nname = \"a\"\n",
+        )
+        .expect_err("not a route");
+        assert!(e.contains("slo.route[0].route = \"messages\""), "{e}");
+        let e = parse(
+            "version = 1\n[[slo.route]]\nroute = \"/x\"\nerror_rate = 2\n[[stage]]\nname = \"a\"\n",
+        )
+        .expect_err("rate past 1");
+        assert!(e.contains("slo.route[0].error_rate = 2"), "{e}");
+    }
+
+    #[test]
+    fn route_patterns_match_templates_with_stars_and_without_a_method() {
+        let m = |pattern: &str, route: &str| RouteSlo::new(pattern).matches(route);
+        assert!(m(
+            "GET /api/conversations/*/messages",
+            "GET /api/conversations/{id}/messages"
+        ));
+        assert!(!m(
+            "GET /api/conversations/*/messages",
+            "POST /api/conversations/{id}/messages"
+        ));
+        assert!(!m(
+            "GET /api/conversations/*/messages",
+            "GET /api/conversations/{id}"
+        ));
+        assert!(m(
+            "GET /api/conversations/{id}",
+            "GET /api/conversations/{id}"
+        ));
+        assert!(!m(
+            "GET /api/conversations/{id}",
+            "GET /api/conversations/{id}/messages"
+        ));
+        assert!(m("/api/*", "DELETE /api/messages/{id}"));
+        assert!(m("* /api/*/messages", "PUT /api/a/b/messages"));
+        assert!(!m("/api/*", "GET /health"));
+        assert!(m("GET /*", "GET /"));
+        // Written as rules write routes: a literal id, a lower-case method.
+        assert!(m(
+            "get /api/conversations/17/*",
+            "GET /api/conversations/{id}/messages"
+        ));
     }
 
     #[test]

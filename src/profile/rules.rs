@@ -157,7 +157,9 @@ pub(crate) enum Place {
 }
 
 /// `None` matches every route; `(Some(method), path)` one route;
-/// `(None, path)` the path with any method.
+/// `(None, path)` the path with any method. In the path, `*` matches any
+/// run of characters (`/api/conversations/*/messages`); a method of `*`
+/// is any method.
 #[derive(Debug)]
 pub(crate) struct RouteMatch(Option<(Option<String>, String)>);
 
@@ -171,6 +173,7 @@ impl RouteMatch {
             return Ok(RouteMatch(None));
         };
         let (method, path) = match route.split_once(' ') {
+            Some(("*", p)) => (None, p.trim()),
             Some((m, p)) => (Some(m.trim().to_ascii_uppercase()), p.trim()),
             None => (None, route),
         };
@@ -191,7 +194,7 @@ impl RouteMatch {
             return true;
         };
         let (m, p) = route.split_once(' ').unwrap_or(("", route));
-        p == path && method.as_deref().is_none_or(|want| want == m)
+        glob(path.as_bytes(), p.as_bytes()) && method.as_deref().is_none_or(|want| want == m)
     }
 
     /// The routes as `--explain` names them.
@@ -202,6 +205,29 @@ impl RouteMatch {
             Some((None, p)) => format!("* {p}"),
         }
     }
+}
+
+/// Whether `text` matches `pattern`, whose `*` matches any run of bytes
+/// (none included), backtracking only to the last `*` seen.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 impl RuleConfig {

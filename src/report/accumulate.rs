@@ -361,7 +361,9 @@ impl StageData {
             slo: Vec::new(),
             invalid: None,
         };
-        report.slo = verdict::evaluate(&self.slo, &report);
+        report.slo = verdict::evaluate(&self.slo, &report, |route| {
+            self.routes.get(route).map(|r| &r.latency)
+        });
         report
     }
 

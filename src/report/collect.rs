@@ -297,10 +297,27 @@ mod tests {
     }
 
     fn collect(outcomes: &[Outcome]) -> StageData {
+        use crate::profile::{RouteSlo, Slo};
         let data = StageData {
             name: "s".into(),
             multiplier: 2,
             speed: 1.0,
+            // Stage-wide and route thresholds: a merge evaluates them again.
+            slo: Slo {
+                p95_ms: Some(500.0),
+                route: vec![
+                    RouteSlo {
+                        p95_ms: Some(500.0),
+                        ..RouteSlo::new("GET /r/*")
+                    },
+                    RouteSlo {
+                        error_rate: Some(0.01),
+                        p99_ms: Some(900.0),
+                        ..RouteSlo::new("/r/*")
+                    },
+                ],
+                ..Slo::default()
+            },
             ..StageData::default()
         };
         let mut c = Collector::new(
@@ -371,6 +388,20 @@ mod tests {
                 assert_eq!(m.quantile_ms(q), u.quantile_ms(q));
             }
         }
+        let routes: Vec<_> = merged.stages[0]
+            .slo
+            .iter()
+            .map(|r| (r.name.as_str(), r.route.as_deref(), r.routes_matched))
+            .collect();
+        assert_eq!(
+            routes,
+            [
+                ("p95_ms", None, None),
+                ("p95_ms", Some("GET /r/*"), Some(3)),
+                ("p99_ms", Some("/r/*"), Some(3)),
+                ("error_rate", Some("/r/*"), Some(3)),
+            ]
+        );
         assert_eq!(union.requests, 400);
         assert_eq!(union.error_kinds["http_5xx"], 8);
         assert_eq!(union.error_kinds["http_429"], 8);

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 pub use accumulate::StageData;
 pub use model::{Partial, Report, Shard, StageReport, Verdict};
 
-use crate::profile::Slo;
+use crate::profile::{RouteSlo, Slo};
 
 /// Errors reading or combining reports.
 #[derive(Debug, thiserror::Error)]
@@ -453,13 +453,18 @@ fn check_shards(
 fn slo_of(s: &StageReport) -> Slo {
     let mut slo = Slo::default();
     for r in &s.slo {
-        match r.name.as_str() {
-            "p50_ms" => slo.p50_ms = Some(r.threshold),
-            "p95_ms" => slo.p95_ms = Some(r.threshold),
-            "p99_ms" => slo.p99_ms = Some(r.threshold),
-            "error_rate" => slo.error_rate = Some(r.threshold),
-            _ => {}
-        }
+        let Some(pattern) = &r.route else {
+            slo.set(&r.name, r.threshold);
+            continue;
+        };
+        let i = match slo.route.iter().position(|x| &x.route == pattern) {
+            Some(i) => i,
+            None => {
+                slo.route.push(RouteSlo::new(pattern));
+                slo.route.len() - 1
+            }
+        };
+        slo.route[i].set(&r.name, r.threshold);
     }
     slo
 }

@@ -241,8 +241,17 @@ pub struct SloResult {
     pub threshold: f64,
     /// What was measured.
     pub actual: f64,
-    /// Whether `actual` is within the bound.
+    /// Whether `actual` is within the bound (a route pattern that matched
+    /// no route does not pass).
     pub pass: bool,
+    /// The route pattern as the profile wrote it, for a `[[slo.route]]`
+    /// threshold (absent for stage-wide ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// How many of the stage's routes the pattern matched (their requests
+    /// pooled); with `route` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes_matched: Option<u64>,
 }
 
 /// Requests of one route not sent because an answer they needed failed.

@@ -8,8 +8,9 @@
 //! `Capacity`) and plain sentences the renderers lay out. Nothing here
 //! formats tables or writes output.
 
-use super::model::{Capacity, Report, SloResult, StageReport, Verdict};
-use crate::profile::Slo;
+use super::histogram::LatencyHistogram;
+use super::model::{Capacity, Percentiles, Report, SloResult, StageReport, Verdict};
+use crate::profile::{SLO_NAMES, Slo};
 
 impl Capacity {
     /// What the stage at `multiplier` is in the verdict: `breaking`,
@@ -25,33 +26,73 @@ impl Capacity {
     }
 }
 
-/// Evaluates thresholds against a stage report.
-pub fn evaluate(slo: &Slo, r: &StageReport) -> Vec<SloResult> {
+/// Evaluates thresholds against a stage report: the stage-wide ones over
+/// its SLO routes, each `[[slo.route]]` one over the pooled requests of
+/// the routes its pattern matches. `latency_of` gives a route's service
+/// latency histogram by name.
+pub fn evaluate<'a>(
+    slo: &Slo,
+    r: &StageReport,
+    latency_of: impl Fn(&str) -> Option<&'a LatencyHistogram>,
+) -> Vec<SloResult> {
     let mut out = Vec::new();
-    let mut check = |name: &str, threshold: Option<f64>, actual: f64| {
-        if let Some(t) = threshold {
+    let stage = [
+        r.latency_ms.p50,
+        r.latency_ms.p95,
+        r.latency_ms.p99,
+        error_rate(r.errors, r.requests),
+    ];
+    push_checks(&mut out, slo.bounds(), stage, None);
+    for rs in &slo.route {
+        let matched: Vec<_> = r.routes.iter().filter(|x| rs.matches(&x.route)).collect();
+        let mut pooled = LatencyHistogram::default();
+        for m in &matched {
+            if let Some(h) = latency_of(&m.route) {
+                pooled.add(h);
+            }
+        }
+        let p = Percentiles::of(&pooled);
+        let requests = matched.iter().map(|m| m.requests).sum();
+        let errors = matched.iter().map(|m| m.errors).sum();
+        let actual = [p.p50, p.p95, p.p99, error_rate(errors, requests)];
+        push_checks(
+            &mut out,
+            rs.bounds(),
+            actual,
+            Some((&rs.route, matched.len() as u64)),
+        );
+    }
+    out
+}
+
+/// One result per threshold set; a route pattern that matched nothing
+/// passes none.
+fn push_checks(
+    out: &mut Vec<SloResult>,
+    bounds: [Option<f64>; 4],
+    actual: [f64; 4],
+    route: Option<(&str, u64)>,
+) {
+    for ((name, bound), actual) in SLO_NAMES.into_iter().zip(bounds).zip(actual) {
+        if let Some(threshold) = bound {
             out.push(SloResult {
                 name: name.to_string(),
-                threshold: t,
+                threshold,
                 actual,
-                pass: actual <= t,
+                pass: actual <= threshold && route.is_none_or(|(_, n)| n > 0),
+                route: route.map(|(pattern, _)| pattern.to_string()),
+                routes_matched: route.map(|(_, n)| n),
             });
         }
-    };
-    check("p50_ms", slo.p50_ms, r.latency_ms.p50);
-    check("p95_ms", slo.p95_ms, r.latency_ms.p95);
-    check("p99_ms", slo.p99_ms, r.latency_ms.p99);
-    let rate = if r.requests == 0 {
-        0.0
-    } else {
-        r.errors as f64 / r.requests as f64
-    };
-    check(
-        "error_rate",
-        slo.error_rate,
-        (rate * 10000.0).round() / 10000.0,
-    );
-    out
+    }
+}
+
+/// errors / requests to four decimals; 0 without requests.
+fn error_rate(errors: u64, requests: u64) -> f64 {
+    if requests == 0 {
+        return 0.0;
+    }
+    ((errors as f64 / requests as f64) * 10000.0).round() / 10000.0
 }
 
 /// The capacity verdict over stage reports, given the abort bound.
@@ -88,10 +129,20 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
             ));
         }
         for failed in s.slo.iter().filter(|r| !r.pass) {
-            c.notes.push(format!(
-                "{}x fails {}: {} against a bound of {}",
-                s.multiplier, failed.name, failed.actual, failed.threshold
-            ));
+            c.notes.push(match (&failed.route, failed.routes_matched) {
+                (Some(pattern), Some(0)) => format!(
+                    "{}x: the route SLO {pattern:?} matches no route of the stage, so its {} \
+                     is not met (routes are named as the stage tables print them)",
+                    s.multiplier, failed.name
+                ),
+                _ => format!(
+                    "{}x fails {}: {} against a bound of {}",
+                    s.multiplier,
+                    slo_label(failed),
+                    failed.actual,
+                    failed.threshold
+                ),
+            });
         }
     }
     if let (Some(first), Some(last)) = (stages.first(), stages.last())
@@ -184,14 +235,17 @@ pub fn judge_validity(stages: &mut [StageReport], max_invalid: f64) {
 }
 
 /// The names of the SLOs a stage failed; `None` when none applied.
-pub(crate) fn failed_slos(s: &StageReport) -> Option<Vec<&str>> {
-    (!s.slo.is_empty()).then(|| {
-        s.slo
-            .iter()
-            .filter(|r| !r.pass)
-            .map(|r| r.name.as_str())
-            .collect()
-    })
+pub(crate) fn failed_slos(s: &StageReport) -> Option<Vec<String>> {
+    (!s.slo.is_empty()).then(|| s.slo.iter().filter(|r| !r.pass).map(slo_label).collect())
+}
+
+/// A threshold's name, with its route pattern for a route SLO:
+/// `p95_ms` or `p95_ms of GET /api/conversations/*/messages`.
+pub(crate) fn slo_label(r: &SloResult) -> String {
+    match &r.route {
+        Some(pattern) => format!("{} of {pattern}", r.name),
+        None => r.name.clone(),
+    }
 }
 
 /// What makes a stage's load not what it claims: sends a deduplicating
@@ -252,4 +306,86 @@ pub fn warnings(report: &Report) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::profile::{RouteSlo, Slo};
+    use crate::report::accumulate::StageData;
+
+    /// A stage with `n` requests of each route, the i-th taking `ms[i]`.
+    fn stage(routes: &[(&str, u64, u64)], slo: Slo) -> StageData {
+        let mut d = StageData {
+            name: "1x".into(),
+            multiplier: 1,
+            slo,
+            ..StageData::default()
+        };
+        for &(route, n, ms) in routes {
+            let r = d.routes.entry(route.into()).or_default();
+            for _ in 0..n {
+                r.latency.record(Duration::from_millis(ms));
+                r.requests += 1;
+                d.latency.record(Duration::from_millis(ms));
+                d.requests += 1;
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn a_route_slo_pools_the_routes_its_pattern_matches() {
+        let slo = Slo {
+            route: vec![RouteSlo {
+                p95_ms: Some(30.0),
+                ..RouteSlo::new("GET /a/*")
+            }],
+            ..Slo::default()
+        };
+        // 90 fast requests on one matched route, 10 slow on the other:
+        // pooled, p95 is slow; each alone would not say so.
+        let d = stage(
+            &[
+                ("GET /a/{id}", 90, 10),
+                ("GET /a/{id}/b", 10, 50),
+                ("GET /c", 100, 80),
+            ],
+            slo,
+        );
+        let r = d.report();
+        let [check] = &r.slo[..] else {
+            panic!("one check: {:?}", r.slo)
+        };
+        assert_eq!(check.route.as_deref(), Some("GET /a/*"));
+        assert_eq!(check.routes_matched, Some(2));
+        assert!(!check.pass && check.actual >= 49.0, "{check:?}");
+    }
+
+    #[test]
+    fn a_route_slo_that_matches_no_route_is_not_a_pass() {
+        let slo = Slo {
+            route: vec![RouteSlo {
+                p95_ms: Some(1000.0),
+                ..RouteSlo::new("GET /typo/*")
+            }],
+            ..Slo::default()
+        };
+        let r = stage(&[("GET /a/{id}", 10, 1)], slo).report();
+        assert_eq!(r.slo[0].routes_matched, Some(0));
+        assert!(!r.slo[0].pass);
+        assert_eq!(
+            super::overall(std::slice::from_ref(&r), false),
+            super::Verdict::Fail
+        );
+        let c = super::capacity(std::slice::from_ref(&r), None);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("\"GET /typo/*\" matches no route")),
+            "{:?}",
+            c.notes
+        );
+    }
 }

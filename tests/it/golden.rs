@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tapedeck::profile::Slo;
+use tapedeck::profile::{RouteSlo, Slo};
 use tapedeck::report::accumulate::{StageData, WindowData};
 use tapedeck::report::compare::{self, Thresholds};
 use tapedeck::report::model::{self, CaptureRef, ProfileRef, Report, Verdict};
@@ -22,6 +22,19 @@ fn stage(name: &str, multiplier: u32, base_ms: f64, errors: u64) -> StageData {
         slo: Slo {
             p95_ms: Some(250.0),
             error_rate: Some(0.01),
+            // A pattern and an exact template: at 5x the first holds and
+            // the second does not.
+            route: vec![
+                RouteSlo {
+                    p95_ms: Some(200.0),
+                    ..RouteSlo::new("GET /api/conversations/*/messages")
+                },
+                RouteSlo {
+                    p95_ms: Some(150.0),
+                    error_rate: Some(0.01),
+                    ..RouteSlo::new("POST /api/conversations/{id}/messages")
+                },
+            ],
             ..Slo::default()
         },
         ..StageData::default()

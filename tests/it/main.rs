@@ -5,6 +5,7 @@ mod support;
 
 mod architecture;
 mod binary;
+mod capacity_reports;
 mod capture_inputs;
 mod correlation;
 mod demo_backend;
