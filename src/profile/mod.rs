@@ -164,7 +164,7 @@ impl RouteSlo {
     /// Whether the route template `route` (`METHOD /path`) is one the
     /// pattern names (as rules match routes: `rules::RouteMatch`).
     pub fn matches(&self, route: &str) -> bool {
-        rules::RouteMatch::parse(Some(&self.route)).is_ok_and(|m| m.matches(route))
+        route_matches(&self.route, route)
     }
 }
 
@@ -278,6 +278,46 @@ pub struct Profile {
     /// Explicit dynamic-value rules (docs/replay-profiles.md, "Rules").
     #[serde(default)]
     pub rules: RuleConfig,
+    /// Numbers on the backend that the replayed writes should raise
+    /// (`[[effect]]`), read before and after each stage.
+    #[serde(default, rename = "effect")]
+    pub effects: Vec<Effect>,
+}
+
+/// A number the backend offers (a count, a stats field) that each
+/// successful answer of a replayed write should raise by one: the proof
+/// that the writes happened.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Effect {
+    /// Shown in reports.
+    pub name: String,
+    /// A GET on the target, as a path (`/api/stats`).
+    pub url: String,
+    /// Where the number is in its JSON answer (`$.messages`).
+    pub json_path: String,
+    /// The writes that should each add one, as a route pattern
+    /// (`POST /api/conversations/*/messages`).
+    pub route: String,
+}
+
+impl Effect {
+    /// `json_path` as a JSON pointer (checked when the profile was read).
+    pub fn pointer(&self) -> String {
+        rules::pointer(&self.json_path).unwrap_or_default()
+    }
+
+    /// Whether answers of `route` should each add one.
+    pub fn counts(&self, route: &str) -> bool {
+        route_matches(&self.route, route)
+    }
+}
+
+/// Whether the route template `route` (`METHOD /path/{id}`) is one the
+/// pattern names, as profiles write route patterns (`rules::RouteMatch`:
+/// `*` globs, an optional method, literal ids).
+pub fn route_matches(pattern: &str, route: &str) -> bool {
+    rules::RouteMatch::parse(Some(pattern)).is_ok_and(|m| m.matches(route))
 }
 
 impl Profile {
@@ -299,6 +339,7 @@ impl Profile {
             safety: Safety::default(),
             long_poll_routes: Vec::new(),
             rules: RuleConfig::default(),
+            effects: Vec::new(),
         }
     }
 
@@ -420,6 +461,25 @@ impl Profile {
             ));
         }
         self.rules.check()?;
+        for (i, e) in self.effects.iter().enumerate() {
+            let at = format!("effect[{i}] ({})", e.name);
+            if e.name.trim().is_empty() {
+                return Err(format!("effect[{i}].name is empty"));
+            }
+            if self.effects[..i].iter().any(|o| o.name == e.name) {
+                return Err(format!(
+                    "{at}: two effects have this name; names must differ"
+                ));
+            }
+            if !e.url.starts_with('/') {
+                return Err(format!(
+                    "{at}.url = {:?}: give a path on the target, like \"/api/stats\"",
+                    e.url
+                ));
+            }
+            rules::pointer(&e.json_path).map_err(|m| format!("{at}.json_path: {m}"))?;
+            rules::RouteMatch::parse(Some(&e.route)).map_err(|m| format!("{at}.{m}"))?;
+        }
         Ok(())
     }
 }

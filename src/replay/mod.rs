@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod correlate;
+mod effects;
 pub mod engine;
 pub mod explain;
 pub mod plan;
@@ -27,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
-use crate::report::accumulate::StageData;
+use crate::report::accumulate::{EffectReading, StageData};
 use crate::report::collect::{self, AbortRule, Collector};
 use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard};
 use crate::report::outcome::LiveStats;
@@ -324,6 +325,7 @@ pub async fn run(
             correlation: correlation.clone(),
             interrupt: config.interrupt.clone(),
         };
+        let before = effects::read_all(&*client, &config.profile.effects).await;
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();
         engine::run_stage(
@@ -347,11 +349,22 @@ pub async fn run(
             }
         };
         aborted |= collector.aborted();
-        stages.push(
-            collector
-                .finish(stage_started_us, stage_finished_us)
-                .report(),
-        );
+        let after = effects::read_all(&*client, &config.profile.effects).await;
+        let mut data = collector.finish(stage_started_us, stage_finished_us);
+        data.effects = config
+            .profile
+            .effects
+            .iter()
+            .zip(before.into_iter().zip(after))
+            .map(|(e, (before, after))| EffectReading {
+                name: e.name.clone(),
+                route: e.route.clone(),
+                error: before.as_ref().err().or(after.as_ref().err()).cloned(),
+                before: before.ok(),
+                after: after.ok(),
+            })
+            .collect();
+        stages.push(data.report());
         if aborted {
             break;
         }

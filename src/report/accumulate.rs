@@ -202,6 +202,38 @@ pub struct StageData {
     pub windows: BTreeMap<i64, WindowData>,
     /// Thresholds that apply.
     pub slo: Slo,
+    /// The effects' readings.
+    pub effects: Vec<EffectReading>,
+}
+
+/// An effect's number before and after a stage (shards merged: the
+/// earliest reading before, the latest after, as shards run together).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EffectReading {
+    /// The effect's name.
+    pub name: String,
+    /// Its route pattern.
+    pub route: String,
+    /// The number before the stage.
+    pub before: Option<f64>,
+    /// The number after.
+    pub after: Option<f64>,
+    /// Why a reading failed.
+    pub error: Option<String>,
+}
+
+impl EffectReading {
+    fn add(&mut self, other: &EffectReading) {
+        let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+            (Some(a), Some(b)) => Some(f(a, b)),
+            (a, b) => a.or(b),
+        };
+        self.before = pick(self.before, other.before, f64::min);
+        self.after = pick(self.after, other.after, f64::max);
+        if self.error.is_none() {
+            self.error.clone_from(&other.error);
+        }
+    }
 }
 
 impl StageData {
@@ -234,6 +266,12 @@ impl StageData {
         }
         self.truncated_skipped += other.truncated_skipped;
         self.read_only_skipped += other.read_only_skipped;
+        for e in &other.effects {
+            match self.effects.iter_mut().find(|m| m.name == e.name) {
+                Some(mine) => mine.add(e),
+                None => self.effects.push(e.clone()),
+            }
+        }
         self.latency.add(&other.latency);
         self.corrected.add(&other.corrected);
         self.ttfb.add(&other.ttfb);
@@ -360,10 +398,16 @@ impl StageData {
             send_lag_hdr: self.send_lag.encode(),
             slo: Vec::new(),
             invalid: None,
+            effects: Vec::new(),
         };
         report.slo = verdict::evaluate(&self.slo, &report, |route| {
             self.routes.get(route).map(|r| &r.latency)
         });
+        report.effects = self
+            .effects
+            .iter()
+            .map(|e| verdict::judge_effect(e, &report.routes))
+            .collect();
         report
     }
 
@@ -447,6 +491,17 @@ impl StageData {
             routes,
             windows,
             slo,
+            effects: r
+                .effects
+                .iter()
+                .map(|e| EffectReading {
+                    name: e.name.clone(),
+                    route: e.route.clone(),
+                    before: e.before,
+                    after: e.after,
+                    error: e.error.clone(),
+                })
+                .collect(),
         })
     }
 }

@@ -355,6 +355,34 @@ pub struct StageReport {
     /// when it is valid. Set by `verdict::judge_validity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid: Option<String>,
+    /// The profile's `[[effect]]` numbers, read before and after the
+    /// stage (absent without effects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub effects: Vec<EffectResult>,
+}
+
+/// A number on the backend read before and after a stage, against the
+/// writes that should have raised it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectResult {
+    /// The effect's name.
+    pub name: String,
+    /// The writes counted, as the profile's route pattern.
+    pub route: String,
+    /// The number before the stage.
+    pub before: Option<f64>,
+    /// The number after the stage.
+    pub after: Option<f64>,
+    /// `after - before`.
+    pub delta: Option<f64>,
+    /// Answers of the counted routes without error (status below 400):
+    /// what the number should have risen by at least.
+    pub expected: u64,
+    /// Whether both readings were taken and `delta` reached `expected`.
+    pub pass: bool,
+    /// Why a reading failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The capacity verdict over the stages, made by

@@ -8,8 +8,11 @@
 //! `Capacity`) and plain sentences the renderers lay out. Nothing here
 //! formats tables or writes output.
 
+use super::accumulate::EffectReading;
 use super::histogram::LatencyHistogram;
-use super::model::{Capacity, Percentiles, Report, SloResult, StageReport, Verdict};
+use super::model::{
+    Capacity, EffectResult, Percentiles, Report, RouteReport, SloResult, StageReport, Verdict,
+};
 use crate::profile::{SLO_NAMES, Slo};
 
 impl Capacity {
@@ -65,6 +68,27 @@ pub fn evaluate<'a>(
     out
 }
 
+/// An effect's result: what its counted routes answered without error,
+/// against how far its number rose.
+pub fn judge_effect(e: &EffectReading, routes: &[RouteReport]) -> EffectResult {
+    let expected = routes
+        .iter()
+        .filter(|r| crate::profile::route_matches(&e.route, &r.route))
+        .map(|r| r.requests - r.errors)
+        .sum();
+    let delta = e.before.zip(e.after).map(|(b, a)| a - b);
+    EffectResult {
+        name: e.name.clone(),
+        route: e.route.clone(),
+        before: e.before,
+        after: e.after,
+        delta,
+        expected,
+        pass: e.error.is_none() && delta.is_some_and(|d| d >= expected as f64),
+        error: e.error.clone(),
+    }
+}
+
 /// One result per threshold set; a route pattern that matched nothing
 /// passes none.
 fn push_checks(
@@ -106,7 +130,7 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
         } else {
             s.errors as f64 / s.requests as f64
         };
-        if has_slo && s.slo.iter().all(|r| r.pass) {
+        if has_slo && s.slo.iter().all(|r| r.pass) && s.effects.iter().all(|e| e.pass) {
             c.safe_multiplier = Some(
                 c.safe_multiplier
                     .map_or(s.multiplier, |m| m.max(s.multiplier)),
@@ -144,6 +168,25 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
                 ),
             });
         }
+        for e in s.effects.iter().filter(|e| !e.pass) {
+            c.notes.push(match (&e.error, e.delta) {
+                (Some(error), _) => format!(
+                    "{}x: effect {} could not be confirmed: {error}",
+                    s.multiplier, e.name
+                ),
+                (None, delta) => {
+                    let delta = delta.unwrap_or(0.0);
+                    format!(
+                        "{}x: writes confirmed {delta} of {} by {}: the backend dropped or \
+                         merged {}",
+                        s.multiplier,
+                        e.expected,
+                        e.name,
+                        e.expected as f64 - delta
+                    )
+                }
+            });
+        }
     }
     if let (Some(first), Some(last)) = (stages.first(), stages.last())
         && stages.len() > 1
@@ -173,10 +216,9 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
 pub fn overall(stages: &[StageReport], aborted: bool) -> Verdict {
     if aborted {
         Verdict::Aborted
-    } else if stages
-        .iter()
-        .all(|s| s.invalid.is_none() && s.slo.iter().all(|r| r.pass))
-    {
+    } else if stages.iter().all(|s| {
+        s.invalid.is_none() && s.slo.iter().all(|r| r.pass) && s.effects.iter().all(|e| e.pass)
+    }) {
         Verdict::Pass
     } else {
         Verdict::Fail
@@ -387,5 +429,56 @@ mod tests {
             "{:?}",
             c.notes
         );
+    }
+}
+
+#[cfg(test)]
+mod effect_tests {
+    use crate::report::accumulate::{EffectReading, RouteData, StageData};
+
+    fn shard(before: f64, after: f64, sends: u64, failed: u64) -> StageData {
+        let mut d = StageData {
+            name: "2x".into(),
+            multiplier: 2,
+            effects: vec![EffectReading {
+                name: "messages".into(),
+                route: "POST /rooms/*/messages".into(),
+                before: Some(before),
+                after: Some(after),
+                error: None,
+            }],
+            ..StageData::default()
+        };
+        d.routes.insert(
+            "POST /rooms/{id}/messages".into(),
+            RouteData {
+                requests: sends,
+                errors: failed,
+                ..RouteData::default()
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn shards_merge_an_effect_from_the_first_reading_to_the_last() {
+        // Two shards running together each see the other's writes.
+        let mut merged = shard(100.0, 130.0, 20, 2);
+        merged.add(&shard(104.0, 134.0, 16, 0));
+        let e = &merged.report().effects[0];
+        assert_eq!(
+            (e.before, e.after, e.delta),
+            (Some(100.0), Some(134.0), Some(34.0))
+        );
+        assert_eq!((e.expected, e.pass), (34, true));
+        let mut short = shard(100.0, 120.0, 20, 0);
+        let e = &short.report().effects[0];
+        assert_eq!((e.delta, e.expected, e.pass), (Some(20.0), 20, true));
+        short
+            .routes
+            .get_mut("POST /rooms/{id}/messages")
+            .expect("route")
+            .requests = 21;
+        assert!(!short.report().effects[0].pass, "one write not confirmed");
     }
 }

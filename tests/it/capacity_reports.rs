@@ -87,3 +87,129 @@ speed = 4
     );
     assert!(stdout.contains("FAIL (p95_ms of GET /slow)"), "{stdout}");
 }
+
+/// A store of items: `POST /items` adds one (with `dedupe`, only the first
+/// of each `x-test-id`, as a backend honouring an idempotency key would),
+/// `GET /count` answers `{"items": N}`; every `GET /count` must carry the
+/// replay header.
+fn item_store(
+    dedupe: bool,
+) -> impl Fn(&http::Request<hyper::body::Incoming>) -> http::Response<http_body_util::Full<bytes::Bytes>>
+{
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    let seen: Mutex<(u64, HashSet<String>)> = Mutex::default();
+    move |req| {
+        let mut state = seen.lock().expect("state");
+        let body = match (req.method().as_str(), req.uri().path()) {
+            ("GET", "/count") => {
+                assert!(
+                    req.headers().contains_key("x-tapedeck-replay"),
+                    "an effect read is marked"
+                );
+                format!(r#"{{"items": {}}}"#, state.0)
+            }
+            ("POST", "/items") => {
+                let key = req
+                    .headers()
+                    .get("x-test-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                if !dedupe || state.1.insert(key) {
+                    state.0 += 1;
+                }
+                "{}".into()
+            }
+            _ => "{}".into(),
+        };
+        http::Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .expect("response")
+    }
+}
+
+/// Replays 8 recorded `POST /items` at multiplier 3 against `store` with an
+/// `[[effect]]` on its count: (exit code, the stage's effects, notes).
+async fn replay_items(
+    store: &str,
+) -> (i32, Vec<tapedeck::report::model::EffectResult>, Vec<String>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    let mut session: Vec<Rec> = (0..8)
+        .map(|i| (i * 5, 1, "POST", "/items".to_string(), 201))
+        .collect();
+    session.push((50, 1, "GET", "/items".to_string(), 200));
+    synthetic_capture(&capture, &[session]).await.close().await;
+    let profile = dir.path().join("p.toml");
+    std::fs::write(
+        &profile,
+        r#"
+version = 1
+[[effect]]
+name = "items stored"
+url = "/count"
+json_path = "$.items"
+route = "POST /items"
+[[stage]]
+name = "3x"
+multiplier = 3
+speed = 4
+"#,
+    )
+    .expect("profile");
+    let report = dir.path().join("r.json");
+    let (code, stdout, stderr) = support::output(&[
+        "replay",
+        capture.to_str().expect("utf-8"),
+        "--target",
+        store,
+        "--profile",
+        profile.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+        "--no-correlation",
+    ])
+    .await;
+    let report: Report = serde_json::from_str(
+        &std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}")),
+    )
+    .expect("JSON");
+    let stage = report.stages.into_iter().next().expect("a stage");
+    (code, stage.effects, report.capacity.notes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_confirms_every_write_the_backend_stored() {
+    let store = support::serve(item_store(false)).await;
+    let (code, effects, notes) = replay_items(&store.url).await;
+    assert_eq!(code, 0, "{notes:?}");
+    let [e] = &effects[..] else {
+        panic!("one effect: {effects:?}")
+    };
+    assert_eq!((e.before, e.after), (Some(0.0), Some(24.0)), "{e:?}");
+    assert_eq!(
+        (e.delta, e.expected, e.pass),
+        (Some(24.0), 24, true),
+        "{e:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_fails_the_run_when_the_backend_merged_the_writes() {
+    let store = support::serve(item_store(true)).await;
+    let (code, effects, notes) = replay_items(&store.url).await;
+    assert_eq!(code, 1, "{notes:?}");
+    let e = &effects[0];
+    assert_eq!(
+        (e.delta, e.expected, e.pass),
+        (Some(8.0), 24, false),
+        "{e:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n
+            == "3x: writes confirmed 8 of 24 by items stored: the backend dropped or merged 16"),
+        "{notes:?}"
+    );
+}
