@@ -28,9 +28,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
 use crate::profile::Profile;
-use crate::report::accumulate::{EffectReading, StageData};
+use crate::report::accumulate::StageData;
 use crate::report::collect::{self, AbortRule, Collector};
-use crate::report::model::{self, CaptureRef, ProfileRef, Report, Shard};
+use crate::report::model::{self, CaptureRef, EffectResult, ProfileRef, Report, Shard};
 use crate::report::outcome::LiveStats;
 use crate::report::verdict;
 use crate::shutdown::Shutdown;
@@ -356,12 +356,13 @@ pub async fn run(
             .effects
             .iter()
             .zip(before.into_iter().zip(after))
-            .map(|(e, (before, after))| EffectReading {
+            .map(|(e, (before, after))| EffectResult {
                 name: e.name.clone(),
                 route: e.route.clone(),
                 error: before.as_ref().err().or(after.as_ref().err()).cloned(),
                 before: before.ok(),
                 after: after.ok(),
+                ..EffectResult::default()
             })
             .collect();
         stages.push(data.report());

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::histogram::{HistogramError, LatencyHistogram};
 use super::model::{
-    DependentSkip, ERROR_KINDS, Percentiles, RouteReport, StageReport, StreamReport, Ttfb, Window,
-    WsReport,
+    DependentSkip, ERROR_KINDS, EffectResult, Percentiles, RouteReport, StageReport, StreamReport,
+    Ttfb, Window, WsReport,
 };
 use super::verdict;
 use crate::profile::Slo;
@@ -202,37 +202,22 @@ pub struct StageData {
     pub windows: BTreeMap<i64, WindowData>,
     /// Thresholds that apply.
     pub slo: Slo,
-    /// The effects' readings.
-    pub effects: Vec<EffectReading>,
+    /// The effects' readings (`name`, `route`, `before`, `after`,
+    /// `error`; the rest is judged when the report is made).
+    pub effects: Vec<EffectResult>,
 }
 
-/// An effect's number before and after a stage (shards merged: the
-/// earliest reading before, the latest after, as shards run together).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EffectReading {
-    /// The effect's name.
-    pub name: String,
-    /// Its route pattern.
-    pub route: String,
-    /// The number before the stage.
-    pub before: Option<f64>,
-    /// The number after.
-    pub after: Option<f64>,
-    /// Why a reading failed.
-    pub error: Option<String>,
-}
-
-impl EffectReading {
-    fn add(&mut self, other: &EffectReading) {
-        let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
-            (Some(a), Some(b)) => Some(f(a, b)),
-            (a, b) => a.or(b),
-        };
-        self.before = pick(self.before, other.before, f64::min);
-        self.after = pick(self.after, other.after, f64::max);
-        if self.error.is_none() {
-            self.error.clone_from(&other.error);
-        }
+/// Adds another shard's readings of an effect: the earliest `before`,
+/// the latest `after` (shards run together, each seeing all writes).
+fn add_readings(mine: &mut EffectResult, other: &EffectResult) {
+    let pick = |a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64| match (a, b) {
+        (Some(a), Some(b)) => Some(f(a, b)),
+        (a, b) => a.or(b),
+    };
+    mine.before = pick(mine.before, other.before, f64::min);
+    mine.after = pick(mine.after, other.after, f64::max);
+    if mine.error.is_none() {
+        mine.error.clone_from(&other.error);
     }
 }
 
@@ -268,7 +253,7 @@ impl StageData {
         self.read_only_skipped += other.read_only_skipped;
         for e in &other.effects {
             match self.effects.iter_mut().find(|m| m.name == e.name) {
-                Some(mine) => mine.add(e),
+                Some(mine) => add_readings(mine, e),
                 None => self.effects.push(e.clone()),
             }
         }
@@ -406,7 +391,7 @@ impl StageData {
         report.effects = self
             .effects
             .iter()
-            .map(|e| verdict::judge_effect(e, &report.routes))
+            .map(|e| verdict::judge_effect(e.clone(), &report.routes))
             .collect();
         report
     }
@@ -491,17 +476,7 @@ impl StageData {
             routes,
             windows,
             slo,
-            effects: r
-                .effects
-                .iter()
-                .map(|e| EffectReading {
-                    name: e.name.clone(),
-                    route: e.route.clone(),
-                    before: e.before,
-                    after: e.after,
-                    error: e.error.clone(),
-                })
-                .collect(),
+            effects: r.effects.clone(),
         })
     }
 }

@@ -363,7 +363,7 @@ pub struct StageReport {
 
 /// A number on the backend read before and after a stage, against the
 /// writes that should have raised it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EffectResult {
     /// The effect's name.
     pub name: String,

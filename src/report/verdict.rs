@@ -8,7 +8,6 @@
 //! `Capacity`) and plain sentences the renderers lay out. Nothing here
 //! formats tables or writes output.
 
-use super::accumulate::EffectReading;
 use super::histogram::LatencyHistogram;
 use super::model::{
     Capacity, EffectResult, Percentiles, Report, RouteReport, SloResult, StageReport, Verdict,
@@ -68,25 +67,18 @@ pub fn evaluate<'a>(
     out
 }
 
-/// An effect's result: what its counted routes answered without error,
-/// against how far its number rose.
-pub fn judge_effect(e: &EffectReading, routes: &[RouteReport]) -> EffectResult {
-    let expected = routes
+/// Judges an effect's readings (`name`, `route`, `before`, `after`,
+/// `error`): what its counted routes answered without error, against how
+/// far its number rose.
+pub fn judge_effect(mut e: EffectResult, routes: &[RouteReport]) -> EffectResult {
+    e.expected = routes
         .iter()
         .filter(|r| crate::profile::route_matches(&e.route, &r.route))
         .map(|r| r.requests - r.errors)
         .sum();
-    let delta = e.before.zip(e.after).map(|(b, a)| a - b);
-    EffectResult {
-        name: e.name.clone(),
-        route: e.route.clone(),
-        before: e.before,
-        after: e.after,
-        delta,
-        expected,
-        pass: e.error.is_none() && delta.is_some_and(|d| d >= expected as f64),
-        error: e.error.clone(),
-    }
+    e.delta = e.before.zip(e.after).map(|(b, a)| a - b);
+    e.pass = e.error.is_none() && e.delta.is_some_and(|d| d >= e.expected as f64);
+    e
 }
 
 /// One result per threshold set; a route pattern that matched nothing
@@ -434,18 +426,19 @@ mod tests {
 
 #[cfg(test)]
 mod effect_tests {
-    use crate::report::accumulate::{EffectReading, RouteData, StageData};
+    use crate::report::accumulate::{RouteData, StageData};
+    use crate::report::model::EffectResult;
 
     fn shard(before: f64, after: f64, sends: u64, failed: u64) -> StageData {
         let mut d = StageData {
             name: "2x".into(),
             multiplier: 2,
-            effects: vec![EffectReading {
+            effects: vec![EffectResult {
                 name: "messages".into(),
                 route: "POST /rooms/*/messages".into(),
                 before: Some(before),
                 after: Some(after),
-                error: None,
+                ..EffectResult::default()
             }],
             ..StageData::default()
         };
