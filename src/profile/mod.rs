@@ -90,25 +90,6 @@ impl Slo {
         self.bounds().iter().all(Option::is_none) && self.route.is_empty()
     }
 
-    /// The stage-wide thresholds, in [`SLO_NAMES`] order.
-    pub fn bounds(&self) -> [Option<f64>; 4] {
-        [self.p50_ms, self.p95_ms, self.p99_ms, self.error_rate]
-    }
-
-    /// Sets the threshold named `name` (one of [`SLO_NAMES`]).
-    pub fn set(&mut self, name: &str, bound: f64) {
-        set_bound(
-            [
-                &mut self.p50_ms,
-                &mut self.p95_ms,
-                &mut self.p99_ms,
-                &mut self.error_rate,
-            ],
-            name,
-            bound,
-        );
-    }
-
     /// Thresholds of `self`, falling back to `base` for the unset ones;
     /// route thresholds are `self`'s when it lists any, else `base`'s.
     pub fn or(&self, base: &Slo) -> Slo {
@@ -126,12 +107,34 @@ impl Slo {
     }
 }
 
-/// Sets the one of `fields` (in [`SLO_NAMES`] order) named `name`.
-fn set_bound(fields: [&mut Option<f64>; 4], name: &str, bound: f64) {
-    if let Some((_, field)) = SLO_NAMES.iter().zip(fields).find(|(n, _)| **n == name) {
-        *field = Some(bound);
-    }
+/// `bounds` and `set` for a type with the four threshold fields (serde
+/// cannot flatten them into both tables and still refuse unknown keys).
+macro_rules! thresholds {
+    ($t:ty) => {
+        impl $t {
+            /// The thresholds, in [`SLO_NAMES`] order.
+            pub fn bounds(&self) -> [Option<f64>; 4] {
+                [self.p50_ms, self.p95_ms, self.p99_ms, self.error_rate]
+            }
+
+            /// Sets the threshold named `name` (one of [`SLO_NAMES`]).
+            pub fn set(&mut self, name: &str, bound: f64) {
+                let fields = [
+                    &mut self.p50_ms,
+                    &mut self.p95_ms,
+                    &mut self.p99_ms,
+                    &mut self.error_rate,
+                ];
+                if let Some((_, field)) = SLO_NAMES.iter().zip(fields).find(|(n, _)| **n == name) {
+                    *field = Some(bound);
+                }
+            }
+        }
+    };
 }
+
+thresholds!(Slo);
+thresholds!(RouteSlo);
 
 impl RouteSlo {
     /// No threshold yet, for `pattern`.
@@ -140,25 +143,6 @@ impl RouteSlo {
             route: pattern.to_string(),
             ..RouteSlo::default()
         }
-    }
-
-    /// The thresholds, in [`SLO_NAMES`] order.
-    pub fn bounds(&self) -> [Option<f64>; 4] {
-        [self.p50_ms, self.p95_ms, self.p99_ms, self.error_rate]
-    }
-
-    /// Sets the threshold named `name` (one of [`SLO_NAMES`]).
-    pub fn set(&mut self, name: &str, bound: f64) {
-        set_bound(
-            [
-                &mut self.p50_ms,
-                &mut self.p95_ms,
-                &mut self.p99_ms,
-                &mut self.error_rate,
-            ],
-            name,
-            bound,
-        );
     }
 
     /// Whether the route template `route` (`METHOD /path`) is one the

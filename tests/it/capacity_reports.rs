@@ -5,21 +5,51 @@ use tapedeck::report::Report;
 
 use crate::support::{self, Rec, TestUpstream, synthetic_capture};
 
+/// Replays a one-session capture of `session` against `target` with the
+/// profile `profile` (and `extra` flags): (exit code, stdout and stderr,
+/// the report).
+async fn replay_profile(
+    session: Vec<Rec>,
+    target: &str,
+    profile: &str,
+    extra: &[&str],
+) -> (i32, String, Report) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    synthetic_capture(&capture, &[session]).await.close().await;
+    let profile_path = dir.path().join("p.toml");
+    std::fs::write(&profile_path, profile).expect("profile");
+    let report = dir.path().join("r.json");
+    let mut args = vec![
+        "replay",
+        capture.to_str().expect("utf-8"),
+        "--target",
+        target,
+        "--profile",
+        profile_path.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = support::output(&args).await;
+    let output = format!("{stdout}{stderr}");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {output}"));
+    (
+        code,
+        output,
+        serde_json::from_str(&text).expect("report JSON"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_slo_one_route_meets_and_another_misses_fails_the_stage_naming_the_route() {
     let mut upstream = TestUpstream::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let capture = dir.path().join("c.db");
     // Fast reads of many ids, and a slow route answering after 60 ms.
     let mut session: Vec<Rec> = (0..20)
         .map(|i| (i * 10, 1, "GET", format!("/msg/{i}"), 200))
         .collect();
     session.extend((0..6).map(|i| (i * 30, 60, "GET", "/slow?ms=60".to_string(), 200)));
-    synthetic_capture(&capture, &[session]).await.close().await;
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
-        r#"
+    let profile = r#"
 version = 1
 [[slo.route]]
 route = "GET /msg/*"
@@ -30,28 +60,10 @@ p95_ms = 20
 [[stage]]
 name = "1x"
 speed = 4
-"#,
-    )
-    .expect("profile");
-    let report = dir.path().join("r.json");
-    let (code, stdout, stderr) = support::output(&[
-        "replay",
-        capture.to_str().expect("utf-8"),
-        "--target",
-        &upstream.url(),
-        "--profile",
-        profile.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-    ])
-    .await;
-    assert_eq!(
-        code, 1,
-        "a failed route SLO fails the run: {stdout}{stderr}"
-    );
+"#;
+    let (code, output, report) = replay_profile(session, &upstream.url(), profile, &[]).await;
+    assert_eq!(code, 1, "a failed route SLO fails the run: {output}");
     assert_eq!(upstream.drain().len(), 26, "the target saw every request");
-    let report: Report =
-        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON");
     let slo: Vec<_> = report.stages[0]
         .slo
         .iter()
@@ -85,7 +97,7 @@ speed = 4
         "{:?}",
         report.capacity.notes
     );
-    assert!(stdout.contains("FAIL (p95_ms of GET /slow)"), "{stdout}");
+    assert!(output.contains("FAIL (p95_ms of GET /slow)"), "{output}");
 }
 
 /// A store of items: `POST /items` adds one (with `dedupe`, only the first
@@ -135,17 +147,11 @@ fn item_store(
 async fn replay_items(
     store: &str,
 ) -> (i32, Vec<tapedeck::report::model::EffectResult>, Vec<String>) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let capture = dir.path().join("c.db");
     let mut session: Vec<Rec> = (0..8)
         .map(|i| (i * 5, 1, "POST", "/items".to_string(), 201))
         .collect();
     session.push((50, 1, "GET", "/items".to_string(), 200));
-    synthetic_capture(&capture, &[session]).await.close().await;
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
-        r#"
+    let profile = r#"
 version = 1
 [[effect]]
 name = "items stored"
@@ -156,26 +162,8 @@ route = "POST /items"
 name = "3x"
 multiplier = 3
 speed = 4
-"#,
-    )
-    .expect("profile");
-    let report = dir.path().join("r.json");
-    let (code, stdout, stderr) = support::output(&[
-        "replay",
-        capture.to_str().expect("utf-8"),
-        "--target",
-        store,
-        "--profile",
-        profile.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-        "--no-correlation",
-    ])
-    .await;
-    let report: Report = serde_json::from_str(
-        &std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}")),
-    )
-    .expect("JSON");
+"#;
+    let (code, _, report) = replay_profile(session, store, profile, &["--no-correlation"]).await;
     let stage = report.stages.into_iter().next().expect("a stage");
     (code, stage.effects, report.capacity.notes)
 }
