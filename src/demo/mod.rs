@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::capture::{RouteCount, RunSummary, SessionSummary, SocketSummary, Store};
-use crate::profile::Profile;
+use crate::profile::{Effect, Profile, RouteSlo};
 use crate::proxy::{ProxyError, RecordConfig, Recording};
 use crate::replay::correlate::Credentials;
 use crate::replay::{ReplayConfig, ReplayError};
@@ -179,11 +179,31 @@ pub async fn replay(
     Ok(out)
 }
 
-/// The built-in capacity profile (1x, 5x, 10x).
+/// The built-in capacity profile (1x, 5x, 10x), with what the demo
+/// backend offers on top: per-route SLOs for sending and reading messages,
+/// and its `/api/stats` message count as the proof that the sends were
+/// stored.
 ///
 /// # Errors
 /// Never for the shipped file; a message if it were broken.
 pub fn capacity_profile() -> Result<Profile, DemoError> {
-    Profile::parse(crate::profile::CAPACITY, Path::new("capacity.toml"))
-        .map_err(|e| DemoError::Setup(e.to_string()))
+    let mut profile = Profile::parse(crate::profile::CAPACITY, Path::new("capacity.toml"))
+        .map_err(|e| DemoError::Setup(e.to_string()))?;
+    profile.slo.route = vec![
+        RouteSlo {
+            p95_ms: Some(250.0),
+            ..RouteSlo::new("POST /api/conversations/*/messages")
+        },
+        RouteSlo {
+            p95_ms: Some(350.0),
+            ..RouteSlo::new("GET /api/conversations/*/messages")
+        },
+    ];
+    profile.effects.push(Effect {
+        name: "messages stored".into(),
+        url: "/api/stats".into(),
+        json_path: "$.messages".into(),
+        route: "POST /api/conversations/*/messages".into(),
+    });
+    Ok(profile)
 }

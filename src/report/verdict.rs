@@ -160,8 +160,12 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
                 ),
             });
         }
-        for e in s.effects.iter().filter(|e| !e.pass) {
+        for e in &s.effects {
             c.notes.push(match (&e.error, e.delta) {
+                (None, Some(delta)) if e.pass => format!(
+                    "{}x: {} rose by {delta} for {} counted writes: confirmed",
+                    s.multiplier, e.name, e.expected
+                ),
                 (Some(error), _) => format!(
                     "{}x: effect {} could not be confirmed: {error}",
                     s.multiplier, e.name

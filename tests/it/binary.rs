@@ -253,6 +253,25 @@ async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_statu
             "{}",
             s.name
         );
+        // The demo's profile has route SLOs, and its effect confirms that
+        // the backend stored every message sent.
+        assert_eq!(
+            s.slo.iter().filter(|r| r.routes_matched == Some(1)).count(),
+            2,
+            "{}: {:?}",
+            s.name,
+            s.slo
+        );
+        let [effect] = &s.effects[..] else {
+            panic!("{}: one effect: {:?}", s.name, s.effects)
+        };
+        // 80 recorded sends per world, less any the backend refused.
+        let sends = 80 * u64::from(s.multiplier);
+        assert!(
+            effect.pass && effect.expected <= sends && effect.expected + s.errors >= sends,
+            "{}: {effect:?}",
+            s.name
+        );
     }
     assert!(
         !out.contains("deduplicated") && !out.contains("went out as recorded"),
