@@ -144,12 +144,6 @@ impl RouteSlo {
             ..RouteSlo::default()
         }
     }
-
-    /// Whether the route template `route` (`METHOD /path`) is one the
-    /// pattern names (as rules match routes: `rules::RouteMatch`).
-    pub fn matches(&self, route: &str) -> bool {
-        route_matches(&self.route, route)
-    }
 }
 
 /// Limits that protect the target and the run.
@@ -290,18 +284,15 @@ impl Effect {
     pub fn pointer(&self) -> String {
         rules::pointer(&self.json_path).unwrap_or_default()
     }
-
-    /// Whether answers of `route` should each add one.
-    pub fn counts(&self, route: &str) -> bool {
-        route_matches(&self.route, route)
-    }
 }
 
-/// Whether the route template `route` (`METHOD /path/{id}`) is one the
-/// pattern names, as profiles write route patterns (`rules::RouteMatch`:
-/// `*` globs, an optional method, literal ids).
-pub fn route_matches(pattern: &str, route: &str) -> bool {
-    rules::RouteMatch::parse(Some(pattern)).is_ok_and(|m| m.matches(route))
+/// The test of a route pattern as profiles write them (`rules::RouteMatch`:
+/// `*` globs, an optional method, literal ids), read once: whether a route
+/// template (`METHOD /path/{id}`) is one it names. A pattern the profile
+/// check would refuse names none.
+pub fn route_matcher(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+    let parsed = rules::RouteMatch::parse(Some(pattern)).ok();
+    move |route| parsed.as_ref().is_some_and(|m| m.matches(route))
 }
 
 impl Profile {
@@ -560,7 +551,7 @@ mod tests {
 
     #[test]
     fn route_patterns_match_templates_with_stars_and_without_a_method() {
-        let m = |pattern: &str, route: &str| RouteSlo::new(pattern).matches(route);
+        let m = |pattern: &str, route: &str| route_matcher(pattern)(route);
         assert!(m(
             "GET /api/conversations/*/messages",
             "GET /api/conversations/{id}/messages"

@@ -12,7 +12,7 @@ use super::histogram::LatencyHistogram;
 use super::model::{
     Capacity, EffectResult, Percentiles, Report, RouteReport, SloResult, StageReport, Verdict,
 };
-use crate::profile::{SLO_NAMES, Slo};
+use crate::profile::{SLO_NAMES, Slo, route_matcher};
 
 impl Capacity {
     /// What the stage at `multiplier` is in the verdict: `breaking`,
@@ -46,7 +46,8 @@ pub fn evaluate<'a>(
     ];
     push_checks(&mut out, slo.bounds(), stage, None);
     for rs in &slo.route {
-        let matched: Vec<_> = r.routes.iter().filter(|x| rs.matches(&x.route)).collect();
+        let matches = route_matcher(&rs.route);
+        let matched: Vec<_> = r.routes.iter().filter(|x| matches(&x.route)).collect();
         let mut pooled = LatencyHistogram::default();
         for m in &matched {
             if let Some(h) = latency_of(&m.route) {
@@ -71,9 +72,10 @@ pub fn evaluate<'a>(
 /// `error`): what its counted routes answered without error, against how
 /// far its number rose.
 pub fn judge_effect(mut e: EffectResult, routes: &[RouteReport]) -> EffectResult {
+    let counted = route_matcher(&e.route);
     e.expected = routes
         .iter()
-        .filter(|r| crate::profile::route_matches(&e.route, &r.route))
+        .filter(|r| counted(&r.route))
         .map(|r| r.requests - r.errors)
         .sum();
     e.delta = e.before.zip(e.after).map(|(b, a)| a - b);

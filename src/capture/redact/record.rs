@@ -111,7 +111,9 @@ fn isolated<T>(items: Vec<T>, f: impl Fn(&mut T)) -> (Vec<T>, Vec<T>) {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut item))) {
             Ok(()) => done.push(item),
             Err(_) => {
-                tracing::error!("redacting a record panicked (a bug); it is dropped, not stored");
+                tracing::error!(
+                    "redacting a record or frame part panicked (a bug); it is dropped, not stored"
+                );
                 failed.push(item);
             }
         }
