@@ -1,5 +1,7 @@
 //! What capacity campaigns report, through the real binary against an
-//! in-process upstream: per-route SLOs.
+//! in-process upstream or the demo backend: per-route SLOs and effects.
+
+use std::path::Path;
 
 use tapedeck::report::Report;
 
@@ -17,6 +19,18 @@ async fn replay_profile(
     let dir = tempfile::tempdir().expect("tempdir");
     let capture = dir.path().join("c.db");
     synthetic_capture(&capture, &[session]).await.close().await;
+    replay_capture(&capture, target, profile, extra).await
+}
+
+/// Replays `capture` against `target` with the profile `profile` (and
+/// `extra` flags): (exit code, stdout and stderr, the report).
+async fn replay_capture(
+    capture: &Path,
+    target: &str,
+    profile: &str,
+    extra: &[&str],
+) -> (i32, String, Report) {
+    let dir = tempfile::tempdir().expect("tempdir");
     let profile_path = dir.path().join("p.toml");
     std::fs::write(&profile_path, profile).expect("profile");
     let report = dir.path().join("r.json");
@@ -200,4 +214,97 @@ async fn an_effect_fails_the_run_when_the_backend_merged_the_writes() {
             == "3x: writes confirmed 8 of 24 by items stored: the backend dropped or merged 16"),
         "{notes:?}"
     );
+}
+
+/// The demo backend's PUT sends at 5x, counted by its own `/api/stats`.
+const PUTS_STORED: &str = r#"
+version = 1
+[[effect]]
+name = "messages put"
+url = "/api/stats"
+json_path = "$.messages_via.put"
+route = "PUT /api/conversations/*/messages/*"
+[[stage]]
+name = "5x"
+multiplier = 5
+speed = 4
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_on_the_demo_backend_counts_each_replayed_send_and_fails_when_keys_repeat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("demo.db");
+    let recorded_on = support::demo_backend().await;
+    // Kept credentials: the recorded tokens still work on the backend that
+    // handed them out, so a replay without correlation is accepted there.
+    support::record_population(&recorded_on, &capture, population(), true).await;
+
+    // Correlated, on a fresh backend: every world's PUT carries its own
+    // transaction id, and each 2xx stores one message.
+    let fresh = support::demo_backend().await;
+    let (code, output, report) = replay_capture(&capture, &fresh.url(), PUTS_STORED, &[]).await;
+    assert_eq!(code, 0, "{output}");
+    let stage = &report.stages[0];
+    let puts: u64 = stage
+        .routes
+        .iter()
+        .filter(|r| r.route.starts_with("PUT /api/conversations/"))
+        .map(|r| r.requests - r.errors)
+        .sum();
+    let stored = support::demo_stats(&fresh).await.messages_via.put;
+    assert_eq!(puts, 5 * 4 * 2, "{:?}", stage.routes);
+    let [e] = &stage.effects[..] else {
+        panic!("one effect: {:?}", stage.effects)
+    };
+    assert_eq!(
+        (e.expected, e.delta, e.pass),
+        (puts, Some(stored as f64), true),
+        "{e:?}"
+    );
+    assert_eq!(stored, puts);
+
+    // Verbatim, on the backend that recorded them: the recorded transaction
+    // ids repeat, the backend answers each from its record and stores
+    // nothing, and the run fails on the effect alone.
+    let before = support::demo_stats(&recorded_on).await;
+    let (code, output, report) = replay_capture(
+        &capture,
+        &recorded_on.url(),
+        PUTS_STORED,
+        &["--no-correlation"],
+    )
+    .await;
+    assert_eq!(code, 1, "{output}");
+    let after = support::demo_stats(&recorded_on).await;
+    let e = &report.stages[0].effects[0];
+    assert_eq!(
+        (e.expected, e.delta, e.pass),
+        (puts, Some(0.0), false),
+        "{e:?}"
+    );
+    assert_eq!(after.messages_via.put, before.messages_via.put);
+    assert!(
+        after.duplicate_sends_suppressed >= before.duplicate_sends_suppressed + puts,
+        "{before:?} {after:?}"
+    );
+    assert!(
+        report.capacity.notes.iter().any(|n| n
+            == &format!("5x: writes confirmed 0 of {puts} by messages put: the backend dropped or merged {puts}")),
+        "{:?}",
+        report.capacity.notes
+    );
+}
+
+/// Four users, two PUT sends each (the demo script's), quickly.
+fn population() -> tapedeck::demo::script::Population {
+    tapedeck::demo::script::Population {
+        users: 4,
+        messages_per_user: 4,
+        ramp: std::time::Duration::from_millis(50),
+        think: (
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(20),
+        ),
+        seed: 3,
+    }
 }

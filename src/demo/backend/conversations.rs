@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::body::{
     Body, error, json_response, read_json, read_json_or_empty, read_text, with_etag,
 };
-use super::state::{Backend, Conversation, Message, random_id, store_message};
+use super::state::{Backend, Conversation, Message, Via, random_id, store_message};
 
 impl Backend {
     /// `POST /api/conversations` with an optional `{"title": …}`.
@@ -120,7 +120,7 @@ impl Backend {
                 .insert((user.to_string(), id), message.id.clone());
         }
         let etag = message.etag.clone();
-        store_message(&mut st, conversation, message.clone(), None);
+        store_message(&mut st, conversation, message.clone(), Via::Post);
         with_etag(
             json_response(StatusCode::CREATED, &json!({ "message": message })),
             &etag,
@@ -152,7 +152,7 @@ impl Backend {
         let message = self.new_message(user, &text);
         let (id, etag) = (message.id.clone(), message.etag.clone());
         st.transactions.insert(txn_key, id.clone());
-        store_message(&mut st, conversation, message, None);
+        store_message(&mut st, conversation, message, Via::Put);
         with_etag(
             json_response(StatusCode::OK, &json!({ "message_id": id })),
             &etag,

@@ -57,7 +57,7 @@ use tokio::task::JoinHandle;
 use crate::shutdown::Shutdown;
 use body::{Body, accepts_gzip, error, gzipped, json_response};
 use state::Backend;
-pub use state::{BackendConfig, Stats, UserStats};
+pub use state::{BackendConfig, MessagesVia, Stats, UserStats};
 
 /// A running demo backend.
 #[derive(Debug)]

@@ -66,6 +66,9 @@ pub struct Stats {
     pub conversations: u64,
     /// Messages stored.
     pub messages: u64,
+    /// Messages stored, by how they arrived.
+    #[serde(default)]
+    pub messages_via: MessagesVia,
     /// Sends answered from the idempotency record instead of stored again.
     pub duplicate_sends_suppressed: u64,
     /// Requests answered (all statuses, stats calls excluded).
@@ -112,6 +115,30 @@ pub struct Stats {
     /// What each user did, by user name.
     #[serde(default)]
     pub per_user: BTreeMap<String, UserStats>,
+}
+
+/// Messages stored, by how they arrived (`messages_via` in
+/// `GET /api/stats`): each counts stored messages, not the sends an
+/// idempotency record answered.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MessagesVia {
+    /// `POST /api/conversations/{id}/messages`.
+    #[serde(default)]
+    pub post: u64,
+    /// `PUT /api/conversations/{id}/messages/{txn}`.
+    #[serde(default)]
+    pub put: u64,
+    /// A WebSocket `send`.
+    #[serde(default)]
+    pub socket: u64,
+}
+
+/// How a message reached [`store_message`]; a socket's sender is not
+/// pushed its own message.
+pub(super) enum Via {
+    Post,
+    Put,
+    Socket(u64),
 }
 
 /// What one user did, as `GET /api/stats` reports it under `per_user`.
@@ -283,14 +310,23 @@ pub(super) fn new_etag(version: u32) -> String {
 
 /// Stores a message and pushes it to the conversation's sockets (but the
 /// sender's).
-pub(super) fn store_message(
-    st: &mut State,
-    conversation: &str,
-    message: Message,
-    from: Option<u64>,
-) {
+pub(super) fn store_message(st: &mut State, conversation: &str, message: Message, via: Via) {
     let event = json!({ "type": "message", "conversation": conversation, "message": message });
     st.user(&message.author).messages += 1;
+    let from = match via {
+        Via::Post => {
+            st.stats.messages_via.post += 1;
+            None
+        }
+        Via::Put => {
+            st.stats.messages_via.put += 1;
+            None
+        }
+        Via::Socket(socket) => {
+            st.stats.messages_via.socket += 1;
+            Some(socket)
+        }
+    };
     if let Some(c) = st.conversations.get_mut(conversation) {
         c.messages.push(message);
     }

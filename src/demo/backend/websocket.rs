@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use super::body::{Body, error, full};
-use super::state::{Backend, push_to, store_message};
+use super::state::{Backend, Via, push_to, store_message};
 
 /// Pushes queued per socket; a socket this far behind misses pushes.
 const PUSH_QUEUE: usize = 256;
@@ -182,7 +182,7 @@ impl Backend {
                 let message = self.new_message(user, text);
                 let id = message.id.clone();
                 st.transactions.insert(txn_key, id.clone());
-                store_message(&mut st, conversation, message, Some(socket));
+                store_message(&mut st, conversation, message, Via::Socket(socket));
                 json!({ "type": "ack", "client_id": client_id, "message_id": id }).to_string()
             }
             _ => fail("unknown type; use join, typing or send"),
