@@ -68,6 +68,7 @@ fn stage(name: &str, multiplier: u32, index: usize, rng: &mut StdRng) -> model::
             shape_mismatch: false,
             stream: None,
             ws: None,
+            by_header: Vec::new(),
         }));
     }
     c.finish(stage_start, stage_start + WINDOWS * 1_000_000)

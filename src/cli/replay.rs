@@ -109,6 +109,11 @@ pub struct ReplayArgs {
     /// SLO: highest error rate as a fraction, e.g. 0.01.
     #[arg(long)]
     pub slo_error_rate: Option<f64>,
+    /// Split each route's and stage's answers by this response header's
+    /// value, e.g. X-Cache for a cache's hit ratio (repeatable; adds to
+    /// the profile's `group_by_header`).
+    #[arg(long = "group-by-header", value_name = "NAME")]
+    pub group_by_header: Vec<String>,
     /// A stage whose transport errors or unsent requests pass this
     /// fraction of its requests is not a valid measurement (default 0.05).
     #[arg(long, value_name = "FRACTION")]
@@ -195,6 +200,9 @@ impl ReplayArgs {
         profile.slo.p95_ms = self.slo_p95_ms.or(profile.slo.p95_ms);
         profile.slo.p99_ms = self.slo_p99_ms.or(profile.slo.p99_ms);
         profile.slo.error_rate = self.slo_error_rate.or(profile.slo.error_rate);
+        profile
+            .group_by_header
+            .extend(self.group_by_header.iter().cloned());
         profile
             .validate()
             .map_err(|m| anyhow::anyhow!("{m}"))

@@ -260,6 +260,10 @@ pub struct Profile {
     /// (`[[effect]]`), read before and after each stage.
     #[serde(default, rename = "effect")]
     pub effects: Vec<Effect>,
+    /// Response headers whose values split each route's and stage's
+    /// answers (`by_header` in reports: a cache's hit ratio).
+    #[serde(default)]
+    pub group_by_header: Vec<String>,
 }
 
 /// A number the backend offers (a count, a stats field) that each
@@ -315,6 +319,7 @@ impl Profile {
             long_poll_routes: Vec::new(),
             rules: RuleConfig::default(),
             effects: Vec::new(),
+            group_by_header: Vec::new(),
         }
     }
 
@@ -455,7 +460,26 @@ impl Profile {
             rules::pointer(&e.json_path).map_err(|m| format!("{at}.json_path: {m}"))?;
             rules::RouteMatch::parse(Some(&e.route)).map_err(|m| format!("{at}.{m}"))?;
         }
+        for name in &self.group_by_header {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!(
+                    "group_by_header: {name:?} is not a header name: give one like \"X-Cache\""
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The distinct `group_by_header` names, lowercase, in order.
+    pub fn grouping_headers(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for name in &self.group_by_header {
+            let name = name.to_ascii_lowercase();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names
     }
 }
 

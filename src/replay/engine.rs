@@ -19,6 +19,7 @@ use tokio::time::{Instant, sleep_until};
 use super::correlate::{Answer, Correlation, SessionValues, SocketValues, World};
 use super::plan::{self, ShardSplit, VuSchedule};
 use crate::capture::{CaptureError, SessionSpan, StoredExchange, now_epoch_us};
+use crate::report::grouped;
 use crate::report::outcome::{Event, LiveStats, Outcome, StreamTiming, WsTiming};
 use crate::route;
 use crate::shutdown::Shutdown;
@@ -109,6 +110,9 @@ pub struct StageRun {
     /// Dynamic values (docs/replay.md, "Dynamic values"): every decision about
     /// what a request carries and what an answer hands out.
     pub correlation: Arc<Correlation>,
+    /// Response headers (lowercase) whose values each outcome reports
+    /// (`--group-by-header`).
+    pub group_by: Arc<[Arc<str>]>,
     /// Fired by a stop signal: unlike a safety abort, which lets requests
     /// already sent finish and be measured, requests in flight are dropped
     /// at once, unmeasured (the report says it was interrupted).
@@ -135,6 +139,7 @@ struct Ctx<D, S> {
     speed: f64,
     read_only: bool,
     correlation: Arc<Correlation>,
+    group_by: Arc<[Arc<str>]>,
     worlds: Mutex<HashMap<(u32, u32), Arc<World>>>,
     /// (recorded exchange, recorded value) → (VU identity, live value) of
     /// the first replay of a write that handed out a live value.
@@ -287,6 +292,7 @@ pub async fn run_stage<D: Dispatch, S: SessionSource>(
         speed: stage.speed,
         read_only: stage.read_only,
         correlation: stage.correlation.clone(),
+        group_by: stage.group_by.clone(),
         worlds: Mutex::new(HashMap::new()),
         writes: Mutex::new(HashMap::new()),
         sessions: Mutex::new(HashMap::new()),
@@ -406,9 +412,29 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         suspected_dedup,
         conflicting_values: learned.conflicts,
         shape_mismatch: learned.shape_mismatch,
+        by_header: grouping(&ctx.group_by, &sent),
         stream: sent.stream,
         ws: sent.ws,
     }));
+}
+
+/// The answer's value of each grouping header (the first, if repeated;
+/// [`grouped::ABSENT`] when missing); nothing when no answer came.
+fn grouping(names: &[Arc<str>], sent: &Sent) -> Vec<(Arc<str>, String)> {
+    if sent.status.is_none() {
+        return Vec::new();
+    }
+    names
+        .iter()
+        .map(|name| {
+            let value = sent
+                .headers
+                .iter()
+                .find(|(k, _)| k.as_str() == &**name)
+                .map_or(grouped::ABSENT, |(_, v)| v.as_str());
+            (name.clone(), value.to_string())
+        })
+        .collect()
 }
 
 /// Whether a `--read-only` replay leaves the exchange out: a method other
@@ -695,6 +721,7 @@ mod tests {
             shard: None,
             max_vus: 100_000,
             correlation: Arc::new(Correlation::new(true, Arc::default(), Default::default())),
+            group_by: Arc::new([]),
             interrupt: Shutdown::new(),
         }
     }

@@ -233,6 +233,12 @@ pub async fn run(
         rules,
     ));
     check_reachable(&config.target).await?;
+    let group_by: Arc<[Arc<str>]> = config
+        .profile
+        .grouping_headers()
+        .into_iter()
+        .map(Arc::from)
+        .collect();
 
     let fingerprint = profile_fingerprint(&config.profile);
     let exchanges: u64 = sessions.iter().map(|s| s.requests).sum();
@@ -255,7 +261,7 @@ pub async fn run(
         )
         .map_err(ReplayError::Tls)?
         .with_headers(&config.headers)
-        .keeping(correlation.needs()),
+        .keeping(correlation.needs().with_headers(&group_by)),
     );
     let source = Arc::new(StoreSource {
         store: store.clone(),
@@ -323,6 +329,7 @@ pub async fn run(
             shard: config.shard,
             max_vus: config.profile.safety.max_vus,
             correlation: correlation.clone(),
+            group_by: group_by.clone(),
             interrupt: config.interrupt.clone(),
         };
         let before = effects::read_all(&*client, &config.profile.effects).await;

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::grouped::ByHeaderData;
 use super::histogram::{HistogramError, LatencyHistogram};
 use super::model::{
     DependentSkip, ERROR_KINDS, EffectResult, Percentiles, RouteReport, StageReport, StreamReport,
@@ -137,6 +138,8 @@ pub struct RouteData {
     pub stream: Option<StreamData>,
     /// Replayed WebSockets, if any.
     pub websocket: Option<WsData>,
+    /// Answers by `--group-by-header` value.
+    pub by_header: ByHeaderData,
 }
 
 /// Exact accumulation of one timeline window.
@@ -205,6 +208,8 @@ pub struct StageData {
     /// The effects' readings (`name`, `route`, `before`, `after`,
     /// `error`; the rest is judged when the report is made).
     pub effects: Vec<EffectResult>,
+    /// Answers by `--group-by-header` value.
+    pub by_header: ByHeaderData,
 }
 
 /// Adds another shard's readings of an effect: the earliest `before`,
@@ -276,7 +281,9 @@ impl StageData {
             if let Some(w) = &r.websocket {
                 mine.websocket.get_or_insert_default().add(w);
             }
+            mine.by_header.add(&r.by_header);
         }
+        self.by_header.add(&other.by_header);
         for (k, w) in &other.windows {
             let mine = self.windows.entry(*k).or_default();
             mine.requests += w.requests;
@@ -310,6 +317,7 @@ impl StageData {
                 hdr: r.latency.encode(),
                 stream: r.stream.as_ref().map(StreamData::report),
                 websocket: r.websocket.as_ref().map(WsData::report),
+                by_header: r.by_header.report(),
             })
             .collect();
         routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
@@ -384,6 +392,7 @@ impl StageData {
             slo: Vec::new(),
             invalid: None,
             effects: Vec::new(),
+            by_header: self.by_header.report(),
         };
         report.slo = verdict::evaluate(&self.slo, &report, |route| {
             self.routes.get(route).map(|r| &r.latency)
@@ -423,6 +432,7 @@ impl StageData {
                         .as_ref()
                         .map(WsData::from_report)
                         .transpose()?,
+                    by_header: ByHeaderData::from_report(&route.by_header)?,
                 },
             );
         }
@@ -477,6 +487,7 @@ impl StageData {
             windows,
             slo,
             effects: r.effects.clone(),
+            by_header: ByHeaderData::from_report(&r.by_header)?,
         })
     }
 }

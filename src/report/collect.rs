@@ -180,6 +180,16 @@ impl Collector {
         let window = d.windows.entry(second).or_default();
         window.requests += 1;
         window.latency.record(service);
+        if !o.by_header.is_empty() {
+            route
+                .by_header
+                .record(&o.by_header, Some(service), kind.is_some());
+            d.by_header.record(
+                &o.by_header,
+                (!long_poll).then_some(service),
+                kind.is_some(),
+            );
+        }
         if kind.is_some() {
             route.errors += 1;
             window.errors += 1;
@@ -291,6 +301,14 @@ mod tests {
                     shape_mismatch: i % 13 == 0,
                     stream: None,
                     ws: None,
+                    // A cache header on most answers, absent on some.
+                    by_header: match (status, i % 4) {
+                        (None, _) => Vec::new(),
+                        (Some(_), 3) => vec![("x-cache".into(), "(none)".into())],
+                        (Some(_), k) => {
+                            vec![("x-cache".into(), ["HIT", "MISS", "HIT"][k as usize].into())]
+                        }
+                    },
                 }
             })
             .collect()
@@ -350,9 +368,20 @@ mod tests {
         s.corrected_hdr.clear();
         s.ttfb_hdr.clear();
         s.send_lag_hdr.clear();
-        s.routes.iter_mut().for_each(|r| r.hdr.clear());
+        s.routes.iter_mut().for_each(|r| {
+            r.hdr.clear();
+            clear_groups(&mut r.by_header);
+        });
+        clear_groups(&mut s.by_header);
         s.timeline.iter_mut().for_each(|w| w.hdr.clear());
         s
+    }
+
+    fn clear_groups(by_header: &mut crate::report::model::ByHeader) {
+        by_header
+            .values_mut()
+            .flat_map(|v| v.values_mut())
+            .for_each(|g| g.hdr.clear());
     }
 
     #[test]
@@ -407,6 +436,17 @@ mod tests {
         assert_eq!(union.error_kinds["http_429"], 8);
         assert_eq!(union.error_kinds["reset"], 8);
         assert_eq!(union.errors, 24);
+        let cache: Vec<_> = union.by_header["x-cache"]
+            .iter()
+            .map(|(v, g)| (v.as_str(), g.requests))
+            .collect();
+        assert_eq!(cache, [("(none)", 100), ("HIT", 192), ("MISS", 100)]);
+        assert!(
+            merged.stages[0]
+                .routes
+                .iter()
+                .all(|r| !r.by_header.is_empty())
+        );
         assert_eq!(
             union.status_mismatches, 16,
             "transport failures have no status to compare"
@@ -442,6 +482,7 @@ mod tests {
             shape_mismatch: false,
             stream: None,
             ws: None,
+            by_header: Vec::new(),
         };
         assert_eq!(
             error_kind(&o(404, 404)),

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::histogram::LatencyHistogram;
-use super::model::{Report, StageReport};
+use super::model::{ByHeader, Report, StageReport, header_shares};
 
 /// The `format` of comparison files.
 pub const FORMAT: &str = "tapedeck-compare/1";
@@ -161,6 +161,56 @@ pub struct StageDiff {
     pub metrics: Vec<MetricDiff>,
     /// Routes, regressions first.
     pub routes: Vec<RouteDiff>,
+    /// Each grouping header value's share of the answers on both sides
+    /// (stage-wide, then per route present in both); informational, never
+    /// a regression. Absent when neither report grouped answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_shares: Vec<ShareDiff>,
+}
+
+/// One header value's share of the answers, base against candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareDiff {
+    /// `stage` or the route template.
+    pub scope: String,
+    /// Header name (lowercase).
+    pub header: String,
+    /// Header value (`(none)`: answers without it).
+    pub value: String,
+    /// Share on the base side, percent (0 when absent there).
+    pub base_pct: f64,
+    /// Share on the candidate side, percent.
+    pub candidate_pct: f64,
+    /// candidate − base, percentage points.
+    pub delta_pp: f64,
+}
+
+/// The shares of every value either side saw, for one scope.
+fn share_diffs(scope: &str, b: &ByHeader, c: &ByHeader, out: &mut Vec<ShareDiff>) {
+    let (sb, sc) = (header_shares(b), header_shares(c));
+    let headers: std::collections::BTreeSet<&str> = sb.keys().chain(sc.keys()).copied().collect();
+    for header in headers {
+        let (vb, vc) = (sb.get(header), sc.get(header));
+        let values: std::collections::BTreeSet<&str> = vb
+            .into_iter()
+            .chain(vc)
+            .flat_map(|v| v.keys().copied())
+            .collect();
+        for value in values {
+            let pct = |side: Option<&BTreeMap<&str, f64>>| {
+                round(side.and_then(|v| v.get(value)).copied().unwrap_or(0.0) * 100.0)
+            };
+            let (base_pct, candidate_pct) = (pct(vb), pct(vc));
+            out.push(ShareDiff {
+                scope: scope.to_string(),
+                header: header.to_string(),
+                value: value.to_string(),
+                base_pct,
+                candidate_pct,
+                delta_pp: round(candidate_pct - base_pct),
+            });
+        }
+    }
 }
 
 /// The whole comparison.
@@ -219,6 +269,7 @@ fn only(s: &StageReport, side: &str) -> StageDiff {
         windows: (0, 0),
         metrics: Vec::new(),
         routes: Vec::new(),
+        header_shares: Vec::new(),
     }
 }
 
@@ -368,6 +419,13 @@ fn stage_diff(b: &StageReport, c: &StageReport, t: &Thresholds) -> StageDiff {
         }
     };
     routes.sort_by_key(|r| rank(r));
+    let mut header_shares = Vec::new();
+    share_diffs("stage", &b.by_header, &c.by_header, &mut header_shares);
+    for (name, rb) in &base_routes {
+        if let Some(rc) = cand_routes.get(name) {
+            share_diffs(name, &rb.by_header, &rc.by_header, &mut header_shares);
+        }
+    }
     StageDiff {
         name: b.name.clone(),
         only_in: None,
@@ -377,6 +435,7 @@ fn stage_diff(b: &StageReport, c: &StageReport, t: &Thresholds) -> StageDiff {
         ),
         metrics,
         routes,
+        header_shares,
     }
 }
 

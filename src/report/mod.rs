@@ -12,6 +12,7 @@
 pub mod accumulate;
 pub mod collect;
 pub mod compare;
+pub mod grouped;
 pub mod histogram;
 pub mod model;
 pub mod outcome;

@@ -169,6 +169,49 @@ pub struct RouteReport {
     /// Replayed WebSockets of this route, when it had any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WsReport>,
+    /// This route's answers by the value of each `--group-by-header`
+    /// header (absent without one).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_header: ByHeader,
+}
+
+/// Answers by a response header's value: header name (lowercase) → value
+/// → the answers that carried it. `(none)` holds answers without the
+/// header, `(other)` the values past the first [`GROUP_VALUES`] of a
+/// header; requests that got no answer are in none.
+pub type ByHeader = BTreeMap<String, BTreeMap<String, HeaderGroup>>;
+
+/// Distinct values kept per header, route and stage; later ones count as
+/// `(other)` (an id-like header must not grow a report without bound).
+pub const GROUP_VALUES: usize = 32;
+
+/// The answers that carried one value of a grouping header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeaderGroup {
+    /// Answers with this value.
+    pub requests: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// Their service latency.
+    pub latency_ms: Percentiles,
+    /// Their service latency histogram.
+    pub hdr: String,
+}
+
+/// Each value's share of the answers that carried a header value, per
+/// header: header → value → fraction (0–1).
+pub fn header_shares(by_header: &ByHeader) -> BTreeMap<&str, BTreeMap<&str, f64>> {
+    by_header
+        .iter()
+        .map(|(name, values)| {
+            let total: u64 = values.values().map(|g| g.requests).sum();
+            let shares = values
+                .iter()
+                .map(|(v, g)| (v.as_str(), g.requests as f64 / total.max(1) as f64))
+                .collect();
+            (name.as_str(), shares)
+        })
+        .collect()
 }
 
 /// What a route's replayed WebSockets did.
@@ -359,6 +402,11 @@ pub struct StageReport {
     /// stage (absent without effects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub effects: Vec<EffectResult>,
+    /// The stage's answers by the value of each `--group-by-header`
+    /// header (absent without one); long-poll routes count but stay out
+    /// of the latency, as in the stage's own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_header: ByHeader,
 }
 
 /// A number on the backend read before and after a stage, against the

@@ -45,6 +45,10 @@ pub struct Outcome {
     pub stream: Option<StreamTiming>,
     /// A replayed WebSocket.
     pub ws: Option<WsTiming>,
+    /// The answer's value of each `--group-by-header` header (lowercase
+    /// name; `(none)` when it lacked the header); empty without an answer
+    /// or without grouping.
+    pub by_header: Vec<(std::sync::Arc<str>, String)>,
 }
 
 /// Everything replay reports to the collector.

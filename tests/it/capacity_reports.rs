@@ -308,3 +308,107 @@ fn population() -> tapedeck::demo::script::Population {
         seed: 3,
     }
 }
+
+/// A cache in front of items: `GET /items/{n}` answers `X-Cache: HIT` when
+/// `n` is a multiple of the current `every`, else `MISS`; `GET /health`
+/// answers without the header.
+fn cache(
+    every: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl Fn(&http::Request<hyper::body::Incoming>) -> http::Response<http_body_util::Full<bytes::Bytes>>
+{
+    move |req| {
+        let mut answer = http::Response::builder();
+        if let Some(n) = req.uri().path().strip_prefix("/items/") {
+            let n: u64 = n.parse().expect("item number");
+            let every = every.load(std::sync::atomic::Ordering::Relaxed);
+            answer = answer.header(
+                "x-cache",
+                if n.is_multiple_of(every) {
+                    "HIT"
+                } else {
+                    "MISS"
+                },
+            );
+        }
+        answer
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .expect("response")
+    }
+}
+
+/// `(value, requests)` of each value of `x-cache` in `by_header`.
+fn cache_counts(by_header: &tapedeck::report::model::ByHeader) -> Vec<(&str, u64)> {
+    by_header["x-cache"]
+        .iter()
+        .map(|(v, g)| (v.as_str(), g.requests))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_split_by_a_response_header_count_exactly_the_known_subset() {
+    let every = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(3));
+    let upstream = support::serve(cache(every.clone())).await;
+    // 24 items (8 of them multiples of 3) and 4 health checks, at 2x.
+    let mut session: Vec<Rec> = (0..24)
+        .map(|i| (i * 3, 1, "GET", format!("/items/{i}"), 200))
+        .collect();
+    session.extend((0..4).map(|i| (80 + i, 1, "GET", "/health".to_string(), 200)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    synthetic_capture(&capture, &[session]).await.close().await;
+    let profile = "version = 1\n[[stage]]\nname = \"2x\"\nmultiplier = 2\nspeed = 4\n";
+    let flags = ["--group-by-header", "X-Cache"];
+    let (code, output, base) = replay_capture(&capture, &upstream.url, profile, &flags).await;
+    assert_eq!(code, 0, "{output}");
+    let stage = &base.stages[0];
+    assert_eq!(
+        cache_counts(&stage.by_header),
+        [("(none)", 8), ("HIT", 16), ("MISS", 32)]
+    );
+    let route = |name: &str| {
+        let r = stage.routes.iter().find(|r| r.route == name);
+        r.unwrap_or_else(|| panic!("{name} in {:?}", stage.routes))
+    };
+    assert_eq!(
+        cache_counts(&route("GET /items/{id}").by_header),
+        [("HIT", 16), ("MISS", 32)]
+    );
+    assert_eq!(
+        cache_counts(&route("GET /health").by_header),
+        [("(none)", 8)]
+    );
+    assert!(
+        output.contains("x-cache: (none) 14.3 % (8), HIT 28.6 % (16), MISS 57.1 % (32)"),
+        "{output}"
+    );
+    assert!(
+        output.contains("x-cache: HIT 33.3 % (16), MISS 66.7 % (32)  (GET /items/{id})"),
+        "{output}"
+    );
+
+    // Every second item a hit now: compare says how the shares moved.
+    every.store(2, std::sync::atomic::Ordering::Relaxed);
+    let (code, output, candidate) = replay_capture(&capture, &upstream.url, profile, &flags).await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(
+        cache_counts(&candidate.stages[0].by_header),
+        [("(none)", 8), ("HIT", 24), ("MISS", 24)]
+    );
+    let (a, b) = (dir.path().join("a.json"), dir.path().join("b.json"));
+    std::fs::write(&a, serde_json::to_vec(&base).expect("json")).expect("write");
+    std::fs::write(&b, serde_json::to_vec(&candidate).expect("json")).expect("write");
+    let (code, stdout, stderr) = support::output(&[
+        "compare",
+        a.to_str().expect("utf-8"),
+        b.to_str().expect("utf-8"),
+    ])
+    .await;
+    assert!(code == 0 || code == 1, "{stdout}{stderr}");
+    for line in [
+        "x-cache HIT: 28.6 % -> 42.9 % (+14.3 pp)",
+        "x-cache MISS: 57.1 % -> 42.9 % (-14.3 pp)",
+        "x-cache HIT: 33.3 % -> 50.0 % (+16.7 pp) (GET /items/{id})",
+    ] {
+        assert!(stdout.contains(line), "{line} in {stdout}");
+    }
+}

@@ -123,6 +123,17 @@ pub struct AnswerNeeds {
 }
 
 impl AnswerNeeds {
+    /// Also keeps these answer headers (lowercase names; the ones
+    /// `--group-by-header` reports on).
+    pub fn with_headers(mut self, names: &[std::sync::Arc<str>]) -> Self {
+        self.rule_headers.extend(
+            names
+                .iter()
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+        );
+        self
+    }
+
     /// Whether to keep this answer header: `Location` and `Set-Cookie`
     /// always, what rules read, and (correlating) any header that may
     /// hand out a value — none of what a plain web server sends.

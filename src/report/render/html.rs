@@ -10,7 +10,7 @@ use super::charts::{self, BASE, P50, P95, P99, Series, XAxis};
 use super::table;
 use crate::report::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
 use crate::report::histogram::LatencyHistogram;
-use crate::report::model::{Report, StageReport, Window};
+use crate::report::model::{Report, StageReport, Window, header_shares};
 use crate::report::verdict::warnings;
 
 const LAYOUT: &str = include_str!("templates/layout.html");
@@ -61,6 +61,43 @@ struct StageView<'a> {
     error_pct: f64,
     charts: Vec<String>,
     error_kinds: Vec<(&'a String, &'a u64)>,
+    /// The stage's answers, then each route's, by grouping header value.
+    header_rows: Vec<HeaderRow<'a>>,
+}
+
+/// One value of a grouping header in one scope (the stage or a route).
+#[derive(Debug, Serialize)]
+struct HeaderRow<'a> {
+    scope: &'a str,
+    header: &'a str,
+    value: &'a str,
+    share_pct: f64,
+    requests: u64,
+    errors: u64,
+    p95: f64,
+}
+
+fn header_rows(s: &StageReport) -> Vec<HeaderRow<'_>> {
+    let scopes = std::iter::once(("stage", &s.by_header))
+        .chain(s.routes.iter().map(|r| (r.route.as_str(), &r.by_header)));
+    let mut rows = Vec::new();
+    for (scope, by_header) in scopes {
+        for (header, shares) in header_shares(by_header) {
+            for (value, share) in shares {
+                let g = &by_header[header][value];
+                rows.push(HeaderRow {
+                    scope,
+                    header,
+                    value,
+                    share_pct: share * 100.0,
+                    requests: g.requests,
+                    errors: g.errors,
+                    p95: g.latency_ms.p95,
+                });
+            }
+        }
+    }
+    rows
 }
 
 fn error_pct(errors: u64, requests: u64) -> f64 {
@@ -182,6 +219,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             error_pct: error_pct(s.errors, s.requests),
             charts: stage_charts(s),
             error_kinds: s.error_kinds.iter().filter(|(_, n)| **n > 0).collect(),
+            header_rows: header_rows(s),
         })
         .collect();
     render(

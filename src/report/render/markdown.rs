@@ -37,6 +37,11 @@ pub fn report_markdown(report: &Report) -> String {
     for n in &c.notes {
         let _ = writeln!(out, "- {n}");
     }
+    for s in &report.stages {
+        for line in table::shares(&s.by_header) {
+            let _ = writeln!(out, "- {}: {line}", s.name);
+        }
+    }
     for w in warnings(report) {
         let _ = writeln!(out, "- **Warning:** {w}");
     }
@@ -77,6 +82,12 @@ pub fn comparison_markdown(d: &ReportDiff) -> String {
             .collect();
         if !regressed.is_empty() {
             let _ = writeln!(out, "\nRoutes that regressed: {}.", regressed.join(", "));
+        }
+        if !s.header_shares.is_empty() {
+            let _ = writeln!(out);
+        }
+        for share in &s.header_shares {
+            let _ = writeln!(out, "- {}", table::share_line(share));
         }
         let _ = writeln!(out);
     }

@@ -301,3 +301,36 @@ pub(super) const METRICS: [Column<MetricCell>; 6] = [
         cell: change_cell,
     },
 ];
+
+/// Each grouping header's values with their share of the answers, one
+/// line per header: `x-cache: HIT 62.5 % (120), MISS 37.5 % (72)`.
+pub fn shares(by_header: &crate::report::model::ByHeader) -> Vec<String> {
+    crate::report::model::header_shares(by_header)
+        .into_iter()
+        .map(|(name, values)| {
+            let parts: Vec<String> = values
+                .into_iter()
+                .map(|(value, share)| {
+                    let n = by_header[name][value].requests;
+                    format!("{value} {:.1} % ({n})", share * 100.0)
+                })
+                .collect();
+            format!("{name}: {}", parts.join(", "))
+        })
+        .collect()
+}
+
+/// A compared header value's share in words:
+/// `x-cache HIT: 60.0 % -> 80.0 % (+20.0 pp)`, with its route when not
+/// stage-wide.
+pub fn share_line(s: &crate::report::compare::ShareDiff) -> String {
+    let scope = if s.scope == "stage" {
+        String::new()
+    } else {
+        format!(" ({})", s.scope)
+    };
+    format!(
+        "{} {}: {:.1} % -> {:.1} % ({:+.1} pp){scope}",
+        s.header, s.value, s.base_pct, s.candidate_pct, s.delta_pp
+    )
+}

@@ -264,6 +264,14 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
     if s.routes.len() > max_rows {
         let _ = writeln!(out, "  … {} more routes", s.routes.len() - max_rows);
     }
+    for line in table::shares(&s.by_header) {
+        let _ = writeln!(out, "  {line}");
+    }
+    for r in s.routes.iter().take(max_rows) {
+        for line in table::shares(&r.by_header) {
+            let _ = writeln!(out, "  {line}  ({})", r.route);
+        }
+    }
     for r in &s.routes {
         if let Some(ws) = &r.websocket {
             let codes: Vec<String> = ws
@@ -391,6 +399,13 @@ pub fn comparison(d: &crate::report::compare::ReportDiff, max_routes: usize) -> 
                 "  … {} more routes changed",
                 changed.len() - max_routes
             );
+        }
+        // Stage-wide shares always; a route's only when it moved a point.
+        let (stage_wide, by_route): (Vec<_>, Vec<_>) =
+            s.header_shares.iter().partition(|h| h.scope == "stage");
+        let moved = by_route.into_iter().filter(|h| h.delta_pp.abs() >= 1.0);
+        for share in stage_wide.into_iter().chain(moved.take(max_routes)) {
+            let _ = writeln!(out, "  {}", table::share_line(share));
         }
     }
     let _ = writeln!(out);
