@@ -109,6 +109,15 @@ pub struct ReplayArgs {
     /// SLO: highest error rate as a fraction, e.g. 0.01.
     #[arg(long)]
     pub slo_error_rate: Option<f64>,
+    /// Find the highest multiplier that meets every SLO: stages at 1, 2,
+    /// 4, 8, … then bisection between the last that passed and the first
+    /// that failed (the profile's first stage gives speed and duration;
+    /// its `[search]` table, the start and resolution).
+    #[arg(long)]
+    pub find_capacity: bool,
+    /// The highest multiplier a capacity search tries (default 64).
+    #[arg(long, value_name = "N")]
+    pub max_multiplier: Option<u32>,
     /// Split each route's and stage's answers by this response header's
     /// value, e.g. X-Cache for a cache's hit ratio (repeatable; adds to
     /// the profile's `group_by_header`).
@@ -203,6 +212,30 @@ impl ReplayArgs {
         profile
             .group_by_header
             .extend(self.group_by_header.iter().cloned());
+        if self.find_capacity {
+            if self.multiplier.is_some() {
+                bail!(
+                    "--multiplier with --find-capacity: the search chooses the multipliers; \
+                     drop --multiplier (--max-multiplier caps the search)"
+                );
+            }
+            profile.search.get_or_insert_default();
+        }
+        if let Some(max) = self.max_multiplier {
+            let Some(search) = &mut profile.search else {
+                bail!(
+                    "--max-multiplier caps a capacity search: add --find-capacity (or a \
+                     [search] table to the profile)"
+                );
+            };
+            search.max_multiplier = max;
+        }
+        if profile.search.is_some() && self.shard.is_some() {
+            bail!(
+                "--shard with a capacity search: each step's pass or fail needs the whole \
+                 load's numbers; run the search unsharded"
+            );
+        }
         profile
             .validate()
             .map_err(|m| anyhow::anyhow!("{m}"))

@@ -12,9 +12,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod rules;
+mod search;
 
 pub(crate) use rules::{ApplyRule, ExtractRule, Place, RuleAction, Source};
 pub use rules::{GenerateKind, RawRule, RuleConfig};
+pub use search::Search;
 
 /// The only profile format version so far.
 pub const VERSION: u32 = 1;
@@ -264,6 +266,10 @@ pub struct Profile {
     /// answers (`by_header` in reports: a cache's hit ratio).
     #[serde(default)]
     pub group_by_header: Vec<String>,
+    /// Find the highest multiplier meeting every SLO instead of running
+    /// the listed stages' multipliers (`[search]`, `--find-capacity`).
+    #[serde(default)]
+    pub search: Option<Search>,
 }
 
 /// A number the backend offers (a count, a stats field) that each
@@ -320,6 +326,7 @@ impl Profile {
             rules: RuleConfig::default(),
             effects: Vec::new(),
             group_by_header: Vec::new(),
+            search: None,
         }
     }
 
@@ -459,6 +466,18 @@ impl Profile {
             }
             rules::pointer(&e.json_path).map_err(|m| format!("{at}.json_path: {m}"))?;
             rules::RouteMatch::parse(Some(&e.route)).map_err(|m| format!("{at}.{m}"))?;
+        }
+        if let Some(search) = &self.search {
+            search.check()?;
+            let has_slo =
+                |slo: &Slo| slo.bounds().iter().any(Option::is_some) || !slo.route.is_empty();
+            if !has_slo(&self.slo) && !self.stages.iter().any(|s| has_slo(&s.slo)) {
+                return Err(
+                    "a capacity search needs an SLO to search against: set [slo] \
+                            (p95_ms, p99_ms, error_rate or [[slo.route]]) or --slo-p95-ms"
+                        .into(),
+                );
+            }
         }
         for name in &self.group_by_header {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -17,6 +17,7 @@ mod effects;
 pub mod engine;
 pub mod explain;
 pub mod plan;
+mod search;
 pub mod tokens;
 mod websocket;
 
@@ -27,10 +28,10 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::capture::{CaptureError, RunChoice, Store, StoredExchange, now_epoch_us};
-use crate::profile::Profile;
+use crate::profile::{Profile, Stage};
 use crate::report::accumulate::StageData;
 use crate::report::collect::{self, AbortRule, Collector};
-use crate::report::model::{self, CaptureRef, EffectResult, ProfileRef, Report, Shard};
+use crate::report::model::{self, Capacity, CaptureRef, EffectResult, ProfileRef, Report, Shard};
 use crate::report::outcome::LiveStats;
 use crate::report::verdict;
 use crate::shutdown::Shutdown;
@@ -38,6 +39,7 @@ use crate::upstream::Upstream;
 use client::ReplayClient;
 use correlate::{Correlation, Credentials, Rules};
 use engine::{SessionSource, StageRun};
+use search::CapacitySearch;
 
 /// Errors that stop a replay from starting.
 #[derive(Debug, thiserror::Error)]
@@ -271,7 +273,6 @@ pub async fn run(
     let inflight = Arc::new(Semaphore::new(
         safety.max_inflight.min(Semaphore::MAX_PERMITS),
     ));
-    let abort = Shutdown::new();
     let abort_rule = safety.abort_error_rate.map(|error_rate| AbortRule {
         error_rate,
         window: safety.abort_window,
@@ -279,15 +280,6 @@ pub async fn run(
     });
     let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
 
-    // A stop signal stops the stage as a safety abort does, and also
-    // drops what is in flight (`StageRun::interrupt`).
-    let stop_on_interrupt = {
-        let (interrupt, abort) = (config.interrupt.clone(), abort.clone());
-        tokio::spawn(async move {
-            interrupt.wait().await;
-            abort.trigger();
-        })
-    };
     if let Some(at) = config.start_at {
         tokio::select! {
             () = wait_for_start(at) => {}
@@ -297,12 +289,42 @@ pub async fn run(
     let started_at_us = now_epoch_us();
     let mut stages = Vec::new();
     let mut aborted = false;
-    for (index, stage) in config.profile.stages.iter().enumerate() {
+    let mut search = config.profile.search.map(CapacitySearch::new);
+    let max_invalid = config.profile.safety.max_invalid;
+    for index in 0.. {
+        // A search makes its stages from the profile's first one.
+        let (stage, phase) = match &search {
+            Some(search) => match search.next() {
+                Some((multiplier, phase)) => (
+                    Stage {
+                        name: format!("{multiplier}x"),
+                        multiplier,
+                        ..config.profile.stages[0].clone()
+                    },
+                    Some(phase),
+                ),
+                None => break,
+            },
+            None => match config.profile.stages.get(index) {
+                Some(stage) => (stage.clone(), None),
+                None => break,
+            },
+        };
         if config.interrupt.is_triggered() {
             break;
         }
         live.stage
             .store(index as u64, std::sync::atomic::Ordering::Relaxed);
+        // A stop signal stops the stage as a safety abort does, and also
+        // drops what is in flight (`StageRun::interrupt`).
+        let abort = Shutdown::new();
+        let stop_on_interrupt = {
+            let (interrupt, abort) = (config.interrupt.clone(), abort.clone());
+            tokio::spawn(async move {
+                interrupt.wait().await;
+                abort.trigger();
+            })
+        };
         let data = StageData {
             name: stage.name.clone(),
             multiplier: stage.multiplier,
@@ -348,6 +370,7 @@ pub async fn run(
         )
         .await;
         let stage_finished_us = now_epoch_us();
+        stop_on_interrupt.abort();
         let collector = match collecting.await {
             Ok(c) => c,
             Err(e) => {
@@ -355,8 +378,8 @@ pub async fn run(
                 break;
             }
         };
-        aborted |= collector.aborted();
         let after = effects::read_all(&*client, &config.profile.effects).await;
+        let stage_aborted = collector.aborted();
         let mut data = collector.finish(stage_started_us, stage_finished_us);
         data.effects = config
             .profile
@@ -372,17 +395,37 @@ pub async fn run(
                 ..EffectResult::default()
             })
             .collect();
-        stages.push(data.report());
-        if aborted {
-            break;
+        let mut report = data.report();
+        match (&mut search, phase) {
+            // In a search, a stage stopped by the safety limit failed: the
+            // search goes on below it. A stop signal ends it.
+            (Some(search), Some(phase)) if !config.interrupt.is_triggered() => {
+                verdict::judge_validity(std::slice::from_mut(&mut report), max_invalid);
+                let pass = !stage_aborted && verdict::stage_passes(&report);
+                tracing::info!(stage = %stage.name, pass, "search step done");
+                search.record(stage.multiplier, phase, pass);
+                stages.push(report);
+            }
+            _ => {
+                stages.push(report);
+                aborted |= stage_aborted;
+                if aborted {
+                    break;
+                }
+            }
         }
     }
-    stop_on_interrupt.abort();
     let interrupted = config.interrupt.is_triggered();
     aborted |= interrupted;
     let finished_at_us = now_epoch_us();
-    let max_invalid = config.profile.safety.max_invalid;
     verdict::judge_validity(&mut stages, max_invalid);
+    let search = search.map(|s| s.report(interrupted));
+    let mut capacity = verdict::capacity(&stages, config.profile.safety.abort_error_rate);
+    if let Some(search) = &search {
+        capacity
+            .notes
+            .insert(0, verdict::search_note(search, &stages));
+    }
     let report = Report {
         format: model::FORMAT.to_string(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -402,8 +445,11 @@ pub async fn run(
         seed,
         started_at: crate::time::timestamp(started_at_us),
         finished_at: crate::time::timestamp(finished_at_us),
-        verdict: verdict::overall(&stages, aborted),
-        capacity: verdict::capacity(&stages, config.profile.safety.abort_error_rate),
+        verdict: match &search {
+            Some(search) => verdict::search_verdict(search, aborted),
+            None => verdict::overall(&stages, aborted),
+        },
+        capacity: Capacity { search, ..capacity },
         stages,
         interrupted,
         max_invalid,

@@ -450,6 +450,43 @@ pub struct Capacity {
     /// covers only the shards present. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<Partial>,
+    /// The capacity search that chose the stages (`--find-capacity`);
+    /// absent for a profile's listed stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchReport>,
+}
+
+/// A capacity search: its settings, each step, what it found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchReport {
+    /// The first multiplier tried.
+    pub start: u32,
+    /// The highest multiplier it could try.
+    pub max_multiplier: u32,
+    /// Bisection stopped when safe and failing were this close.
+    pub resolution: u32,
+    /// The stages run, in order.
+    pub steps: Vec<SearchStep>,
+    /// The highest multiplier that met every SLO (and effect, and was a
+    /// valid measurement).
+    pub safe_multiplier: Option<u32>,
+    /// The lowest multiplier that did not.
+    pub failing_multiplier: Option<u32>,
+    /// `found` (a safe and a failing multiplier `resolution` apart),
+    /// `max_reached` (every step passed), `fails_at_start` (nothing
+    /// passed), `interrupted` (a stop signal or safety abort ended it).
+    pub outcome: String,
+}
+
+/// One stage of a capacity search.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchStep {
+    /// The stage's multiplier (its name is `{multiplier}x`).
+    pub multiplier: u32,
+    /// `doubling` or `bisection`.
+    pub phase: String,
+    /// Whether it met every SLO and effect and was a valid measurement.
+    pub pass: bool,
 }
 
 /// Which shards a partial merge lacks.

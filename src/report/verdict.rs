@@ -10,7 +10,8 @@
 
 use super::histogram::LatencyHistogram;
 use super::model::{
-    Capacity, EffectResult, Percentiles, Report, RouteReport, SloResult, StageReport, Verdict,
+    Capacity, EffectResult, Percentiles, Report, RouteReport, SearchReport, SloResult, StageReport,
+    Verdict,
 };
 use crate::profile::{SLO_NAMES, Slo, route_matcher};
 
@@ -214,13 +215,87 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
 pub fn overall(stages: &[StageReport], aborted: bool) -> Verdict {
     if aborted {
         Verdict::Aborted
-    } else if stages.iter().all(|s| {
-        s.invalid.is_none() && s.slo.iter().all(|r| r.pass) && s.effects.iter().all(|e| e.pass)
-    }) {
+    } else if stages.iter().all(stage_passes) {
         Verdict::Pass
     } else {
         Verdict::Fail
     }
+}
+
+/// Whether a stage met every SLO and effect and is a valid measurement.
+pub fn stage_passes(s: &StageReport) -> bool {
+    s.invalid.is_none() && s.slo.iter().all(|r| r.pass) && s.effects.iter().all(|e| e.pass)
+}
+
+/// The verdict of a capacity search: `pass` when it found a multiplier
+/// meeting every SLO (the stages above it failing is what a search is
+/// for), `fail` when none did, `aborted` when it was stopped.
+pub fn search_verdict(search: &SearchReport, aborted: bool) -> Verdict {
+    if aborted {
+        Verdict::Aborted
+    } else if search.safe_multiplier.is_some() {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+/// The search's sentence, first among the capacity notes: what it found
+/// and the steps it took.
+pub fn search_note(search: &SearchReport, stages: &[StageReport]) -> String {
+    let steps = |phase: &str| {
+        let m: Vec<String> = search
+            .steps
+            .iter()
+            .filter(|s| s.phase == phase)
+            .map(|s| format!("{}x {}", s.multiplier, if s.pass { "pass" } else { "fail" }))
+            .collect();
+        m.join(", ")
+    };
+    let mut path = format!("doubling {}", steps("doubling"));
+    let bisection = steps("bisection");
+    if !bisection.is_empty() {
+        path.push_str(&format!("; bisection {bisection}"));
+    }
+    let why = |m: u32| {
+        let failed = stages.iter().find(|s| s.multiplier == m)?;
+        let mut reasons: Vec<String> = failed
+            .slo
+            .iter()
+            .filter(|r| !r.pass)
+            .map(|r| format!("{} {} against {}", slo_label(r), r.actual, r.threshold))
+            .collect();
+        reasons.extend(
+            failed
+                .effects
+                .iter()
+                .filter(|e| !e.pass)
+                .map(|e| format!("effect {}", e.name)),
+        );
+        reasons.extend(failed.invalid.clone());
+        Some(reasons.join(", "))
+    };
+    let found = match (search.safe_multiplier, search.failing_multiplier) {
+        (Some(safe), Some(failing)) => format!(
+            "search: {safe}x is the highest multiplier that met every SLO; {failing}x failed ({})",
+            why(failing).unwrap_or_default()
+        ),
+        (Some(safe), None) => format!(
+            "search: every step met every SLO up to the maximum, {safe}x; raise \
+             --max-multiplier to find where it breaks"
+        ),
+        (None, Some(failing)) => format!(
+            "search: no multiplier met every SLO; {failing}x failed ({})",
+            why(failing).unwrap_or_default()
+        ),
+        (None, None) => "search: stopped before its first step finished".to_string(),
+    };
+    let stopped = if search.outcome == "interrupted" {
+        " (stopped early)"
+    } else {
+        ""
+    };
+    format!("{found}{stopped}; {} steps: {path}", search.steps.len())
 }
 
 /// Error kinds that say the request never got a whole answer from the

@@ -412,3 +412,63 @@ async fn answers_split_by_a_response_header_count_exactly_the_known_subset() {
         assert!(stdout.contains(line), "{line} in {stdout}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capacity_search_finds_the_knee_of_a_two_worker_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("demo.db");
+    let recorded_on = support::demo_backend().await;
+    support::record_population(&recorded_on, &capture, population(), false).await;
+    // Two workers of 20 ms each: about 100 requests/s, queueing past it.
+    let slow = support::demo_backend_with(tapedeck::demo::backend::BackendConfig {
+        workers: 2,
+        service_time: std::time::Duration::from_millis(20),
+        ..Default::default()
+    })
+    .await;
+    let profile = r#"
+version = 1
+[[slo.route]]
+route = "POST /api/conversations/*/messages"
+p95_ms = 100
+[search]
+max_multiplier = 32
+[[stage]]
+name = "search"
+speed = 0.2
+"#;
+    let (code, output, report) = replay_capture(&capture, &slow.url(), profile, &[]).await;
+    assert_eq!(code, 0, "{output}");
+    let search = report.capacity.search.as_ref().expect("a search");
+    let (Some(safe), Some(failing)) = (search.safe_multiplier, search.failing_multiplier) else {
+        panic!("a safe and a failing multiplier: {search:?}\n{output}")
+    };
+    assert_eq!(search.outcome, "found", "{search:?}");
+    assert_eq!(failing - safe, 1, "bisected to the resolution: {search:?}");
+    assert!(
+        search.steps.iter().any(|s| s.phase == "bisection"),
+        "{search:?}"
+    );
+    // One stage per step, in order, judged as the step says.
+    let run: Vec<(u32, bool)> = report
+        .stages
+        .iter()
+        .map(|s| (s.multiplier, s.slo.iter().all(|r| r.pass)))
+        .collect();
+    let steps: Vec<(u32, bool)> = search
+        .steps
+        .iter()
+        .map(|s| (s.multiplier, s.pass))
+        .collect();
+    assert_eq!(run, steps);
+    assert_eq!(report.capacity.safe_multiplier, Some(safe));
+    let sentence = format!(
+        "search: {safe}x is the highest multiplier that met every SLO; {failing}x failed (p95_ms of "
+    );
+    assert!(
+        report.capacity.notes[0].starts_with(&sentence),
+        "{:?}",
+        report.capacity.notes
+    );
+    assert!(output.contains(&sentence), "{output}");
+}
