@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod observe;
 mod rules;
 
+pub use observe::{Observe, ObservedSeries, SeriesKind};
 pub(crate) use rules::{ApplyRule, ExtractRule, Place, RuleAction, Source};
 pub use rules::{GenerateKind, RawRule, RuleConfig};
 
@@ -260,6 +262,10 @@ pub struct Profile {
     /// (`[[effect]]`), read before and after each stage.
     #[serde(default, rename = "effect")]
     pub effects: Vec<Effect>,
+    /// Series of the `--observe` scrapes reported beside the standard
+    /// process ones (`[observe]`).
+    #[serde(default)]
+    pub observe: Observe,
 }
 
 /// A number the backend offers (a count, a stats field) that each
@@ -315,6 +321,7 @@ impl Profile {
             long_poll_routes: Vec::new(),
             rules: RuleConfig::default(),
             effects: Vec::new(),
+            observe: Observe::default(),
         }
     }
 
@@ -436,6 +443,7 @@ impl Profile {
             ));
         }
         self.rules.check()?;
+        self.observe.check()?;
         for (i, e) in self.effects.iter().enumerate() {
             let at = format!("effect[{i}] ({})", e.name);
             if e.name.trim().is_empty() {
