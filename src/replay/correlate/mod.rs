@@ -123,6 +123,15 @@ pub struct AnswerNeeds {
 }
 
 impl AnswerNeeds {
+    /// Every body kept, whatever its type, and no header beyond the
+    /// defaults (a `--observe` scrape's text).
+    pub fn bodies() -> AnswerNeeds {
+        AnswerNeeds {
+            all_bodies: true,
+            ..AnswerNeeds::default()
+        }
+    }
+
     /// Whether to keep this answer header: `Location` and `Set-Cookie`
     /// always, what rules read, and (correlating) any header that may
     /// hand out a value — none of what a plain web server sends.
