@@ -106,12 +106,33 @@ async fn observe_scrapes_a_prometheus_endpoint_outside_every_statistic() {
     let extra = "[[observe.series]]\nmetric = \"queue_jobs_total\"\n\
                  labels = { queue = \"mail\" }\nname = \"mail_jobs\"\n\
                  [[observe.series]]\nmetric = \"pool_in_use\"\n";
-    let report = support::replay_with(&store, &target.url, profile(3, extra), |c| {
+    // A bound no replay meets, so that the capacity notes speak.
+    let extra = format!("[slo]\np95_ms = 0.001\n{extra}");
+    let report = support::replay_with(&store, &target.url, profile(3, &extra), |c| {
         c.observe = vec![observe];
     })
     .await;
     let s = &report.stages[0];
     let key = |name: &str| format!("{name}{{source=\"{source}\"}}");
+    assert!(
+        report
+            .capacity
+            .notes
+            .iter()
+            .any(|n| n == "1x fails p95_ms; CPU 0.50 cores, RSS 123 MB"),
+        "{:?}",
+        report.capacity.notes
+    );
+    eprintln!(
+        "stage resources: {}",
+        serde_json::to_string_pretty(&s.resources).expect("json")
+    );
+    if let Some(w) = s.timeline.iter().find(|w| !w.resources.is_empty()) {
+        eprintln!(
+            "a window: {}",
+            serde_json::to_string_pretty(w).expect("json")
+        );
+    }
 
     let cpu = stat(s, &key("process_cpu_cores"));
     eprintln!("scraped cpu: expected 0.5 cores, reported {cpu:?}");
