@@ -123,16 +123,6 @@ async fn observe_scrapes_a_prometheus_endpoint_outside_every_statistic() {
         "{:?}",
         report.capacity.notes
     );
-    eprintln!(
-        "stage resources: {}",
-        serde_json::to_string_pretty(&s.resources).expect("json")
-    );
-    if let Some(w) = s.timeline.iter().find(|w| !w.resources.is_empty()) {
-        eprintln!(
-            "a window: {}",
-            serde_json::to_string_pretty(w).expect("json")
-        );
-    }
 
     let cpu = stat(s, &key("process_cpu_cores"));
     eprintln!("scraped cpu: expected 0.5 cores, reported {cpu:?}");
