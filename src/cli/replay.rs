@@ -127,6 +127,15 @@ pub struct ReplayArgs {
     /// fraction of its requests is not a valid measurement (default 0.05).
     #[arg(long, value_name = "FRACTION")]
     pub max_invalid: Option<f64>,
+    /// Scrape this Prometheus endpoint every second and report its
+    /// process CPU and memory (and the profile's [observe] series) per
+    /// stage, e.g. http://chat:8000/metrics (repeatable).
+    #[arg(long = "observe", value_name = "URL")]
+    pub observe: Vec<String>,
+    /// Sample this local process's CPU and resident memory from /proc
+    /// every second (repeatable).
+    #[arg(long = "observe-pid", value_name = "PID")]
+    pub observe_pids: Vec<u32>,
 }
 
 /// What `replay` runs with.
@@ -311,6 +320,22 @@ impl ReplayArgs {
                 Ok((name.to_string(), value.to_string()))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let observe = self
+            .observe
+            .iter()
+            .map(|url| {
+                tapedeck::replay::observe::ScrapeTarget::parse(url)
+                    .map_err(|e| anyhow::anyhow!("--observe {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for pid in &self.observe_pids {
+            if *pid == 0 {
+                bail!("--observe-pid 0: give the process id of a running process");
+            }
+            if !tapedeck::replay::observe::process::exists(*pid) {
+                bail!("--observe-pid {pid}: no such process (is it running on this machine?)");
+            }
+        }
         let report = self.report.unwrap_or_else(|| {
             PathBuf::from(format!("reports/{}.json", tapedeck::capture::utc_stamp()))
         });
@@ -332,6 +357,8 @@ impl ReplayArgs {
                 headers,
                 start_at: self.start_at,
                 interrupt: tapedeck::shutdown::Shutdown::new(),
+                observe,
+                observe_pids: self.observe_pids,
             },
             capture: self.capture,
             report,

@@ -11,9 +11,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod observe;
 mod rules;
 mod search;
 
+pub use observe::{Observe, ObservedSeries, SeriesKind};
 pub(crate) use rules::{ApplyRule, ExtractRule, Place, RuleAction, Source};
 pub use rules::{GenerateKind, RawRule, RuleConfig};
 pub use search::Search;
@@ -270,6 +272,10 @@ pub struct Profile {
     /// the listed stages' multipliers (`[search]`, `--find-capacity`).
     #[serde(default)]
     pub search: Option<Search>,
+    /// Series of the `--observe` scrapes reported beside the standard
+    /// process ones (`[observe]`).
+    #[serde(default)]
+    pub observe: Observe,
 }
 
 /// A number the backend offers (a count, a stats field) that each
@@ -327,6 +333,7 @@ impl Profile {
             effects: Vec::new(),
             group_by_header: Vec::new(),
             search: None,
+            observe: Observe::default(),
         }
     }
 
@@ -448,6 +455,7 @@ impl Profile {
             ));
         }
         self.rules.check()?;
+        self.observe.check()?;
         for (i, e) in self.effects.iter().enumerate() {
             let at = format!("effect[{i}] ({})", e.name);
             if e.name.trim().is_empty() {

@@ -7,7 +7,8 @@
 //! `prepare` and `learn`), `client` and `websocket` (one recorded request
 //! or socket in, one measured answer out), `explain` (`--explain`: what
 //! correlation would do, from the capture alone), `tokens`
-//! (`--token-file`). Reads the capture through `capture::Store`; emits
+//! (`--token-file`), `observe` (`--observe`, `--observe-pid`: the
+//! backend's resources, read beside the stages). Reads the capture through `capture::Store`; emits
 //! `report::outcome` events to `report::collect`, which keeps the
 //! statistics; nothing in `report` depends on replay.
 
@@ -16,6 +17,7 @@ pub mod correlate;
 mod effects;
 pub mod engine;
 pub mod explain;
+pub mod observe;
 pub mod plan;
 mod search;
 pub mod tokens;
@@ -105,6 +107,10 @@ pub struct ReplayConfig {
     /// in flight and reports what it measured until then, marked
     /// interrupted (verdict `aborted`).
     pub interrupt: Shutdown,
+    /// Prometheus endpoints scraped every second (`--observe`).
+    pub observe: Vec<observe::ScrapeTarget>,
+    /// Local processes sampled every second (`--observe-pid`).
+    pub observe_pids: Vec<u32>,
 }
 
 impl ReplayConfig {
@@ -129,6 +135,8 @@ impl ReplayConfig {
             start_at: None,
             headers: Vec::new(),
             interrupt: Shutdown::new(),
+            observe: Vec::new(),
+            observe_pids: Vec::new(),
         }
     }
 
@@ -280,6 +288,18 @@ pub async fn run(
     });
     let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
 
+    let observer = observe::Observer::start(
+        &config.observe,
+        &config.observe_pids,
+        observe::Scraping {
+            replay_id: config.replay_header.then_some(report_id.as_str()),
+            tls: &config.tls,
+            target: &config.target,
+            headers: &config.headers,
+            series: &config.profile.observe.series,
+        },
+    )
+    .map_err(ReplayError::Tls)?;
     if let Some(at) = config.start_at {
         tokio::select! {
             () = wait_for_start(at) => {}
@@ -357,20 +377,35 @@ pub async fn run(
         let before = effects::read_all(&*client, &config.profile.effects).await;
         tracing::info!(stage = %stage.name, multiplier = stage.multiplier, speed = stage.speed, "stage starting");
         let stage_started_us = now_epoch_us();
-        engine::run_stage(
-            &stage_run,
-            &sessions,
-            span_us,
-            client.clone(),
-            source.clone(),
-            inflight.clone(),
-            tx,
-            live.clone(),
-            abort.clone(),
-        )
-        .await;
+        // The start reading is taken as the stage starts, not before it,
+        // so that a scrape does not delay the first request.
+        tokio::join!(
+            engine::run_stage(
+                &stage_run,
+                &sessions,
+                span_us,
+                client.clone(),
+                source.clone(),
+                inflight.clone(),
+                tx,
+                live.clone(),
+                abort.clone(),
+            ),
+            async {
+                if let Some(o) = &observer {
+                    o.read_now().await;
+                }
+            }
+        );
         let stage_finished_us = now_epoch_us();
         stop_on_interrupt.abort();
+        let observed = match &observer {
+            Some(o) => {
+                o.read_now().await;
+                Some(o.take(stage_started_us, now_epoch_us()).await)
+            }
+            None => None,
+        };
         let collector = match collecting.await {
             Ok(c) => c,
             Err(e) => {
@@ -381,6 +416,9 @@ pub async fn run(
         let after = effects::read_all(&*client, &config.profile.effects).await;
         let stage_aborted = collector.aborted();
         let mut data = collector.finish(stage_started_us, stage_finished_us);
+        if let Some(o) = observed {
+            data.observe(&o.readings, &o.failures);
+        }
         data.effects = config
             .profile
             .effects

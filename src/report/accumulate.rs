@@ -14,9 +14,10 @@ use std::time::Duration;
 use super::grouped::ByHeaderData;
 use super::histogram::{HistogramError, LatencyHistogram};
 use super::model::{
-    DependentSkip, ERROR_KINDS, EffectResult, Percentiles, RouteReport, StageReport, StreamReport,
-    Ttfb, Window, WsReport,
+    DependentSkip, ERROR_KINDS, EffectResult, Percentiles, ResourceStat, RouteReport, StageReport,
+    StreamReport, Ttfb, Window, WsReport,
 };
+use super::resources::{self, Reading, Tally};
 use super::verdict;
 use crate::profile::Slo;
 
@@ -151,6 +152,8 @@ pub struct WindowData {
     pub errors: u64,
     /// Service latency.
     pub latency: LatencyHistogram,
+    /// Observed resources read in the window, per series.
+    pub resources: BTreeMap<String, Tally>,
 }
 
 /// Everything a stage report is derived from; adds exactly.
@@ -210,6 +213,10 @@ pub struct StageData {
     pub effects: Vec<EffectResult>,
     /// Answers by `--group-by-header` value.
     pub by_header: ByHeaderData,
+    /// Observed resources over the stage, per series.
+    pub resources: BTreeMap<String, ResourceStat>,
+    /// Failed reads of observed sources, per source.
+    pub observe_failures: BTreeMap<String, u64>,
 }
 
 /// Adds another shard's readings of an effect: the earliest `before`,
@@ -230,6 +237,23 @@ impl StageData {
     /// Errors: the sum of the error kinds.
     pub fn errors(&self) -> u64 {
         self.error_kinds.values().sum()
+    }
+
+    /// Adds the readings of observed resources taken during the stage
+    /// and the reads that failed: the stage's statistic per series, and
+    /// each window's mean of the readings in its second (a second without
+    /// a window, no request completing in it, keeps none).
+    pub fn observe(&mut self, readings: &[Reading], failures: &BTreeMap<String, u64>) {
+        resources::add_stats(&mut self.resources, &resources::stats(readings));
+        add_map(&mut self.observe_failures, failures);
+        for (second, tallies) in resources::per_second(readings) {
+            let Some(window) = self.windows.get_mut(&second) else {
+                continue;
+            };
+            for (series, t) in tallies {
+                window.resources.entry(series).or_default().add(&t);
+            }
+        }
     }
 
     /// Adds another shard's data of the same stage.
@@ -289,7 +313,12 @@ impl StageData {
             mine.requests += w.requests;
             mine.errors += w.errors;
             mine.latency.add(&w.latency);
+            for (series, t) in &w.resources {
+                mine.resources.entry(series.clone()).or_default().add(t);
+            }
         }
+        resources::add_stats(&mut self.resources, &other.resources);
+        add_map(&mut self.observe_failures, &other.observe_failures);
     }
 
     /// The report of this stage, SLOs evaluated.
@@ -336,6 +365,16 @@ impl StageData {
                 p95_ms: w.latency.quantile_ms(0.95),
                 p99_ms: w.latency.quantile_ms(0.99),
                 hdr: w.latency.encode(),
+                resources: w
+                    .resources
+                    .iter()
+                    .map(|(series, t)| (series.clone(), t.mean()))
+                    .collect(),
+                resource_readings: w
+                    .resources
+                    .iter()
+                    .map(|(series, t)| (series.clone(), t.count))
+                    .collect(),
             })
             .collect();
         let suspected_dedup = self.routes.values().map(|r| r.suspected_dedup).sum();
@@ -393,6 +432,8 @@ impl StageData {
             invalid: None,
             effects: Vec::new(),
             by_header: self.by_header.report(),
+            resources: self.resources.clone(),
+            observe_failures: self.observe_failures.clone(),
         };
         report.slo = verdict::evaluate(&self.slo, &report, |route| {
             self.routes.get(route).map(|r| &r.latency)
@@ -444,6 +485,14 @@ impl StageData {
                     requests: w.requests,
                     errors: w.errors,
                     latency: LatencyHistogram::decode(&w.hdr)?,
+                    resources: w
+                        .resources
+                        .iter()
+                        .map(|(series, mean)| {
+                            let count = w.resource_readings.get(series).copied().unwrap_or(1);
+                            (series.clone(), Tally::of_mean(*mean, count))
+                        })
+                        .collect(),
                 },
             );
         }
@@ -488,6 +537,8 @@ impl StageData {
             slo,
             effects: r.effects.clone(),
             by_header: ByHeaderData::from_report(&r.by_header)?,
+            resources: r.resources.clone(),
+            observe_failures: r.observe_failures.clone(),
         })
     }
 }

@@ -464,6 +464,89 @@ mod tests {
         );
     }
 
+    /// Readings of two series over the two seconds the outcomes span
+    /// (and one in a second without a window), `shift` apart in value.
+    fn readings(shift: f64) -> Vec<crate::report::resources::Reading> {
+        let at = |ms: i64| 1_700_000_000_000_000 + ms * 1000;
+        let r = |ms, series: &str, value: f64| crate::report::resources::Reading {
+            at_us: at(ms),
+            series: series.into(),
+            value: value + shift,
+            cores: series.starts_with("process_cpu").then_some(4),
+        };
+        vec![
+            r(100, "process_cpu_cores{pid=\"7\"}", 1.0),
+            r(600, "process_cpu_cores{pid=\"7\"}", 2.0),
+            r(1200, "process_cpu_cores{pid=\"7\"}", 3.5),
+            r(1400, "queue_depth{source=\"q:9\"}", 40.0),
+            r(5000, "queue_depth{source=\"q:9\"}", 10.0),
+        ]
+    }
+
+    #[test]
+    fn merged_shards_add_observed_resources_exactly() {
+        let all = outcomes();
+        // Interleaved, so both shards have a window in each second (a
+        // reading in a second without one counts for the stage only).
+        let (a, b): (Vec<Outcome>, Vec<Outcome>) = (
+            all.iter().step_by(2).cloned().collect(),
+            all.iter().skip(1).step_by(2).cloned().collect(),
+        );
+        let failures = |n| [("q:9".to_string(), n)].into_iter().collect();
+        let observed = |outcomes: &[Outcome], shift, failed| {
+            let mut data = collect(outcomes);
+            data.observe(&readings(shift), &failures(failed));
+            data
+        };
+        let shard = |r: Report, index| Report {
+            shard: Some(crate::report::Shard { index, count: 2 }),
+            ..r
+        };
+        let merged = merge(
+            &[
+                ("a".into(), shard(report(&observed(&a, 0.0, 1)), 0)),
+                ("b".into(), shard(report(&observed(&b, 0.5, 2)), 1)),
+            ],
+            None,
+        )
+        .expect("merge");
+        let mut union = collect(&all);
+        union.observe(&[readings(0.0), readings(0.5)].concat(), &failures(3));
+        let union = union.report();
+        let m = &merged.stages[0];
+        assert_eq!(m.resources, union.resources);
+        assert_eq!(m.observe_failures, union.observe_failures);
+        let cpu = &m.resources["process_cpu_cores{pid=\"7\"}"];
+        assert_eq!((cpu.min, cpu.max, cpu.count), (1.0, 4.0, 6));
+        assert_eq!((cpu.sum, cpu.mean, cpu.cores), (14.5, 14.5 / 6.0, Some(4)));
+        assert_eq!(m.observe_failures["q:9"], 3);
+        let windows = |s: &StageReport| {
+            s.timeline
+                .iter()
+                .map(|w| (w.at_us, w.resources.clone(), w.resource_readings.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(windows(m), windows(&union));
+        let first = &m.timeline[0];
+        assert_eq!(first.resources["process_cpu_cores{pid=\"7\"}"], 1.75);
+        assert_eq!(first.resource_readings["process_cpu_cores{pid=\"7\"}"], 4);
+        assert!(
+            m.timeline.iter().all(|w| w.at_us < 1_700_000_005_000_000),
+            "a reading in a second without a window makes none"
+        );
+        let text = serde_json::to_string(&merged).expect("json");
+        let back: Report = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back.stages[0].resources, m.resources);
+    }
+
+    #[test]
+    fn a_report_without_observation_has_no_resource_keys() {
+        let text = serde_json::to_string(&report(&collect(&outcomes()))).expect("json");
+        for key in ["resources", "resource_readings", "observe_failures"] {
+            assert!(!text.contains(key), "{key} written without observation");
+        }
+    }
+
     #[test]
     fn error_kinds_follow_the_recording() {
         let base = Instant::now();

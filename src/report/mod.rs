@@ -1,7 +1,8 @@
 //! Reports: what replay emits (`outcome`), the collector that turns it into
 //! statistics (`collect`), the exact per-stage accumulation (`accumulate`,
 //! over the HDR histograms of `histogram`), the versioned JSON contract
-//! (`model`), the judgements on it (`verdict`), comparing two reports
+//! (`model`), observed resources (`resources`), the judgements on it
+//! (`verdict`), comparing two reports
 //! (`compare`) and every human rendering (`render`). This file reads,
 //! writes and merges report files.
 //!
@@ -17,6 +18,7 @@ pub mod histogram;
 pub mod model;
 pub mod outcome;
 pub mod render;
+pub mod resources;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

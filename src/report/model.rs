@@ -273,6 +273,34 @@ pub struct Window {
     pub p99_ms: f64,
     /// Service latency histogram of the window.
     pub hdr: String,
+    /// Observed resources (`--observe`, `--observe-pid`): per series, the
+    /// mean of the readings taken in this second (absent without any).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, f64>,
+    /// How many readings each mean of `resources` is made of, so merged
+    /// windows weigh them exactly.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_readings: BTreeMap<String, u64>,
+}
+
+/// One observed series over a stage (`--observe`, `--observe-pid`):
+/// CPU in cores, memory in bytes, counters as per-second rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStat {
+    /// Lowest reading.
+    pub min: f64,
+    /// `sum / count`.
+    pub mean: f64,
+    /// Highest reading.
+    pub max: f64,
+    /// Readings taken.
+    pub count: u64,
+    /// Their sum (kept so that merged reports add exactly).
+    pub sum: f64,
+    /// For a `--observe-pid` CPU series: the cores of the machine the
+    /// process runs on, which `max` is a share of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
 }
 
 /// One evaluated threshold.
@@ -407,6 +435,14 @@ pub struct StageReport {
     /// of the latency, as in the stage's own.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_header: ByHeader,
+    /// Observed resources over the stage, per series (absent when nothing
+    /// was observed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, ResourceStat>,
+    /// Reads of an observed source that failed during the stage, per
+    /// source (`host:port`, `pid N`); absent when none failed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub observe_failures: BTreeMap<String, u64>,
 }
 
 /// A number on the backend read before and after a stage, against the

@@ -13,6 +13,7 @@ use super::model::{
     Capacity, EffectResult, Percentiles, Report, RouteReport, SearchReport, SloResult, StageReport,
     Verdict,
 };
+use super::resources::{self, Unit};
 use crate::profile::{SLO_NAMES, Slo, route_matcher};
 
 impl Capacity {
@@ -119,6 +120,7 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
     let mut c = Capacity::default();
     let has_slo = stages.iter().any(|s| !s.slo.is_empty());
     let bound = abort_error_rate.unwrap_or(0.05);
+    let mut first_failure = true;
     for s in stages {
         let rate = if s.requests == 0 {
             0.0
@@ -162,6 +164,13 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
                     failed.threshold
                 ),
             });
+        }
+        let mut failed: Vec<String> = s.slo.iter().filter(|r| !r.pass).map(slo_label).collect();
+        if rate > bound {
+            failed.push("the error-rate bound".into());
+        }
+        if !failed.is_empty() && std::mem::take(&mut first_failure) {
+            c.notes.extend(resources_note(s, &failed));
         }
         for e in &s.effects {
             c.notes.push(match (&e.error, e.delta) {
@@ -208,6 +217,64 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
             .push("no SLOs were set, so no stage is called safe".into());
     }
     c
+}
+
+/// The highest CPU and resident memory read during `s`, which failed
+/// `failed`: "10x fails p95_ms; CPU 1.96 cores (98 % of 2), RSS 1.1 GB".
+/// The source is named when several were observed; `None` without
+/// readings of either.
+fn resources_note(s: &StageReport, failed: &[String]) -> Option<String> {
+    // ` (pid 12)`, ` (db:9187)`: which source, when several share a kind.
+    let named = |series: &str, several: bool| {
+        let label = series.split_once('{').map(|(_, l)| l.trim_end_matches('}'));
+        match label.and_then(|l| l.split_once('=')) {
+            Some((key, value)) if several => {
+                let value = value.trim_matches('"');
+                match key {
+                    "pid" => format!(" (pid {value})"),
+                    _ => format!(" ({value})"),
+                }
+            }
+            _ => String::new(),
+        }
+    };
+    let count = |test: &dyn Fn(&str) -> bool| s.resources.keys().filter(|k| test(k)).count();
+    let mut parts = Vec::new();
+    if let Some((series, cpu)) = resources::highest(&s.resources, Unit::Cores) {
+        let share = cpu
+            .cores
+            .filter(|n| *n > 0)
+            .map(|n| format!(" ({:.0} % of {n})", 100.0 * cpu.max / f64::from(n)))
+            .unwrap_or_default();
+        let several = count(&|k| resources::unit(k) == Unit::Cores) > 1;
+        parts.push(format!(
+            "CPU {}{share}{}",
+            resources::human(series, cpu.max),
+            named(series, several)
+        ));
+    }
+    let is_rss = |k: &str| k.starts_with("process_resident_memory_bytes");
+    let rss = s
+        .resources
+        .iter()
+        .filter(|(k, st)| is_rss(k) && st.count > 0)
+        .max_by(|a, b| a.1.max.total_cmp(&b.1.max));
+    if let Some((series, mem)) = rss {
+        parts.push(format!(
+            "RSS {}{}",
+            resources::human(series, mem.max),
+            named(series, count(&is_rss) > 1)
+        ));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}x fails {}; {}",
+        s.multiplier,
+        failed.join(", "),
+        parts.join(", ")
+    ))
 }
 
 /// The verdict of a set of stages: aborted, or a fail when a stage is not
@@ -411,6 +478,13 @@ pub fn warnings(report: &Report) -> Vec<String> {
                 ));
             }
         }
+        for (source, n) in &s.observe_failures {
+            out.push(format!(
+                "{}: {n} reads of the observed {source} failed; its resources come from the \
+                 reads that succeeded",
+                s.name
+            ));
+        }
         if s.unresolved_values > 0 {
             out.push(format!(
                 "{}: {} recorded ids, tokens or redaction markers had no live value and went out \
@@ -554,5 +628,115 @@ mod effect_tests {
             .expect("route")
             .requests = 21;
         assert!(!short.report().effects[0].pass, "one write not confirmed");
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use crate::profile::Slo;
+    use crate::report::accumulate::{RouteData, StageData};
+    use crate::report::histogram::LatencyHistogram;
+    use crate::report::resources::Reading;
+
+    /// A stage at `multiplier` whose 10 requests took `ms` each, with a
+    /// p95 bound of 100 ms, and these readings.
+    fn stage(multiplier: u32, ms: u64, readings: &[(&str, f64, Option<u32>)]) -> StageData {
+        let mut latency = LatencyHistogram::default();
+        for _ in 0..10 {
+            latency.record(std::time::Duration::from_millis(ms));
+        }
+        let mut d = StageData {
+            name: format!("{multiplier}x"),
+            multiplier,
+            requests: 10,
+            latency: latency.clone(),
+            slo: Slo {
+                p95_ms: Some(100.0),
+                ..Slo::default()
+            },
+            ..StageData::default()
+        };
+        d.routes.insert(
+            "GET /".into(),
+            RouteData {
+                requests: 10,
+                latency,
+                ..RouteData::default()
+            },
+        );
+        let readings: Vec<Reading> = readings
+            .iter()
+            .map(|(series, value, cores)| Reading {
+                at_us: 0,
+                series: (*series).into(),
+                value: *value,
+                cores: *cores,
+            })
+            .collect();
+        d.observe(&readings, &Default::default());
+        d
+    }
+
+    #[test]
+    fn the_first_failing_stage_names_its_highest_cpu_and_memory() {
+        let stages = [
+            stage(1, 10, &[("process_cpu_cores{pid=\"9\"}", 0.4, Some(2))]),
+            stage(
+                10,
+                500,
+                &[
+                    ("process_cpu_cores{pid=\"9\"}", 1.2, Some(2)),
+                    ("process_cpu_cores{pid=\"9\"}", 1.96, Some(2)),
+                    ("process_resident_memory_bytes{pid=\"9\"}", 1.1e9, None),
+                ],
+            ),
+            stage(20, 900, &[("process_cpu_cores{pid=\"9\"}", 2.0, Some(2))]),
+        ]
+        .map(|s| s.report());
+        let c = super::capacity(&stages, None);
+        let notes: Vec<&String> = c.notes.iter().filter(|n| n.contains("CPU")).collect();
+        assert_eq!(
+            notes,
+            ["10x fails p95_ms; CPU 1.96 cores (98 % of 2), RSS 1.1 GB"],
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn several_sources_are_named_and_scraped_cpu_has_no_share() {
+        let s = stage(
+            5,
+            500,
+            &[
+                ("process_cpu_cores{pid=\"9\"}", 0.5, Some(4)),
+                ("process_cpu_cores{source=\"db:9187\"}", 3.0, None),
+                (
+                    "process_resident_memory_bytes{source=\"db:9187\"}",
+                    2.5e8,
+                    None,
+                ),
+            ],
+        )
+        .report();
+        let c = super::capacity(std::slice::from_ref(&s), None);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n == "5x fails p95_ms; CPU 3.00 cores (db:9187), RSS 250 MB"),
+            "{:?}",
+            c.notes
+        );
+        let failures = [("db:9187".to_string(), 3)].into_iter().collect();
+        let mut d = stage(5, 10, &[]);
+        d.observe(&[], &failures);
+        let report = crate::report::model::test_report(vec![d.report()]);
+        assert!(
+            super::warnings(&report)
+                .iter()
+                .any(|w| w.contains("3 reads of the observed db:9187 failed")),
+            "{:?}",
+            super::warnings(&report)
+        );
     }
 }

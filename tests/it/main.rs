@@ -15,6 +15,7 @@ mod golden;
 mod html;
 mod kinto;
 mod kubernetes;
+mod observe;
 mod postgres;
 mod proxy;
 mod radicale;

@@ -134,6 +134,15 @@ impl AnswerNeeds {
         self
     }
 
+    /// Every body kept, whatever its type, and no header beyond the
+    /// defaults (a `--observe` scrape's text).
+    pub fn bodies() -> AnswerNeeds {
+        AnswerNeeds {
+            all_bodies: true,
+            ..AnswerNeeds::default()
+        }
+    }
+
     /// Whether to keep this answer header: `Location` and `Set-Cookie`
     /// always, what rules read, and (correlating) any header that may
     /// hand out a value — none of what a plain web server sends.

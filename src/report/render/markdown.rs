@@ -1,5 +1,5 @@
 //! Markdown for a pull request: a report's stage table with the capacity
-//! verdict and warnings, and a comparison's metric tables. Input is the
+//! verdict, warnings and observed resources, and a comparison's metric tables. Input is the
 //! report model (with the judgements of [`crate::report::verdict`]) or a
 //! [`ReportDiff`]; output is a `String` the binary prints. No I/O here.
 
@@ -45,7 +45,33 @@ pub fn report_markdown(report: &Report) -> String {
     for w in warnings(report) {
         let _ = writeln!(out, "- **Warning:** {w}");
     }
+    resources(&mut out, report);
     out
+}
+
+/// The observed resources of every stage, one row per stage and series;
+/// nothing without observation.
+fn resources(out: &mut String, report: &Report) {
+    use crate::report::resources::human;
+    if report.stages.iter().all(|s| s.resources.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n**Resources:**\n\n| Stage | Series | Min | Mean | Max |\n|---|---|--:|--:|--:|"
+    );
+    for s in &report.stages {
+        for (series, r) in &s.resources {
+            let _ = writeln!(
+                out,
+                "| {} | `{series}` | {} | {} | {} |",
+                s.name,
+                human(series, r.min),
+                human(series, r.mean),
+                human(series, r.max)
+            );
+        }
+    }
 }
 
 /// A comparison as Markdown for a pull request.

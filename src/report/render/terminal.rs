@@ -305,6 +305,37 @@ pub fn stage_details(s: &StageReport, max_rows: usize) -> String {
             );
         }
     }
+    out.push_str(&resources(s));
+    out
+}
+
+/// A stage's observed resources, one line per series (min, mean, max in
+/// human units), and the reads that failed; empty without observation.
+pub fn resources(s: &StageReport) -> String {
+    use crate::report::resources::human;
+    let mut out = String::new();
+    if !s.resources.is_empty() {
+        let width = route_width(s.resources.keys().map(String::as_str)).max(8);
+        let _ = writeln!(
+            out,
+            "  {:<width$} {:>12} {:>12} {:>12} {:>8}",
+            "resource", "min", "mean", "max", "readings"
+        );
+        for (series, r) in &s.resources {
+            let _ = writeln!(
+                out,
+                "  {:<width$} {:>12} {:>12} {:>12} {:>8}",
+                series,
+                human(series, r.min),
+                human(series, r.mean),
+                human(series, r.max),
+                r.count
+            );
+        }
+    }
+    for (source, n) in &s.observe_failures {
+        let _ = writeln!(out, "  observe {source}: {n} reads failed");
+    }
     out
 }
 
