@@ -224,6 +224,17 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
 /// The source is named when several were observed; `None` without
 /// readings of either.
 fn resources_note(s: &StageReport, failed: &[String]) -> Option<String> {
+    let parts = highest_readings(s)?;
+    Some(format!(
+        "{}x fails {}; {parts}",
+        s.multiplier,
+        failed.join(", ")
+    ))
+}
+
+/// "CPU 1.96 cores (98 % of 2), RSS 1.1 GB": the highest CPU and resident
+/// memory read during `s`; `None` without readings of either.
+fn highest_readings(s: &StageReport) -> Option<String> {
     // ` (pid 12)`, ` (db:9187)`: which source, when several share a kind.
     let named = |series: &str, several: bool| {
         let label = series.split_once('{').map(|(_, l)| l.trim_end_matches('}'));
@@ -266,15 +277,7 @@ fn resources_note(s: &StageReport, failed: &[String]) -> Option<String> {
             named(series, count(&is_rss) > 1)
         ));
     }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "{}x fails {}; {}",
-        s.multiplier,
-        failed.join(", "),
-        parts.join(", ")
-    ))
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The verdict of a set of stages: aborted, or a fail when a stage is not
@@ -362,7 +365,16 @@ pub fn search_note(search: &SearchReport, stages: &[StageReport]) -> String {
     } else {
         ""
     };
-    format!("{found}{stopped}; {} steps: {path}", search.steps.len())
+    // What the backend used at the multiplier it can take.
+    let at_safe = search
+        .safe_multiplier
+        .and_then(|m| Some((m, stages.iter().find(|s| s.multiplier == m)?)))
+        .and_then(|(m, s)| Some(format!("; at {m}x: {}", highest_readings(s)?)))
+        .unwrap_or_default();
+    format!(
+        "{found}{stopped}{at_safe}; {} steps: {path}",
+        search.steps.len()
+    )
 }
 
 /// Error kinds that say the request never got a whole answer from the

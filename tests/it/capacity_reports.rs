@@ -437,7 +437,10 @@ max_multiplier = 32
 name = "search"
 speed = 0.2
 "#;
-    let (code, output, report) = replay_capture(&capture, &slow.url(), profile, &[]).await;
+    // The backend runs in this process: the search reports its readings.
+    let pid = std::process::id().to_string();
+    let observe = ["--observe-pid", pid.as_str()];
+    let (code, output, report) = replay_capture(&capture, &slow.url(), profile, &observe).await;
     assert_eq!(code, 0, "{output}");
     let search = report.capacity.search.as_ref().expect("a search");
     let (Some(safe), Some(failing)) = (search.safe_multiplier, search.failing_multiplier) else {
@@ -471,4 +474,9 @@ speed = 0.2
         report.capacity.notes
     );
     assert!(output.contains(&sentence), "{output}");
+    assert!(
+        report.capacity.notes[0].contains(&format!("; at {safe}x: CPU ")),
+        "{:?}",
+        report.capacity.notes
+    );
 }

@@ -165,6 +165,7 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
     .expect("profile");
     let capture = proxy.capture.to_str().expect("utf8").to_string();
     let mut reports = Vec::new();
+    let pid = std::process::id().to_string();
     for (name, ms) in [("fast", 1), ("slow", 12)] {
         let target = backend(Duration::from_millis(ms)).await;
         let report = dir.path().join(format!("{name}.json"));
@@ -180,6 +181,9 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
             report.to_str().expect("utf8"),
             "--html",
             page.to_str().expect("utf8"),
+            // The backend runs in this process: its CPU and memory.
+            "--observe-pid",
+            &pid,
         ];
         let (code, out, err) = output(&args).await;
         assert!(code == 0 || code == 1, "{out}{err}");
@@ -194,7 +198,15 @@ async fn report_and_compare_pages_render_in_headless_chromium() {
     }
 
     let dom = check_page(&reports[0].1, "report.png").await;
-    assert_eq!(dom.matches("<svg").count(), 6, "three charts per stage");
+    // The capacity charts over both stages, then per stage its three
+    // charts and its observed CPU and memory.
+    assert_eq!(dom.matches(r#"class="chart capacity-chart""#).count(), 3);
+    assert_eq!(dom.matches(r#"class="chart resource-chart""#).count(), 4);
+    assert_eq!(dom.matches("<svg").count(), 3 + 2 * (3 + 2));
+    for text in ["service latency against load", "p99_ms bound", "1x", "3x"] {
+        assert!(dom.contains(text), "{text} in the capacity charts");
+    }
+    assert!(dom.contains("process_cpu_cores{pid="), "the CPU chart");
     assert!(dom.contains(r#"id="capacity""#) && dom.contains(r#"id="verdict""#));
     assert!(
         dom.contains(r#"id="warnings""#) && dom.contains("--credentials-file"),

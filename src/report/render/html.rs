@@ -11,6 +11,7 @@ use super::table;
 use crate::report::compare::{Change, MIN_LATENCY_DELTA_MS, MIN_WINDOWS, MetricDiff, ReportDiff};
 use crate::report::histogram::LatencyHistogram;
 use crate::report::model::{Report, StageReport, Window, header_shares};
+use crate::report::resources::{self, Unit};
 use crate::report::verdict::warnings;
 
 const LAYOUT: &str = include_str!("templates/layout.html");
@@ -60,6 +61,8 @@ struct StageView<'a> {
     stage: &'a StageReport,
     error_pct: f64,
     charts: Vec<String>,
+    /// Observed resources over the same time axis as `charts`.
+    resource_charts: Vec<String>,
     error_kinds: Vec<(&'a String, &'a u64)>,
     /// The stage's answers, then each route's, by grouping header value.
     header_rows: Vec<HeaderRow<'a>>,
@@ -206,6 +209,120 @@ fn stage_charts(s: &StageReport) -> Vec<String> {
     .collect()
 }
 
+/// The observed resources of a stage over time, one chart per unit: CPU
+/// in cores, memory in MB, the profile's other series together.
+fn resource_charts(s: &StageReport) -> Vec<String> {
+    let over_time = |name: &str, scale: f64| -> Vec<(f64, f64)> {
+        s.timeline
+            .iter()
+            .filter_map(|w| w.resources.get(name).map(|v| (w.t_s, v / scale)))
+            .collect()
+    };
+    let colors = [P50, P95, P99, BASE];
+    let mut groups: [(&str, &str, f64, Vec<Series>); 3] = [
+        ("CPU", "cores", 1.0, Vec::new()),
+        ("memory", "MB", 1e6, Vec::new()),
+        ("other observed series", "value", 1.0, Vec::new()),
+    ];
+    for name in s.resources.keys() {
+        let group = match resources::unit(name) {
+            Unit::Cores => 0,
+            Unit::Bytes => 1,
+            Unit::Plain => 2,
+        };
+        let (.., scale, lines) = &mut groups[group];
+        let color = colors[lines.len() % colors.len()];
+        let points = over_time(name, *scale);
+        lines.push(series(name, color, points));
+    }
+    groups
+        .iter()
+        .filter_map(|(what, unit, _, lines)| {
+            charts::line_chart(
+                &format!("{}: {what} (observed)", s.name),
+                XAxis::Seconds,
+                unit,
+                lines,
+            )
+        })
+        .collect()
+}
+
+/// The capacity charts: latency, throughput and error rate against the
+/// multiplier over the stages (in multiplier order), the stage-wide SLO
+/// bounds drawn across, the safe, peak and breaking multipliers marked;
+/// none for a single stage.
+fn capacity_charts(report: &Report) -> Vec<String> {
+    if report.stages.len() < 2 {
+        return Vec::new();
+    }
+    let mut stages: Vec<&StageReport> = report.stages.iter().collect();
+    stages.sort_by_key(|s| s.multiplier);
+    let points = |f: &dyn Fn(&StageReport) -> f64| -> Vec<(f64, f64)> {
+        stages
+            .iter()
+            .map(|s| (f64::from(s.multiplier), f(s)))
+            .collect()
+    };
+    let c = &report.capacity;
+    let marks: Vec<(String, f64)> = [
+        ("safe", c.safe_multiplier),
+        ("peak", c.peak_multiplier),
+        ("breaking", c.breaking_multiplier),
+    ]
+    .into_iter()
+    .filter_map(|(name, m)| m.map(|m| (format!("{name} {m}x"), f64::from(m))))
+    .collect();
+    let bounds = |names: &[&str], scale: f64| -> Vec<(String, f64)> {
+        let Some(first) = report.stages.first() else {
+            return Vec::new();
+        };
+        first
+            .slo
+            .iter()
+            .filter(|r| r.route.is_none() && names.contains(&r.name.as_str()))
+            .map(|r| (format!("{} bound", r.name), r.threshold * scale))
+            .collect()
+    };
+    let chart = |title: &str, unit: &str, lines: &[Series], bounds: Vec<(String, f64)>| {
+        let guides = charts::Guides {
+            bounds,
+            marks: marks.clone(),
+        };
+        charts::line_chart_with(title, XAxis::Multiplier, unit, lines, &guides)
+    };
+    [
+        chart(
+            "capacity: service latency against load",
+            "ms",
+            &[
+                series("p95", P95, points(&|s| s.latency_ms.p95)),
+                series("p99", P99, points(&|s| s.latency_ms.p99)),
+            ],
+            bounds(&["p95_ms", "p99_ms"], 1.0),
+        ),
+        chart(
+            "capacity: throughput against load",
+            "requests/s",
+            &[series("requests/s", P50, points(&|s| s.throughput_rps))],
+            Vec::new(),
+        ),
+        chart(
+            "capacity: error rate against load",
+            "% of requests",
+            &[series(
+                "error rate",
+                P99,
+                points(&|s| error_pct(s.errors, s.requests)),
+            )],
+            bounds(&["error_rate"], 100.0),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The page of one report.
 ///
 /// # Errors
@@ -218,6 +335,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             stage: s,
             error_pct: error_pct(s.errors, s.requests),
             charts: stage_charts(s),
+            resource_charts: resource_charts(s),
             error_kinds: s.error_kinds.iter().filter(|(_, n)| **n > 0).collect(),
             header_rows: header_rows(s),
         })
@@ -228,6 +346,7 @@ pub fn report_page(report: &Report) -> Result<String, String> {
             title => format!("tapedeck replay: {}", report.profile.name),
             report => Value::from(Serde(report)),
             capacity_rows => Value::from(Serde(capacity_rows(report))),
+            capacity_charts => capacity_charts(report),
             warnings => warnings(report),
             stages => Value::from(Serde(stages)),
             min_abs_ms => MIN_LATENCY_DELTA_MS,
