@@ -171,6 +171,10 @@ pub async fn replay(
         capture.display().to_string(),
     );
     config.credentials = credentials;
+    // The backend serves from this process, beside the replay: what it
+    // reads is the two together, as a backend and its load generator on
+    // one staging box would be.
+    config.observe_pids = vec![std::process::id()];
     let result = crate::replay::run(&store, config, live).await;
     target.stop().await;
     store.close().await;

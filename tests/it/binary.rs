@@ -265,6 +265,17 @@ async fn demo_runs_end_to_end_and_every_scripted_request_gets_its_expected_statu
         let [effect] = &s.effects[..] else {
             panic!("{}: one effect: {:?}", s.name, s.effects)
         };
+        // The demo observes its own process (backend and replay).
+        let rss = s
+            .resources
+            .iter()
+            .find(|(k, _)| k.starts_with("process_resident_memory_bytes"));
+        assert!(
+            rss.is_some_and(|(_, r)| r.count >= 2 && r.min > 1e6),
+            "{}: {:?}",
+            s.name,
+            s.resources
+        );
         // 80 recorded sends per world, less any the backend refused.
         let sends = 80 * u64::from(s.multiplier);
         assert!(

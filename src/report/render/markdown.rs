@@ -11,9 +11,15 @@ use crate::report::model::Report;
 use crate::report::verdict::warnings;
 
 /// The columns of the Markdown stage table, in order.
-fn stage_columns() -> Vec<Column<StageCell>> {
+fn stage_columns(report: &Report) -> Vec<Column<StageCell>> {
     use table::{CAPACITY, MULTIPLIER, SLO, STAGE};
-    [&[STAGE, MULTIPLIER][..], &table::LOAD, &[SLO, CAPACITY]].concat()
+    [
+        &[STAGE, MULTIPLIER][..],
+        &table::LOAD,
+        table::resource_columns(report),
+        &[SLO, CAPACITY],
+    ]
+    .concat()
 }
 
 /// A report as Markdown for a pull request: the stage table, the capacity
@@ -25,7 +31,7 @@ pub fn report_markdown(report: &Report) -> String {
         "### tapedeck replay: {} against `{}` — {}\n",
         report.profile.name, report.target, report.verdict
     );
-    let columns = stage_columns();
+    let columns = stage_columns(report);
     let rows = table::stage_rows(report, &columns, &MARKDOWN);
     table::markdown(&mut out, &columns, rows);
     let c = &report.capacity;

@@ -16,6 +16,7 @@ use std::fmt::Write;
 
 use crate::report::compare::{Change, MetricDiff};
 use crate::report::model::{Capacity, Report, StageReport};
+use crate::report::resources::{self, Unit};
 use crate::report::verdict::failed_slos;
 
 /// How one output words what a cell may hold.
@@ -236,6 +237,31 @@ pub(super) const P95: Column<StageCell> =
 /// 99th percentile service latency.
 pub(super) const P99: Column<StageCell> =
     number("p99 ms", 8, |_, s, _| format!("{:.1}", s.latency_ms.p99));
+
+/// Highest observed CPU of the stage (`--observe`, `--observe-pid`).
+pub(super) const CPU: Column<StageCell> =
+    number("cpu max", 11, |_, s, style| highest(s, Unit::Cores, style));
+
+/// Highest observed resident memory of the stage.
+pub(super) const RSS: Column<StageCell> =
+    number("rss max", 9, |_, s, style| highest(s, Unit::Bytes, style));
+
+/// The stage's highest reading of a series in `unit`, for people.
+fn highest(s: &StageReport, unit: Unit, style: &Style) -> String {
+    resources::highest(&s.resources, unit).map_or_else(
+        || style.none.to_string(),
+        |(series, stat)| resources::human(series, stat.max),
+    )
+}
+
+/// The resource columns, when a stage of `report` has readings.
+pub(super) fn resource_columns(report: &Report) -> &'static [Column<StageCell>] {
+    if report.stages.iter().any(|s| !s.resources.is_empty()) {
+        &[CPU, RSS]
+    } else {
+        &[]
+    }
+}
 
 /// 99th percentile from the planned send.
 pub(super) const CORRECTED_P99: Column<StageCell> = number("corr p99", 9, |_, s, _| {

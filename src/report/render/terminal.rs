@@ -194,12 +194,14 @@ pub fn run_details(
 }
 
 /// The columns of the terminal's stage table, in order.
-fn stage_columns() -> Vec<Column<StageCell>> {
+fn stage_columns(report: &Report) -> Vec<Column<StageCell>> {
     use table::{CAPACITY, CORRECTED_P99, LATE, MULTIPLIER, SLO, SPEED, STAGE, VUS};
     [
         &[STAGE, MULTIPLIER, SPEED, VUS][..],
         &table::LOAD,
-        &[CORRECTED_P99, LATE, CAPACITY, SLO],
+        &[CORRECTED_P99, LATE],
+        table::resource_columns(report),
+        &[CAPACITY, SLO],
     ]
     .concat()
 }
@@ -207,7 +209,7 @@ fn stage_columns() -> Vec<Column<StageCell>> {
 /// The per-stage table of a report: one row per stage.
 pub fn stages_table(report: &Report) -> String {
     let mut out = String::new();
-    let columns = stage_columns();
+    let columns = stage_columns(report);
     let rows = table::stage_rows(report, &columns, &TERMINAL);
     table::terminal(&mut out, &columns, rows);
     out
