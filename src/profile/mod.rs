@@ -479,7 +479,8 @@ impl Profile {
             search.check()?;
             let has_slo =
                 |slo: &Slo| slo.bounds().iter().any(Option::is_some) || !slo.route.is_empty();
-            if !has_slo(&self.slo) && !self.stages.iter().any(|s| has_slo(&s.slo)) {
+            // Its steps are made from the first stage.
+            if !has_slo(&self.slo) && !has_slo(&self.stages[0].slo) {
                 return Err(
                     "a capacity search needs an SLO to search against: set [slo] \
                             (p95_ms, p99_ms, error_rate or [[slo.route]]) or --slo-p95-ms"

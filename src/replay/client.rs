@@ -213,6 +213,7 @@ impl Dispatch for ReplayClient {
                 .keeps_body(resp.headers().get(header::CONTENT_TYPE));
             let coding = resp.headers().get(header::CONTENT_ENCODING).cloned();
             let mut kept = BytesMut::new();
+            let mut truncated = false;
             let mut body = resp.into_body();
             let head = Instant::now();
             // (last chunk, timing) of a streamed response.
@@ -230,15 +231,22 @@ impl Dispatch for ReplayClient {
                     *last = Some(now);
                     timing.total = now - head;
                 }
-                if keep_body && kept.len() + d.len() <= MAX_KEPT_BODY {
-                    kept.extend_from_slice(d);
+                // Past the cap, nothing more is kept: the body's start,
+                // never a start and a later piece joined.
+                if keep_body && !truncated {
+                    if kept.len() + d.len() <= MAX_KEPT_BODY {
+                        kept.extend_from_slice(d);
+                    } else {
+                        truncated = true;
+                    }
                 }
             }
             let stream = stream.map(|(_, timing)| timing);
-            Ok::<_, &'static str>((status, ttfb, headers, (kept.freeze(), coding), stream))
+            let kept = (kept.freeze(), coding, truncated);
+            Ok::<_, &'static str>((status, ttfb, headers, kept, stream))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(Ok((status, ttfb, headers, (body, coding), stream))) => {
+            Ok(Ok((status, ttfb, headers, (body, coding, body_truncated), stream))) => {
                 let finished = Instant::now();
                 // Correlation reads the content: an encoded body is decoded,
                 // after the clock stopped.
@@ -251,6 +259,7 @@ impl Dispatch for ReplayClient {
                     finished,
                     headers,
                     body,
+                    body_truncated,
                     stream,
                     ws: None,
                 }

@@ -43,6 +43,8 @@ pub struct Sent {
     pub headers: Vec<(String, String)>,
     /// Response body (kept for correlation; empty when not collected).
     pub body: Bytes,
+    /// The body went past what the client keeps: `body` is its start.
+    pub body_truncated: bool,
     /// For a streamed response (SSE, NDJSON): its chunk timing.
     pub stream: Option<StreamTiming>,
     /// For a replayed WebSocket: what the socket did.
@@ -59,6 +61,7 @@ impl Sent {
             finished: Instant::now(),
             headers: Vec::new(),
             body: Bytes::new(),
+            body_truncated: false,
             stream: None,
             ws: None,
         }
@@ -635,6 +638,7 @@ mod tests {
                 body: Bytes::from_static(
                     self.answers.get(&ex.id).copied().unwrap_or("").as_bytes(),
                 ),
+                body_truncated: false,
                 stream: None,
                 ws: None,
             }

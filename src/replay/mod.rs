@@ -288,6 +288,13 @@ pub async fn run(
     });
     let long_poll: HashSet<String> = config.profile.long_poll_routes.iter().cloned().collect();
 
+    if let Some(at) = config.start_at {
+        tokio::select! {
+            () = wait_for_start(at) => {}
+            () = config.interrupt.wait() => {}
+        }
+    }
+    // Started after any --start-at wait: nothing is read before the run.
     let observer = observe::Observer::start(
         &config.observe,
         &config.observe_pids,
@@ -300,12 +307,6 @@ pub async fn run(
         },
     )
     .map_err(ReplayError::Tls)?;
-    if let Some(at) = config.start_at {
-        tokio::select! {
-            () = wait_for_start(at) => {}
-            () = config.interrupt.wait() => {}
-        }
-    }
     let started_at_us = now_epoch_us();
     let mut stages = Vec::new();
     let mut aborted = false;
@@ -458,12 +459,20 @@ pub async fn run(
     let finished_at_us = now_epoch_us();
     verdict::judge_validity(&mut stages, max_invalid);
     let search = search.map(|s| s.report(interrupted));
-    let mut capacity = verdict::capacity(&stages, config.profile.safety.abort_error_rate);
-    if let Some(search) = &search {
-        capacity
-            .notes
-            .insert(0, verdict::search_note(search, &stages));
-    }
+    let abort_bound = config.profile.safety.abort_error_rate;
+    let capacity = match &search {
+        // A search runs its stages out of multiplier order; the verdict
+        // reads them in it, and its safe multiplier is the search's.
+        Some(search) => {
+            let mut by_load = stages.clone();
+            by_load.sort_by_key(|s| s.multiplier);
+            let mut c = verdict::capacity(&by_load, abort_bound);
+            c.safe_multiplier = search.safe_multiplier;
+            c.notes.insert(0, verdict::search_note(search, &stages));
+            c
+        }
+        None => verdict::capacity(&stages, abort_bound),
+    };
     let report = Report {
         format: model::FORMAT.to_string(),
         tool_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -68,7 +68,8 @@ impl CapacitySearch {
     }
 
     /// What the search found, for the report; `interrupted` when a stop
-    /// signal or a safety abort ended it early.
+    /// signal ended it early (a step the safety limit stopped is a failed
+    /// step, and the search goes on).
     pub fn report(&self, interrupted: bool) -> SearchReport {
         let outcome = if interrupted {
             "interrupted"

@@ -59,8 +59,10 @@ impl ByHeaderData {
         values.entry(key.to_string()).or_default()
     }
 
-    /// Adds another shard's answers; values past the cap go to [`OTHER`]
-    /// as they would have in one run.
+    /// Adds another shard's answers; values new to this side past the cap
+    /// go to [`OTHER`]. Which values keep their own entry then depends on
+    /// the order shards are added in (a run would have kept the first
+    /// seen); counts and `(other)` together still add up exactly.
     pub fn add(&mut self, other: &ByHeaderData) {
         for (name, values) in &other.0 {
             for (value, g) in values {

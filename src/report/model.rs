@@ -182,8 +182,10 @@ pub struct RouteReport {
 pub type ByHeader = BTreeMap<String, BTreeMap<String, HeaderGroup>>;
 
 /// Distinct values kept per header, route and stage; later ones count as
-/// `(other)` (an id-like header must not grow a report without bound).
-pub const GROUP_VALUES: usize = 32;
+/// `(other)`: each value holds a latency histogram (tens of KB), and an
+/// id-like header must not grow memory or a report without bound. A
+/// cache's statuses (HIT, MISS, EXPIRED, STALE, BYPASS, …) fit.
+pub const GROUP_VALUES: usize = 10;
 
 /// The answers that carried one value of a grouping header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,8 +200,8 @@ pub struct HeaderGroup {
     pub hdr: String,
 }
 
-/// Each value's share of the answers that carried a header value, per
-/// header: header → value → fraction (0–1).
+/// Each value's share of a header's answers (`(none)` included: answers
+/// without the header), per header: header → value → fraction (0–1).
 pub fn header_shares(by_header: &ByHeader) -> BTreeMap<&str, BTreeMap<&str, f64>> {
     by_header
         .iter()
@@ -510,7 +512,8 @@ pub struct SearchReport {
     pub failing_multiplier: Option<u32>,
     /// `found` (a safe and a failing multiplier `resolution` apart),
     /// `max_reached` (every step passed), `fails_at_start` (nothing
-    /// passed), `interrupted` (a stop signal or safety abort ended it).
+    /// passed), `interrupted` (a stop signal ended it; a step the safety
+    /// limit stopped is a failed step).
     pub outcome: String,
 }
 

@@ -167,6 +167,22 @@ pub fn human(series: &str, value: f64) -> String {
     }
 }
 
+/// Among `resources`, the resident-memory series (`--observe-pid`'s, a
+/// scrape's `process_resident_memory_bytes`) whose `max` is highest; other
+/// byte series (a database's size) are not a process's memory.
+pub fn highest_rss(resources: &BTreeMap<String, ResourceStat>) -> Option<(&str, &ResourceStat)> {
+    resources
+        .iter()
+        .filter(|(series, stat)| is_rss(series) && stat.count > 0)
+        .max_by(|a, b| a.1.max.total_cmp(&b.1.max))
+        .map(|(series, stat)| (series.as_str(), stat))
+}
+
+/// Whether `series` is a process's resident memory.
+pub fn is_rss(series: &str) -> bool {
+    series.starts_with("process_resident_memory_bytes")
+}
+
 /// Among `resources`, the series of `unit` whose `max` is highest.
 pub fn highest(
     resources: &BTreeMap<String, ResourceStat>,

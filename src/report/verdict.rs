@@ -127,7 +127,7 @@ pub fn capacity(stages: &[StageReport], abort_error_rate: Option<f64>) -> Capaci
         } else {
             s.errors as f64 / s.requests as f64
         };
-        if has_slo && s.slo.iter().all(|r| r.pass) && s.effects.iter().all(|e| e.pass) {
+        if has_slo && stage_passes(s) {
             c.safe_multiplier = Some(
                 c.safe_multiplier
                     .map_or(s.multiplier, |m| m.max(s.multiplier)),
@@ -264,17 +264,11 @@ fn highest_readings(s: &StageReport) -> Option<String> {
             named(series, several)
         ));
     }
-    let is_rss = |k: &str| k.starts_with("process_resident_memory_bytes");
-    let rss = s
-        .resources
-        .iter()
-        .filter(|(k, st)| is_rss(k) && st.count > 0)
-        .max_by(|a, b| a.1.max.total_cmp(&b.1.max));
-    if let Some((series, mem)) = rss {
+    if let Some((series, mem)) = resources::highest_rss(&s.resources) {
         parts.push(format!(
             "RSS {}{}",
             resources::human(series, mem.max),
-            named(series, count(&is_rss) > 1)
+            named(series, count(&resources::is_rss) > 1)
         ));
     }
     (!parts.is_empty()).then(|| parts.join(", "))

@@ -299,7 +299,14 @@ struct Counter {
 impl Counter {
     /// The per-second rate since the base reading, if there is one far
     /// enough back; a counter that went down (a restart) starts over.
-    fn rate(&mut self, at: Instant, value: f64) -> Option<f64> {
+    ///
+    /// Returns the rate and the span it covers: a rate belongs to the
+    /// middle of its span (a stage's first reading then covers mostly the
+    /// pause before it and counts there, not in the stage).
+    fn rate(&mut self, at: Instant, value: f64) -> Option<(f64, Duration)> {
+        if !value.is_finite() {
+            return None;
+        }
         let Some((then, before)) = self.base else {
             self.base = Some((at, value));
             return None;
@@ -313,8 +320,13 @@ impl Counter {
             return None;
         }
         self.base = Some((at, value));
-        Some((value - before) / span.as_secs_f64())
+        Some(((value - before) / span.as_secs_f64(), span))
     }
+}
+
+/// The middle of the `span` that ends at `end_us`.
+fn midpoint(end_us: i64, span: Duration) -> i64 {
+    end_us - i64::try_from(span.as_micros() / 2).unwrap_or(i64::MAX)
 }
 
 /// A series wanted from a scrape.
@@ -406,6 +418,13 @@ impl Scrape {
                 ));
             }
         }
+        if answer.body_truncated {
+            return Err(format!(
+                "GET {} answered more than the 1 MiB a scrape reads; point --observe at a \
+                 smaller endpoint",
+                self.path
+            ));
+        }
         let text = String::from_utf8_lossy(&answer.body);
         let metrics: HashSet<&str> = self.wanted.iter().map(|w| w.metric.as_str()).collect();
         let exposed = prometheus::parse(&text, |name| metrics.contains(name));
@@ -421,14 +440,14 @@ impl Scrape {
                 Some(kind) => kind == SeriesKind::Counter,
                 None => exposed.kind(&w.metric) == Some(prometheus::Kind::Counter),
             };
-            let value = if counter {
+            let (value, at_us) = if counter {
                 let rate = self.counters.entry(w.key.clone()).or_default();
                 match rate.rate(at, value) {
-                    Some(v) => v,
+                    Some((v, span)) => (v, midpoint(at_us, span)),
                     None => continue,
                 }
             } else {
-                value
+                (value, at_us)
             };
             if value.is_finite() {
                 read.readings.push(Reading {
@@ -473,9 +492,9 @@ impl Source {
                     Err(e) => return (name, Err(format!("/proc/{pid}: {e}"))),
                 };
                 let mut read = Read::default();
-                if let Some(cores_used) = cpu.rate(at, sample.cpu_seconds) {
+                if let Some((cores_used, span)) = cpu.rate(at, sample.cpu_seconds) {
                     read.readings.push(Reading {
-                        at_us,
+                        at_us: midpoint(at_us, span),
                         series: format!("process_cpu_cores{{pid=\"{pid}\"}}"),
                         value: cores_used,
                         cores: *cores,
@@ -528,11 +547,14 @@ mod tests {
             "too close"
         );
         assert_eq!(
-            c.rate(t0 + Duration::from_secs(2), 13.0),
+            c.rate(t0 + Duration::from_secs(2), 13.0).map(|r| r.0),
             Some(1.5),
             "from the base"
         );
         assert_eq!(c.rate(t0 + Duration::from_secs(3), 1.0), None, "a restart");
-        assert_eq!(c.rate(t0 + Duration::from_secs(4), 3.0), Some(2.0));
+        assert_eq!(
+            c.rate(t0 + Duration::from_secs(4), 3.0),
+            Some((2.0, Duration::from_secs(1)))
+        );
     }
 }

@@ -93,6 +93,7 @@ pub fn parse(text: &str, keep: impl Fn(&str) -> bool) -> Exposition {
             if words.next() == Some("TYPE")
                 && let (Some(name), Some(kind)) = (words.next(), words.next())
                 && out.types.len() < MAX_SAMPLES
+                && (keep(name) || keep(&format!("{name}_total")))
             {
                 let kind = match kind {
                     "counter" => Kind::Counter,
@@ -289,11 +290,8 @@ down_inf -Inf
     fn only_kept_names_are_stored() {
         let e = parse(NODE, |n| n == "process_cpu_seconds_total");
         assert_eq!(e.samples.len(), 1);
-        assert_eq!(
-            e.kind("pg_stat_activity_count"),
-            Some(Kind::Gauge),
-            "types are read regardless"
-        );
+        assert_eq!(e.kind("process_cpu_seconds_total"), Some(Kind::Counter));
+        assert_eq!(e.kind("pg_stat_activity_count"), None, "nor their types");
     }
 
     #[test]

@@ -15,7 +15,7 @@
 use std::fmt::Write;
 
 use crate::report::compare::{Change, MetricDiff};
-use crate::report::model::{Capacity, Report, StageReport};
+use crate::report::model::{Capacity, Report, ResourceStat, StageReport};
 use crate::report::resources::{self, Unit};
 use crate::report::verdict::failed_slos;
 
@@ -239,16 +239,18 @@ pub(super) const P99: Column<StageCell> =
     number("p99 ms", 8, |_, s, _| format!("{:.1}", s.latency_ms.p99));
 
 /// Highest observed CPU of the stage (`--observe`, `--observe-pid`).
-pub(super) const CPU: Column<StageCell> =
-    number("cpu max", 11, |_, s, style| highest(s, Unit::Cores, style));
+pub(super) const CPU: Column<StageCell> = number("cpu max", 11, |_, s, style| {
+    highest(resources::highest(&s.resources, Unit::Cores), style)
+});
 
 /// Highest observed resident memory of the stage.
-pub(super) const RSS: Column<StageCell> =
-    number("rss max", 9, |_, s, style| highest(s, Unit::Bytes, style));
+pub(super) const RSS: Column<StageCell> = number("rss max", 9, |_, s, style| {
+    highest(resources::highest_rss(&s.resources), style)
+});
 
-/// The stage's highest reading of a series in `unit`, for people.
-fn highest(s: &StageReport, unit: Unit, style: &Style) -> String {
-    resources::highest(&s.resources, unit).map_or_else(
+/// A stage's highest reading of a series, for people.
+fn highest(found: Option<(&str, &ResourceStat)>, style: &Style) -> String {
+    found.map_or_else(
         || style.none.to_string(),
         |(series, stat)| resources::human(series, stat.max),
     )
