@@ -15,7 +15,7 @@ mod observe;
 mod rules;
 mod search;
 
-pub use observe::{Observe, ObservedSeries, SeriesKind};
+pub use observe::{Observe, ObservedSeries, SeriesKind, label_name, metric_name};
 pub(crate) use rules::{ApplyRule, ExtractRule, Place, RuleAction, Source};
 pub use rules::{GenerateKind, RawRule, RuleConfig};
 pub use search::Search;

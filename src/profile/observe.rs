@@ -50,13 +50,22 @@ impl ObservedSeries {
     }
 }
 
-/// Whether `name` is a Prometheus metric name.
-fn metric_name(name: &str) -> bool {
+/// Whether `name` is a Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn metric_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether `name` is a Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 impl Observe {
@@ -83,12 +92,7 @@ impl Observe {
                 ));
             }
             for key in s.labels.keys() {
-                let mut chars = key.chars();
-                let ok = chars
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !ok {
+                if !label_name(key) {
                     return Err(format!(
                         "{at}.labels: {key:?} is not a label name (letters, digits and `_`)"
                     ));

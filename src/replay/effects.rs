@@ -28,17 +28,7 @@ async fn read<D: Dispatch>(client: &D, e: &Effect) -> Result<f64, String> {
         ..StoredExchange::default()
     };
     let sent = client.send(Arc::new(request), None).await;
-    let status = match (sent.status, sent.failure) {
-        (Some(s), _) if (200..300).contains(&s) => s,
-        (Some(s), _) => return Err(format!("GET {} answered {s}", e.url)),
-        (None, kind) => {
-            return Err(format!(
-                "GET {} failed ({})",
-                e.url,
-                kind.unwrap_or("no answer")
-            ));
-        }
-    };
+    let status = sent.success(&e.url)?;
     let json: serde_json::Value = serde_json::from_slice(&sent.body).map_err(|err| {
         format!(
             "GET {} answered {status} without a JSON body ({err})",

@@ -52,6 +52,22 @@ pub struct Sent {
 }
 
 impl Sent {
+    /// The 2xx status of a side read (an effect, a scrape) of `path`, or
+    /// what went wrong in words.
+    ///
+    /// # Errors
+    /// A status outside 2xx, or no answer.
+    pub fn success(&self, path: &str) -> Result<u16, String> {
+        match (self.status, self.failure) {
+            (Some(s), _) if (200..300).contains(&s) => Ok(s),
+            (Some(s), _) => Err(format!("GET {path} answered {s}")),
+            (None, kind) => Err(format!(
+                "GET {path} failed ({})",
+                kind.unwrap_or("no answer")
+            )),
+        }
+    }
+
     /// A transport failure observed now.
     pub fn failed(kind: &'static str) -> Sent {
         Sent {

@@ -407,17 +407,7 @@ impl Scrape {
         // endpoint read its numbers.
         let at_us = sent_us + (now_epoch_us() - sent_us) / 2;
         let at = sent + sent.elapsed() / 2;
-        match (answer.status, answer.failure) {
-            (Some(s), _) if (200..300).contains(&s) => {}
-            (Some(s), _) => return Err(format!("GET {} answered {s}", self.path)),
-            (None, kind) => {
-                return Err(format!(
-                    "GET {} failed ({})",
-                    self.path,
-                    kind.unwrap_or("no answer")
-                ));
-            }
-        }
+        answer.success(&self.path)?;
         if answer.body_truncated {
             return Err(format!(
                 "GET {} answered more than the 1 MiB a scrape reads; point --observe at a \

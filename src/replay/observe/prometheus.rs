@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use crate::profile::{label_name, metric_name};
+
 /// Longest line read; longer ones are skipped.
 pub const MAX_LINE: usize = 16 * 1024;
 
@@ -108,7 +110,7 @@ pub fn parse(text: &str, keep: impl Fn(&str) -> bool) -> Exposition {
             .find(|c: char| c == '{' || c.is_ascii_whitespace())
             .unwrap_or(line.len());
         let name = &line[..name_end];
-        if !valid_name(name) {
+        if !metric_name(name) {
             out.skipped += 1;
             continue;
         }
@@ -125,24 +127,6 @@ pub fn parse(text: &str, keep: impl Fn(&str) -> bool) -> Exposition {
         }
     }
     out
-}
-
-/// Whether `name` is a metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
-/// Whether `name` is a label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_label(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The rest of a sample line after its name: labels, value, timestamp.
@@ -182,7 +166,7 @@ fn labels(mut s: &str) -> Option<(Vec<(String, String)>, &str)> {
         }
         let eq = s.find('=')?;
         let key = s[..eq].trim();
-        if !valid_label(key) {
+        if !label_name(key) {
             return None;
         }
         let (value, after) = quoted(s[eq + 1..].trim_start())?;
