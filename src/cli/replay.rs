@@ -60,6 +60,10 @@ pub struct ReplayArgs {
     /// Also write the report as a self-contained HTML page.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Also write the checks as JUnit XML for CI: a test suite per stage,
+    /// a test case per SLO, route SLO and effect.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
     /// Send only GET, HEAD and OPTIONS requests, and no WebSocket whose
     /// client sent data; what is left out is counted (`read_only_skipped`).
     #[arg(long)]
@@ -144,6 +148,7 @@ pub struct ReplayPlan {
     pub capture: PathBuf,
     pub report: PathBuf,
     pub html: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
     pub explain: bool,
     pub tokens: Vec<String>,
     pub config: tapedeck::replay::ReplayConfig,
@@ -363,6 +368,7 @@ impl ReplayArgs {
             capture: self.capture,
             report,
             html: self.html,
+            junit: self.junit,
             explain: self.explain,
             tokens,
         })

@@ -51,6 +51,10 @@ pub struct CompareArgs {
     /// Also write a self-contained HTML page: both runs overlaid, deltas.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Also write JUnit XML for CI: a test case per compared metric and
+    /// route metric, a regression a failure.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
     /// Print Markdown for a pull request instead of terminal tables.
     #[arg(long)]
     pub markdown: bool,

@@ -10,7 +10,7 @@ use super::output::write_page;
 use super::{Exit, LOG_TARGET};
 use crate::cli::report::CompareArgs;
 use tapedeck::report::compare::{self, Thresholds};
-use tapedeck::report::render::{html, markdown, terminal};
+use tapedeck::report::render::{html, junit, markdown, terminal};
 
 /// Runs `tapedeck compare`: [`Exit::Failed`] on a regression.
 pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
@@ -30,6 +30,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<Exit> {
     }
     if let Some(path) = &args.html {
         write_page(path, html::compare_page(&base, &candidate, &diff))?;
+    }
+    if let Some(path) = &args.junit {
+        write_page(path, Ok(junit::comparison_junit(&diff)))?;
     }
     if args.markdown {
         print!("{}", markdown::comparison_markdown(&diff));

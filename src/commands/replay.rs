@@ -13,7 +13,7 @@ use tapedeck::capture::Store;
 use tapedeck::replay::{ReplayConfig, ReplayRun, explain, tokens};
 use tapedeck::report::Verdict;
 use tapedeck::report::outcome::LiveStats;
-use tapedeck::report::render::{html, terminal};
+use tapedeck::report::render::{html, junit, terminal};
 
 /// Runs `tapedeck replay`.
 pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
@@ -22,6 +22,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
         check_writable(&plan.report, "--report")?;
         if let Some(path) = &plan.html {
             check_writable(path, "--html")?;
+        }
+        if let Some(path) = &plan.junit {
+            check_writable(path, "--junit")?;
         }
     }
     let store = Store::open_read_only(&plan.capture).await?;
@@ -35,6 +38,9 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<Exit> {
     tapedeck::report::save(&run.report, &plan.report)?;
     if let Some(path) = &plan.html {
         write_page(path, html::report_page(&run.report))?;
+    }
+    if let Some(path) = &plan.junit {
+        write_page(path, Ok(junit::report_junit(&run.report)))?;
     }
     print!("{}", terminal::stages_table(&run.report));
     println!();

@@ -6,6 +6,7 @@
 
 pub mod charts;
 pub mod html;
+pub mod junit;
 pub mod markdown;
 mod table;
 pub mod terminal;
