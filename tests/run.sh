@@ -6,6 +6,9 @@
 #   (TAPEDECK_TEST_PG=postgres://… uses a server of your own instead).
 # - kubernetes-validate (PyPI, with its offline schemas) for the
 #   deploy/kubernetes checks, installed into target/pydeps.
+# - xmlschema (PyPI) and the JUnit schema that pytest's source distribution
+#   carries (junit-10.xsd, the Jenkins xUnit schema GitLab and GitHub
+#   reporters read too) for the --junit checks, into target/pydeps.
 # - Third-party backends for the replay-fidelity tests (tests/thirdparty.sh:
 #   Matrix Synapse from PyPI), installed into target/thirdparty.
 # Missing Debian packages (chromium, postgresql) are installed as root or
@@ -48,6 +51,21 @@ export PYTHONPATH="$PWD/target/pydeps${PYTHONPATH:+:$PYTHONPATH}"
 if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
   echo "tests/run.sh: installing kubernetes-validate into target/pydeps" >&2
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/pydeps kubernetes-validate
+fi
+
+if ! python3 -c 'import xmlschema' >/dev/null 2>&1; then
+  echo "tests/run.sh: installing xmlschema into target/pydeps" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target target/pydeps xmlschema==4.3.2
+fi
+export TAPEDECK_JUNIT_XSD="$PWD/target/pydeps/junit-10.xsd"
+if [ ! -f "$TAPEDECK_JUNIT_XSD" ]; then
+  echo "tests/run.sh: fetching junit-10.xsd from pytest's source distribution" >&2
+  rm -rf target/pydeps-src
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    --dest target/pydeps-src pytest==8.3.4
+  tar -xzf target/pydeps-src/pytest-8.3.4.tar.gz -O pytest-8.3.4/testing/example_scripts/junit-10.xsd \
+    >"$TAPEDECK_JUNIT_XSD.part"
+  mv "$TAPEDECK_JUNIT_XSD.part" "$TAPEDECK_JUNIT_XSD"
 fi
 
 install_thirdparty

@@ -13,6 +13,7 @@ mod demo_edits;
 mod distributed;
 mod golden;
 mod html;
+mod junit;
 mod kinto;
 mod kubernetes;
 mod observe;
