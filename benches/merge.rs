@@ -57,6 +57,8 @@ fn stage(name: &str, multiplier: u32, index: usize, rng: &mut StdRng) -> model::
             route: routes[k % ROUTES].clone(),
             planned: base,
             sent: base,
+            sent_at_us: stage_start + (k as i64 * WINDOWS * 1_000_000) / PER_STAGE as i64
+                - latency.as_micros() as i64,
             ttfb: Some(latency / 2),
             finished: base + latency,
             finished_at_us: stage_start + (k as i64 * WINDOWS * 1_000_000) / PER_STAGE as i64,
@@ -69,6 +71,7 @@ fn stage(name: &str, multiplier: u32, index: usize, rng: &mut StdRng) -> model::
             stream: None,
             ws: None,
             by_header: Vec::new(),
+            trace_id: Some(rng.random_range(1..=u128::MAX)),
         }));
     }
     c.finish(stage_start, stage_start + WINDOWS * 1_000_000)

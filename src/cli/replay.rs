@@ -71,6 +71,10 @@ pub struct ReplayArgs {
     /// Do not send the X-Tapedeck-Replay header.
     #[arg(long)]
     pub no_replay_header: bool,
+    /// Do not send a W3C traceparent (by default each request carries a
+    /// fresh trace id; a recorded one is never resent either way).
+    #[arg(long)]
+    pub no_traceparent: bool,
     /// Send recorded values verbatim: no learned ids or tokens, no fresh
     /// nonces (the target rewrite still applies).
     #[arg(long)]
@@ -353,6 +357,7 @@ impl ReplayArgs {
                 seed: self.seed,
                 read_only: self.read_only,
                 replay_header: !self.no_replay_header,
+                traceparent: !self.no_traceparent,
                 shard,
                 sessions,
                 correlate: !self.no_correlation,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::correlate::{AnswerNeeds, SocketValues};
 use super::engine::{Dispatch, Sent};
+use super::trace;
 use crate::capture::StoredExchange;
 use crate::codec;
 use crate::report::outcome::StreamTiming;
@@ -35,6 +36,7 @@ fn replayed(name: &str) -> bool {
     !SET_BY_CLIENT
         .iter()
         .chain(HOP_BY_HOP.iter())
+        .chain(trace::RECORDED_TRACE.iter())
         .any(|n| name.eq_ignore_ascii_case(n))
 }
 
@@ -46,6 +48,8 @@ pub struct ReplayClient {
     host: HeaderValue,
     timeout: Duration,
     replay_id: Option<HeaderValue>,
+    /// Send a fresh `traceparent` with every request.
+    traceparent: bool,
     overrides: Vec<(HeaderName, HeaderValue)>,
     /// The parts of answers correlation reads; the rest is dropped.
     needs: AnswerNeeds,
@@ -85,10 +89,18 @@ impl ReplayClient {
             host,
             timeout,
             replay_id: replay_id.and_then(|id| HeaderValue::from_str(id).ok()),
+            traceparent: false,
             overrides: Vec::new(),
             needs: AnswerNeeds::default(),
             socket_tls: Arc::new(socket_tls),
         })
+    }
+
+    /// Sends a fresh W3C `traceparent` with every request (off: none;
+    /// a recorded one is never resent either way).
+    pub fn tracing(mut self, on: bool) -> Self {
+        self.traceparent = on;
+        self
     }
 
     /// Keeps of each answer what correlation reads (by default
@@ -114,7 +126,11 @@ impl ReplayClient {
         self
     }
 
-    fn build(&self, ex: &StoredExchange) -> Result<Request<Full<Bytes>>, String> {
+    fn build(
+        &self,
+        ex: &StoredExchange,
+        traceparent: Option<HeaderValue>,
+    ) -> Result<Request<Full<Bytes>>, String> {
         let method = Method::from_bytes(ex.method.as_bytes())
             .map_err(|e| format!("method {}: {e}", ex.method))?;
         let uri = self
@@ -148,17 +164,27 @@ impl ReplayClient {
         if let Some(id) = &self.replay_id {
             headers.insert(HeaderName::from_static(REPLAY_HEADER), id.clone());
         }
+        if let Some(value) = traceparent {
+            headers.insert(HeaderName::from_static(trace::TRACEPARENT), value);
+        }
         Ok(req)
     }
 }
 
 impl Dispatch for ReplayClient {
     async fn send(&self, ex: Arc<StoredExchange>, socket: Option<SocketValues>) -> Sent {
+        let (trace_id, traceparent) = match self.traceparent.then(trace::fresh) {
+            Some((id, value)) => (Some(id), Some(value)),
+            None => (None, None),
+        };
         // A recorded WebSocket: play its frames.
         if ex.status == Some(101) && !ex.ws_frames.is_empty() {
             let mut headers = self.overrides.clone();
             if let Some(id) = &self.replay_id {
                 headers.push((HeaderName::from_static(REPLAY_HEADER), id.clone()));
+            }
+            if let Some(value) = traceparent {
+                headers.push((HeaderName::from_static(trace::TRACEPARENT), value));
             }
             let target = super::websocket::Target {
                 upstream: &self.target,
@@ -168,10 +194,12 @@ impl Dispatch for ReplayClient {
             };
             // Boxed: a socket's future is large, and every VU's request
             // future would otherwise be as large as it.
-            return Box::pin(super::websocket::replay(&target, &ex, socket)).await;
+            let mut sent = Box::pin(super::websocket::replay(&target, &ex, socket)).await;
+            sent.trace_id = trace_id;
+            return sent;
         }
         let started = Instant::now();
-        let req = match self.build(&ex) {
+        let req = match self.build(&ex, traceparent) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(exchange = ex.id, error = %e, "recorded request cannot be rebuilt; counted as a reset");
@@ -245,7 +273,7 @@ impl Dispatch for ReplayClient {
             let kept = (kept.freeze(), coding, truncated);
             Ok::<_, &'static str>((status, ttfb, headers, kept, stream))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        let mut sent = match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok((status, ttfb, headers, (body, coding, body_truncated), stream))) => {
                 let finished = Instant::now();
                 // Correlation reads the content: an encoded body is decoded,
@@ -262,11 +290,15 @@ impl Dispatch for ReplayClient {
                     body_truncated,
                     stream,
                     ws: None,
+                    trace_id: None,
                 }
             }
             Ok(Err(kind)) => Sent::failed(kind),
             Err(_) => Sent::failed("timeout"),
-        }
+        };
+        // A request that failed or timed out carried its trace id too.
+        sent.trace_id = trace_id;
+        sent
     }
 }
 

@@ -49,6 +49,8 @@ pub struct Sent {
     pub stream: Option<StreamTiming>,
     /// For a replayed WebSocket: what the socket did.
     pub ws: Option<WsTiming>,
+    /// The W3C trace id the request carried, if it carried one.
+    pub trace_id: Option<u128>,
 }
 
 impl Sent {
@@ -80,6 +82,7 @@ impl Sent {
             body_truncated: false,
             stream: None,
             ws: None,
+            trace_id: None,
         }
     }
 }
@@ -397,6 +400,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         return;
     }
     let sent_at = Instant::now();
+    let sent_at_us = now_epoch_us();
     let recorded_status = ex.status.and_then(|s| u16::try_from(s).ok());
     ctx.live.inflight.fetch_add(1, Ordering::Relaxed);
     let sent = tokio::select! {
@@ -422,6 +426,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         route: route.clone(),
         planned: due,
         sent: sent_at,
+        sent_at_us,
         ttfb: sent.ttfb,
         finished: sent.finished,
         finished_at_us: now_epoch_us(),
@@ -434,6 +439,7 @@ async fn send_one<D: Dispatch, S: SessionSource>(
         by_header: grouping(&ctx.group_by, &sent),
         stream: sent.stream,
         ws: sent.ws,
+        trace_id: sent.trace_id,
     }));
 }
 
@@ -657,6 +663,7 @@ mod tests {
                 body_truncated: false,
                 stream: None,
                 ws: None,
+                trace_id: None,
             }
         }
     }

@@ -7,7 +7,7 @@
 //! `prepare` and `learn`), `client` and `websocket` (one recorded request
 //! or socket in, one measured answer out), `explain` (`--explain`: what
 //! correlation would do, from the capture alone), `tokens`
-//! (`--token-file`), `observe` (`--observe`, `--observe-pid`: the
+//! (`--token-file`), `trace` (the `traceparent` each request carries), `observe` (`--observe`, `--observe-pid`: the
 //! backend's resources, read beside the stages). Reads the capture through `capture::Store`; emits
 //! `report::outcome` events to `report::collect`, which keeps the
 //! statistics; nothing in `report` depends on replay.
@@ -21,6 +21,7 @@ pub mod observe;
 pub mod plan;
 mod search;
 pub mod tokens;
+pub mod trace;
 mod websocket;
 
 use std::collections::HashSet;
@@ -85,6 +86,8 @@ pub struct ReplayConfig {
     pub read_only: bool,
     /// Send `X-Tapedeck-Replay`.
     pub replay_header: bool,
+    /// Send a fresh W3C `traceparent` with every request.
+    pub traceparent: bool,
     /// This shard's share (`index` from 0, `count`).
     pub shard: Option<(u32, u32)>,
     /// Only sessions in these inclusive ranges of session numbers.
@@ -115,7 +118,7 @@ pub struct ReplayConfig {
 
 impl ReplayConfig {
     /// Defaults as docs/replay.md gives them: the latest run, the derived seed,
-    /// correlation on, `X-Tapedeck-Replay` sent, every session, no TLS
+    /// correlation on, `X-Tapedeck-Replay` and `traceparent` sent, every session, no TLS
     /// extras, no credentials or header overrides.
     pub fn new(target: Upstream, profile: Profile, capture_path: impl Into<String>) -> Self {
         ReplayConfig {
@@ -126,6 +129,7 @@ impl ReplayConfig {
             seed: None,
             read_only: false,
             replay_header: true,
+            traceparent: true,
             shard: None,
             sessions: None,
             correlate: true,
@@ -271,6 +275,7 @@ pub async fn run(
         )
         .map_err(ReplayError::Tls)?
         .with_headers(&config.headers)
+        .tracing(config.traceparent)
         .keeping(correlation.needs().with_headers(&group_by)),
     );
     let source = Arc::new(StoreSource {

@@ -78,6 +78,7 @@ async fn connect(
         let lower = name.to_ascii_lowercase();
         if lower.starts_with("sec-websocket-")
             || HOP_BY_HOP.contains(&lower.as_str())
+            || super::trace::RECORDED_TRACE.contains(&lower.as_str())
             || lower == "host"
         {
             continue;

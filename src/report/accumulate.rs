@@ -18,6 +18,7 @@ use super::model::{
     StreamReport, Ttfb, Window, WsReport,
 };
 use super::resources::{self, Reading, Tally};
+use super::slowest::Slowest;
 use super::verdict;
 use crate::profile::Slo;
 
@@ -141,6 +142,8 @@ pub struct RouteData {
     pub websocket: Option<WsData>,
     /// Answers by `--group-by-header` value.
     pub by_header: ByHeaderData,
+    /// The slowest requests.
+    pub slowest: Slowest,
 }
 
 /// Exact accumulation of one timeline window.
@@ -306,6 +309,7 @@ impl StageData {
                 mine.websocket.get_or_insert_default().add(w);
             }
             mine.by_header.add(&r.by_header);
+            mine.slowest.add(&r.slowest);
         }
         self.by_header.add(&other.by_header);
         for (k, w) in &other.windows {
@@ -347,6 +351,7 @@ impl StageData {
                 stream: r.stream.as_ref().map(StreamData::report),
                 websocket: r.websocket.as_ref().map(WsData::report),
                 by_header: r.by_header.report(),
+                slowest: r.slowest.report(),
             })
             .collect();
         routes.sort_by(|a, b| b.requests.cmp(&a.requests).then(a.route.cmp(&b.route)));
@@ -474,6 +479,7 @@ impl StageData {
                         .map(WsData::from_report)
                         .transpose()?,
                     by_header: ByHeaderData::from_report(&route.by_header)?,
+                    slowest: Slowest::from_report(&route.slowest),
                 },
             );
         }

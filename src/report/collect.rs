@@ -153,6 +153,9 @@ impl Collector {
         route.shape_mismatches += u64::from(o.shape_mismatch);
         route.long_poll = long_poll;
         route.latency.record(service);
+        route
+            .slowest
+            .record(service, o.sent_at_us, o.trace_id, o.status, kind);
         if let Some(ws) = &o.ws {
             let data = route.websocket.get_or_insert_default();
             data.sockets += 1;
@@ -286,6 +289,7 @@ mod tests {
                     route: format!("GET /r/{}", i % 3).into(),
                     planned,
                     sent,
+                    sent_at_us: 1_700_000_000_000_000 + i as i64 * 5_000 - 500,
                     ttfb: status.map(|_| Duration::from_micros(300)),
                     finished,
                     finished_at_us: 1_700_000_000_000_000 + i as i64 * 5_000,
@@ -309,6 +313,7 @@ mod tests {
                             vec![("x-cache".into(), ["HIT", "MISS", "HIT"][k as usize].into())]
                         }
                     },
+                    trace_id: Some(u128::from(i) + 1),
                 }
             })
             .collect()
@@ -406,6 +411,8 @@ mod tests {
         // Every number is equal; the blobs may encode equal histograms
         // differently (array sizes), so compare what they decode to.
         assert_eq!(without_blobs(&merged.stages[0]), without_blobs(&union));
+        // Each route's 10 slowest, with trace ids, kept across the merge.
+        assert!(union.routes.iter().all(|r| r.slowest.len() == 10));
         let decoded = |s: &str| LatencyHistogram::decode(s).expect("blob");
         for (m, u) in [
             (&merged.stages[0].hdr, &union.hdr),
@@ -554,6 +561,7 @@ mod tests {
             route: "GET /".into(),
             planned: base,
             sent: base,
+            sent_at_us: 0,
             ttfb: None,
             finished: base,
             finished_at_us: 0,
@@ -566,6 +574,7 @@ mod tests {
             stream: None,
             ws: None,
             by_header: Vec::new(),
+            trace_id: None,
         };
         assert_eq!(
             error_kind(&o(404, 404)),

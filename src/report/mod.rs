@@ -1,7 +1,8 @@
 //! Reports: what replay emits (`outcome`), the collector that turns it into
 //! statistics (`collect`), the exact per-stage accumulation (`accumulate`,
 //! over the HDR histograms of `histogram`), the versioned JSON contract
-//! (`model`), observed resources (`resources`), the judgements on it
+//! (`model`), observed resources (`resources`), each route's slowest
+//! requests with their trace ids (`slowest`), the judgements on it
 //! (`verdict`), comparing two reports
 //! (`compare`) and every human rendering (`render`). This file reads,
 //! writes and merges report files.
@@ -19,6 +20,7 @@ pub mod model;
 pub mod outcome;
 pub mod render;
 pub mod resources;
+pub mod slowest;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

@@ -173,6 +173,10 @@ pub struct RouteReport {
     /// header (absent without one).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_header: ByHeader,
+    /// This route's slowest requests (at most 10), slowest first, with the
+    /// trace id each carried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slowest: Vec<super::slowest::SlowRequest>,
 }
 
 /// Answers by a response header's value: header name (lowercase) → value

@@ -21,6 +21,8 @@ pub struct Outcome {
     pub planned: Instant,
     /// When it was sent.
     pub sent: Instant,
+    /// Wall-clock send time, µs since the Unix epoch.
+    pub sent_at_us: i64,
     /// Time to the response head, if one came.
     pub ttfb: Option<Duration>,
     /// When the response ended (or the request failed).
@@ -49,10 +51,17 @@ pub struct Outcome {
     /// name; `(none)` when it lacked the header); empty without an answer
     /// or without grouping.
     pub by_header: Vec<(std::sync::Arc<str>, String)>,
+    /// The W3C trace id the request carried (`traceparent`), if any.
+    pub trace_id: Option<u128>,
 }
 
 /// Everything replay reports to the collector.
+///
+/// Moved by value through the collector's channel: an outcome per
+/// request is the common event, and boxing it would cost an allocation
+/// per request for the rarer, smaller ones' sake.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Event {
     /// A virtual user started.
     VuStarted,

@@ -29,4 +29,5 @@ mod rules;
 mod storage;
 mod synapse;
 mod tls;
+mod trace_context;
 mod websocket_bounds;

@@ -13,7 +13,7 @@ use crate::capture::redact::MARKER_PREFIX;
 use crate::route;
 
 /// Headers whose values are never dynamic.
-pub(super) const STATIC_HEADERS: [&str; 16] = [
+pub(super) const STATIC_HEADERS: [&str; 18] = [
     "host",
     "content-type",
     "content-length",
@@ -30,6 +30,9 @@ pub(super) const STATIC_HEADERS: [&str; 16] = [
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-tapedeck-replay",
+    // The recorded trace's, never resent (replay::trace).
+    "traceparent",
+    "tracestate",
 ];
 
 /// Whether a response header may hand out an id or token that later
