@@ -58,6 +58,8 @@ fn main() -> ExitCode {
             Command::Replay(args) => commands::replay::run(*args).await,
             Command::Report(cmd) => commands::report::run(cmd).await,
             Command::Compare(args) => commands::compare::run(args),
+            Command::Completions { shell } => commands::manual::completions(shell),
+            Command::Man { out_dir } => commands::manual::man(out_dir.as_deref()),
         }
     });
     match result {

@@ -49,4 +49,18 @@ pub enum Command {
     Report(ReportCommand),
     /// Compare a candidate report with a base one (exit 1 on regression).
     Compare(CompareArgs),
+    /// Print the completion script for a shell, e.g.
+    /// `source <(tapedeck completions bash)`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `tapedeck man | man -l -`; with
+    /// `--out-dir`, write a page per command there instead (tapedeck.1,
+    /// tapedeck-replay.1, …).
+    Man {
+        /// Where to write the pages (created when missing).
+        #[arg(long)]
+        out_dir: Option<std::path::PathBuf>,
+    },
 }

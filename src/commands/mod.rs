@@ -8,6 +8,7 @@ pub mod captures;
 pub mod compare;
 pub mod demo;
 pub mod demo_backend;
+pub mod manual;
 pub mod output;
 pub mod record;
 pub mod replay;

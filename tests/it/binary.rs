@@ -552,3 +552,55 @@ async fn record_keeps_recording_and_stops_cleanly_when_its_stdout_is_gone() {
     let store = Store::open(&capture).await.expect("capture");
     assert_eq!(store.run(None).await.expect("run").exchanges, 1);
 }
+
+#[tokio::test]
+async fn completions_and_manual_pages_come_from_the_binarys_own_flags() {
+    // bash loads the script and completes a command and a subcommand's
+    // flag with it, as it would at a prompt.
+    let (code, script, stderr) = output(&["completions", "bash"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tapedeck.bash");
+    std::fs::write(&path, &script).expect("script");
+    let complete = |words: &str, cword: usize, cur: &str, prev: &str| {
+        let line = format!(
+            "source {} && complete -p tapedeck >/dev/null && COMP_WORDS=({words}) && \
+             COMP_CWORD={cword} && _tapedeck tapedeck {cur} {prev} && echo \"${{COMPREPLY[@]}}\"",
+            path.display()
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &line])
+            .output()
+            .expect("bash runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        complete("tapedeck rep", 1, "rep", "tapedeck"),
+        "replay report"
+    );
+    assert_eq!(
+        complete("tapedeck replay --no-t", 2, "--no-t", "replay"),
+        "--no-traceparent"
+    );
+    let (code, zsh, _) = output(&["completions", "zsh"]).await;
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef tapedeck"), "{zsh:.80}");
+    let (code, fish, _) = output(&["completions", "fish"]).await;
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c tapedeck"), "{fish:.80}");
+    let (code, _, stderr) = output(&["completions", "tcsh"]).await;
+    assert_eq!(code, 2, "an unknown shell is a usage error");
+    assert!(stderr.contains("possible values"), "{stderr}");
+
+    // The top page lists the commands; --out-dir writes one per command.
+    let (code, page, stderr) = output(&["man"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(page.contains(".TH tapedeck 1") && page.contains("tapedeck\\-replay(1)"));
+    let pages = dir.path().join("man/man1");
+    let (code, _, stderr) = output(&["man", "--out-dir", pages.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let replay = std::fs::read_to_string(pages.join("tapedeck-replay.1")).expect("replay page");
+    assert!(replay.contains(".TH tapedeck-replay 1") && replay.contains("\\-\\-no\\-traceparent"));
+    assert!(pages.join("tapedeck-captures-list.1").exists());
+}
