@@ -1,11 +1,9 @@
 //! What capacity campaigns report, through the real binary against an
 //! in-process upstream or the demo backend: per-route SLOs and effects.
 
-use std::path::Path;
-
 use tapedeck::report::Report;
 
-use crate::support::{self, Rec, TestUpstream, synthetic_capture};
+use crate::support::{self, Rec, TestUpstream, replay_capture, synthetic_capture};
 
 /// Replays a one-session capture of `session` against `target` with the
 /// profile `profile` (and `extra` flags): (exit code, stdout and stderr,
@@ -20,39 +18,6 @@ async fn replay_profile(
     let capture = dir.path().join("c.db");
     synthetic_capture(&capture, &[session]).await.close().await;
     replay_capture(&capture, target, profile, extra).await
-}
-
-/// Replays `capture` against `target` with the profile `profile` (and
-/// `extra` flags): (exit code, stdout and stderr, the report).
-async fn replay_capture(
-    capture: &Path,
-    target: &str,
-    profile: &str,
-    extra: &[&str],
-) -> (i32, String, Report) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let profile_path = dir.path().join("p.toml");
-    std::fs::write(&profile_path, profile).expect("profile");
-    let report = dir.path().join("r.json");
-    let mut args = vec![
-        "replay",
-        capture.to_str().expect("utf-8"),
-        "--target",
-        target,
-        "--profile",
-        profile_path.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = support::output(&args).await;
-    let output = format!("{stdout}{stderr}");
-    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {output}"));
-    (
-        code,
-        output,
-        serde_json::from_str(&text).expect("report JSON"),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

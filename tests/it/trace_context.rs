@@ -7,37 +7,20 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use http::Method;
-use serde_json::Value;
+use tapedeck::report::model::RouteReport;
 
-use crate::support::{self, TestProxy, TestUpstream};
+use crate::support::{self, TestProxy, TestUpstream, replay_capture};
 
 const RECORDED_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
+const PROFILE: &str = "version = 1\n[[stage]]\nname = \"2x\"\nmultiplier = 2\nspeed = 4\n";
+
 /// Replays `capture` at 2x against `target` with `extra` flags: the
-/// report's JSON.
-async fn replay(capture: &std::path::Path, target: &str, extra: &[&str]) -> Value {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
-        "version = 1\n[[stage]]\nname = \"2x\"\nmultiplier = 2\nspeed = 4\n",
-    )
-    .expect("profile");
-    let report = dir.path().join("r.json");
-    let mut args = vec![
-        "replay",
-        capture.to_str().expect("utf-8"),
-        "--target",
-        target,
-        "--profile",
-        profile.to_str().expect("utf-8"),
-        "--report",
-        report.to_str().expect("utf-8"),
-    ];
-    args.extend_from_slice(extra);
-    let (code, stdout, stderr) = support::output(&args).await;
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("JSON")
+/// report's routes.
+async fn replay(capture: &std::path::Path, target: &str, extra: &[&str]) -> Vec<RouteReport> {
+    let (code, output, report) = replay_capture(capture, target, PROFILE, extra).await;
+    assert_eq!(code, 0, "{output}");
+    report.stages[0].routes.clone()
 }
 
 /// The trace id of a valid version-00 `traceparent`, or why it is not one.
@@ -84,7 +67,7 @@ async fn every_replayed_request_carries_a_fresh_traceparent_and_slowest_names_th
     proxy.stop().await;
     upstream.drain();
 
-    let report = replay(&proxy.capture, &upstream.url(), &[]).await;
+    let routes = replay(&proxy.capture, &upstream.url(), &[]).await;
     let seen = upstream.drain();
     assert_eq!(seen.len(), 24, "every request twice at 2x");
     let mut traces = HashSet::new();
@@ -98,35 +81,30 @@ async fn every_replayed_request_carries_a_fresh_traceparent_and_slowest_names_th
     }
     assert_eq!(traces.len(), 24, "a fresh trace id per request");
 
-    let routes = report["stages"][0]["routes"].as_array().expect("routes");
-    let slowest = |route: &str| -> Vec<Value> {
+    let slowest = |route: &str| {
         routes
             .iter()
-            .find(|r| r["route"] == route)
-            .unwrap_or_else(|| panic!("no route {route}: {routes:?}"))["slowest"]
-            .as_array()
-            .expect("slowest")
+            .find(|r| r.route == route)
+            .unwrap_or_else(|| panic!("no route {route}: {routes:?}"))
+            .slowest
             .clone()
     };
     // 8 slow requests (all kept), 16 item reads (the 10 slowest kept).
     let (slow, items) = (slowest("GET /slow"), slowest("GET /items/{id}"));
     assert_eq!((slow.len(), items.len()), (8, 10));
     for entry in slow.iter().chain(&items) {
-        let id = entry["trace_id"].as_str().expect("trace id");
+        let id = entry.trace_id.as_deref().expect("trace id");
         assert!(traces.contains(id), "{id} was never seen by the target");
-        assert_eq!(entry["status"], 200);
-        assert!(entry["started_at"].as_str().expect("time").ends_with('Z'));
+        assert_eq!(entry.status, Some(200));
+        assert!(entry.started_at.ends_with('Z'), "{entry:?}");
     }
-    let ms: Vec<f64> = slow
-        .iter()
-        .map(|e| e["latency_ms"].as_f64().expect("ms"))
-        .collect();
+    let ms: Vec<f64> = slow.iter().map(|e| e.latency_ms).collect();
     assert!(ms.windows(2).all(|w| w[0] >= w[1]), "slowest first: {ms:?}");
     // The slowest recorded answer took 29 ms (`/slow?ms=29`).
     assert!(ms[0] >= 29.0, "{ms:?}");
 
     // Off: no traceparent at all, recorded or fresh; no trace ids kept.
-    let report = replay(&proxy.capture, &upstream.url(), &["--no-traceparent"]).await;
+    let routes = replay(&proxy.capture, &upstream.url(), &["--no-traceparent"]).await;
     let seen = upstream.drain();
     assert_eq!(seen.len(), 24);
     for s in &seen {
@@ -136,11 +114,10 @@ async fn every_replayed_request_carries_a_fresh_traceparent_and_slowest_names_th
             s.headers
         );
     }
-    let routes = report["stages"][0]["routes"].as_array().expect("routes");
     assert!(
         routes
             .iter()
-            .flat_map(|r| r["slowest"].as_array().expect("slowest"))
-            .all(|e| e.get("trace_id").is_none())
+            .flat_map(|r| &r.slowest)
+            .all(|e| e.trace_id.is_none())
     );
 }

@@ -709,6 +709,39 @@ pub async fn replay_with(
     .report
 }
 
+/// Replays `capture` against `target` with the profile `profile` (and
+/// `extra` flags): (exit code, stdout and stderr, the report).
+pub async fn replay_capture(
+    capture: &std::path::Path,
+    target: &str,
+    profile: &str,
+    extra: &[&str],
+) -> (i32, String, tapedeck::report::Report) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile_path = dir.path().join("p.toml");
+    std::fs::write(&profile_path, profile).expect("profile");
+    let report = dir.path().join("r.json");
+    let mut args = vec![
+        "replay",
+        capture.to_str().expect("utf-8"),
+        "--target",
+        target,
+        "--profile",
+        profile_path.to_str().expect("utf-8"),
+        "--report",
+        report.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = output(&args).await;
+    let output = format!("{stdout}{stderr}");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|e| panic!("{e}: {output}"));
+    (
+        code,
+        output,
+        serde_json::from_str(&text).expect("report JSON"),
+    )
+}
+
 /// Runs the binary to the end: (exit code, stdout, stderr).
 pub async fn output(args: &[&str]) -> (i32, String, String) {
     let out = tapedeck().args(args).output().await.expect("run tapedeck");
