@@ -15,6 +15,7 @@ mod golden;
 mod html;
 mod kinto;
 mod kubernetes;
+mod live_metrics;
 mod observe;
 mod postgres;
 mod proxy;
