@@ -119,8 +119,8 @@ async fn play(
         .map(|s| s.name.clone())
         .collect();
     config.interrupt.on_signals_or_exit(
-        "stop signal: stopping the replay and writing a partial report \
-         (a second signal exits at once, without one)",
+        "stop signal: stopping (a replay still running writes a partial report; \
+         a second signal exits at once, without one)",
         i32::from(crate::EXIT_ABORTED),
     );
     let progress = progress_line(live.clone(), stage_names);
