@@ -8,6 +8,7 @@ mod binary;
 mod capacity_reports;
 mod capture_inputs;
 mod correlation;
+mod dashboard;
 mod demo_backend;
 mod demo_edits;
 mod distributed;
