@@ -34,12 +34,14 @@
 //!
 //! Dependencies point one way: `proxy` and `replay` use `capture` and the
 //! leaves (`upstream`, which uses `tls`; `codec`, `route`, `time`,
-//! `shutdown`); `replay` also uses `profile` and `report`; `report` uses
+//! `shutdown`; `admin`, the `--admin` HTTP server of `record` and
+//! `replay`); `replay` also uses `profile` and `report`; `report` uses
 //! `capture`, `profile` and the leaves, never `replay`. [`demo`], above
 //! them all, holds the built-in chat backend every test and benchmark runs
 //! against, and the scripted population `tapedeck demo` drives through the
 //! proxy and replays.
 
+pub mod admin;
 pub mod capture;
 pub mod codec;
 pub mod demo;

@@ -144,6 +144,16 @@ pub struct ReplayArgs {
     /// every second (repeatable).
     #[arg(long = "observe-pid", value_name = "PID")]
     pub observe_pids: Vec<u32>,
+    /// Serve /healthz, /livez and Prometheus /metrics on this address
+    /// while the replay runs (live requests, errors, latency by stage and
+    /// route), e.g. 127.0.0.1:9091.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<std::net::SocketAddr>,
+    /// Keep serving --admin this long after the report is written, so a
+    /// Prometheus scrape every 15 s still sees the final values (a stop
+    /// signal ends it early), e.g. 30s [default: 0].
+    #[arg(long, value_name = "DURATION", requires = "admin")]
+    pub admin_linger: Option<String>,
 }
 
 /// What `replay` runs with.
@@ -155,6 +165,8 @@ pub struct ReplayPlan {
     pub junit: Option<PathBuf>,
     pub explain: bool,
     pub tokens: Vec<String>,
+    pub admin: Option<std::net::SocketAddr>,
+    pub admin_linger: std::time::Duration,
     pub config: tapedeck::replay::ReplayConfig,
 }
 
@@ -345,6 +357,16 @@ impl ReplayArgs {
                 bail!("--observe-pid {pid}: no such process (is it running on this machine?)");
             }
         }
+        let admin_linger = self
+            .admin_linger
+            .as_deref()
+            .map(parse_duration)
+            .transpose()
+            .context("--admin-linger")?
+            .unwrap_or_default();
+        if admin_linger > std::time::Duration::from_secs(7 * 24 * 3600) {
+            bail!("--admin-linger: at most a week (7d)");
+        }
         let report = self.report.unwrap_or_else(|| {
             PathBuf::from(format!("reports/{}.json", tapedeck::capture::utc_stamp()))
         });
@@ -376,6 +398,8 @@ impl ReplayArgs {
             junit: self.junit,
             explain: self.explain,
             tokens,
+            admin: self.admin,
+            admin_linger,
         })
     }
 }

@@ -484,6 +484,7 @@ async fn run_vu<D: Dispatch, S: SessionSource>(
         return;
     };
     let _ = ctx.events.send(Event::VuStarted);
+    let _alive = ctx.live.vu_alive();
     let world = ctx.world(who.0, who.1);
     let LoadedSession {
         exchanges,

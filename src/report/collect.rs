@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::accumulate::StageData;
+use super::live::StageMetrics;
 use super::outcome::{Event, LiveStats, Outcome};
 use crate::shutdown::Shutdown;
 
@@ -40,6 +41,9 @@ pub struct Collector {
     recent: VecDeque<(i64, u64, u64)>,
     aborted: bool,
     live: Arc<LiveStats>,
+    /// This stage's live series (`replay --admin`), counted from the same
+    /// events at the same places as `data`.
+    metrics: Option<StageMetrics>,
 }
 
 /// The error kind of an outcome, if it is an error.
@@ -69,6 +73,13 @@ impl Collector {
         live.requests.store(0, Ordering::Relaxed);
         live.errors.store(0, Ordering::Relaxed);
         live.p95_us.store(0, Ordering::Relaxed);
+        let metrics = live.metrics.as_ref().map(|m| {
+            m.stage_started(
+                live.stage.load(Ordering::Relaxed),
+                &data.name,
+                data.multiplier,
+            )
+        });
         Collector {
             data,
             long_poll,
@@ -77,17 +88,37 @@ impl Collector {
             recent: VecDeque::new(),
             aborted: false,
             live,
+            metrics,
         }
     }
 
     /// Takes one event.
     pub fn observe(&mut self, event: Event) {
+        let metrics = self.metrics.as_ref();
         match event {
-            Event::VuStarted => self.data.vus += 1,
-            Event::TruncatedSkipped => self.data.truncated_skipped += 1,
-            Event::ReadOnlySkipped => self.data.read_only_skipped += 1,
+            Event::VuStarted => {
+                self.data.vus += 1;
+                if let Some(m) = metrics {
+                    m.vu_started();
+                }
+            }
+            Event::TruncatedSkipped => {
+                self.data.truncated_skipped += 1;
+                if let Some(m) = metrics {
+                    m.skipped("truncated");
+                }
+            }
+            Event::ReadOnlySkipped => {
+                self.data.read_only_skipped += 1;
+                if let Some(m) = metrics {
+                    m.skipped("read_only");
+                }
+            }
             Event::DependentSkipped { route, waited_for } => {
                 self.data.dependent_skipped += 1;
+                if let Some(m) = metrics {
+                    m.skipped("dependent");
+                }
                 if let Some((value, from)) = waited_for {
                     let skip = self
                         .data
@@ -197,6 +228,9 @@ impl Collector {
             route.errors += 1;
             window.errors += 1;
             self.live.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(m) = &mut self.metrics {
+            m.outcome(&o.route, service, kind, lag > LATE);
         }
         let n = self.live.requests.fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_multiple_of(64) {

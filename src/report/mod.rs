@@ -1,10 +1,10 @@
 //! Reports: what replay emits (`outcome`), the collector that turns it into
 //! statistics (`collect`), the exact per-stage accumulation (`accumulate`,
-//! over the HDR histograms of `histogram`), the versioned JSON contract
-//! (`model`), observed resources (`resources`), each route's slowest
-//! requests with their trace ids (`slowest`), the judgements on it
-//! (`verdict`), comparing two reports
-//! (`compare`) and every human rendering (`render`). This file reads,
+//! over the HDR histograms of `histogram`), the live Prometheus series of
+//! `replay --admin` (`live`), the versioned JSON contract (`model`),
+//! observed resources (`resources`), each route's slowest requests with
+//! their trace ids (`slowest`), the judgements on it (`verdict`),
+//! comparing two reports (`compare`) and every human rendering (`render`). This file reads,
 //! writes and merges report files.
 //!
 //! Input comes from replay's outcomes or from report files; output is JSON
@@ -16,6 +16,7 @@ pub mod collect;
 pub mod compare;
 pub mod grouped;
 pub mod histogram;
+pub mod live;
 pub mod model;
 pub mod outcome;
 pub mod render;

@@ -4,13 +4,16 @@
 //!
 //! These types belong to the report side so that replay depends on report
 //! and never the other way: replay builds them and sends them over a
-//! channel; `report::collect` turns them into statistics. Plain data, no
-//! logic and no I/O here.
+//! channel; `report::collect` turns them into statistics. Plain data (and
+//! the guard that counts a VU alive), no I/O here.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use super::live::LiveMetrics;
 
 /// The result of one sent request.
 #[derive(Debug, Clone)]
@@ -102,6 +105,29 @@ pub struct LiveStats {
     pub p95_us: AtomicU64,
     /// Index of the running stage.
     pub stage: AtomicU64,
+    /// Virtual users started and not finished (see [`LiveStats::vu_alive`]).
+    pub vus: AtomicU64,
+    /// The Prometheus series `replay --admin` serves; `None` without it,
+    /// and then nothing is counted for them.
+    pub metrics: Option<Arc<LiveMetrics>>,
+}
+
+impl LiveStats {
+    /// Counts a virtual user in [`LiveStats::vus`] until the guard drops.
+    pub fn vu_alive(&self) -> VuAlive<'_> {
+        self.vus.fetch_add(1, Ordering::Relaxed);
+        VuAlive(self)
+    }
+}
+
+/// A virtual user counted as alive; see [`LiveStats::vu_alive`].
+#[derive(Debug)]
+pub struct VuAlive<'a>(&'a LiveStats);
+
+impl Drop for VuAlive<'_> {
+    fn drop(&mut self) {
+        self.0.vus.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What one replayed WebSocket did.
