@@ -61,10 +61,11 @@ export TAPEDECK_JUNIT_XSD="$PWD/target/pydeps/junit-10.xsd"
 if [ ! -f "$TAPEDECK_JUNIT_XSD" ]; then
   echo "tests/run.sh: fetching junit-10.xsd from pytest's source distribution" >&2
   rm -rf target/pydeps-src
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary pytest \
     --dest target/pydeps-src pytest==8.3.4
   tar -xzf target/pydeps-src/pytest-8.3.4.tar.gz -O pytest-8.3.4/testing/example_scripts/junit-10.xsd \
     >"$TAPEDECK_JUNIT_XSD.part"
+  echo "a1a816f58d1bf95ebabf371994df0b9246dee66ea9572fbec4f9296f1b2c0ff6  $TAPEDECK_JUNIT_XSD.part" | sha256sum --check --quiet
   mv "$TAPEDECK_JUNIT_XSD.part" "$TAPEDECK_JUNIT_XSD"
 fi
 

@@ -9,8 +9,8 @@
 //! `crate::admin` server; nothing here does I/O.
 //!
 //! The request path stays cheap: a stage's collector holds its own handles
-//! to every (route) and (route, error kind) series it has seen, so an
-//! outcome costs a hash lookup, an atomic add and a histogram observation
+//! to every (route) and (route, error kind) series it has seen and to its
+//! skip counters, so an outcome costs a hash lookup, an atomic add and a histogram observation
 //! (one uncontended mutex of its own), never a lock on a family's map.
 //! Without `--admin` none of this exists.
 
@@ -229,14 +229,20 @@ impl LiveMetrics {
         let stage = StageLabels {
             stage: name.to_string(),
         };
+        let skipped = SKIP_REASONS.map(|reason| {
+            self.skipped.get_or_create_owned(&SkipLabels {
+                stage: name.to_string(),
+                reason: reason.to_string(),
+            })
+        });
         StageMetrics {
             late_sends: self.late_sends.get_or_create_owned(&stage),
             vus_started: self.vus_started.get_or_create_owned(&stage),
+            skipped,
             metrics: self.clone(),
             stage: name.to_string(),
             multiplier: multiplier.to_string(),
             routes: HashMap::new(),
-            errors: HashMap::new(),
         }
     }
 
@@ -272,13 +278,18 @@ impl LiveMetrics {
     }
 }
 
-/// One route's series in one stage.
+/// One route's series in one stage; its error counters by kind, made
+/// when the kind first happens (few kinds: a short list).
 #[derive(Debug)]
 struct RouteHandles {
     label: String,
     requests: Counter,
     latency: Histogram,
+    errors: Vec<(&'static str, Counter)>,
 }
+
+/// Why a planned request was not sent, as `skipped_total` labels it.
+pub const SKIP_REASONS: [&str; 3] = ["dependent", "truncated", "read_only"];
 
 /// One stage's handles, owned by its collector (no lock per request).
 #[derive(Debug)]
@@ -288,8 +299,9 @@ pub struct StageMetrics {
     multiplier: String,
     late_sends: Counter,
     vus_started: Counter,
+    /// By [`SKIP_REASONS`].
+    skipped: [Counter; 3],
     routes: HashMap<Arc<str>, RouteHandles>,
-    errors: HashMap<(Arc<str>, &'static str), Counter>,
 }
 
 impl StageMetrics {
@@ -302,41 +314,42 @@ impl StageMetrics {
         error: Option<&'static str>,
         late: bool,
     ) {
-        if !self.routes.contains_key(route) {
-            let label = self.metrics.route_label(route);
-            let handles = RouteHandles {
-                requests: self.metrics.requests.get_or_create_owned(&RequestLabels {
-                    stage: self.stage.clone(),
-                    multiplier: self.multiplier.clone(),
-                    route: label.clone(),
-                }),
-                latency: self.metrics.latency.get_or_create_owned(&RouteLabels {
-                    stage: self.stage.clone(),
-                    route: label.clone(),
-                }),
-                label,
-            };
-            self.routes.insert(route.clone(), handles);
-        }
-        let Some(handles) = self.routes.get(route) else {
-            return;
+        let handles = match self.routes.get_mut(route) {
+            Some(handles) => handles,
+            None => {
+                let label = self.metrics.route_label(route);
+                let handles = RouteHandles {
+                    requests: self.metrics.requests.get_or_create_owned(&RequestLabels {
+                        stage: self.stage.clone(),
+                        multiplier: self.multiplier.clone(),
+                        route: label.clone(),
+                    }),
+                    latency: self.metrics.latency.get_or_create_owned(&RouteLabels {
+                        stage: self.stage.clone(),
+                        route: label.clone(),
+                    }),
+                    label,
+                    errors: Vec::new(),
+                };
+                self.routes.entry(route.clone()).or_insert(handles)
+            }
         };
         handles.requests.inc();
         handles.latency.observe(service.as_secs_f64());
         if let Some(kind) = error {
-            let key = (route.clone(), kind);
-            let counter = match self.errors.get(&key) {
-                Some(counter) => counter,
+            let at = match handles.errors.iter().position(|(k, _)| *k == kind) {
+                Some(at) => at,
                 None => {
                     let counter = self.metrics.errors.get_or_create_owned(&ErrorLabels {
                         stage: self.stage.clone(),
                         route: handles.label.clone(),
                         kind: kind.to_string(),
                     });
-                    self.errors.entry(key).or_insert(counter)
+                    handles.errors.push((kind, counter));
+                    handles.errors.len() - 1
                 }
             };
-            counter.inc();
+            handles.errors[at].1.inc();
         }
         if late {
             self.late_sends.inc();
@@ -348,15 +361,12 @@ impl StageMetrics {
         self.vus_started.inc();
     }
 
-    /// Counts a planned request not sent, for `reason`.
+    /// Counts a planned request not sent, for `reason` (one of
+    /// [`SKIP_REASONS`]; another is not counted).
     pub fn skipped(&self, reason: &'static str) {
-        self.metrics
-            .skipped
-            .get_or_create(&SkipLabels {
-                stage: self.stage.clone(),
-                reason: reason.to_string(),
-            })
-            .inc();
+        if let Some(at) = SKIP_REASONS.iter().position(|r| *r == reason) {
+            self.skipped[at].inc();
+        }
     }
 }
 

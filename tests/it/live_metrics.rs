@@ -140,13 +140,13 @@ async fn replay_admin_serves_live_counters_by_stage_and_a_final_scrape_equal_to_
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_else(|| panic!("no admin address in {line:?}"))
         .to_string();
-    // The rest of stderr is read so the child never blocks on it.
-    let rest = tokio::spawn(async move {
-        let mut lines = Vec::new();
+    // The rest of stderr is read so the child never blocks on it, and
+    // passed on line by line.
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
         while let Ok(Some(l)) = stderr.next_line().await {
-            lines.push(l);
+            let _ = lines_tx.send(l);
         }
-        lines
     });
     let limit = Duration::from_secs(30);
 
@@ -271,7 +271,22 @@ async fn replay_admin_serves_live_counters_by_stage_and_a_final_scrape_equal_to_
     assert_eq!(get(&last, "tapedeck_replay_in_flight"), 0);
     assert_eq!(get(&last, "tapedeck_replay_active_vus"), 0);
 
-    // A stop signal ends the linger; the exit code is the verdict's.
+    // A stop signal ends the linger; the exit code is the verdict's. It
+    // is sent once the binary says it lingers (`finished` is set just
+    // before, when the report files are written).
+    let mut stderr = Vec::new();
+    let lingering = tokio::time::timeout(limit, async {
+        while let Some(l) = lines.recv().await {
+            let found = l.contains("serving the final metrics");
+            stderr.push(l);
+            if found {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(lingering, Ok(true), "{stderr:#?}");
     let pid = child.id().expect("pid").to_string();
     let sent = std::process::Command::new("kill")
         .args(["-INT", &pid])
@@ -282,12 +297,8 @@ async fn replay_admin_serves_live_counters_by_stage_and_a_final_scrape_equal_to_
         .await
         .expect("the linger ends at the signal")
         .expect("wait");
-    let stderr = rest.await.expect("stderr reader");
+    while let Some(l) = lines.recv().await {
+        stderr.push(l);
+    }
     assert_eq!(status.code(), Some(0), "stderr: {stderr:#?}");
-    assert!(
-        stderr
-            .iter()
-            .any(|l| l.contains("serving the final metrics")),
-        "{stderr:#?}"
-    );
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Method;
 use tapedeck::report::model::RouteReport;
 
-use crate::support::{self, TestProxy, TestUpstream, replay_capture};
+use crate::support::{self, TestProxy, TestUpstream, replay_capture, synthetic_capture};
 
 const RECORDED_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -105,6 +105,7 @@ async fn every_replayed_request_carries_a_fresh_traceparent_and_slowest_names_th
 
     // Off: no traceparent at all, recorded or fresh; no trace ids kept.
     let routes = replay(&proxy.capture, &upstream.url(), &["--no-traceparent"]).await;
+    assert!(routes.iter().any(|r| !r.slowest.is_empty()));
     let seen = upstream.drain();
     assert_eq!(seen.len(), 24);
     for s in &seen {
@@ -120,4 +121,27 @@ async fn every_replayed_request_carries_a_fresh_traceparent_and_slowest_names_th
             .flat_map(|r| &r.slowest)
             .all(|e| e.trace_id.is_none())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_timed_out_is_among_the_slowest_with_the_trace_id_it_carried() {
+    let mut upstream = TestUpstream::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let capture = dir.path().join("c.db");
+    // `/hang` never answers.
+    let session = vec![(0, 5, "GET", "/hang".to_string(), 200)];
+    synthetic_capture(&capture, &[session]).await.close().await;
+    let profile = "version = 1\n[safety]\nrequest_timeout = \"300ms\"\n[[stage]]\nname = \"1x\"\n";
+    let (_, output, report) = replay_capture(&capture, &upstream.url(), profile, &[]).await;
+    let seen = upstream.drain();
+    assert_eq!(seen.len(), 1, "{output}");
+    let sent = trace_id(seen[0].headers["traceparent"].to_str().expect("ascii"))
+        .expect("a valid traceparent")
+        .to_string();
+    let slowest = &report.stages[0].routes[0].slowest;
+    assert_eq!(slowest.len(), 1, "{slowest:?}");
+    assert_eq!(slowest[0].trace_id.as_deref(), Some(sent.as_str()));
+    assert_eq!(slowest[0].error.as_deref(), Some("timeout"));
+    assert_eq!(slowest[0].status, None);
+    assert!(slowest[0].latency_ms >= 300.0, "{slowest:?}");
 }
