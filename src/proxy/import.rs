@@ -296,7 +296,21 @@ impl Reader {
         let origin = origin_of(&entry.request.url).unwrap_or_default();
         let page = entry.pageref.as_deref().unwrap_or(&self.file_page);
         let (status, response_headers, response_body) = match entry.response {
-            Some(r) if r.status > 0 => (Some(r.status), header_map(&r.headers), r.body),
+            Some(r) if r.status > 0 => {
+                let mut body = r.body;
+                // `content.size` is the decoded length (HAR 1.2), and a
+                // HAR that left the text out, or cut it, says so there;
+                // but some tools count an encoded body as it was sent,
+                // so a size is believed only for a body sent unencoded.
+                let encoded = r.headers.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case("content-encoding")
+                        && !v.eq_ignore_ascii_case("identity")
+                });
+                if !encoded && let Some(size) = body.size {
+                    body.len = body.len.max(size);
+                }
+                (Some(r.status), header_map(&r.headers), body)
+            }
             _ => (None, HeaderMap::new(), Default::default()),
         };
         let mut record = ExchangeRecord {

@@ -124,7 +124,8 @@ pub enum Fallback<'a> {
     /// A live client: its IP address (and the request's User-Agent).
     Client(IpAddr),
     /// A request read from a file that names no client (a HAR entry):
-    /// the page it belongs to, or the file when it names no page.
+    /// the page it belongs to, or the file when it names no page (with
+    /// the request's User-Agent, as a live client's).
     Page(&'a str),
 }
 
@@ -334,7 +335,7 @@ impl SessionTracker {
             .map_or(&b""[..], |v| v.as_bytes());
         match fallback {
             Fallback::Client(peer) => Matched::Client(peer, ua),
-            Fallback::Page(page) => Matched::Page(page),
+            Fallback::Page(page) => Matched::Page(page, ua),
         }
     }
 
@@ -347,7 +348,7 @@ impl SessionTracker {
             Matched::Bearer(v) => (1u8, v).hash(&mut h),
             Matched::Cookie(name, v) => (2u8, name, v).hash(&mut h),
             Matched::Client(ip, ua) => (3u8, ip, ua).hash(&mut h),
-            Matched::Page(page) => (4u8, page).hash(&mut h),
+            Matched::Page(page, ua) => (4u8, page, ua).hash(&mut h),
         }
         h.finish()
     }
@@ -360,7 +361,7 @@ enum Matched<'a> {
     Bearer(&'a [u8]),
     Cookie(&'a str, &'a [u8]),
     Client(IpAddr, &'a [u8]),
-    Page(&'a str),
+    Page(&'a str, &'a [u8]),
 }
 
 impl Matched<'_> {
@@ -379,7 +380,10 @@ impl Matched<'_> {
                 SessionKeyKind::Client,
                 format!("{ip}|{}", String::from_utf8_lossy(ua)),
             ),
-            Matched::Page(page) => (SessionKeyKind::Page, (*page).to_string()),
+            Matched::Page(page, ua) => (
+                SessionKeyKind::Page,
+                format!("{page}|{}", String::from_utf8_lossy(ua)),
+            ),
         }
     }
 }

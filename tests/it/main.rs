@@ -12,6 +12,7 @@ mod demo_backend;
 mod demo_edits;
 mod distributed;
 mod golden;
+mod har;
 mod html;
 mod kinto;
 mod kubernetes;

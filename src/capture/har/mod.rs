@@ -133,6 +133,10 @@ pub struct HarBody {
     pub truncated: bool,
     /// `mimeType`.
     pub mime_type: Option<String>,
+    /// `content.size`: the body's length as the tool that wrote the HAR
+    /// counted it (decoded for DevTools, as sent for mitmproxy); `None`
+    /// when not given.
+    pub size: Option<u64>,
 }
 
 /// One message of Chromium's `_webSocketMessages`.

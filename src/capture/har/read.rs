@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use struson::reader::{JsonReader, JsonStreamReader, ReaderError, ValueType};
+use struson::reader::{JsonReader, JsonStreamReader, ReaderError, SyntaxErrorKind, ValueType};
 
 use super::{HarBody, HarEntry, HarError, HarRequest, HarResponse, HarWsMessage};
 use crate::capture::socket::MAX_FRAME_PAYLOAD;
@@ -64,13 +64,35 @@ fn problem(field: &str, problem: impl Into<String>) -> Problem {
 /// A reader error at `field`: a type found where another was expected, or
 /// JSON broken or cut short (struson names the line and column).
 fn broken(field: &str, e: ReaderError) -> Problem {
-    let text = match &e {
-        ReaderError::IoError { error, .. } if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-            format!("the file ends inside this entry (truncated?): {e}")
-        }
-        _ => format!("malformed JSON: {e}"),
+    let cut = match &e {
+        ReaderError::IoError { error, .. } => cut_short(error),
+        ReaderError::SyntaxError(s) => s.kind == SyntaxErrorKind::IncompleteDocument,
+        _ => false,
     };
-    problem(field, text)
+    problem(field, describe(cut, &e))
+}
+
+/// What went wrong reading JSON: the file cut short, or malformed.
+fn describe(cut: bool, e: &dyn std::fmt::Display) -> String {
+    match cut {
+        true => format!("the file ends inside this entry (truncated?): {e}"),
+        false => format!("malformed JSON: {e}"),
+    }
+}
+
+/// Whether a read error is the file ending early. A string reader's
+/// syntax error comes wrapped in an `io::Error`: its kind is read from
+/// the wrapped reader error (or its text).
+fn cut_short(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::UnexpectedEof
+        || e.get_ref()
+            .is_some_and(|inner| match inner.downcast_ref::<ReaderError>() {
+                Some(ReaderError::SyntaxError(s)) => s.kind == SyntaxErrorKind::IncompleteDocument,
+                Some(ReaderError::IoError { error, .. }) => {
+                    error.kind() == std::io::ErrorKind::UnexpectedEof
+                }
+                _ => inner.to_string().contains("IncompleteDocument"),
+            })
 }
 
 fn type_name(t: ValueType) -> &'static str {
@@ -372,11 +394,7 @@ impl HarReader {
             }
             (None, None) => {}
         }
-        // `content.size` is the length of the decoded body; a HAR that
-        // left the text out (or cut it) says so there.
-        if let Some(size) = size.filter(|s| *s >= 0.0) {
-            body.len = body.len.max(size as u64);
-        }
+        body.size = size.filter(|s| *s >= 0.0).map(|s| s as u64);
         body.truncated = (body.bytes.len() as u64) < body.len;
         Ok(Some(body))
     }
@@ -624,16 +642,7 @@ impl HarReader {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let cut = e.kind() == std::io::ErrorKind::UnexpectedEof;
-                    return Err(problem(
-                        field,
-                        match cut {
-                            true => format!("the file ends inside this string (truncated?): {e}"),
-                            false => format!("malformed string: {e}"),
-                        },
-                    ));
-                }
+                Err(e) => return Err(problem(field, describe(cut_short(&e), &e))),
             };
             let chunk = &buf[..n];
             if kept.len() < keep {
