@@ -58,21 +58,6 @@ pub enum CapturesCommand {
     /// Import a HAR file (DevTools, mitmproxy, Charles, k6) as a new run,
     /// grouped into sessions and redacted as recording does.
     Import(Box<ImportArgs>),
-    /// Write a run as a HAR 1.2 file (a page per session) that DevTools
-    /// and Charles open.
-    Export {
-        /// Capture file, or postgres://USER@HOST/DB.
-        path: PathBuf,
-        /// The HAR file to write (mode 0600, replaced if it exists).
-        #[arg(long, value_name = "OUT")]
-        har: PathBuf,
-        /// Run id [default: the latest].
-        #[arg(long)]
-        run: Option<i64>,
-        /// Only these sessions (comma-separated numbers) [default: all].
-        #[arg(long, value_delimiter = ',', value_name = "N,…")]
-        sessions: Vec<i64>,
-    },
     /// Remove every run that started longer ago than a duration (runs
     /// still being recorded stay); a SQLite file is compacted.
     Prune {

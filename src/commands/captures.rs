@@ -1,7 +1,7 @@
-//! `tapedeck captures list|show|copy|delete|prune|import|export`: reads a
+//! `tapedeck captures list|show|copy|delete|prune|import`: reads a
 //! capture through the store and prints its runs or one run's details,
 //! copies every run into another capture, removes runs and prints what
-//! left, imports a HAR file as a run or exports a run as HAR.
+//! left, or imports a HAR file as a run.
 //! Renderings are the library's.
 
 use std::path::{Path, PathBuf};
@@ -107,7 +107,6 @@ pub async fn run(cmd: CapturesCommand) -> anyhow::Result<Exit> {
             print_removal(&removal, &store)?;
         }
         CapturesCommand::Import(args) => import_har(*args).await?,
-        CapturesCommand::Export { .. } => anyhow::bail!("captures export: not yet"),
     }
     Ok(Exit::Success)
 }

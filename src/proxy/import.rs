@@ -358,6 +358,13 @@ impl Reader {
             .into_iter()
             .map(|m| ws_frame(m, switch_us))
             .collect();
+        // A HAR's `time` for a WebSocket is its handshake's; the socket
+        // lasted until its last message, and replay orders the requests
+        // after it by when it ended.
+        if let Some(last) = record.ws_frames.iter().map(|f| f.t_us).max() {
+            let socket = Duration::from_micros(entry.ttfb_us.unwrap_or(0) as u64 + last);
+            record.duration = record.duration.max(socket);
+        }
         let assigned = sessions.assign_at(
             &record.request_headers,
             Fallback::Page(page),

@@ -293,7 +293,6 @@ async fn a_har_mitmproxy_wrote_imports_and_replays_with_no_errors() {
     // mitmproxy writes the HAR as it shuts down.
     crate::support::terminate(&mut mitm).await;
     let written = std::fs::read(&har).expect("mitmproxy wrote its HAR");
-    std::fs::write("/tmp/mitm-debug.har", &written).ok();
     let doc: Value = serde_json::from_slice(&written).expect("a JSON HAR");
     let entries = doc["log"]["entries"].as_array().expect("entries").len();
     assert_eq!(

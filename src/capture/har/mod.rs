@@ -1,22 +1,18 @@
-//! HAR 1.2 (HTTP Archive) in and out: `captures import` and `captures
-//! export`.
+//! HAR 1.2 (HTTP Archive) in: `captures import`.
 //!
 //! `read` walks a HAR file as a stream (struson's pull reader over a
 //! buffered file) and yields one [`HarEntry`] at a time, each body kept up
 //! to the capture's cap with its true length, so neither the number of
-//! entries nor the size of a body sets the memory used. `write` turns a
-//! stored run back into HAR, a page per session, one session in memory at
-//! a time. Session keying and redaction of imported entries are the
-//! recording pipeline's (`proxy::import`): this module knows the format
-//! only, and nothing here speaks HTTP or SQL beyond the store's read API.
+//! entries nor the size of a body sets the memory used. Session keying
+//! and redaction of imported entries are the recording pipeline's
+//! (`proxy::import`): this module knows the format only, and nothing here
+//! speaks HTTP or SQL.
 
 pub mod read;
-// pub mod write;
 
 use std::path::PathBuf;
 
 pub use read::HarReader;
-// pub use write::{ExportSummary, export};
 
 /// Why a HAR file cannot be imported or a run exported.
 #[derive(Debug, thiserror::Error)]
@@ -54,18 +50,6 @@ pub enum HarError {
         /// What is wrong with it.
         problem: String,
     },
-    /// Writing the HAR file failed.
-    #[error("cannot write HAR {path}: {source}")]
-    Write {
-        /// The HAR file.
-        path: PathBuf,
-        /// What the file system said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Reading the capture failed.
-    #[error(transparent)]
-    Capture(#[from] super::CaptureError),
 }
 
 /// One HAR entry, as much of it as a capture keeps.
