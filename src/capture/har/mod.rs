@@ -8,6 +8,7 @@
 //! (`proxy::import`): this module knows the format only, and nothing here
 //! speaks HTTP or SQL.
 
+mod json;
 pub mod read;
 
 use std::path::PathBuf;

@@ -9,13 +9,14 @@
 //! cut short is an error naming the entry and the field.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use struson::reader::{JsonReader, JsonStreamReader, ReaderError, SyntaxErrorKind, ValueType};
+use struson::reader::{JsonReader, JsonStreamReader, ValueType};
 
+use super::json::{Found, Problem, Walker, broken, problem};
 use super::{HarBody, HarEntry, HarError, HarRequest, HarResponse, HarWsMessage};
 use crate::capture::socket::MAX_FRAME_PAYLOAD;
 
@@ -30,7 +31,7 @@ const WS_MAX_BYTES: usize = 64 * 1024 * 1024;
 
 /// A HAR file positioned in its `log.entries`.
 pub struct HarReader {
-    json: JsonStreamReader<BufReader<File>>,
+    walk: Walker,
     path: PathBuf,
     cap: usize,
     next_index: usize,
@@ -46,66 +47,6 @@ impl std::fmt::Debug for HarReader {
     }
 }
 
-/// An error inside an entry, before the file's path is known to it.
-struct Problem {
-    field: String,
-    problem: String,
-}
-
-type Found<T> = Result<T, Problem>;
-
-fn problem(field: &str, problem: impl Into<String>) -> Problem {
-    Problem {
-        field: field.to_string(),
-        problem: problem.into(),
-    }
-}
-
-/// A reader error at `field`: a type found where another was expected, or
-/// JSON broken or cut short (struson names the line and column).
-fn broken(field: &str, e: ReaderError) -> Problem {
-    let cut = match &e {
-        ReaderError::IoError { error, .. } => cut_short(error),
-        ReaderError::SyntaxError(s) => s.kind == SyntaxErrorKind::IncompleteDocument,
-        _ => false,
-    };
-    problem(field, describe(cut, &e))
-}
-
-/// What went wrong reading JSON: the file cut short, or malformed.
-fn describe(cut: bool, e: &dyn std::fmt::Display) -> String {
-    match cut {
-        true => format!("the file ends inside this entry (truncated?): {e}"),
-        false => format!("malformed JSON: {e}"),
-    }
-}
-
-/// Whether a read error is the file ending early. A string reader's
-/// syntax error comes wrapped in an `io::Error`: its kind is read from
-/// the wrapped reader error (or its text).
-fn cut_short(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::UnexpectedEof
-        || e.get_ref()
-            .is_some_and(|inner| match inner.downcast_ref::<ReaderError>() {
-                Some(ReaderError::SyntaxError(s)) => s.kind == SyntaxErrorKind::IncompleteDocument,
-                Some(ReaderError::IoError { error, .. }) => {
-                    error.kind() == std::io::ErrorKind::UnexpectedEof
-                }
-                _ => inner.to_string().contains("IncompleteDocument"),
-            })
-}
-
-fn type_name(t: ValueType) -> &'static str {
-    match t {
-        ValueType::Array => "an array",
-        ValueType::Object => "an object",
-        ValueType::String => "a string",
-        ValueType::Number => "a number",
-        ValueType::Boolean => "a boolean",
-        ValueType::Null => "null",
-    }
-}
-
 impl HarReader {
     /// Opens a HAR file and walks to its first entry; bodies will be kept
     /// up to `cap` bytes.
@@ -118,7 +59,9 @@ impl HarReader {
             source,
         })?;
         let mut reader = HarReader {
-            json: JsonStreamReader::new(BufReader::with_capacity(256 * 1024, file)),
+            walk: Walker {
+                json: JsonStreamReader::new(BufReader::with_capacity(256 * 1024, file)),
+            },
             path: path.to_path_buf(),
             cap,
             next_index: 0,
@@ -148,6 +91,7 @@ impl HarReader {
             problem: p.problem,
         };
         let more = self
+            .walk
             .json
             .has_next()
             .map_err(|e| broken("", e))
@@ -167,29 +111,32 @@ impl HarReader {
     /// `{"log": {… "entries": [` — anything else in `log` before the
     /// entries is skipped.
     fn walk_to_entries(&mut self) -> Found<()> {
-        self.expect("(the document)", ValueType::Object)?;
-        self.json.begin_object().map_err(|e| broken("", e))?;
+        self.walk.expect("(the document)", ValueType::Object)?;
+        self.walk.json.begin_object().map_err(|e| broken("", e))?;
         loop {
-            if !self.json.has_next().map_err(|e| broken("", e))? {
+            if !self.walk.json.has_next().map_err(|e| broken("", e))? {
                 return Err(problem("log", "missing"));
             }
-            let name = self.name("")?;
+            let name = self.walk.name("")?;
             if name == "log" {
                 break;
             }
-            self.json.skip_value().map_err(|e| broken(&name, e))?;
+            self.walk.json.skip_value().map_err(|e| broken(&name, e))?;
         }
-        self.expect("log", ValueType::Object)?;
-        self.json.begin_object().map_err(|e| broken("log", e))?;
+        self.walk.expect("log", ValueType::Object)?;
+        self.walk
+            .json
+            .begin_object()
+            .map_err(|e| broken("log", e))?;
         loop {
-            if !self.json.has_next().map_err(|e| broken("log", e))? {
+            if !self.walk.json.has_next().map_err(|e| broken("log", e))? {
                 return Err(problem("log.entries", "missing"));
             }
-            let name = self.name("log")?;
+            let name = self.walk.name("log")?;
             match name.as_str() {
                 "entries" => break,
                 "version" => {
-                    let version = self.short("log.version")?;
+                    let version = self.walk.short("log.version")?;
                     if !version.starts_with("1.") {
                         return Err(problem(
                             "log.version",
@@ -197,18 +144,19 @@ impl HarReader {
                         ));
                     }
                 }
-                _ => self.json.skip_value().map_err(|e| broken("log", e))?,
+                _ => self.walk.json.skip_value().map_err(|e| broken("log", e))?,
             }
         }
-        self.expect("log.entries", ValueType::Array)?;
-        self.json
+        self.walk.expect("log.entries", ValueType::Array)?;
+        self.walk
+            .json
             .begin_array()
             .map_err(|e| broken("log.entries", e))
     }
 
     /// `]` of the entries, the rest of `log` and of the document.
     fn finish(&mut self) -> Found<()> {
-        let json = &mut self.json;
+        let json = &mut self.walk.json;
         json.end_array().map_err(|e| broken("log.entries", e))?;
         while json.has_next().map_err(|e| broken("log", e))? {
             json.skip_name().map_err(|e| broken("log", e))?;
@@ -234,9 +182,9 @@ impl HarReader {
         let mut ws = Vec::new();
         self.object("", |r, name| {
             match name {
-                "pageref" => entry.pageref = r.opt_short("pageref")?,
+                "pageref" => entry.pageref = r.walk.opt_short("pageref")?,
                 "startedDateTime" => {
-                    let text = r.short("startedDateTime")?;
+                    let text = r.walk.short("startedDateTime")?;
                     started = Some(crate::time::parse_rfc3339_us(&text).ok_or_else(|| {
                         problem(
                             "startedDateTime",
@@ -244,15 +192,15 @@ impl HarReader {
                         )
                     })?);
                 }
-                "time" => entry.time_us = r.opt_number("time")?.map(ms_to_us),
+                "time" => entry.time_us = r.walk.opt_number("time")?.map(ms_to_us),
                 "request" => request = Some(r.request()?),
                 "response" => entry.response = Some(r.response()?),
                 "timings" => timings_ms = r.timings()?,
                 "_webSocketMessages" => {
-                    r.expect("_webSocketMessages", ValueType::Array)?;
+                    r.walk.expect("_webSocketMessages", ValueType::Array)?;
                     entry.ws_dropped = r.ws_messages(&mut ws)?;
                 }
-                _ => r.skip(name)?,
+                _ => r.walk.skip(name)?,
             }
             Ok(())
         })?;
@@ -268,18 +216,19 @@ impl HarReader {
         let (mut method, mut url) = (None, None);
         self.object("request", |r, name| {
             match name {
-                "method" => method = Some(r.short("request.method")?),
-                "url" => url = Some(r.short("request.url")?),
-                "httpVersion" => req.http_version = r.short("request.httpVersion")?,
+                "method" => method = Some(r.walk.short("request.method")?),
+                "url" => url = Some(r.walk.short("request.url")?),
+                "httpVersion" => req.http_version = r.walk.short("request.httpVersion")?,
                 "headers" => req.headers = r.headers("request.headers")?,
                 "postData" => req.body = r.body("request.postData")?,
                 "bodySize" => {
                     req.body_size = r
+                        .walk
                         .opt_number("request.bodySize")?
                         .filter(|n| *n >= 0.0)
                         .map(|n| n as u64)
                 }
-                _ => r.skip(name)?,
+                _ => r.walk.skip(name)?,
             }
             Ok(())
         })?;
@@ -299,7 +248,7 @@ impl HarReader {
         self.object("response", |r, name| {
             match name {
                 "status" => {
-                    let n = r.number("response.status")?;
+                    let n = r.walk.number("response.status")?;
                     if !(0.0..=999.0).contains(&n) || n.fract() != 0.0 {
                         return Err(problem("response.status", format!("{n} is not a status")));
                     }
@@ -311,7 +260,7 @@ impl HarReader {
                         resp.body = body;
                     }
                 }
-                _ => r.skip(name)?,
+                _ => r.walk.skip(name)?,
             }
             Ok(())
         })?;
@@ -321,8 +270,8 @@ impl HarReader {
     /// `postData` or `content`: `text` (or a form's `params`), `encoding`,
     /// `mimeType`, `size`; `None` for `null`.
     fn body(&mut self, field: &str) -> Found<Option<HarBody>> {
-        if self.peek(field)? == ValueType::Null {
-            self.json.next_null().map_err(|e| broken(field, e))?;
+        if self.walk.peek(field)? == ValueType::Null {
+            self.walk.json.next_null().map_err(|e| broken(field, e))?;
             return Ok(None);
         }
         let keep = self.cap / 3 * 4 + 8;
@@ -333,18 +282,21 @@ impl HarReader {
         self.object(field, |r, name| {
             match name {
                 "text" => {
-                    if r.peek(&text_field)? == ValueType::Null {
-                        r.json.next_null().map_err(|e| broken(&text_field, e))?;
+                    if r.walk.peek(&text_field)? == ValueType::Null {
+                        r.walk
+                            .json
+                            .next_null()
+                            .map_err(|e| broken(&text_field, e))?;
                     } else {
-                        r.expect(&text_field, ValueType::String)?;
-                        text = Some(r.streamed(&text_field, keep)?);
+                        r.walk.expect(&text_field, ValueType::String)?;
+                        text = Some(r.walk.streamed(&text_field, keep)?);
                     }
                 }
-                "encoding" => encoding = r.opt_short(&format!("{field}.encoding"))?,
-                "mimeType" => mime = r.opt_short(&format!("{field}.mimeType"))?,
-                "size" => size = r.opt_number(&format!("{field}.size"))?,
+                "encoding" => encoding = r.walk.opt_short(&format!("{field}.encoding"))?,
+                "mimeType" => mime = r.walk.opt_short(&format!("{field}.mimeType"))?,
+                "size" => size = r.walk.opt_number(&format!("{field}.size"))?,
                 "params" => params = Some(r.form_params(&format!("{field}.params"))?),
-                _ => r.skip(name)?,
+                _ => r.walk.skip(name)?,
             }
             Ok(())
         })?;
@@ -407,9 +359,14 @@ impl HarReader {
             let (mut name, mut value) = (String::new(), String::new());
             r.object(&item, |r, member| {
                 match member {
-                    "name" => name = r.short(&format!("{item}.name"))?,
-                    "value" => value = r.opt_short(&format!("{item}.value"))?.unwrap_or_default(),
-                    _ => r.skip(member)?,
+                    "name" => name = r.walk.short(&format!("{item}.name"))?,
+                    "value" => {
+                        value = r
+                            .walk
+                            .opt_short(&format!("{item}.value"))?
+                            .unwrap_or_default()
+                    }
+                    _ => r.walk.skip(member)?,
                 }
                 Ok(())
             })?;
@@ -430,9 +387,9 @@ impl HarReader {
             let (mut name, mut value) = (None, None);
             r.object(&item, |r, member| {
                 match member {
-                    "name" => name = Some(r.short(&format!("{item}.name"))?),
-                    "value" => value = Some(r.short(&format!("{item}.value"))?),
-                    _ => r.skip(member)?,
+                    "name" => name = Some(r.walk.short(&format!("{item}.name"))?),
+                    "value" => value = Some(r.walk.short(&format!("{item}.value"))?),
+                    _ => r.walk.skip(member)?,
                 }
                 Ok(())
             })?;
@@ -451,13 +408,14 @@ impl HarReader {
             match name {
                 "blocked" | "dns" | "connect" | "send" | "wait" => {
                     if let Some(ms) = r
+                        .walk
                         .opt_number(&format!("timings.{name}"))?
                         .filter(|n| *n >= 0.0)
                     {
                         sum = Some(sum.unwrap_or(0.0) + ms);
                     }
                 }
-                _ => r.skip(name)?,
+                _ => r.walk.skip(name)?,
             }
             Ok(())
         })?;
@@ -474,23 +432,24 @@ impl HarReader {
             let (mut kind, mut opcode) = (None, None);
             r.object(&item, |r, member| {
                 match member {
-                    "type" => kind = Some(r.short(&format!("{item}.type"))?),
-                    "time" => m.time_s = r.number(&format!("{item}.time"))?,
-                    "opcode" => opcode = Some(r.number(&format!("{item}.opcode"))?),
+                    "type" => kind = Some(r.walk.short(&format!("{item}.type"))?),
+                    "time" => m.time_s = r.walk.number(&format!("{item}.time"))?,
+                    "opcode" => opcode = Some(r.walk.number(&format!("{item}.opcode"))?),
                     "data" => {
                         let field = format!("{item}.data");
-                        r.expect(&field, ValueType::String)?;
-                        let (kept, len, _) = r.streamed(&field, MAX_FRAME_PAYLOAD)?;
+                        r.walk.expect(&field, ValueType::String)?;
+                        let (kept, len, _) = r.walk.streamed(&field, MAX_FRAME_PAYLOAD)?;
                         m.data = String::from_utf8_lossy(&kept).into_owned();
                         m.len = len;
                         m.truncated = len > kept.len() as u64;
                     }
                     "_closeCode" => {
                         m.close_code = r
+                            .walk
                             .opt_number(&format!("{item}._closeCode"))?
                             .map(|n| n as u16)
                     }
-                    _ => r.skip(member)?,
+                    _ => r.walk.skip(member)?,
                 }
                 Ok(())
             })?;
@@ -525,48 +484,25 @@ impl HarReader {
         Ok(dropped)
     }
 
-    // The walking helpers: each checks the type first, so a wrong one is
-    // an error naming the field (never a struson panic), and consumes
-    // exactly one value.
-
-    fn peek(&mut self, field: &str) -> Found<ValueType> {
-        self.json.peek().map_err(|e| broken(field, e))
-    }
-
-    fn expect(&mut self, field: &str, want: ValueType) -> Found<()> {
-        match self.peek(field)? {
-            t if t == want => Ok(()),
-            t => Err(problem(
-                field,
-                format!("expected {}, found {}", type_name(want), type_name(t)),
-            )),
-        }
-    }
-
-    fn name(&mut self, field: &str) -> Found<String> {
-        self.json.next_name_owned().map_err(|e| broken(field, e))
-    }
-
-    fn skip(&mut self, field: &str) -> Found<()> {
-        self.json.skip_value().map_err(|e| broken(field, e))
-    }
-
     /// Calls `member` with each member's name, positioned at its value.
     fn object(
         &mut self,
         field: &str,
         mut member: impl FnMut(&mut Self, &str) -> Found<()>,
     ) -> Found<()> {
-        self.expect(
+        self.walk.expect(
             if field.is_empty() { "(entry)" } else { field },
             ValueType::Object,
         )?;
-        self.json.begin_object().map_err(|e| broken(field, e))?;
-        while self.json.has_next().map_err(|e| broken(field, e))? {
-            let name = self.name(field)?;
+        self.walk
+            .json
+            .begin_object()
+            .map_err(|e| broken(field, e))?;
+        while self.walk.json.has_next().map_err(|e| broken(field, e))? {
+            let name = self.walk.name(field)?;
             member(self, &name)?;
         }
-        self.json.end_object().map_err(|e| broken(field, e))
+        self.walk.json.end_object().map_err(|e| broken(field, e))
     }
 
     /// Calls `item` with each item's index, positioned at it.
@@ -575,86 +511,14 @@ impl HarReader {
         field: &str,
         mut item: impl FnMut(&mut Self, usize) -> Found<()>,
     ) -> Found<()> {
-        self.expect(field, ValueType::Array)?;
-        self.json.begin_array().map_err(|e| broken(field, e))?;
+        self.walk.expect(field, ValueType::Array)?;
+        self.walk.json.begin_array().map_err(|e| broken(field, e))?;
         let mut i = 0;
-        while self.json.has_next().map_err(|e| broken(field, e))? {
+        while self.walk.json.has_next().map_err(|e| broken(field, e))? {
             item(self, i)?;
             i += 1;
         }
-        self.json.end_array().map_err(|e| broken(field, e))
-    }
-
-    /// A string of at most [`MAX_SHORT`] bytes.
-    fn short(&mut self, field: &str) -> Found<String> {
-        self.expect(field, ValueType::String)?;
-        let (kept, len, _) = self.streamed(field, MAX_SHORT)?;
-        if len > kept.len() as u64 {
-            return Err(problem(
-                field,
-                format!("{len} bytes long; at most {MAX_SHORT} are read here"),
-            ));
-        }
-        String::from_utf8(kept).map_err(|_| problem(field, "not UTF-8"))
-    }
-
-    fn opt_short(&mut self, field: &str) -> Found<Option<String>> {
-        if self.peek(field)? == ValueType::Null {
-            self.json.next_null().map_err(|e| broken(field, e))?;
-            return Ok(None);
-        }
-        self.short(field).map(Some)
-    }
-
-    fn number(&mut self, field: &str) -> Found<f64> {
-        self.expect(field, ValueType::Number)?;
-        let text = self
-            .json
-            .next_number_as_str()
-            .map_err(|e| broken(field, e))?;
-        text.parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite())
-            .ok_or_else(|| problem(field, format!("`{text}` is not a usable number")))
-    }
-
-    fn opt_number(&mut self, field: &str) -> Found<Option<f64>> {
-        if self.peek(field)? == ValueType::Null {
-            self.json.next_null().map_err(|e| broken(field, e))?;
-            return Ok(None);
-        }
-        self.number(field).map(Some)
-    }
-
-    /// Reads the string value through, keeping its first `keep` bytes;
-    /// returns them, its whole length and its last two bytes.
-    fn streamed(&mut self, field: &str, keep: usize) -> Found<(Vec<u8>, u64, Vec<u8>)> {
-        let mut reader = self
-            .json
-            .next_string_reader()
-            .map_err(|e| broken(field, e))?;
-        let mut kept = Vec::new();
-        let mut len = 0u64;
-        let mut tail = Vec::with_capacity(4);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(problem(field, describe(cut_short(&e), &e))),
-            };
-            let chunk = &buf[..n];
-            if kept.len() < keep {
-                let room = keep - kept.len();
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-            len += n as u64;
-            tail.extend_from_slice(&chunk[n.saturating_sub(2)..]);
-            let excess = tail.len().saturating_sub(2);
-            tail.drain(..excess);
-        }
-        Ok((kept, len, tail))
+        self.walk.json.end_array().map_err(|e| broken(field, e))
     }
 }
 
