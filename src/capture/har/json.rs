@@ -9,7 +9,9 @@ use std::io::{BufReader, Read};
 
 use struson::reader::{JsonReader, JsonStreamReader, ReaderError, SyntaxErrorKind, ValueType};
 
-use super::read::MAX_SHORT;
+/// Longest string outside bodies and WebSocket messages (a URL, a header
+/// value): a longer one is refused, not held.
+pub const MAX_SHORT: usize = 1024 * 1024;
 
 /// The pull reader over a HAR file.
 pub(super) struct Walker {

@@ -16,13 +16,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use struson::reader::{JsonReader, JsonStreamReader, ValueType};
 
+pub use super::json::MAX_SHORT;
 use super::json::{Found, Problem, Walker, broken, problem};
 use super::{HarBody, HarEntry, HarError, HarRequest, HarResponse, HarWsMessage};
 use crate::capture::socket::MAX_FRAME_PAYLOAD;
-
-/// Longest string outside bodies and WebSocket messages (a URL, a header
-/// value): a longer one is refused, not held.
-pub const MAX_SHORT: usize = 1024 * 1024;
 
 /// WebSocket frames kept per socket, and payload bytes (as recording's
 /// defaults); later ones are counted in [`HarEntry::ws_dropped`].
