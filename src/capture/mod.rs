@@ -12,6 +12,7 @@
 //! speaks HTTP, and nothing here uses replay, report, proxy, demo or
 //! profile: they depend on the capture, never the other way round.
 
+pub mod har;
 pub mod redact;
 pub mod socket;
 pub mod store;
@@ -99,6 +100,9 @@ pub enum SessionKeyKind {
     Cookie,
     /// Client IP address plus User-Agent.
     Client,
+    /// An imported HAR's page (or the whole file when its entries name no
+    /// page): HAR entries name no client.
+    Page,
 }
 
 impl SessionKeyKind {
@@ -109,6 +113,7 @@ impl SessionKeyKind {
             SessionKeyKind::Bearer => "bearer",
             SessionKeyKind::Cookie => "cookie",
             SessionKeyKind::Client => "client",
+            SessionKeyKind::Page => "page",
         }
     }
 }

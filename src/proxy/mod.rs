@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub(crate) mod forward;
+pub mod import;
 pub mod metrics;
 pub mod sample;
 pub mod session;

@@ -117,6 +117,18 @@ struct Live {
     next_seq: i64,
 }
 
+/// Where a request that carries none of the configured keys belongs: the
+/// `client` source.
+#[derive(Debug, Clone, Copy)]
+pub enum Fallback<'a> {
+    /// A live client: its IP address (and the request's User-Agent).
+    Client(IpAddr),
+    /// A request read from a file that names no client (a HAR entry):
+    /// the page it belongs to, or the file when it names no page (with
+    /// the request's User-Agent, as a live client's).
+    Page(&'a str),
+}
+
 /// The session of one request.
 #[derive(Debug, Clone)]
 pub struct Assignment {
@@ -155,7 +167,28 @@ impl SessionTracker {
         redactor: &Redactor,
         now: Instant,
     ) -> Assignment {
-        let matched = self.match_key(headers, peer);
+        self.assign_at(
+            headers,
+            Fallback::Client(peer),
+            redactor,
+            now,
+            now_epoch_us(),
+        )
+    }
+
+    /// [`SessionTracker::assign`] for a request that arrived at `now` on
+    /// the tracker's clock and `wall_us` (µs since the Unix epoch) on the
+    /// wall clock, keyed to `fallback` when it carries no configured key:
+    /// an imported request as much as a live one.
+    pub fn assign_at(
+        &self,
+        headers: &HeaderMap,
+        fallback: Fallback<'_>,
+        redactor: &Redactor,
+        now: Instant,
+        wall_us: i64,
+    ) -> Assignment {
+        let matched = self.match_key(headers, fallback);
         let lookup = self.lookup_hash(&matched);
         let gap = self.config.idle_gap;
         // Poisoning only follows a panic elsewhere while holding the lock;
@@ -190,11 +223,14 @@ impl SessionTracker {
                     session_no: no,
                     key_kind,
                     key,
-                    client_addr: peer.to_string(),
+                    client_addr: match fallback {
+                        Fallback::Client(peer) => peer.to_string(),
+                        Fallback::Page(_) => String::new(),
+                    },
                     user_agent: headers
                         .get(header::USER_AGENT)
                         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-                    started_at_us: now_epoch_us(),
+                    started_at_us: wall_us,
                 });
                 inner.sessions.insert(
                     no,
@@ -252,8 +288,25 @@ impl SessionTracker {
         }
     }
 
+    /// Binds what a successful answer hands out (secret fields such as a
+    /// login's `token`, the session cookie) to the session that asked for
+    /// it; only the first `scan` bytes of its content are read.
+    pub fn bind_answer(
+        &self,
+        session_no: i64,
+        redactor: &Redactor,
+        headers: &HeaderMap,
+        body: &[u8],
+        scan: usize,
+    ) {
+        let cookies = set_cookies(headers);
+        let tokens = redactor.secrets_in_head(headers, body, scan);
+        let tokens: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+        self.bind_credentials(session_no, &tokens, &cookies);
+    }
+
     /// The first configured source that this request carries.
-    fn match_key<'a>(&'a self, headers: &'a HeaderMap, peer: IpAddr) -> Matched<'a> {
+    fn match_key<'a>(&'a self, headers: &'a HeaderMap, fallback: Fallback<'a>) -> Matched<'a> {
         for source in &self.config.sources {
             match source {
                 KeySource::Header(name) => {
@@ -280,7 +333,10 @@ impl SessionTracker {
         let ua = headers
             .get(header::USER_AGENT)
             .map_or(&b""[..], |v| v.as_bytes());
-        Matched::Client(peer, ua)
+        match fallback {
+            Fallback::Client(peer) => Matched::Client(peer, ua),
+            Fallback::Page(page) => Matched::Page(page, ua),
+        }
     }
 
     /// A keyed 64-bit hash of the matched key: lookups allocate nothing,
@@ -292,6 +348,7 @@ impl SessionTracker {
             Matched::Bearer(v) => (1u8, v).hash(&mut h),
             Matched::Cookie(name, v) => (2u8, name, v).hash(&mut h),
             Matched::Client(ip, ua) => (3u8, ip, ua).hash(&mut h),
+            Matched::Page(page, ua) => (4u8, page, ua).hash(&mut h),
         }
         h.finish()
     }
@@ -304,6 +361,7 @@ enum Matched<'a> {
     Bearer(&'a [u8]),
     Cookie(&'a str, &'a [u8]),
     Client(IpAddr, &'a [u8]),
+    Page(&'a str, &'a [u8]),
 }
 
 impl Matched<'_> {
@@ -321,6 +379,10 @@ impl Matched<'_> {
             Matched::Client(ip, ua) => (
                 SessionKeyKind::Client,
                 format!("{ip}|{}", String::from_utf8_lossy(ua)),
+            ),
+            Matched::Page(page, ua) => (
+                SessionKeyKind::Page,
+                format!("{page}|{}", String::from_utf8_lossy(ua)),
             ),
         }
     }

@@ -23,7 +23,6 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::ProxyState;
-use super::session::set_cookies;
 use crate::capture::{CapturedBody, ExchangeFailure, ExchangeRecord, SessionInfo, WsFrame};
 
 /// Up to `cap` bytes of a body, as chunks, plus its true length.
@@ -197,7 +196,7 @@ pub(crate) struct Pending {
 /// client's path for credentials to bind: a login's answer is far
 /// smaller, and the scan stays cheap and bounded whatever the answer's
 /// size (a streaming decoder stops there too).
-const BIND_SCAN: usize = 64 * 1024;
+pub(crate) const BIND_SCAN: usize = 64 * 1024;
 
 impl Pending {
     /// Binds credentials the response handed out to the session, and
@@ -259,12 +258,9 @@ impl Pending {
 /// request, presenting it, lands in the same session. Only the first
 /// [`BIND_SCAN`] bytes of content are scanned.
 fn bind_handed_out(state: &ProxyState, session_no: i64, headers: &HeaderMap, body: &Bytes) {
-    let cookies = set_cookies(headers);
-    let tokens = state.redactor.secrets_in_head(headers, body, BIND_SCAN);
-    let tokens: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
     state
         .sessions
-        .bind_credentials(session_no, &tokens, &cookies);
+        .bind_answer(session_no, &state.redactor, headers, body, BIND_SCAN);
 }
 
 /// The upstream's response body on its way to the client.

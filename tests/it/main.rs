@@ -13,6 +13,7 @@ mod demo_backend;
 mod demo_edits;
 mod distributed;
 mod golden;
+mod har;
 mod html;
 mod junit;
 mod kinto;

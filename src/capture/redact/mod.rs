@@ -47,6 +47,15 @@ pub fn basic_credential(user: &str, password: &str) -> String {
     STANDARD.encode(format!("{user}:{password}"))
 }
 
+/// `value` when it is a marker (`redacted:` and 32 lowercase hex digits).
+pub fn as_marker(value: &[u8]) -> Option<&str> {
+    let hex = value.strip_prefix(MARKER_PREFIX.as_bytes())?;
+    let is_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    (hex.len() == 32 && hex.iter().all(is_hex))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// What to redact.
 #[derive(Debug, Clone, Default)]
 pub struct RedactionConfig {
@@ -154,8 +163,14 @@ impl Redactor {
     }
 
     /// The marker for a secret value: `redacted:` and 32 hex digits of a
-    /// keyed BLAKE3 hash.
+    /// keyed BLAKE3 hash. A value that is a marker already (a HAR that
+    /// tapedeck exported, a replay that sent a marker verbatim) is kept as
+    /// it is, so it keeps naming the credential a credentials file's
+    /// `[markers]` give.
     pub fn marker(&self, value: &[u8]) -> String {
+        if let Some(marker) = as_marker(value) {
+            return marker.to_string();
+        }
         let hash = blake3::keyed_hash(&self.key, value);
         let hex = hash.to_hex();
         format!("{MARKER_PREFIX}{}", &hex.as_str()[..32])
@@ -437,6 +452,27 @@ mod tests {
         let other = Redactor::new([8; 32], &RedactionConfig::default()).expect("valid");
         assert_ne!(r.marker(b"abc"), other.marker(b"abc"));
         assert!(r.marker(b"abc").starts_with(MARKER_PREFIX));
+    }
+
+    #[test]
+    fn a_marker_is_kept_as_it_is_under_any_key() {
+        let r = redactor();
+        let marker = Redactor::new([8; 32], &RedactionConfig::default())
+            .expect("valid")
+            .marker(b"abc");
+        assert_eq!(r.marker(marker.as_bytes()), marker);
+        let mut h = HeaderMap::new();
+        let bearer = format!("Bearer {marker}");
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&bearer).expect("ascii"),
+        );
+        r.redact_headers(&mut h);
+        assert_eq!(h[header::AUTHORIZATION], bearer.as_str());
+        // Not quite a marker: hashed like any value.
+        for near in ["redacted:abc", "redacted:0123456789ABCDEF0123456789abcdef"] {
+            assert_ne!(r.marker(near.as_bytes()), near);
+        }
     }
 
     #[test]

@@ -60,7 +60,35 @@ impl Store {
     /// # Errors
     /// On a store failure.
     pub async fn finish_run(&self, run_id: i64, dropped: u64) -> Result<RunSummary, CaptureError> {
-        self.close_run(run_id, now_epoch_us(), dropped).await?;
+        self.finish_run_at(run_id, now_epoch_us(), dropped).await
+    }
+
+    /// Starts a run whose traffic happened at `started_at_us` (µs since the
+    /// Unix epoch), not now: an imported HAR's.
+    ///
+    /// # Errors
+    /// On a store failure.
+    pub async fn begin_run_started(
+        &self,
+        run: &NewRun<'_>,
+        started_at_us: i64,
+    ) -> Result<i64, CaptureError> {
+        self.begin_run_at(run, env!("CARGO_PKG_VERSION"), started_at_us)
+            .await
+    }
+
+    /// [`Store::finish_run`] with the stop time given (an imported run's
+    /// last answer), µs since the Unix epoch.
+    ///
+    /// # Errors
+    /// On a store failure.
+    pub async fn finish_run_at(
+        &self,
+        run_id: i64,
+        stopped_at_us: i64,
+        dropped: u64,
+    ) -> Result<RunSummary, CaptureError> {
+        self.close_run(run_id, stopped_at_us, dropped).await?;
         on_pool!(self, p => {
             sqlx::query(
                 "DELETE FROM ws_frame_parts WHERE capture_id = $1 AND NOT EXISTS \
