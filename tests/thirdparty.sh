@@ -14,15 +14,11 @@
 #   server-made and client-made record ids, ETag/If-Match edits, a cursor
 #   with a one-time nonce in a Next-Page header, ids inside in_id= lists;
 #   its permissions say who wrote each object.
-# - mitmproxy (PyPI): its `hardump` option writes a HAR 1.2 file of the
-#   traffic it proxied; `captures import` reads it (tests/it/har.rs).
-#   11.0.2 is the newest release that installs on Python 3.11.
 
 THIRDPARTY_DIR=${THIRDPARTY_DIR:-$PWD/target/thirdparty}
 SYNAPSE_VERSION=1.163.2
 RADICALE_VERSION=3.9.0
 KINTO_VERSION=26.5.0
-MITMPROXY_VERSION=11.0.2
 
 # install_venv DIR SPEC: a virtualenv holding SPEC, made once.
 install_venv() {
@@ -46,6 +42,4 @@ install_thirdparty() {
   export TAPEDECK_RADICALE="$THIRDPARTY_DIR/radicale/bin/python"
   install_venv "$THIRDPARTY_DIR/kinto" "kinto==$KINTO_VERSION"
   export TAPEDECK_KINTO="$THIRDPARTY_DIR/kinto/bin/kinto"
-  install_venv "$THIRDPARTY_DIR/mitmproxy" "mitmproxy==$MITMPROXY_VERSION"
-  export TAPEDECK_MITMDUMP="$THIRDPARTY_DIR/mitmproxy/bin/mitmdump"
 }

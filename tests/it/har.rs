@@ -1,24 +1,14 @@
-//! HAR 1.2 in and out (`captures import`, `captures export`), through the
-//! real binary: malformed files are refused naming the entry and field
-//! with nothing written, a 200 MB body is read in bounded memory and
-//! stored cut at the cap with its true length, a HAR mitmproxy wrote in
-//! front of the demo backend imports and replays with no error, and a
-//! capture exported and imported back replays the same requests.
+//! HAR import (`captures import`), through the real binary: malformed
+//! files are refused naming the entry and field with nothing written, and
+//! a 200 MB body is read in bounded memory and stored cut at the cap with
+//! its true length.
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use crate::support::thirdparty::free_port;
-use crate::support::{
-    demo_backend, demo_stats, digest, output, output_with_peak_rss, sqlite_count,
-};
-use tapedeck::capture::Store;
-use tapedeck::demo::script::Population;
+use crate::support::{digest, output, output_with_peak_rss, sqlite_count};
 
 /// A HAR entry as DevTools writes one.
 fn entry(i: usize, page: &str) -> Value {
@@ -227,118 +217,5 @@ async fn a_200_mb_body_is_stored_cut_at_the_cap_with_its_true_length_in_bounded_
         row("SELECT count(*) FROM exchanges WHERE hex(substr(response_body, 1, 4)) = 'FFFFFFFF'"),
         1,
         "the base64 answer is stored decoded"
-    );
-}
-
-/// A small demo population: logins, conversations, messages, edits,
-/// streamed replies and WebSocket sends.
-fn population() -> Population {
-    Population {
-        users: 3,
-        messages_per_user: 3,
-        ramp: Duration::from_millis(50),
-        think: (Duration::from_millis(5), Duration::from_millis(20)),
-        seed: 5,
-    }
-}
-
-/// Waits until something listens on `port` (a connect, no request: a
-/// request would be recorded).
-async fn wait_for_listener(port: u16, limit: Duration) {
-    let poll = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(limit, poll)
-        .await
-        .unwrap_or_else(|_| panic!("nothing listens on {port} after {limit:?}"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_har_mitmproxy_wrote_imports_and_replays_with_no_errors() {
-    let mitmdump = std::env::var("TAPEDECK_MITMDUMP").expect(
-        "TAPEDECK_MITMDUMP names mitmproxy's mitmdump: run the tests with `bash tests/run.sh`",
-    );
-    let dir = tempfile::tempdir().expect("tempdir");
-    let backend = demo_backend().await;
-    let har = dir.path().join("mitmproxy.har");
-    let port = free_port();
-    let mut mitm = tokio::process::Command::new(&mitmdump)
-        .args(["--mode", &format!("reverse:{}", backend.url())])
-        .args([
-            "--listen-host",
-            "127.0.0.1",
-            "--listen-port",
-            &port.to_string(),
-        ])
-        .args(["--set", &format!("hardump={}", har.display())])
-        .args([
-            "--set",
-            &format!("confdir={}", dir.path().join("conf").display()),
-        ])
-        .arg("--quiet")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start mitmdump");
-    wait_for_listener(port, Duration::from_secs(60)).await;
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let script = tapedeck::demo::script::drive(addr, population(), tx).await;
-    assert!(script.mismatches.is_empty(), "{:?}", script.mismatches);
-    // mitmproxy writes the HAR as it shuts down.
-    crate::support::terminate(&mut mitm).await;
-    let written = std::fs::read(&har).expect("mitmproxy wrote its HAR");
-    let doc: Value = serde_json::from_slice(&written).expect("a JSON HAR");
-    let entries = doc["log"]["entries"].as_array().expect("entries").len();
-    assert_eq!(
-        entries as u64, script.requests,
-        "one entry per scripted request"
-    );
-
-    let capture = dir.path().join("imported.db");
-    let (code, out, err) = import(&har, &capture).await;
-    assert_eq!(code, 0, "{out}{err}");
-    let store = Store::open(&capture).await.expect("open");
-    let run = store.run(None).await.expect("run");
-    assert_eq!(run.exchanges as usize, entries, "{out}");
-    assert_eq!(run.upstream, backend.url());
-    assert!(run.sessions >= population().users as i64, "{out}");
-    // Redacted as recording redacts: no clear password or token is kept.
-    assert_eq!(
-        sqlite_count(
-            &capture,
-            "SELECT count(*) FROM exchanges WHERE instr(request_body, 'password') > 0 \
-             AND instr(request_body, 'redacted:') = 0"
-        ),
-        0
-    );
-
-    let before = demo_stats(&backend).await;
-    let report = crate::support::replay_with(
-        &store,
-        &backend.url(),
-        tapedeck::profile::Profile::single(1, 4.0),
-        |_| {},
-    )
-    .await;
-    store.close().await;
-    let after = demo_stats(&backend).await;
-    let stage = &report.stages[0];
-    assert_eq!(stage.errors, 0, "{:?}", stage.error_kinds);
-    assert_eq!(stage.status_mismatches, 0);
-    assert_eq!(stage.requests as usize, entries);
-    // Judged by the server: every imported request reached it, and it did
-    // the recorded work once more.
-    assert_eq!(after.requests - before.requests, entries as u64);
-    assert_eq!(after.logins - before.logins, before.logins);
-    assert_eq!(after.messages - before.messages, before.messages);
-    assert_eq!(
-        after.conversations - before.conversations,
-        before.conversations
     );
 }
