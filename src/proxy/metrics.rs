@@ -4,7 +4,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::capture::writer::WriterMetrics;
@@ -42,8 +42,7 @@ impl Default for ProxyMetrics {
         let refused = Counter::default();
         let tls_handshake_failures = Counter::default();
         let upstream_errors = Family::<ErrorLabels, Counter>::default();
-        // 100 µs .. ~105 s
-        let latency = Histogram::new(exponential_buckets(0.0001, 2.0, 21));
+        let latency = crate::admin::latency_histogram();
         let live_sessions = Gauge::default();
         let unsampled = Counter::default();
         let writer = WriterMetrics::default();

@@ -24,10 +24,11 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::grouped::OTHER;
+use crate::admin::latency_histogram;
 
 /// Distinct route labels kept; later routes are counted under `(other)`,
 /// so a capture whose paths defeat route normalization cannot grow the
@@ -78,11 +79,6 @@ struct CurrentLabels {
 }
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
-
-/// 100 µs .. ~105 s, as the proxy's `tapedeck_request_duration_seconds`.
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
-}
 
 /// Every series of a running replay (one per process).
 #[derive(Debug)]

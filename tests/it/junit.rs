@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{self, Rec, TestUpstream, synthetic_capture};
+use crate::support::{self, Rec, TestUpstream, replay_capture, synthetic_capture};
 
 /// Validates `xml` against the JUnit schema and reads it back: one object
 /// per suite, `{name, tests, failures, cases: [{name, failure, skipped}]}`.
@@ -68,25 +68,17 @@ async fn replay(dir: &Path, target: &str, ms: u64, profile: &str, tag: &str) -> 
         .collect();
     let capture = dir.join(format!("{tag}.db"));
     synthetic_capture(&capture, &[session]).await.close().await;
-    let profile_path = dir.join(format!("{tag}.toml"));
-    std::fs::write(&profile_path, profile).expect("profile");
-    let path = |ext: &str| dir.join(format!("{tag}.{ext}"));
-    let (code, stdout, stderr) = support::output(&[
-        "replay",
-        capture.to_str().expect("utf-8"),
-        "--target",
+    let junit = dir.join(format!("{tag}.xml"));
+    let (code, _, report) = replay_capture(
+        &capture,
         target,
-        "--profile",
-        profile_path.to_str().expect("utf-8"),
-        "--report",
-        path("json").to_str().expect("utf-8"),
-        "--junit",
-        path("xml").to_str().expect("utf-8"),
-    ])
+        profile,
+        &["--junit", junit.to_str().expect("utf-8")],
+    )
     .await;
-    let text =
-        std::fs::read_to_string(path("json")).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"));
-    (code, serde_json::from_str(&text).expect("report JSON"))
+    // Kept for `compare`.
+    tapedeck::report::save(&report, &dir.join(format!("{tag}.json"))).expect("save report");
+    (code, serde_json::to_value(&report).expect("report JSON"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

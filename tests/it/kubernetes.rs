@@ -169,14 +169,8 @@ async fn the_manifests_commands_record_replay_in_shards_and_merge_as_local_proce
             .spawn()
             .expect("spawn record");
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let addr = |line: Option<String>| {
-            let line = line.expect("banner line");
-            line.split("http://")
-                .nth(1)
-                .and_then(|s| s.split_whitespace().next())
-                .unwrap_or_else(|| panic!("no address in {line:?}"))
-                .to_string()
-        };
+        let addr =
+            |line: Option<String>| crate::support::admin::address_in(&line.expect("banner line"));
         let proxy = addr(lines.next_line().await.expect("read"));
         let admin = addr(lines.next_line().await.expect("read"));
         // The readiness probe's request.

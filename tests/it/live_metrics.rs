@@ -134,12 +134,7 @@ async fn replay_admin_serves_live_counters_by_stage_and_a_final_scrape_equal_to_
         .expect("the admin line comes")
         .expect("read stderr")
         .expect("an admin line before stderr ends");
-    let admin = line
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
-        .to_string();
+    let admin = crate::support::admin::address_in(&line);
     // The rest of stderr is read so the child never blocks on it, and
     // passed on line by line.
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();

@@ -69,9 +69,15 @@ pub async fn admin_address(
     lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
 ) -> String {
     let line = lines.next_line().await.expect("read").expect("admin line");
+    address_in(&line)
+}
+
+/// The `host:port` after the first `http://` of a line the binary printed
+/// (a banner, an admin line).
+pub fn address_in(line: &str) -> String {
     line.split("http://")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no admin address in {line:?}"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string()
 }

@@ -626,12 +626,7 @@ pub async fn record_process_with(
         .expect("spawn record");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
     let banner = lines.next_line().await.expect("read").expect("banner line");
-    let addr = banner
-        .split("http://")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"))
-        .to_string();
+    let addr = admin::address_in(&banner);
     (child, addr, lines)
 }
 
